@@ -1,0 +1,49 @@
+"""The one error type of the EMR client, raised for every failed call."""
+
+from __future__ import annotations
+
+THROTTLING_CODES = frozenset({"Throttling", "Throttling.User", "Throttling.Api", "Throttling.Concurrent"})
+
+
+class EmrError(Exception):
+    """A failed EMR Serverless Spark call.
+
+    `code`, `message` and `request_id` come from the service's error body (or the
+    `x-acs-request-id` header); transport failures use raybot's own codes
+    (`ConnectionError`, `Timeout`, `InvalidResponse`, `CredentialsError`).
+    `status` is the HTTP status, None when no response arrived.
+    """
+
+    def __init__(
+        self,
+        *,
+        action: str,
+        code: str,
+        message: str,
+        request_id: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+        recommend: str | None = None,
+    ) -> None:
+        self.action = action
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.status = status
+        self.retryable = retryable
+        self.recommend = recommend
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        rid = f", RequestId {self.request_id}" if self.request_id else ""
+        status = f"HTTP {self.status} " if self.status is not None else ""
+        return f"{self.action} failed: {status}{self.code}: {self.message}{rid}"
+
+
+def is_retryable(status: int | None, code: str) -> bool:
+    """Throttling (whatever the status: it often arrives as 400), 5xx and transport failures."""
+    if code in THROTTLING_CODES or code.startswith("Throttling"):
+        return True
+    if status is None:
+        return code in ("ConnectionError", "Timeout")
+    return status >= 500
