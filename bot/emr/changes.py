@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.emr.models import WorkerGroup
+from bot.emr.models import UpdateRayClusterRequest, WorkerGroup
 
 
 class _Change(BaseModel):
@@ -64,3 +64,35 @@ Change = Annotated[
     SetReplicas | SetAutoscaling | SetFields | ReplaceGroup | AddGroup | RemoveGroup,
     Field(discriminator="kind"),
 ]
+
+
+class DiffEntry(BaseModel):
+    """One changed field: `path` as on the wire (`workerSpec[WorkerGroup1].replica`), None for absent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    before: Any = None
+    after: Any = None
+
+
+class Plan(BaseModel):
+    """The outcome of applying changes to a cluster as read.
+
+    `body` is the complete UpdateRayCluster request to send, None when nothing
+    changes (`diff` is then empty and nothing must be sent).
+    """
+
+    body: UpdateRayClusterRequest | None
+    diff: list[DiffEntry]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.diff)
+
+
+class ChangeError(ValueError):
+    """A change that cannot be applied to this cluster (unknown group, replica outside bounds, …).
+
+    The message is written for the person who asked for the change.
+    """
