@@ -8,11 +8,21 @@ sent exactly as it was read.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.emr.models import UpdateRayClusterRequest, WorkerGroup
+from bot.emr.models import (
+    ClusterFields,
+    RayCluster,
+    SpecProblem,
+    UpdateRayClusterRequest,
+    WorkerGroup,
+    dumps_body,
+    spec_problems,
+)
 
 
 class _Change(BaseModel):
@@ -96,3 +106,387 @@ class ChangeError(ValueError):
 
     The message is written for the person who asked for the change.
     """
+
+
+# --- applying changes -------------------------------------------------------------------------------------------
+
+TOP_LEVEL_FIELDS = ("name", "description", "displayReleaseVersion", "networkServiceName", "extraParam", "volumeIds")
+"""Top-level wire paths SetFields may change."""
+
+HEAD_FIELDS = (
+    "queueName",
+    "cpu",
+    "memory",
+    "gpuSpec",
+    "enableAutoScaling",
+    "idleTimeoutSeconds",
+    "env",
+    "rayStartParams",
+    "gftEnabled",
+    "displayReleaseVersion",
+)
+"""Head fields SetFields may change as `headSpec.<field>`. gftConfig is left out on purpose: it holds a password."""
+
+_WIRE_ORDER = tuple(field.alias or name for name, field in ClusterFields.model_fields.items())
+_SECRET_WORDS = ("password", "secret", "token")
+_REDACTED = "••••••"
+
+
+def plan(cluster: RayCluster, changes: Sequence[Change]) -> Plan:
+    """Apply `changes` in order to the editable fields of `cluster` as read, giving the complete UpdateRayCluster body.
+
+    Every editable field present in the read is sent back exactly as read unless a change sets it; absent fields stay
+    absent; unknown fields inside headSpec and the groups are kept. The complete workerSpec is always sent when the
+    read had groups, and `"workerSpec": []` only when RemoveGroup removed every group (an empty or null workerSpec
+    as read is left out rather than sent back). A value of None in SetFields, or an explicit None in the spec of
+    ReplaceGroup, removes that field from the body.
+
+    Returns `Plan(body=None, diff=[])` when the changes change nothing (absent and null count as the same). Raises
+    ChangeError, written for the person who asked, when a change does not fit this cluster or the resulting body
+    breaks a documented constraint.
+    """
+    before = cluster.editable()
+    after = copy.deepcopy(before)
+    for change in changes:
+        _apply(after, change)
+    # A RemoveGroup only succeeds on a group that exists, so an empty list after one means every group was removed:
+    # the one time "workerSpec": [] is meant. Otherwise an empty (or null) list is never sent back.
+    if not after.get("workerSpec") and not any(isinstance(c, RemoveGroup) for c in changes):
+        after.pop("workerSpec", None)
+
+    fields = _fields(after)
+    # Normalize through the model (cpu 4 → "4", coercions) so the diff shows exactly what will be sent.
+    after = fields.wire()
+    entries = diff(before, after)
+    if not entries:
+        return Plan(body=None, diff=[])
+
+    problems = _changed_group_problems(before, after) or _constraint_problems(before, fields)
+    if problems:
+        raise ChangeError(_problem_message(problems))
+    try:
+        body = UpdateRayClusterRequest.model_validate(after)
+    except ValidationError as exc:  # spec_problems is the same check; this is the last guard, not the usual path
+        raise ChangeError(_problem_message(_validation_problems(exc, after))) from exc
+    return Plan(body=body, diff=entries)
+
+
+def _apply(body: dict[str, Any], change: Change) -> None:
+    """Apply one change to the wire-form body in place."""
+    if isinstance(change, SetReplicas):
+        _set_replicas(body, change)
+    elif isinstance(change, SetAutoscaling):
+        _set_autoscaling(body, change)
+    elif isinstance(change, SetFields):
+        _set_fields(body, change)
+    elif isinstance(change, ReplaceGroup):
+        _replace_group(body, change)
+    elif isinstance(change, AddGroup):
+        _add_group(body, change)
+    elif isinstance(change, RemoveGroup):
+        groups = body.get("workerSpec") or []
+        index = _group_index(groups, change.group)
+        del groups[index]
+    else:  # pragma: no cover - the Change union is closed
+        raise ChangeError(f"unknown change {change!r}")
+
+
+def _group_index(groups: list[dict[str, Any]], name: str) -> int:
+    for index, group in enumerate(groups):
+        if group.get("groupName") == name:
+            return index
+    names = [str(g.get("groupName")) for g in groups if g.get("groupName")]
+    known = f"its groups are {', '.join(names)}" if names else "it has no worker groups"
+    raise ChangeError(f"there is no worker group {name!r} in this cluster; {known}")
+
+
+def _set_replicas(body: dict[str, Any], change: SetReplicas) -> None:
+    if change.replica is None and change.min_replica is None and change.max_replica is None:
+        raise ChangeError(f"say what to change for {change.group}: replicas, min or max")
+    groups = body.get("workerSpec") or []
+    group = groups[_group_index(groups, change.group)]
+    for key, value in (
+        ("replica", change.replica),
+        ("minReplica", change.min_replica),
+        ("maxReplica", change.max_replica),
+    ):
+        if value is not None:
+            group[key] = value
+
+
+def _set_autoscaling(body: dict[str, Any], change: SetAutoscaling) -> None:
+    idle = change.idle_timeout_seconds
+    if idle is not None and idle < 0:
+        raise ChangeError(f"the idle timeout is a number of seconds, 0 or more, not {idle}")
+    head = body.get("headSpec")
+    if not isinstance(head, dict):
+        head = body["headSpec"] = {}
+    head["enableAutoScaling"] = change.enabled
+    if idle is not None:
+        head["idleTimeoutSeconds"] = idle
+
+
+def _set_fields(body: dict[str, Any], change: SetFields) -> None:
+    if not change.values:
+        raise ChangeError("say which fields to change")
+    for path, value in change.values.items():
+        if path in TOP_LEVEL_FIELDS:
+            _put(body, path, value)
+        elif path.startswith("headSpec.") and path.removeprefix("headSpec.") in HEAD_FIELDS:
+            head = body.get("headSpec")
+            if not isinstance(head, dict):
+                if value is None:
+                    continue
+                head = body["headSpec"] = {}
+            _put(head, path.removeprefix("headSpec."), value)
+        else:
+            editable = ", ".join([*TOP_LEVEL_FIELDS, *(f"headSpec.{f}" for f in HEAD_FIELDS)])
+            raise ChangeError(f"{path!r} is not a field raybot can edit this way; editable fields are {editable}")
+
+
+def _put(target: dict[str, Any], key: str, value: Any) -> None:
+    # None means "unset": the field is left out of the body rather than sent as null.
+    if value is None:
+        target.pop(key, None)
+    else:
+        target[key] = value
+
+
+def _replace_group(body: dict[str, Any], change: ReplaceGroup) -> None:
+    groups = body.get("workerSpec") or []
+    index = _group_index(groups, change.group)
+    new_name = change.spec.group_name
+    if new_name is not None and new_name != change.group and any(g.get("groupName") == new_name for g in groups):
+        raise ChangeError(f"cannot rename {change.group} to {new_name}: this cluster already has a group {new_name}")
+    group = groups[index]
+    for key, value in change.spec.wire().items():
+        _put(group, key, value)
+
+
+def _add_group(body: dict[str, Any], change: AddGroup) -> None:
+    spec = {k: v for k, v in change.spec.wire().items() if v is not None}
+    name = spec.get("groupName")
+    groups = body.get("workerSpec")
+    if not isinstance(groups, list):
+        groups = body["workerSpec"] = []
+    if name is not None and any(g.get("groupName") == name for g in groups):
+        raise ChangeError(f"this cluster already has a worker group {name}; change it with a resize or an edit instead")
+    groups.append(spec)
+
+
+# --- checking the result ----------------------------------------------------------------------------------------
+
+
+def _fields(body: dict[str, Any]) -> ClusterFields:
+    try:
+        return ClusterFields.model_validate(body)
+    except ValidationError as exc:
+        raise ChangeError(_problem_message(_validation_problems(exc, body))) from exc
+
+
+def _validation_problems(exc: ValidationError, body: dict[str, Any]) -> list[SpecProblem]:
+    out = []
+    for error in exc.errors():
+        parts: list[str] = []
+        loc = error["loc"]
+        for i, part in enumerate(loc):
+            if isinstance(part, int) and i > 0 and loc[i - 1] == "workerSpec":
+                groups = body.get("workerSpec") or []
+                name = groups[part].get("groupName") if part < len(groups) and isinstance(groups[part], dict) else None
+                parts[-1] += f"[{name or part}]"
+            elif isinstance(part, int) and parts:
+                parts[-1] += f"[{part}]"
+            else:
+                parts.append(str(part))
+        given = repr(error.get("input"))
+        given = given if len(given) <= 40 else given[:37] + "…"
+        out.append(SpecProblem(".".join(parts) or "body", f"{error['msg']} (given {given})"))
+    return out
+
+
+def _changed_group_problems(before: dict[str, Any], after: dict[str, Any]) -> list[SpecProblem]:
+    """Replica bounds of the groups the changes touched, with advice on how to ask instead.
+
+    Values below 1 are left to spec_problems, whose message says so better than advice about bounds would.
+    """
+    old = {key: group for key, group in _keyed_groups(before.get("workerSpec"))}
+    out = []
+    for key, group in _keyed_groups(after.get("workerSpec")):
+        if key in old and dumps_body(old[key]) == dumps_body(group):
+            continue
+        label = group.get("groupName") or key
+        replica, low, high = group.get("replica"), group.get("minReplica"), group.get("maxReplica")
+        if any(isinstance(v, int) and v < 1 for v in (replica, low, high)):
+            continue
+        path = f"workerSpec[{label}]"
+        if low is not None and high is not None and low > high:
+            out.append(
+                SpecProblem(
+                    f"{path}.minReplica",
+                    f"minReplica {low} is above maxReplica {high} of {label}; set max={low} as well "
+                    f"(or a min of at most {high})",
+                )
+            )
+        elif replica is not None and high is not None and replica > high:
+            out.append(
+                SpecProblem(
+                    f"{path}.replica",
+                    f"replica {replica} is above maxReplica {high} of {label}; set max={replica} as well "
+                    f"(or replicas of at most {high})",
+                )
+            )
+        elif replica is not None and low is not None and replica < low:
+            out.append(
+                SpecProblem(
+                    f"{path}.replica",
+                    f"replica {replica} is below minReplica {low} of {label}; set min={replica} as well "
+                    f"(or replicas of at least {low})",
+                )
+            )
+    return out
+
+
+def _constraint_problems(before: dict[str, Any], fields: ClusterFields) -> list[SpecProblem]:
+    problems = spec_problems(fields)
+    if not problems:
+        return []
+    try:
+        already = set(spec_problems(ClusterFields.model_validate(before)))
+    except ValidationError:  # pragma: no cover - `before` came out of the same model
+        already = set()
+    # A broken group nobody touched still blocks the update; say so, or the asker hunts for a mistake they did not make.
+    return [
+        p if p not in already else SpecProblem(p.path, f"{p.message} (already so in the cluster as read)")
+        for p in problems
+    ]
+
+
+def _problem_message(problems: Sequence[SpecProblem]) -> str:
+    if len(problems) == 1:
+        return f"cannot make this change: {problems[0]}"
+    return "cannot make this change:\n" + "\n".join(f"• {p}" for p in problems)
+
+
+# --- describing changes -----------------------------------------------------------------------------------------
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[DiffEntry]:
+    """What differs between two wire-form bodies, field by field, for people to read.
+
+    Paths are as on the wire: `name`, `headSpec.enableAutoScaling`, `workerSpec[WorkerGroup1].replica`. Groups are
+    matched by groupName, not position: an added group is one entry `workerSpec[NewGroup]` with before None, a removed
+    one has after None (a renamed group shows as both). `volumeIds` and other lists are compared whole. An absent
+    field and a null one count as the same. Values under password/secret/token keys are masked. Order: top-level
+    fields in wire order, head fields, then groups in their order (removed and changed ones first, added ones last).
+    """
+    out: list[DiffEntry] = []
+    for key in _ordered_keys(before, after, first=_WIRE_ORDER):
+        if key == "workerSpec":
+            out += _group_diff(before.get(key), after.get(key))
+        elif isinstance(before.get(key), dict) or isinstance(after.get(key), dict):
+            out += _dict_diff(key, before.get(key), after.get(key))
+        elif before.get(key) != after.get(key):
+            out.append(_entry(key, before.get(key), after.get(key)))
+    return out
+
+
+def _ordered_keys(before: Any, after: Any, first: Sequence[str] = ()) -> list[str]:
+    keys = dict.fromkeys(first)
+    for source in (before, after):
+        if isinstance(source, dict):
+            keys.update(dict.fromkeys(source))
+    present = set(before or {}) | set(after or {})
+    return [k for k in keys if k in present]
+
+
+def _dict_diff(path: str, before: Any, after: Any) -> list[DiffEntry]:
+    if not isinstance(before, dict | None) or not isinstance(after, dict | None):
+        return [] if before == after else [_entry(path, before, after)]
+    out = []
+    for key in _ordered_keys(before, after):
+        old, new = (before or {}).get(key), (after or {}).get(key)
+        if isinstance(old, dict) or isinstance(new, dict):
+            out += _dict_diff(f"{path}.{key}", old, new)
+        elif old != new:
+            out.append(_entry(f"{path}.{key}", old, new))
+    return out
+
+
+def _keyed_groups(groups: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Groups keyed by name; a repeated name gets `#n`, a missing one its position, so keys stay unique."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for index, group in enumerate(groups if isinstance(groups, list) else []):
+        name = group.get("groupName") if isinstance(group, dict) else None
+        if not name:
+            key = f"#{index}"
+        else:
+            seen[name] = seen.get(name, 0) + 1
+            key = name if seen[name] == 1 else f"{name}#{seen[name]}"
+        out.append((key, group if isinstance(group, dict) else {"value": group}))
+    return out
+
+
+def _group_diff(before: Any, after: Any) -> list[DiffEntry]:
+    old = _keyed_groups(before)
+    new = dict(_keyed_groups(after))
+    out = []
+    for key, group in old:
+        path = f"workerSpec[{key}]"
+        if key not in new:
+            out.append(_entry(path, group, None))
+        else:
+            out += _dict_diff(path, group, new[key])
+    old_keys = {key for key, _ in old}
+    out += [_entry(f"workerSpec[{key}]", None, group) for key, group in new.items() if key not in old_keys]
+    return out
+
+
+def _entry(path: str, before: Any, after: Any) -> DiffEntry:
+    return DiffEntry(path=path, before=_redact(path, before), after=_redact(path, after))
+
+
+def _redact(path: str, value: Any) -> Any:
+    leaf = path.rsplit(".", 1)[-1].lower()
+    if value is not None and any(word in leaf for word in _SECRET_WORDS):
+        return _REDACTED
+    if isinstance(value, dict):
+        return {k: _redact(f"{path}.{k}", v) for k, v in value.items()}
+    return value
+
+
+def summarize(changes: Sequence[Change]) -> str:
+    """One short line of what was asked, e.g. `WorkerGroup1 replicas → 10, min → 2; autoscaling on (idle 600 s)`."""
+    parts = [_summary(change) for change in changes]
+    return "; ".join(parts) if parts else "nothing"
+
+
+def _summary(change: Change) -> str:
+    if isinstance(change, SetReplicas):
+        asked = [
+            f"{label} → {value}"
+            for label, value in (
+                ("replicas", change.replica),
+                ("min", change.min_replica),
+                ("max", change.max_replica),
+            )
+            if value is not None
+        ]
+        return f"{change.group} {', '.join(asked)}" if asked else f"{change.group} (nothing)"
+    if isinstance(change, SetAutoscaling):
+        text = "autoscaling on" if change.enabled else "autoscaling off"
+        if change.idle_timeout_seconds is not None:
+            text += f" (idle {change.idle_timeout_seconds} s)"
+        return text
+    if isinstance(change, SetFields):
+        return "edit " + ", ".join(change.values)
+    if isinstance(change, ReplaceGroup):
+        new_name = change.spec.group_name
+        if new_name and new_name != change.group:
+            return f"edit group {change.group} (renamed {new_name})"
+        return f"edit group {change.group}"
+    if isinstance(change, AddGroup):
+        return f"add group {change.spec.group_name or '(unnamed)'}"
+    if isinstance(change, RemoveGroup):
+        return f"remove group {change.group}"
+    return str(change)  # pragma: no cover - the Change union is closed

@@ -237,10 +237,20 @@ class RayCluster(ClusterFields):
         Unknown top-level fields are not included: at the top level of
         GetRayCluster they are read-only attributes (ids, timestamps, endpoints),
         not request fields. Unknown fields inside headSpec and workerSpec are kept.
+        Fields read as null are left out, as the official SDK leaves out unset
+        fields: sending an explicit null could read as "clear this field".
         """
-        wire = self.wire()
+        wire = _without_nulls(self.wire())
         names = {f.alias for f in ClusterFields.model_fields.values()}
         return {k: v for k, v in wire.items() if k in names}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 class ListRayClusterResponse(WireModel):

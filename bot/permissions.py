@@ -1,0 +1,343 @@
+"""The policy engine: who may do what, where, and how much. Pure functions, no Slack, no I/O.
+
+Deny by default. A channel grants roles through its bindings in the config; a
+binding applies to a user when it names no users or user groups, or names the
+user or one of the user's groups. Rights are the union of the bindings that
+apply: an action is allowed when at least one of them grants it on the cluster
+and (for changes) its role's limits permit the change.
+
+Reasons are written for Slack (mrkdwn): channels appear as <#C…>, users as <@U…>,
+user groups as <!subteam^S…>. The caller asks again at every step that acts
+(command, modal submit, button click), with the channel carried by raybot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, Binding, Config, Limits, Role
+from bot.emr.models import ClusterFields, WorkerGroup
+from bot.slack.mrkdwn import escape
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who asks, and where. `usergroups`: the user's groups (only those the config mentions need be filled)."""
+
+    user_id: str
+    channel_id: str
+    usergroups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """allow/deny; `reason` is human text for Slack; `role` is the role that allowed it."""
+
+    allowed: bool
+    reason: str
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One role that applies to a subject in a channel, for /ray whoami."""
+
+    role: str
+    clusters: tuple[str, ...]  # the globs as configured
+    aliases: tuple[str, ...]  # the aliases they match now
+    actions: tuple[str, ...]  # as configured ("*" for all)
+    limits: str  # human text, "no limits" when none
+    why: str  # mrkdwn: why this binding applies to the subject
+
+
+@dataclass(frozen=True)
+class PermissionRow:
+    """One binding, flattened for `raybot check-config` (plain text, raw IDs)."""
+
+    channel: str
+    role: str
+    clusters: tuple[str, ...]
+    actions: tuple[str, ...]
+    limits: str
+    who: str
+
+
+# --- small text builders ---------------------------------------------------------------------------
+
+
+def _channel(channel_id: str) -> str:
+    return f"<#{channel_id}>"
+
+
+def _actions_text(actions: tuple[str, ...]) -> str:
+    return "all actions" if ALL_ACTIONS in actions else ", ".join(actions)
+
+
+def _globs_text(globs: tuple[str, ...]) -> str:
+    return ", ".join(globs)
+
+
+def _who_mrkdwn(binding: Binding) -> str:
+    parts = []
+    if binding.usergroups:
+        parts.append("members of " + " or ".join(f"<!subteam^{g}>" for g in binding.usergroups))
+    parts += [f"<@{u}>" for u in binding.users]
+    return " or ".join(parts)
+
+
+def _who_plain(binding: Binding) -> str:
+    if not binding.restricted:
+        return "everyone"
+    parts = []
+    if binding.users:
+        parts.append("users " + ", ".join(binding.users))
+    if binding.usergroups:
+        parts.append("usergroups " + ", ".join(binding.usergroups))
+    return "; ".join(parts)
+
+
+def limits_text(limits: Limits) -> str:
+    """The limits of a role as a short phrase ("no limits" when there are none)."""
+    parts = []
+    if limits.max_replica is not None:
+        parts.append(f"at most {limits.max_replica} replicas per group")
+    if limits.max_step is not None:
+        parts.append(f"changes of at most {limits.max_step} replicas at once")
+    if limits.worker_types is not None:
+        parts.append("worker types " + ", ".join(limits.worker_types))
+    return "; ".join(parts) or "no limits"
+
+
+# --- matching -----------------------------------------------------------------------------------
+
+
+def _applies_to(binding: Binding, subject: Subject) -> bool:
+    if not binding.restricted:
+        return True
+    return subject.user_id in binding.users or bool(subject.usergroups & set(binding.usergroups))
+
+
+def _check_action(action: str) -> None:
+    # A typo in a command handler must fail loudly, not deny (or allow) quietly.
+    if action not in KNOWN_ACTIONS:
+        raise ValueError(f"unknown action {action!r}; known: {', '.join(KNOWN_ACTIONS)}")
+
+
+def _bindings(config: Config, channel_id: str) -> list[tuple[Binding, Role]]:
+    return [(b, config.roles[b.role]) for b in config.channels.get(channel_id, ())]
+
+
+def _grants_on(binding: Binding, role: Role, action: str, alias: str | None) -> bool:
+    return role.allows(action) and (alias is None or binding.covers(alias))
+
+
+def referenced_usergroups(config: Config) -> set[str]:
+    """The user groups whose membership the caller must look up to fill Subject.usergroups."""
+    return {group for bindings in config.channels.values() for b in bindings for group in b.usergroups}
+
+
+def _no_channel_reason(channel_id: str) -> str:
+    if channel_id.startswith("D"):
+        return (
+            "raybot does nothing in direct messages unless its config allows it; "
+            "run the command in a channel that has a raybot role"
+        )
+    return f"No role is bound to {_channel(channel_id)} in raybot's config; ask a platform admin to add it"
+
+
+def _denial(config: Config, subject: Subject, action: str, alias: str | None) -> str:
+    """Why no binding lets this subject run `action` on `alias`: the most specific true story."""
+    bindings = _bindings(config, subject.channel_id)
+    if not bindings:
+        return _no_channel_reason(subject.channel_id)
+    where = _channel(subject.channel_id)
+    target = f" on {alias}" if alias is not None else ""
+    # A binding would grant it, but not to this user.
+    others = [b for b, role in bindings if _grants_on(b, role, action, alias) and not _applies_to(b, subject)]
+    if others:
+        clauses = "; ".join(f"on {_globs_text(b.clusters)} only to {_who_mrkdwn(b)}" for b in others)
+        return f"{where} grants {action} {clauses}"
+    roles_here = "; ".join(
+        f"{b.role} on {_globs_text(b.clusters)}"
+        + (f" for {_who_mrkdwn(b)}" if b.restricted else "")
+        + f": {_actions_text(role.actions)}"
+        for b, role in bindings
+    )
+    return f"{where} grants no role {action}{target} (roles here: {roles_here})"
+
+
+def _unknown_alias(config: Config, subject: Subject, action: str, alias: str) -> Decision:
+    # Only name the clusters this user could use here, not the whole config.
+    visible = visible_aliases(config, subject, action)
+    hint = f" (clusters you may {action} here: {', '.join(visible)})" if visible else ""
+    return Decision(False, f"There is no cluster called `{escape(alias)}` in raybot's config{hint}")
+
+
+def _applicable(config: Config, subject: Subject, action: str, alias: str | None) -> list[tuple[Binding, Role]]:
+    return [
+        (b, role)
+        for b, role in _bindings(config, subject.channel_id)
+        if _grants_on(b, role, action, alias) and _applies_to(b, subject)
+    ]
+
+
+def decide(config: Config, subject: Subject, action: str, alias: str | None = None) -> Decision:
+    """May `subject` run `action` (on the cluster `alias`; None for actions tied to no cluster, like list)?
+
+    Role limits are not considered here; a change is judged by `check_change`.
+    """
+    _check_action(action)
+    if not config.channels.get(subject.channel_id):
+        return Decision(False, _no_channel_reason(subject.channel_id))
+    if alias is not None and alias not in config.clusters:
+        return _unknown_alias(config, subject, action, alias)
+    applicable = _applicable(config, subject, action, alias)
+    if not applicable:
+        return Decision(False, _denial(config, subject, action, alias))
+    binding, _ = applicable[0]
+    return Decision(True, f"{binding.role} in {_channel(subject.channel_id)} allows {action}", role=binding.role)
+
+
+# --- limits -------------------------------------------------------------------------------------
+
+
+def limit_violations(role_name: str, limits: Limits, before: ClusterFields, after: ClusterFields) -> list[str]:
+    """Every way the change before → after breaks the role's limits, as sentences for Slack.
+
+    Only values that a change raises (or introduces) count against max_replica, so a
+    cluster already above the limit can still be reduced; max_step bounds the replica
+    change of every group (added groups step from 0, removed groups to 0).
+    """
+    out: list[str] = []
+    # Group names and worker types come from users and the cloud: escaped, as these sentences are mrkdwn.
+    before_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in before.worker_spec or []}
+    after_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in after.worker_spec or []}
+
+    for raw_name, group in after_groups.items():
+        name = escape(raw_name)
+        old = before_groups.get(raw_name)
+        if limits.max_replica is not None:
+            for field, label in (("replica", ""), ("min_replica", "minReplica "), ("max_replica", "maxReplica ")):
+                new_value = getattr(group, field)
+                old_value = getattr(old, field) if old is not None else None
+                raised = new_value is not None and (old_value is None or new_value > old_value)
+                if raised and new_value > limits.max_replica:
+                    out.append(
+                        f"{role_name} allows at most {limits.max_replica} replicas per group; "
+                        f"{name} would have {label}{new_value}"
+                    )
+        # A group that was read without a replica gives nothing to measure a step from.
+        measurable = old is None or old.replica is not None
+        if limits.max_step is not None and group.replica is not None and measurable:
+            old_replica = old.replica if old is not None and old.replica is not None else 0
+            step = group.replica - old_replica
+            if abs(step) > limits.max_step:
+                out.append(
+                    f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; "
+                    f"{name} would go from {old_replica} to {group.replica} ({step:+d})"
+                )
+        if limits.worker_types is not None:
+            changed_type = old is None or group.worker_type != old.worker_type
+            if changed_type and group.worker_type not in limits.worker_types:
+                allowed = escape(", ".join(limits.worker_types))
+                have = f"would be {escape(group.worker_type)}" if group.worker_type else "would have no workerType"
+                out.append(f"{role_name} allows only worker types {allowed}; {name} {have}")
+
+    if limits.max_step is not None:
+        for name, old in before_groups.items():
+            if name not in after_groups and old.replica is not None and old.replica > limits.max_step:
+                out.append(
+                    f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; "
+                    f"removing {escape(name)} would go from {old.replica} to 0 (-{old.replica})"
+                )
+    return out
+
+
+def check_change(
+    config: Config, subject: Subject, action: str, alias: str, before: ClusterFields, after: ClusterFields
+) -> Decision:
+    """May `subject` make the change before → after to `alias` with `action`?
+
+    Allowed iff some binding that applies grants the action on the cluster and its
+    role's limits permit the change: the most permissive binding wins.
+    """
+    first = decide(config, subject, action, alias)
+    if not first.allowed:
+        return first
+    reasons: list[str] = []
+    for binding, role in _applicable(config, subject, action, alias):
+        violations = limit_violations(binding.role, role.limits, before, after)
+        if not violations:
+            return Decision(
+                True, f"{binding.role} in {_channel(subject.channel_id)} allows this {action}", role=binding.role
+            )
+        reasons += [v for v in violations if v not in reasons]
+    return Decision(False, "; ".join(reasons))
+
+
+# --- views for people -----------------------------------------------------------------------------
+
+
+def visible_aliases(config: Config, subject: Subject, action: str = "list") -> list[str]:
+    """The aliases `subject` may run `action` on in this channel, in config order."""
+    _check_action(action)
+    applicable = _applicable(config, subject, action, None)
+    return [alias for alias in config.clusters if any(b.covers(alias) for b, _ in applicable)]
+
+
+def _why(binding: Binding, subject: Subject) -> str:
+    if not binding.restricted:
+        return f"everyone in {_channel(subject.channel_id)} has it"
+    if subject.user_id in binding.users:
+        return f"you (<@{subject.user_id}>) are named in it"
+    groups = [g for g in binding.usergroups if g in subject.usergroups]
+    return "you are a member of " + " and ".join(f"<!subteam^{g}>" for g in groups)
+
+
+def grants(config: Config, subject: Subject) -> list[Grant]:
+    """The roles that apply to `subject` in its channel, with why, for /ray whoami."""
+    return [
+        Grant(
+            role=b.role,
+            clusters=b.clusters,
+            aliases=tuple(alias for alias in config.clusters if b.covers(alias)),
+            actions=role.actions,
+            limits=limits_text(role.limits),
+            why=_why(b, subject),
+        )
+        for b, role in _bindings(config, subject.channel_id)
+        if _applies_to(b, subject)
+    ]
+
+
+def permission_table(config: Config) -> list[PermissionRow]:
+    """Every binding of every channel, in config order."""
+    return [
+        PermissionRow(
+            channel=channel,
+            role=b.role,
+            clusters=b.clusters,
+            actions=config.roles[b.role].actions,
+            limits=limits_text(config.roles[b.role].limits),
+            who=_who_plain(b),
+        )
+        for channel, bindings in config.channels.items()
+        for b in bindings
+    ]
+
+
+def render_permission_table(config: Config) -> str:
+    """The permission table as aligned plain text, one line per binding, for `raybot check-config`."""
+    header = ("CHANNEL", "ROLE", "CLUSTERS", "ACTIONS", "LIMITS", "WHO")
+    rows = [
+        (r.channel, r.role, ", ".join(r.clusters), _actions_text(r.actions), r.limits, r.who)
+        for r in permission_table(config)
+    ]
+    if not rows:
+        return "no channel has a role: raybot will deny everything"
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,455 @@
+"""Block Kit for everything raybot says, as pure functions: data in, `SlackMessage(text, blocks)` out.
+
+Two promises every builder keeps, whatever its input:
+- it fits Slack's limits (bot/slack/limits.py): long text is cut with an ellipsis,
+  many clusters or groups are packed several to a section, and what still does
+  not fit ends in an "and N more" line;
+- every string that a user, the config or the cloud API controls is escaped
+  (bot/slack/mrkdwn.py), and mrkdwn objects are `verbatim`, so nothing shown
+  here can mention or link anyone by accident.
+
+Whether a message is ephemeral is the sender's choice; the docstrings say which
+is meant. `text` is the notification/fallback text and is escaped as well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+
+from bot import grammar
+from bot.emr.changes import DiffEntry
+from bot.emr.errors import EmrError
+from bot.emr.models import RayCluster, WorkerGroup
+from bot.slack import limits
+from bot.slack.mrkdwn import ELLIPSIS, escape, truncate, user
+from bot.slack.mrkdwn import code as inline_code
+
+FALLBACK_TEXT_MAX = 3000  # notifications show a line or two; keep fallback text short on purpose
+NAME_MAX = 80  # aliases, cluster and group names as shown in running text (escaped characters)
+MESSAGE_MAX = 1500  # an error message from the cloud API, escaped
+LIST_ENTRIES_PER_SECTION_MAX = 10  # beyond this many clusters per section, entries become too short to read
+DIFF_SECTIONS_MAX = 10  # preformatted sections a diff may take
+DIFF_VALUE_MAX = 200  # characters of one value in a diff line, before escaping
+SECRET_KEY = re.compile(r"password|secret|token|accesskey", re.IGNORECASE)
+MASK = "••••••"
+ABSENT = "—"
+FENCE = "```"
+
+ChangeStatus = Literal["pending", "done", "failed", "unchanged"]
+STATUS_MARKS: dict[str, tuple[str, str]] = {
+    "pending": ("⏳", "in progress"),
+    "done": ("✅", "done"),
+    "failed": ("❌", "failed"),
+    "unchanged": ("➖", "nothing to change"),
+}
+
+
+class SlackMessage(NamedTuple):
+    """What chat.postMessage / chat.update / respond take: fallback `text` and `blocks` (plain dicts)."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+# --- small pieces -----------------------------------------------------------------------------------------------------
+
+
+def _esc(raw: str | None, limit: int) -> str:
+    """Escaped text cut to `limit` characters (the cut never splits an entity)."""
+    return truncate(escape(raw or ""), limit)
+
+
+def _mrkdwn(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=text, verbatim=True)
+
+
+def _section(text: str) -> dict[str, Any]:
+    return SectionBlock(text=_mrkdwn(truncate(text, limits.SECTION_TEXT_MAX))).to_dict()
+
+
+def _fields(text: str, fields: Sequence[str]) -> dict[str, Any]:
+    shown = [_mrkdwn(truncate(f, limits.FIELD_TEXT_MAX)) for f in fields[: limits.SECTION_FIELDS_MAX]]
+    return SectionBlock(text=_mrkdwn(truncate(text, limits.SECTION_TEXT_MAX)), fields=shown).to_dict()
+
+
+def _context(text: str) -> dict[str, Any]:
+    return ContextBlock(elements=[_mrkdwn(truncate(text, limits.SECTION_TEXT_MAX))]).to_dict()
+
+
+def _fallback(text: str) -> str:
+    return truncate(text, FALLBACK_TEXT_MAX)
+
+
+def _pre_line(raw: str) -> str:
+    """One line for a preformatted block: escaped, no backticks (a ``` inside would end the block)."""
+    return escape(raw).replace("`", "\u02cb").replace("\n", " ")
+
+
+def _pre_sections(lines: Sequence[str], max_sections: int, head: str | None = None) -> tuple[list[dict], int]:
+    """Pack escaped `lines` into preformatted sections (each ≤ SECTION_TEXT_MAX, `head` repeated on top of each).
+
+    Returns the sections and how many lines they hold; the caller reports the rest.
+    """
+    overhead = len(FENCE) * 2 + 2 + (len(head) + 1 if head else 0)
+    room = limits.SECTION_TEXT_MAX - overhead
+    sections: list[dict] = []
+    chunk: list[str] = []
+    used = 0
+    shown = 0
+    for line in lines:
+        line = truncate(line, room)
+        if chunk and used + 1 + len(line) > room:
+            if len(sections) + 1 >= max_sections:
+                break
+            sections.append(_pre_section(chunk, head))
+            chunk, used = [], 0
+        used += len(line) + (1 if chunk else 0)
+        chunk.append(line)
+        shown += 1
+    if chunk:
+        sections.append(_pre_section(chunk, head))
+    return sections, shown
+
+
+def _pre_section(lines: Sequence[str], head: str | None) -> dict[str, Any]:
+    body = "\n".join(([head] if head else []) + list(lines))
+    return _section(f"{FENCE}\n{body}\n{FENCE}")
+
+
+def _more(count: int, noun: str) -> str:
+    return f"{ELLIPSIS} and {count} more {noun}{'' if count == 1 else 's'}"
+
+
+def _num(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+# --- errors and simple answers ----------------------------------------------------------------------------------------
+
+
+def usage_error(message: str, usage: str) -> SlackMessage:
+    """A command that did not parse (ephemeral): what is wrong, and the usage line(s)."""
+    text = f":warning: {_esc(message, 1000)}"
+    usage_lines = [_pre_line(line) for line in usage.splitlines() if line.strip()]
+    blocks = [_section(text)]
+    if usage_lines:
+        sections, _ = _pre_sections(usage_lines, max_sections=3)
+        blocks += sections
+    blocks.append(_context(f"{inline_code(grammar.PREFIX + ' help')} lists every command."))
+    return SlackMessage(_fallback(text), blocks)
+
+
+def help_message(topic: str | None = None) -> SlackMessage:
+    """`/ray help` (ephemeral): every command with a line about it, from the grammar's table."""
+    lines = [_pre_line(line) for line in grammar.help_text(topic).splitlines()]
+    intro = "*raybot* changes Ray clusters on EMR Serverless Spark. Commands:"
+    sections, _ = _pre_sections(lines, max_sections=5)
+    footer = _context("Every change is posted in this channel with its clusterId, requestId and what changed.")
+    return SlackMessage(
+        _fallback("raybot commands: " + ", ".join(grammar.SUBCOMMANDS)), [_section(intro), *sections, footer]
+    )
+
+
+def denied(reason: str) -> SlackMessage:
+    """A permission refusal (ephemeral), with the policy's reason.
+
+    The reason is mrkdwn built by bot.permissions from config-validated ids
+    (<#C…>, <!subteam^S…>), with anything a user typed already escaped there,
+    so it is truncated here but not escaped again.
+    """
+    text = f"🚫 Not allowed: {truncate(reason, 2000)}"
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def internal_error(reference: str) -> SlackMessage:
+    """raybot's own failure: a reference to find it in the log, and nothing else (no stack traces to Slack)."""
+    text = (
+        f"Something went wrong inside raybot. Reference {inline_code(reference, 100)}: "
+        "whoever runs raybot can find the details in its log."
+    )
+    return SlackMessage(_fallback(text), [_section(f":warning: {text}")])
+
+
+# --- /ray list --------------------------------------------------------------------------------------------------------
+
+
+def _group_brief(group: WorkerGroup) -> str:
+    return (
+        f"{_esc(group.group_name, 40)} {_num(group.replica)}/{_num(group.max_replica)} (min {_num(group.min_replica)})"
+    )
+
+
+def _list_entry(alias: str, row: RayCluster | EmrError, limit: int) -> str:
+    title = f"*{_esc(alias, NAME_MAX)}*"
+    if isinstance(row, EmrError):
+        rid = inline_code(row.request_id, 64) if row.request_id else "none"
+        head = f"{title} ❌ could not be read: {inline_code(row.code, 64)} · RequestId {rid}"
+        room = limit - len(head) - 1
+        detail = f"\n{_esc(row.message, min(room, 500))}" if room > 10 and row.message else ""
+        return truncate(head + detail, limit)
+    head = f"{title} {inline_code(row.state or 'unknown', 32)}"
+    if row.name and row.name != alias:
+        head += f" · {_esc(row.name, NAME_MAX)}"
+    groups = row.worker_spec or []
+    if not groups:
+        return truncate(f"{head}\nno worker groups", limit)
+    parts: list[str] = []
+    used = len(head) + 1
+    for index, group in enumerate(groups):
+        part = _group_brief(group)
+        rest = len(groups) - index - 1
+        reserve = len(" · " + _more(rest, "group")) if rest else 0
+        if used + len(part) + 3 + reserve > limit:
+            parts.append(_more(len(groups) - index, "group"))
+            break
+        parts.append(part)
+        used += len(part) + 3
+    return truncate(f"{head}\n{' · '.join(parts)}", limit)
+
+
+def cluster_list(rows: Sequence[tuple[str, RayCluster | EmrError]]) -> SlackMessage:
+    """`/ray list`: per alias its state and "Group replica/max (min n)" per group.
+
+    A row whose read failed shows the error's Code and RequestId.
+    One section per alias while they fit, several per section beyond that.
+    """
+    if not rows:
+        text = "No clusters are visible from this channel."
+        return SlackMessage(text, [_section(text)])
+    available = limits.MESSAGE_BLOCKS_MAX - 2  # the title and a closing context line
+    shown = rows[: available * LIST_ENTRIES_PER_SECTION_MAX]
+    per_section = math.ceil(len(shown) / available)
+    entry_max = (limits.SECTION_TEXT_MAX - (per_section - 1)) // per_section
+    failed = sum(isinstance(row, EmrError) for _, row in rows)
+    title = f"*Ray clusters visible here* ({len(rows)})"
+    blocks = [_section(title)]
+    for start in range(0, len(shown), per_section):
+        entries = [_list_entry(alias, row, entry_max) for alias, row in shown[start : start + per_section]]
+        blocks.append(_section("\n".join(entries)))
+    notes = []
+    if failed:
+        notes.append(f"{failed} could not be read")
+    if len(rows) > len(shown):
+        notes.append(_more(len(rows) - len(shown), "cluster"))
+    if notes:
+        blocks.append(_context(" · ".join(notes)))
+    names = ", ".join(alias for alias, _ in rows)
+    return SlackMessage(_fallback(escape(f"Ray clusters visible here: {names}")), blocks)
+
+
+# --- /ray show --------------------------------------------------------------------------------------------------------
+
+# (heading, width cap, value) for the worker table; caps keep a row short enough that ≥ 50 rows fit few sections.
+_COLUMNS: tuple[tuple[str, int, Any], ...] = (
+    ("group", 32, lambda g: g.group_name),
+    ("type", 20, lambda g: g.worker_type),
+    ("replica", 7, lambda g: g.replica),
+    ("min", 6, lambda g: g.min_replica),
+    ("max", 6, lambda g: g.max_replica),
+    ("cpu", 8, lambda g: g.cpu),
+    ("memory", 10, lambda g: g.memory),
+    ("gpu", 16, lambda g: g.gpu_spec),
+)
+
+
+def _cell(value: Any, width: int) -> str:
+    return truncate("-" if value is None or value == "" else str(value), width)
+
+
+def worker_table(groups: Sequence[WorkerGroup]) -> tuple[str, list[str]]:
+    """The worker groups as a monospace table: (heading line, one line per group), escaped for a ``` block."""
+    cells = [[_cell(get(g), cap) for _, cap, get in _COLUMNS] for g in groups]
+    widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, (name, _, _) in enumerate(_COLUMNS)]
+
+    def line(values: Sequence[str]) -> str:
+        return _pre_line("  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip())
+
+    return line([name for name, _, _ in _COLUMNS]), [line(row) for row in cells]
+
+
+def _autoscaling(cluster: RayCluster) -> str:
+    head = cluster.head_spec
+    if head is None or head.enable_auto_scaling is None:
+        return "unknown"
+    if not head.enable_auto_scaling:
+        return "off"
+    idle = head.idle_timeout_seconds
+    return "on" + (f", idle {idle} s" if idle is not None else "")
+
+
+def cluster_detail(alias: str, cluster: RayCluster) -> SlackMessage:
+    """`/ray show`: status, head (queue, cpu, memory, gpu, autoscaling) and every worker group as a table."""
+    title = f"*{_esc(alias, NAME_MAX)}*"
+    if cluster.name and cluster.name != alias:
+        title += f" · {_esc(cluster.name, NAME_MAX)}"
+    lines = [
+        title,
+        f"State {inline_code(cluster.state or 'unknown', 32)}"
+        + f" · clusterId {inline_code(cluster.cluster_id or '?', 64)}",
+    ]
+    if cluster.message:
+        lines.append(_esc(cluster.message, 500))
+    if cluster.description:
+        lines.append(_esc(cluster.description, 1000))
+    head = cluster.head_spec
+    head_fields = [
+        ("Queue", head.queue_name if head else None),
+        ("CPU", head.cpu if head else None),
+        ("Memory", head.memory if head else None),
+        ("GPU", head.gpu_spec if head else None),
+        ("Autoscaling", _autoscaling(cluster)),
+        ("Release", cluster.display_release_version),
+    ]
+    groups = cluster.worker_spec or []
+    blocks = [
+        _section("\n".join(lines)),
+        _fields("*Head*", [f"*{name}*\n{_esc(value or '-', 300)}" for name, value in head_fields]),
+        _section(f"*Worker groups* ({len(groups)})"),
+    ]
+    if groups:
+        available = limits.MESSAGE_BLOCKS_MAX - len(blocks) - 1  # keep one for an "and N more" line
+        heading, rows = worker_table(groups)
+        sections, shown = _pre_sections(rows, max_sections=available, head=heading)
+        blocks += sections
+        if shown < len(groups):
+            blocks.append(_context(_more(len(groups) - shown, "group")))
+    else:
+        blocks.append(_section("no worker groups"))
+    text = escape(f"{alias}: {cluster.state or 'unknown'}, {len(groups)} worker groups")
+    return SlackMessage(_fallback(text), blocks)
+
+
+# --- the life of one change -------------------------------------------------------------------------------------------
+
+
+def change_root(user_id: str, alias: str, summary: str, status: ChangeStatus) -> SlackMessage:
+    """The root message of a change in the channel: who, which cluster, what, and its status (updated in place)."""
+    mark, word = STATUS_MARKS[status]
+    text = f"{mark} {user(user_id)} · *{_esc(alias, NAME_MAX)}* · {_esc(summary, 2500)} · {word}"
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def _masked(path: str, value: Any) -> Any:
+    """`value` with anything that looks like a secret hidden, at any depth."""
+    if isinstance(value, dict):
+        return {k: _masked(k, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(path, v) for v in value]
+    if value is not None and SECRET_KEY.search(path.rsplit(".", 1)[-1]):
+        return MASK
+    return value
+
+
+def _shown_value(path: str, value: Any) -> str:
+    value = _masked(path, value)
+    if value is None:
+        return ABSENT
+    if isinstance(value, str):
+        shown = value
+    else:
+        shown = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+    return truncate(shown, DIFF_VALUE_MAX)
+
+
+def diff_lines(diff: Sequence[DiffEntry]) -> list[str]:
+    """ "path: before → after" per entry (absent shown as —, secrets masked), not escaped."""
+    return [f"{e.path}: {_shown_value(e.path, e.before)} → {_shown_value(e.path, e.after)}" for e in diff]
+
+
+def change_succeeded(alias: str, cluster_id: str, request_id: str | None, diff: Sequence[DiffEntry]) -> SlackMessage:
+    """Thread reply after UpdateRayCluster succeeded: clusterId, requestId and what changed."""
+    rid = inline_code(request_id, 64) if request_id else "none"
+    text = f"✅ *{_esc(alias, NAME_MAX)}* updated · clusterId {inline_code(cluster_id, 64)} · requestId {rid}"
+    blocks = [_section(text)]
+    if diff:
+        lines = [_pre_line(line) for line in diff_lines(diff)]
+        sections, shown = _pre_sections(lines, max_sections=DIFF_SECTIONS_MAX)
+        blocks += sections
+        if shown < len(lines):
+            blocks.append(_context(_more(len(lines) - shown, "change")))
+    else:
+        blocks.append(_context("no field changed"))
+    return SlackMessage(_fallback(text), blocks)
+
+
+def change_failed(alias: str, code: str, message: str, request_id: str | None) -> SlackMessage:
+    """Thread reply after a failed change: the cloud error's Code, Message and RequestId (None shown as "none")."""
+    rid = inline_code(request_id, 64) if request_id else "none"
+    text = (
+        f"❌ *{_esc(alias, NAME_MAX)}*: the change failed\n"
+        f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
+        f"*Message* {_esc(message, MESSAGE_MAX)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def cloud_error(action: str, code: str, message: str, request_id: str | None) -> SlackMessage:
+    """A failed cloud call outside a change thread (a read, or the read before a change): Code, Message, RequestId."""
+    rid = inline_code(request_id, 64) if request_id else "none"
+    text = (
+        f"❌ {inline_code(action, 64)} failed\n"
+        f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
+        f"*Message* {_esc(message, MESSAGE_MAX)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+SLACK_ERROR_HINTS = {
+    "not_in_channel": "Invite raybot to this channel (`/invite @raybot`) and try again.",
+    "channel_not_found": "raybot cannot see this channel: invite it (`/invite @raybot`) and try again.",
+    "missing_scope": "The Slack app lacks a scope: reinstall it from raybot's manifest (`raybot manifest`).",
+    "ratelimited": "Slack is rate-limiting raybot; try again in a minute.",
+}
+
+
+def slack_error(method: str, detail: str) -> SlackMessage:
+    """Slack refused a call raybot made for this request: which method, what Slack said, and what to do."""
+    code_word = detail.split(" ", 1)[0].split(":", 1)[0]
+    hint = SLACK_ERROR_HINTS.get(code_word, "")
+    text = f"❌ Slack refused {inline_code(method, 64)}: {_esc(detail, MESSAGE_MAX)}" + (f"\n{hint}" if hint else "")
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def whoami(subject_user: str, channel_id: str, grants: Sequence[Any]) -> SlackMessage:
+    """/ray whoami: every role that applies to you in this channel, what it allows, and why it applies.
+
+    `grants` are bot.permissions.Grant; their `why` is mrkdwn built from config ids.
+    """
+    if not grants:
+        text = (
+            f"{user(subject_user)}: no role of raybot's config applies to you in <#{channel_id}>, "
+            "so you may do nothing here. Ask a platform admin to bind one."
+        )
+        return SlackMessage(_fallback(text), [_section(text)])
+    head = f"What {user(subject_user)} may do in <#{channel_id}>:"
+    entries = []
+    for grant in grants:
+        actions = "all actions" if "*" in grant.actions else ", ".join(grant.actions)
+        clusters = ", ".join(grant.aliases) or "no cluster yet"
+        entries.append(
+            f"• *{_esc(grant.role, NAME_MAX)}* on {_esc(', '.join(grant.clusters), 300)} "
+            f"({_esc(clusters, 600)}): {_esc(actions, 300)}; {_esc(grant.limits, 300)}\n"
+            f"   _why_: {truncate(grant.why, 500)}"
+        )
+    blocks = [_section(head)]
+    chunk: list[str] = []
+    for entry in entries:
+        if chunk and (len(chunk) >= LIST_ENTRIES_PER_SECTION_MAX or sum(map(len, chunk)) + len(entry) > 2800):
+            blocks.append(_section("\n".join(chunk)))
+            chunk = []
+        chunk.append(entry)
+    if chunk:
+        blocks.append(_section("\n".join(chunk)))
+    return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
+
+
+def nothing_to_change(alias: str, summary: str) -> SlackMessage:
+    """Thread reply when the cluster already is as asked: nothing was sent."""
+    text = f"➖ *{_esc(alias, NAME_MAX)}* already matches {_esc(summary, 2500)}: nothing was sent."
+    return SlackMessage(_fallback(text), [_section(text)])

@@ -1,0 +1,385 @@
+"""The policy engine: decisions, denial reasons, limits, whoami grants and the permission table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import Config, parse_config
+from bot.emr.models import ClusterFields, WorkerGroup
+from bot.permissions import (
+    Decision,
+    Grant,
+    PermissionRow,
+    Subject,
+    check_change,
+    decide,
+    grants,
+    permission_table,
+    referenced_usergroups,
+    render_permission_table,
+    visible_aliases,
+)
+
+CONFIG = """\
+region: cn-hangzhou
+clusters:
+  prod: {workspace: w-1, cluster: ray-prod}
+  prod-eu: {workspace: w-2, cluster: ray-prod-eu, region: eu-central-1}
+  staging: {workspace: w-1, cluster: ray-staging}
+roles:
+  viewer: {actions: [list, show, history]}
+  oncall:
+    actions: [list, show, history, resize, autoscale, undo]
+    limits: {max_replica: 40, max_step: 20}
+  surge:
+    actions: [resize]
+    limits: {max_replica: 100}
+  builder:
+    actions: [edit]
+    limits: {worker_types: [cpu, cpu-large]}
+  admin: {actions: ["*"]}
+channels:
+  C0ONCALL01:
+    - role: oncall
+      clusters: ["prod*"]
+      usergroups: [S0ONCALL]
+      users: [U0LEAD]
+    - role: viewer
+  C0SURGE01:
+    - {role: oncall, clusters: [prod]}
+    - {role: surge, clusters: [prod], users: [U0BIG]}
+  C0BUILD01:
+    - {role: builder, clusters: [staging]}
+  C0ADMINS:
+    - {role: admin, usergroups: [S0ADMINS, S0SRE]}
+  D0DIRECT1:
+    - {role: viewer, clusters: [staging], users: [U0LEAD]}
+"""
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return parse_config(CONFIG)
+
+
+MEMBER = Subject("U0MEMBER", "C0ONCALL01", frozenset({"S0ONCALL"}))
+LEAD = Subject("U0LEAD", "C0ONCALL01")
+OUTSIDER = Subject("U0OTHER", "C0ONCALL01", frozenset({"S0UNRELATED"}))
+
+
+def cluster(*groups: WorkerGroup) -> ClusterFields:
+    return ClusterFields(name="prod", worker_spec=list(groups))
+
+
+def group(
+    name: str = "WorkerGroup1", replica: int = 10, max_replica: int = 20, worker_type: str = "cpu"
+) -> WorkerGroup:
+    return WorkerGroup(
+        group_name=name, worker_type=worker_type, replica=replica, min_replica=1, max_replica=max_replica
+    )
+
+
+# --- decide ---------------------------------------------------------------------------------------
+
+
+def test_member_of_usergroup_is_allowed(config: Config) -> None:
+    decision = decide(config, MEMBER, "resize", "prod")
+    assert decision == Decision(True, "oncall in <#C0ONCALL01> allows resize", role="oncall")
+
+
+def test_user_listed_directly_is_allowed(config: Config) -> None:
+    assert decide(config, LEAD, "resize", "prod").allowed
+    assert decide(config, LEAD, "resize", "prod").role == "oncall"
+
+
+def test_user_outside_the_usergroup_is_told_who_may(config: Config) -> None:
+    decision = decide(config, OUTSIDER, "resize", "prod")
+    assert decision == Decision(
+        False, "<#C0ONCALL01> grants resize on prod* only to members of <!subteam^S0ONCALL> or <@U0LEAD>"
+    )
+    # but the unrestricted viewer binding still applies to them
+    assert decide(config, OUTSIDER, "show", "prod") == Decision(
+        True, "viewer in <#C0ONCALL01> allows show", role="viewer"
+    )
+
+
+def test_unknown_channel_is_denied(config: Config) -> None:
+    decision = decide(config, Subject("U0LEAD", "C0ELSEWHERE"), "show", "prod")
+    assert decision == Decision(
+        False, "No role is bound to <#C0ELSEWHERE> in raybot's config; ask a platform admin to add it"
+    )
+
+
+def test_dm_is_denied_unless_bound(config: Config) -> None:
+    unbound = decide(config, Subject("U0LEAD", "D0OTHERDM"), "show", "staging")
+    assert not unbound.allowed and "direct messages" in unbound.reason
+    assert decide(config, Subject("U0LEAD", "D0DIRECT1"), "show", "staging").allowed
+    # the bound DM is still narrowed to its user and its clusters
+    assert not decide(config, Subject("U0MEMBER", "D0DIRECT1"), "show", "staging").allowed
+    assert not decide(config, Subject("U0LEAD", "D0DIRECT1"), "show", "prod").allowed
+
+
+def test_union_of_bindings(config: Config) -> None:
+    # oncall on prod*, viewer everywhere: the member gets both
+    assert decide(config, MEMBER, "resize", "prod").role == "oncall"
+    assert decide(config, MEMBER, "show", "staging").role == "viewer"
+    denied = decide(config, MEMBER, "resize", "staging")
+    assert denied == Decision(
+        False,
+        "<#C0ONCALL01> grants no role resize on staging (roles here: "
+        "oncall on prod* for members of <!subteam^S0ONCALL> or <@U0LEAD>: list, show, history, resize, autoscale, "
+        "undo; viewer on *: list, show, history)",
+    )
+
+
+def test_globs_match_aliases(config: Config) -> None:
+    assert decide(config, MEMBER, "resize", "prod-eu").allowed
+    assert visible_aliases(config, MEMBER, "resize") == ["prod", "prod-eu"]
+    assert visible_aliases(config, OUTSIDER, "resize") == []
+    assert visible_aliases(config, OUTSIDER) == ["prod", "prod-eu", "staging"]
+    # an exact alias in a binding is a glob without wildcards
+    assert visible_aliases(config, Subject("U1", "C0SURGE01"), "resize") == ["prod"]
+
+
+def test_star_grants_every_action(config: Config) -> None:
+    admin = Subject("U0ROOT", "C0ADMINS", frozenset({"S0SRE"}))
+    for action in ("stop", "start", "edit", "approve", "undo"):
+        assert decide(config, admin, action, "staging") == Decision(
+            True, f"admin in <#C0ADMINS> allows {action}", role="admin"
+        )
+    assert decide(config, Subject("U0ROOT", "C0ADMINS"), "stop", "staging").reason == (
+        "<#C0ADMINS> grants stop on * only to members of <!subteam^S0ADMINS> or <!subteam^S0SRE>"
+    )
+
+
+def test_actions_tied_to_no_cluster(config: Config) -> None:
+    assert decide(config, OUTSIDER, "list").allowed
+    assert decide(config, Subject("U1", "C0BUILD01"), "list") == Decision(
+        False, "<#C0BUILD01> grants no role list (roles here: builder on staging: edit)"
+    )
+
+
+def test_unknown_alias_names_only_visible_clusters(config: Config) -> None:
+    decision = decide(config, MEMBER, "resize", "prdo")
+    assert decision == Decision(
+        False, "There is no cluster called `prdo` in raybot's config (clusters you may resize here: prod, prod-eu)"
+    )
+
+
+def test_unknown_action_is_a_programming_error(config: Config) -> None:
+    with pytest.raises(ValueError, match="unknown action 'resise'"):
+        decide(config, MEMBER, "resise", "prod")
+
+
+def test_referenced_usergroups(config: Config) -> None:
+    assert referenced_usergroups(config) == {"S0ONCALL", "S0ADMINS", "S0SRE"}
+
+
+# --- check_change: limits ------------------------------------------------------------------------
+
+
+def test_change_within_limits_is_allowed(config: Config) -> None:
+    decision = check_change(config, MEMBER, "resize", "prod", cluster(group(replica=10)), cluster(group(replica=30)))
+    assert decision == Decision(True, "oncall in <#C0ONCALL01> allows this resize", role="oncall")
+
+
+def test_change_needs_the_action_first(config: Config) -> None:
+    decision = check_change(config, OUTSIDER, "resize", "prod", cluster(group()), cluster(group(replica=11)))
+    assert decision == decide(config, OUTSIDER, "resize", "prod")
+    assert not decision.allowed
+
+
+def test_max_replica(config: Config) -> None:
+    before = cluster(group(replica=30, max_replica=40))
+    decision = check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=50, max_replica=40)))
+    assert decision == Decision(False, "oncall allows at most 40 replicas per group; WorkerGroup1 would have 50")
+    raised_bound = check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=30, max_replica=45)))
+    assert raised_bound.reason == "oncall allows at most 40 replicas per group; WorkerGroup1 would have maxReplica 45"
+    assert check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=40, max_replica=40))).allowed
+
+
+def test_a_decrease_is_fine_even_above_max_replica(config: Config) -> None:
+    # an admin left the cluster above the oncall limit; oncall may still bring it down
+    before = cluster(group(replica=60, max_replica=80), group("WorkerGroup2", replica=5))
+    after = cluster(group(replica=45, max_replica=80), group("WorkerGroup2", replica=8))
+    assert check_change(config, MEMBER, "resize", "prod", before, after).allowed
+    # ... but not raise it further
+    higher = cluster(group(replica=61, max_replica=80), group("WorkerGroup2", replica=5))
+    assert check_change(config, MEMBER, "resize", "prod", before, higher).reason == (
+        "oncall allows at most 40 replicas per group; WorkerGroup1 would have 61"
+    )
+
+
+def test_added_group_counts_against_max_replica_and_steps_from_zero(config: Config) -> None:
+    before = cluster(group())
+    too_big = cluster(group(), group("WorkerGroup2", replica=15, max_replica=50))
+    assert check_change(config, MEMBER, "resize", "prod", before, too_big).reason == (
+        "oncall allows at most 40 replicas per group; WorkerGroup2 would have maxReplica 50"
+    )
+    big_step = cluster(group(), group("WorkerGroup2", replica=25, max_replica=30))
+    assert check_change(config, MEMBER, "resize", "prod", before, big_step).reason == (
+        "oncall allows changing a group by at most 20 replicas at once; WorkerGroup2 would go from 0 to 25 (+25)"
+    )
+    fine = cluster(group(), group("WorkerGroup2", replica=20, max_replica=30))
+    assert check_change(config, MEMBER, "resize", "prod", before, fine).allowed
+
+
+def test_max_step_both_directions(config: Config) -> None:
+    before = cluster(group(replica=30, max_replica=40))
+    down = check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=5, max_replica=40)))
+    assert down.reason == (
+        "oncall allows changing a group by at most 20 replicas at once; WorkerGroup1 would go from 30 to 5 (-25)"
+    )
+    assert check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=10, max_replica=40))).allowed
+
+
+def test_removing_a_big_group_is_a_big_step(config: Config) -> None:
+    before = cluster(group(), group("WorkerGroup2", replica=30, max_replica=40))
+    decision = check_change(config, MEMBER, "resize", "prod", before, cluster(group()))
+    assert decision.reason == (
+        "oncall allows changing a group by at most 20 replicas at once; "
+        "removing WorkerGroup2 would go from 30 to 0 (-30)"
+    )
+
+
+def test_every_violation_is_named(config: Config) -> None:
+    before = cluster(group(replica=10))
+    decision = check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=45, max_replica=45)))
+    assert decision.reason.split("; WorkerGroup1 ")[0] == "oncall allows at most 40 replicas per group"
+    assert "would have 45" in decision.reason
+    assert "would have maxReplica 45" in decision.reason
+    assert "from 10 to 45 (+35)" in decision.reason
+
+
+BUILDER = Subject("U1", "C0BUILD01")
+
+
+def test_worker_types_for_new_groups(config: Config) -> None:
+    before = cluster(group())
+    gpu = cluster(group(), group("gpus", replica=2, worker_type="gpu"))
+    assert check_change(config, BUILDER, "edit", "staging", before, gpu) == Decision(
+        False, "builder allows only worker types cpu, cpu-large; gpus would be gpu"
+    )
+    untyped = cluster(group(), WorkerGroup(group_name="mystery", replica=1))
+    assert check_change(config, BUILDER, "edit", "staging", before, untyped).reason == (
+        "builder allows only worker types cpu, cpu-large; mystery would have no workerType"
+    )
+    large = cluster(group(), group("big", replica=2, worker_type="cpu-large"))
+    assert check_change(config, BUILDER, "edit", "staging", before, large).allowed
+
+
+def test_worker_types_for_changed_groups(config: Config) -> None:
+    before = cluster(group(), group("gpus", replica=2, worker_type="gpu"))
+    retyped = cluster(group(worker_type="gpu"), group("gpus", replica=2, worker_type="gpu"))
+    assert check_change(config, BUILDER, "edit", "staging", before, retyped).reason == (
+        "builder allows only worker types cpu, cpu-large; WorkerGroup1 would be gpu"
+    )
+    # a group that already has a type outside the list may still be changed in other ways
+    resized = cluster(group(), group("gpus", replica=3, worker_type="gpu"))
+    assert check_change(config, BUILDER, "edit", "staging", before, resized).allowed
+
+
+def test_most_permissive_binding_wins(config: Config) -> None:
+    before = cluster(group(replica=10, max_replica=100))
+    after = cluster(group(replica=60, max_replica=100))
+    big = Subject("U0BIG", "C0SURGE01")
+    # oncall forbids both the size and the step; surge (no max_step, max 100) allows it
+    assert check_change(config, big, "resize", "prod", before, after) == Decision(
+        True, "surge in <#C0SURGE01> allows this resize", role="surge"
+    )
+    # for a plain decision the first binding in config order answers
+    assert decide(config, big, "resize", "prod").role == "oncall"
+    # someone without the surge binding gets oncall's reasons
+    small = check_change(config, Subject("U0SMALL", "C0SURGE01"), "resize", "prod", before, after)
+    assert not small.allowed
+    assert small.reason == (
+        "oncall allows at most 40 replicas per group; WorkerGroup1 would have 60; "
+        "oncall allows changing a group by at most 20 replicas at once; WorkerGroup1 would go from 10 to 60 (+50)"
+    )
+    # when every binding refuses, every binding's reason is given
+    huge = cluster(group(replica=120, max_replica=120))
+    both = check_change(config, big, "resize", "prod", before, huge)
+    assert not both.allowed
+    assert "oncall allows at most 40 replicas" in both.reason
+    assert "surge allows at most 100 replicas per group; WorkerGroup1 would have 120" in both.reason
+
+
+def test_admin_has_no_limits(config: Config) -> None:
+    admin = Subject("U0ROOT", "C0ADMINS", frozenset({"S0ADMINS"}))
+    before = cluster(group())
+    after = cluster(group(replica=500, max_replica=500, worker_type="gpu"))
+    assert check_change(config, admin, "edit", "prod", before, after).allowed
+
+
+# --- whoami and the table ------------------------------------------------------------------------
+
+
+def test_grants_for_a_usergroup_member(config: Config) -> None:
+    assert grants(config, MEMBER) == [
+        Grant(
+            role="oncall",
+            clusters=("prod*",),
+            aliases=("prod", "prod-eu"),
+            actions=("list", "show", "history", "resize", "autoscale", "undo"),
+            limits="at most 40 replicas per group; changes of at most 20 replicas at once",
+            why="you are a member of <!subteam^S0ONCALL>",
+        ),
+        Grant(
+            role="viewer",
+            clusters=("*",),
+            aliases=("prod", "prod-eu", "staging"),
+            actions=("list", "show", "history"),
+            limits="no limits",
+            why="everyone in <#C0ONCALL01> has it",
+        ),
+    ]
+
+
+def test_grants_say_why(config: Config) -> None:
+    assert [g.why for g in grants(config, LEAD)] == [
+        "you (<@U0LEAD>) are named in it",
+        "everyone in <#C0ONCALL01> has it",
+    ]
+    assert [g.role for g in grants(config, OUTSIDER)] == ["viewer"]
+    assert grants(config, Subject("U1", "C0NOWHERE")) == []
+
+
+def test_permission_table_rows(config: Config) -> None:
+    rows = permission_table(config)
+    assert rows[0] == PermissionRow(
+        channel="C0ONCALL01",
+        role="oncall",
+        clusters=("prod*",),
+        actions=("list", "show", "history", "resize", "autoscale", "undo"),
+        limits="at most 40 replicas per group; changes of at most 20 replicas at once",
+        who="users U0LEAD; usergroups S0ONCALL",
+    )
+    assert [(r.channel, r.role, r.who) for r in rows] == [
+        ("C0ONCALL01", "oncall", "users U0LEAD; usergroups S0ONCALL"),
+        ("C0ONCALL01", "viewer", "everyone"),
+        ("C0SURGE01", "oncall", "everyone"),
+        ("C0SURGE01", "surge", "users U0BIG"),
+        ("C0BUILD01", "builder", "everyone"),
+        ("C0ADMINS", "admin", "usergroups S0ADMINS, S0SRE"),
+        ("D0DIRECT1", "viewer", "users U0LEAD"),
+    ]
+
+
+def test_render_permission_table(config: Config) -> None:
+    text = render_permission_table(config)
+    lines = text.splitlines()
+    assert lines[0].split() == ["CHANNEL", "ROLE", "CLUSTERS", "ACTIONS", "LIMITS", "WHO"]
+    assert len(lines) == 1 + 7
+    # columns are aligned: every column starts at the same offset on every line
+    role_col = lines[0].index("ROLE")
+    assert all(line[role_col - 2 : role_col] == "  " and line[role_col] != " " for line in lines)
+    admin = next(line for line in lines if line.startswith("C0ADMINS"))
+    assert admin.split(None, 3)[:3] == ["C0ADMINS", "admin", "*"]
+    assert "all actions" in admin and "no limits" in admin and admin.endswith("usergroups S0ADMINS, S0SRE")
+    builder = next(line for line in lines if line.startswith("C0BUILD01"))
+    assert "worker types cpu, cpu-large" in builder
+
+
+def test_render_empty_table() -> None:
+    empty = parse_config("clusters: {}\nroles: {}\nchannels: {}\n")
+    assert render_permission_table(empty) == "no channel has a role: raybot will deny everything"
