@@ -1,0 +1,80 @@
+"""build_app(...) → AsyncApp: Bolt wiring only — listeners, the error handler, command registration."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+import commands.autoscale
+import commands.help
+import commands.list
+import commands.resize
+import commands.show
+import commands.whoami
+from bot import grammar
+from bot.dispatch import report
+from bot.services import Services
+from bot.settings import Settings
+from bot.slack import blocks
+from bot.slack.conversation import Invocation, Replies
+
+log = logging.getLogger("raybot.app")
+
+COMMAND_MODULES = (commands.help, commands.whoami, commands.list, commands.show, commands.resize, commands.autoscale)
+SLASH_COMMAND = "/ray"
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
+
+
+def build_app(settings: Settings, services: Services, auth_test: AsyncSlackResponse) -> AsyncApp:
+    """The Bolt app for one workspace; `auth_test` is the bot token's auth.test answer, asked once at start."""
+    authorization = AuthorizeResult.from_auth_test_response(bot_token=settings.bot_token, auth_test_response=auth_test)
+
+    async def authorize(**_: Any) -> AuthorizeResult:
+        return authorization
+
+    app = AsyncApp(
+        client=services.slack,
+        signing_secret=settings.signing_secret or "",
+        # Socket Mode requests arrive over the app-token WebSocket and carry no signature.
+        request_verification_enabled=settings.signing_secret is not None,
+        authorize=authorize,
+        logger=logging.getLogger("raybot.bolt"),
+    )
+    for module in COMMAND_MODULES:
+        module.register(app, services)
+
+    @app.command(SLASH_COMMAND)
+    async def on_ray(ack, body):  # noqa: ANN001 - Bolt injects by name
+        invocation = Invocation.from_slash_command(body)
+        try:
+            command = grammar.parse(invocation.text)
+        except grammar.UsageError as error:
+            # Syntax errors need no I/O: answer in the acknowledgement itself.
+            text, usage_blocks = blocks.usage_error(error.message, error.usage)
+            await ack(text=text, blocks=usage_blocks, response_type="ephemeral")
+            return
+        await ack()
+        await services.commands.run(command, invocation, services)
+
+    @app.event("app_mention")
+    async def on_mention(event, context):  # noqa: ANN001
+        text = _MENTION.sub(" ", event.get("text") or "", count=1).strip()
+        invocation = Invocation.from_mention(event, text, context.team_id)
+        try:
+            command = grammar.parse(text)
+        except grammar.UsageError as error:
+            await report(Replies(services.slack, invocation), error)
+            return
+        await services.commands.run(command, invocation, services)
+
+    @app.error
+    async def on_error(error, body):  # noqa: ANN001
+        # Listeners answer their own failures (bot.dispatch); reaching here means a bug in wiring.
+        log.error("unhandled error in a Slack listener (%s)", type(error).__name__, exc_info=error)
+
+    return app

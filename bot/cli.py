@@ -1,0 +1,77 @@
+"""raybot serve | check-config | manifest."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from importlib import resources
+
+from bot.config import ConfigError, load_config
+from bot.permissions import render_permission_table
+from bot.settings import SettingsError, load_settings
+
+
+def manifest_text() -> str:
+    """The Slack app manifest shipped with raybot (the root manifest.yml is the same file)."""
+    return resources.files("bot").joinpath("manifest.yml").read_text(encoding="utf-8")
+
+
+def _serve(_: argparse.Namespace) -> int:
+    from bot.server import StartupError, serve
+
+    try:
+        settings = load_settings()
+        config = load_config(settings.config_path)
+    except (SettingsError, ConfigError) as error:
+        print(f"raybot: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=os.environ.get("RAYBOT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings, config))
+    except StartupError as error:
+        print(f"raybot: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = args.path or os.environ.get("RAYBOT_CONFIG") or "raybot.yaml"
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(f"raybot: {error}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: OK ({len(config.clusters)} clusters, {len(config.roles)} roles, {len(config.channels)} channels)")
+    print()
+    print(render_permission_table(config))
+    return 0
+
+
+def _manifest(_: argparse.Namespace) -> int:
+    sys.stdout.write(manifest_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="raybot", description="Slack chat-ops for Ray clusters on EMR Serverless Spark"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)").set_defaults(run=_serve)
+    check = sub.add_parser("check-config", help="validate the config and print the permission table")
+    check.add_argument("path", nargs="?", help="config file (default: $RAYBOT_CONFIG or raybot.yaml)")
+    check.set_defaults(run=_check_config)
+    sub.add_parser("manifest", help="print the Slack app manifest").set_defaults(run=_manifest)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""From a parsed command to its handler, and from any error to the message the person sees.
+
+Every `/ray` subcommand and every @mention goes through `CommandRouter.run`: it
+resolves who is asking, runs the handler the command's module registered, and
+turns whatever the handler raises into one ephemeral answer. Errors that happen
+inside a change thread are answered in that thread by `bot.flow` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot.emr.changes import ChangeError
+from bot.emr.errors import EmrError
+from bot.errors import Denied, UnknownCluster
+from bot.grammar import UsageError
+from bot.permissions import Subject
+from bot.services import Services
+from bot.slack import blocks
+from bot.slack.conversation import Invocation, Replies, ResponseUrlError, slack_error_text
+
+log = logging.getLogger("raybot.dispatch")
+
+
+@dataclass
+class CommandContext:
+    """What a handler gets: the request, how to answer it, the services, and who is asking."""
+
+    invocation: Invocation
+    replies: Replies
+    services: Services
+    subject: Subject
+
+
+Handler = Callable[[Any, CommandContext], Awaitable[None]]
+
+
+def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
+    """The message a person sees for `error`: what went wrong and what to do."""
+    if isinstance(error, UsageError):
+        return blocks.usage_error(error.message, error.usage)
+    if isinstance(error, UnknownCluster):
+        return blocks.usage_error(str(error), "/ray list shows the clusters of this channel")
+    if isinstance(error, ChangeError):
+        return blocks.usage_error(str(error), "/ray show <cluster> shows its groups and bounds")
+    if isinstance(error, Denied):
+        return blocks.denied(error.reason)
+    if isinstance(error, EmrError):
+        return blocks.cloud_error(error.action, error.code, error.message, error.request_id)
+    if isinstance(error, SlackApiError):
+        method = getattr(error.response, "api_url", "").rsplit("/", 1)[-1] or "the Slack API"
+        return blocks.slack_error(method, slack_error_text(error))
+    reference = uuid.uuid4().hex[:12]
+    log.error("unexpected error, reference %s", reference, exc_info=error)
+    return blocks.internal_error(reference)
+
+
+class CommandRouter:
+    """Maps each command type to the handler its module registered."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[type, Handler] = {}
+
+    def register(self, command_type: type, handler: Handler) -> None:
+        if command_type in self._handlers:
+            raise ValueError(f"a handler for {command_type.__name__} is registered twice")
+        self._handlers[command_type] = handler
+
+    async def run(self, command: Any, invocation: Invocation, services: Services) -> None:
+        """Run one command for one invocation; every failure ends in a message to the requester."""
+        replies = Replies(services.slack, invocation)
+        try:
+            handler = self._handlers[type(command)]
+            subject = await services.subject(invocation.user_id, invocation.channel_id)
+            await handler(command, CommandContext(invocation, replies, services, subject))
+        except Exception as error:  # noqa: BLE001 - this is the one place errors become messages
+            await report(replies, error)
+
+
+async def report(replies: Replies, error: BaseException) -> None:
+    """Tell the requester about `error`; if even that fails, log it (there is nobody else to tell)."""
+    text, body = describe_error(error)
+    try:
+        await replies.ephemeral(text, body)
+    except (SlackApiError, ResponseUrlError) as failure:
+        log.error(
+            "could not tell %s in %s about %s: %s",
+            replies.invocation.user_id,
+            replies.invocation.channel_id,
+            type(error).__name__,
+            failure,
+        )

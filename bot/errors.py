@@ -1,0 +1,24 @@
+"""Typed errors raised by raybot's own flow (not the cloud's, not the grammar's).
+
+Each is turned into a message for the person in one place: `bot.dispatch`.
+"""
+
+from __future__ import annotations
+
+
+class Denied(Exception):
+    """The policy said no; `reason` is written for the person who asked."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UnknownCluster(Exception):
+    """An alias that is not in the config."""
+
+    def __init__(self, alias: str, known: list[str]) -> None:
+        self.alias = alias
+        self.known = known
+        listed = ", ".join(known) if known else "none"
+        super().__init__(f"unknown cluster {alias!r}; clusters you may use here: {listed}")

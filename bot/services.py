@@ -1,0 +1,97 @@
+"""The one object handed to commands: config, policy inputs, the EMR client, Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import ClusterTarget, Config
+from bot.emr.client import EmrClient
+from bot.errors import Denied, UnknownCluster
+from bot.permissions import Decision, Subject, decide, referenced_usergroups, visible_aliases
+
+if TYPE_CHECKING:
+    from bot.dispatch import CommandRouter
+
+USERGROUP_TTL_SECONDS = 60.0
+
+
+class UsergroupDirectory:
+    """Who is in which Slack user group, from usergroups.users.list, cached briefly.
+
+    Concurrent lookups of one group share a single API call, so a burst of commands
+    costs one request per group, not one per command.
+    """
+
+    def __init__(
+        self, client: AsyncWebClient, *, ttl: float = USERGROUP_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._inflight: dict[str, asyncio.Future[frozenset[str]]] = {}
+
+    async def members(self, usergroup: str) -> frozenset[str]:
+        cached = self._cache.get(usergroup)
+        if cached is not None and self._clock() - cached[0] < self._ttl:
+            return cached[1]
+        pending = self._inflight.get(usergroup)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        self._inflight[usergroup] = future
+        try:
+            resp = await self._client.usergroups_users_list(usergroup=usergroup)
+            users = frozenset(resp.get("users") or [])
+            self._cache[usergroup] = (self._clock(), users)
+            future.set_result(users)
+            return users
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # consumed here; waiters get it through their own await
+            raise
+        finally:
+            del self._inflight[usergroup]
+
+    async def groups_of(self, user_id: str, candidates: set[str]) -> frozenset[str]:
+        """The groups among `candidates` that `user_id` belongs to."""
+        names = sorted(candidates)
+        memberships = await asyncio.gather(*(self.members(g) for g in names))
+        return frozenset(g for g, users in zip(names, memberships, strict=True) if user_id in users)
+
+
+@dataclass
+class Services:
+    config: Config
+    emr: EmrClient
+    slack: AsyncWebClient
+    usergroups: UsergroupDirectory
+    commands: CommandRouter
+    _usergroup_refs: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._usergroup_refs = referenced_usergroups(self.config)
+
+    async def subject(self, user_id: str, channel_id: str) -> Subject:
+        """The user as the policy sees them: with the config's user groups they belong to."""
+        groups = await self.usergroups.groups_of(user_id, self._usergroup_refs) if self._usergroup_refs else frozenset()
+        return Subject(user_id=user_id, channel_id=channel_id, usergroups=groups)
+
+    def cluster(self, subject: Subject, alias: str) -> ClusterTarget:
+        """Resolve an alias, or raise UnknownCluster naming the aliases this subject may see."""
+        if alias not in self.config.clusters:
+            raise UnknownCluster(alias, visible_aliases(self.config, subject, "list"))
+        return self.config.cluster(alias)
+
+    def require(self, subject: Subject, action: str, alias: str | None = None) -> Decision:
+        """Ask the policy; raise Denied with its reason when it says no."""
+        decision = decide(self.config, subject, action, alias)
+        if not decision.allowed:
+            raise Denied(decision.reason)
+        return decision

@@ -1,0 +1,96 @@
+"""Environment → Settings: the runtime contract of DESIGN.md, read in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """A missing or malformed environment variable; the message names it and says what to do."""
+
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bot_token: str = field(repr=False)
+    app_token: str | None = field(default=None, repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
+    config_path: str = "raybot.yaml"
+    database: str = "raybot.db"
+    http_host: str = "0.0.0.0"
+    http_port: int = 3000
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    emr_endpoint: str | None = None
+    emr_deadline_seconds: float = 10.0
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment; raise SettingsError naming the first variable that is missing or wrong."""
+    env = os.environ if env is None else env
+    bot_token = _get(env, "SLACK_BOT_TOKEN")
+    if bot_token is None:
+        raise SettingsError(
+            "SLACK_BOT_TOKEN is not set: set it to the app's Bot User OAuth Token (xoxb-…) from "
+            "api.slack.com/apps → OAuth & Permissions"
+        )
+    if not bot_token.startswith("xoxb-"):
+        raise SettingsError("SLACK_BOT_TOKEN must be a bot token starting with xoxb- (not a user or app token)")
+    app_token = _get(env, "SLACK_APP_TOKEN")
+    if app_token is not None and not app_token.startswith("xapp-"):
+        raise SettingsError(
+            "SLACK_APP_TOKEN must be an app-level token starting with xapp- (Basic Information → App-Level Tokens)"
+        )
+    signing_secret = _get(env, "SLACK_SIGNING_SECRET")
+    if app_token is None and signing_secret is None:
+        raise SettingsError(
+            "neither SLACK_APP_TOKEN nor SLACK_SIGNING_SECRET is set: set SLACK_APP_TOKEN (xapp-…) for Socket Mode, "
+            "or SLACK_SIGNING_SECRET (Basic Information → Signing Secret) for HTTP mode"
+        )
+    port_text = _get(env, "RAYBOT_HTTP_PORT") or "3000"
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"RAYBOT_HTTP_PORT must be a port number from 0 to 65535, not {port_text!r}")
+    deadline_text = _get(env, "RAYBOT_EMR_DEADLINE_SECONDS") or "10"
+    try:
+        deadline = float(deadline_text)
+    except ValueError:
+        deadline = -1.0
+    if not 0 < deadline <= 300:
+        raise SettingsError(
+            f"RAYBOT_EMR_DEADLINE_SECONDS must be a number of seconds from 0 to 300, not {deadline_text!r}"
+        )
+    api_url = _get(env, "RAYBOT_SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    if not api_url.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"RAYBOT_SLACK_API_URL must be an http(s) URL such as {DEFAULT_SLACK_API_URL}, not {api_url!r}"
+        )
+    if not api_url.endswith("/"):
+        api_url += "/"  # slack_sdk joins method names onto the base URL
+    return Settings(
+        bot_token=bot_token,
+        app_token=app_token,
+        signing_secret=signing_secret,
+        config_path=_get(env, "RAYBOT_CONFIG") or "raybot.yaml",
+        database=_get(env, "RAYBOT_DATABASE") or "raybot.db",
+        http_host=_get(env, "RAYBOT_HTTP_HOST") or "0.0.0.0",
+        http_port=port,
+        slack_api_url=api_url,
+        emr_endpoint=_get(env, "RAYBOT_EMR_ENDPOINT"),
+        emr_deadline_seconds=deadline,
+    )

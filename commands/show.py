@@ -1,0 +1,22 @@
+"""/ray show <cluster> — the current spec: status, head, every worker group."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.dispatch import CommandContext
+from bot.grammar import Show
+from bot.services import Services
+from bot.slack import blocks
+
+
+async def handle(command: Show, ctx: CommandContext) -> None:
+    services = ctx.services
+    target = services.cluster(ctx.subject, command.cluster)
+    services.require(ctx.subject, "show", command.cluster)
+    cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+    await ctx.replies.ephemeral(*blocks.cluster_detail(command.cluster, cluster))
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    services.commands.register(Show, handle)

@@ -1,0 +1,129 @@
+"""End-to-end plumbing: a real `raybot serve` process, and requests signed the way Slack signs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from slack_sdk.signature import SignatureVerifier
+
+REPO = Path(__file__).resolve().parents[1]
+SIGNING_SECRET = "e2e-signing-secret-7f3a"
+BOT_TOKEN = "xoxb-e2e-bot-token"
+APP_TOKEN = "xapp-e2e-app-token"
+AK_ID = "e2e-ak-id"
+AK_SECRET = "e2e-ak-secret-9d1c"
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a raybot process: no proxies, no cloud metadata lookups, loopback only."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in PROXY_VARS and not k.startswith(("SLACK_", "RAYBOT_", "ALIBABA_"))
+    }
+    env.update(
+        ALIBABA_CLOUD_ECS_METADATA_DISABLED="true",
+        ALIBABA_CLOUD_ACCESS_KEY_ID=AK_ID,
+        ALIBABA_CLOUD_ACCESS_KEY_SECRET=AK_SECRET,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class RaybotProcess:
+    """A running `raybot serve`; `url` is its base URL in HTTP mode."""
+
+    proc: subprocess.Popen
+    url: str | None
+    output: list[str] = field(default_factory=list)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rest = self.proc.stdout.read() if self.proc.stdout else ""
+        self.output.append(rest)
+        return "".join(self.output)
+
+
+def start_raybot(env: dict[str, str], ready_marker: str = "raybot: ", timeout: float = 30.0) -> RaybotProcess:
+    """Start `python -m bot.cli serve` and wait for the line saying it listens (or connected)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    for line in proc.stdout:  # blocks on the process's own output: the readiness signal
+        output.append(line)
+        if line.startswith(ready_marker + "listening on "):
+            url = line.split("listening on ", 1)[1].strip().removesuffix("/slack/events")
+            return RaybotProcess(proc, url, output)
+        if line.startswith(ready_marker + "connected"):
+            return RaybotProcess(proc, None, output)
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError("raybot did not start:\n" + "".join(output) + (proc.stdout.read() or ""))
+
+
+def slash_command_body(text: str, *, user: str, channel: str, response_url: str, command: str = "/ray") -> str:
+    """A slash command exactly as Slack posts it (form-encoded)."""
+    return urllib.parse.urlencode(
+        {
+            "token": "deprecated-verification-token",
+            "team_id": "T0TEAM",
+            "team_domain": "example",
+            "channel_id": channel,
+            "channel_name": "incident",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A0RAYBOT",
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": f"{uuid.uuid4().int % 10**13}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
+        }
+    )
+
+
+def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    """X-Slack-Signature and X-Slack-Request-Timestamp as Slack computes them."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+async def post_signed(client: httpx.AsyncClient, url: str, body: str, **kwargs) -> httpx.Response:
+    return await client.post(f"{url}/slack/events", content=body, headers=signed_headers(body, **kwargs))
+
+
+async def gather_posts(client: httpx.AsyncClient, url: str, bodies: list[str]) -> list[httpx.Response]:
+    return await asyncio.gather(*(post_signed(client, url, b) for b in bodies))
