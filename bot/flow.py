@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from slack_sdk.errors import SlackApiError
 
 from bot.dispatch import CommandContext, describe_error
-from bot.emr.changes import Change, plan, summarize
+from bot.emr.changes import Change, DiffEntry, plan, summarize
 from bot.emr.errors import EmrError
-from bot.emr.models import ActionResponse, ClusterFields, DiffEntry
+from bot.emr.models import ActionResponse, ClusterFields
 from bot.errors import Denied
 from bot.permissions import check_change
 from bot.slack import blocks

@@ -22,7 +22,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import build_app
 from bot.config import Config
 from bot.dispatch import CommandRouter
-from bot.emr.client import DefaultCredentials, EmrClient
+from bot.emr.client import EmrClient
+from bot.emr.credentials import DefaultCredentials
 from bot.services import Services, UsergroupDirectory
 from bot.settings import Settings
 

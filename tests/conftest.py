@@ -1,0 +1,16 @@
+import os
+
+import pytest
+
+from tests.harness import PROXY_VARS
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch):
+    """No test may reach a proxy or the ECS metadata service: everything here is 127.0.0.1."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    yield
+    assert os.environ.get("HTTP_PROXY") is None

@@ -1,0 +1,337 @@
+"""`raybot serve` in HTTP mode, end to end over real sockets: the Slack emulator, the EMR emulator,
+and slash commands signed with the signing secret exactly as Slack signs them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import httpx
+import pytest
+
+from bot.emr.models import dumps_body
+from tests import e2e_world as world
+from tests.harness import REPO, SIGNING_SECRET, clean_env, signed_headers, start_raybot
+
+DEADLINE_SECONDS = "2"
+
+
+@pytest.fixture(scope="module")
+def emr():
+    with world.emr_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def slack():
+    with world.slack_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def raybot(emr, slack, tmp_path_factory):
+    config = tmp_path_factory.mktemp("config") / "raybot.yaml"
+    config.write_text(world.CONFIG)
+    env = clean_env(
+        SLACK_BOT_TOKEN=world.BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        RAYBOT_CONFIG=str(config),
+        RAYBOT_HTTP_HOST="127.0.0.1",
+        RAYBOT_HTTP_PORT="0",
+        RAYBOT_SLACK_API_URL=slack.api_url,
+        RAYBOT_EMR_ENDPOINT=emr.url,
+        RAYBOT_EMR_DEADLINE_SECONDS=DEADLINE_SECONDS,
+    )
+    process = start_raybot(env)
+    yield process
+    output = process.stop()
+    for secret in (SIGNING_SECRET, world.BOT_TOKEN, world.AK_SECRET):
+        assert secret not in output, "a secret reached raybot's output"
+
+
+@pytest.fixture(autouse=True)
+def fresh_clusters(emr, slack):
+    """Every test starts from the seed, with no faults, and sees only the calls made during it."""
+    emr.clear_faults()
+    emr.seed(copy.deepcopy(world.SEED))
+    _marks["emr"], _marks["slack"] = len(emr.calls), len(slack.calls)
+    yield
+    emr.clear_faults()
+
+
+_marks = {"emr": 0, "slack": 0}
+
+
+def new_emr_calls(emr, action=None):
+    return [c for c in emr.calls[_marks["emr"] :] if action is None or c.action == action]
+
+
+async def wait_new(slack, predicate, timeout=5.0):
+    """The first Slack call made during this test that matches `predicate`."""
+    earlier = {id(c) for c in slack.calls[: _marks["slack"]]}
+    return await slack.wait_for(lambda c: id(c) not in earlier and predicate(c), timeout)
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        yield client
+
+
+async def send(http, raybot, slack, text, *, user=world.ONCALL_USER, channel=world.ONCALL_CHANNEL):
+    """Post `/ray <text>` signed as Slack; returns (HTTP response, the command's response_url)."""
+    payload = slack.slash_command_payload("/ray", text, user_id=user, channel_id=channel)
+    body = urllib.parse.urlencode(payload)
+    response = await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))
+    return response, payload["response_url"]
+
+
+async def ephemeral_reply(slack, response_url, timeout=5.0):
+    call = await slack.wait_for(lambda c: c.method == "response_url" and c.url == response_url, timeout)
+    return call.args
+
+
+def text_of(message: dict) -> str:
+    return message.get("text", "") + json.dumps(message.get("blocks") or [], ensure_ascii=False)
+
+
+def updates_of(emr, cluster_id=world.PROD):
+    return [c for c in new_emr_calls(emr, "UpdateRayCluster") if c.path.endswith("/" + cluster_id)]
+
+
+async def test_healthz(http, raybot):
+    response = await http.get(f"{raybot.url}/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_allowed_resize_answers_in_a_thread(http, raybot, slack, emr):
+    before = emr.cluster(world.WORKSPACE, world.PROD)
+    response, _ = await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    assert response.status_code == 200
+
+    done = await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""))
+    root_ts = done.args["ts"]
+    [update] = updates_of(emr)
+    sent = update.json
+    assert [g["groupName"] for g in sent["workerSpec"]] == ["WorkerGroup1", "WorkerGroup2"]
+    assert sent["workerSpec"][0]["replica"] == 3
+    # Everything but the target is sent back exactly as read.
+    assert dumps_body(sent["workerSpec"][1]) == dumps_body(before["workerSpec"][1])
+    target_before = {k: v for k, v in before["workerSpec"][0].items() if k != "replica"}
+    assert {k: v for k, v in sent["workerSpec"][0].items() if k != "replica"} == target_before
+
+    [reply] = slack.thread(world.ONCALL_CHANNEL, root_ts)
+    reply_text = text_of(reply)
+    assert world.PROD in reply_text
+    assert update.request_id in reply_text
+    assert "WorkerGroup1" in reply_text and "2 → 3" in reply_text
+    [root] = [m for m in slack.channel_messages(world.ONCALL_CHANNEL) if m["ts"] == root_ts]
+    assert f"<@{world.ONCALL_USER}>" in root["text"] and "prod" in root["text"]
+    assert emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"][0]["replica"] == 3
+
+
+async def test_a_user_named_in_the_binding_may_resize(http, raybot, slack, emr):
+    await send(http, raybot, slack, "autoscale prod on idle=600", user=world.LEAD)
+    await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""))
+    [update] = updates_of(emr)
+    assert update.json["headSpec"]["enableAutoScaling"] is True
+    assert update.json["headSpec"]["idleTimeoutSeconds"] == 600
+    assert len(update.json["workerSpec"]) == 2
+
+
+async def test_unbound_channel_is_denied_and_nothing_is_read(http, raybot, slack, emr):
+    calls_before = len(emr.calls)
+    response, url = await send(http, raybot, slack, "resize prod WorkerGroup1=3", channel=world.UNBOUND_CHANNEL)
+    assert response.status_code == 200
+    reply = await ephemeral_reply(slack, url)
+    assert reply["response_type"] == "ephemeral"
+    assert "Not allowed" in reply["text"] and world.UNBOUND_CHANNEL in reply["text"]
+    assert len(emr.calls) == calls_before
+
+
+async def test_user_outside_the_required_usergroup_is_denied(http, raybot, slack, emr):
+    _, url = await send(http, raybot, slack, "resize prod WorkerGroup1=3", user=world.OUTSIDER)
+    reply = await ephemeral_reply(slack, url)
+    assert "Not allowed" in reply["text"]
+    assert world.ONCALL_GROUP in reply["text"]
+    assert updates_of(emr) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "cluster_id", "expected"),
+    [
+        ("resize prod WorkerGroup1 replicas=41 max=41", world.PROD, "at most 40"),
+        ("resize fleet group-01 replicas=30 max=30", "ray-9w2n4b6c8d0fgh1j", "at most 20"),
+    ],
+)
+async def test_role_limit_exceeded_is_refused_before_anything_is_sent(
+    http, raybot, slack, emr, text, cluster_id, expected
+):
+    _, url = await send(http, raybot, slack, text)
+    reply = await ephemeral_reply(slack, url)
+    assert expected in reply["text"], reply["text"]
+    assert updates_of(emr, cluster_id) == []
+    assert not [m for m in slack.channel_messages(world.ONCALL_CHANNEL) if cluster_id in text_of(m)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("resise prod WorkerGroup1=3", "resize"),
+        ("resize prod WorkerGroup1=abc", "abc"),
+        ("resize prod WorkerGroup1=0", "0"),
+        ("resize prod WorkerGroup1 min=5 max=2", "min 5 is above max 2"),
+        ("autoscale prod maybe", "on"),
+    ],
+)
+async def test_syntax_errors_are_answered_in_the_ack_and_nothing_reaches_the_cloud(
+    http, raybot, slack, emr, text, expected
+):
+    calls_before = len(emr.calls)
+    response, _ = await send(http, raybot, slack, text)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["response_type"] == "ephemeral"
+    assert expected in answer["text"]
+    assert "/ray" in text_of(answer)  # the usage line
+    assert len(emr.calls) == calls_before
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("resize nosuch WorkerGroup1=3", "nosuch"),
+        ("resize prod NoSuchGroup=3", "NoSuchGroup"),
+        ("resize prod WorkerGroup1=9", "maxReplica 4"),
+    ],
+)
+async def test_unknown_names_are_answered_ephemerally_and_nothing_is_changed(http, raybot, slack, emr, text, expected):
+    _, url = await send(http, raybot, slack, text)
+    reply = await ephemeral_reply(slack, url)
+    assert expected in reply["text"], reply["text"]
+    assert new_emr_calls(emr, "UpdateRayCluster") == []
+
+
+async def test_nothing_to_change_sends_nothing(http, raybot, slack, emr):
+    _, url = await send(http, raybot, slack, "resize prod WorkerGroup1=2")
+    reply = await ephemeral_reply(slack, url)
+    assert "nothing was sent" in reply["text"]
+    assert new_emr_calls(emr, "UpdateRayCluster") == []
+
+
+async def test_cloud_error_on_update_is_shown_in_the_thread_with_code_and_request_id(http, raybot, slack, emr):
+    emr.inject("throttle", action="UpdateRayCluster")
+    await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    failed = await wait_new(slack, lambda c: c.method == "chat.update" and "❌" in c.args.get("text", ""), timeout=10)
+    attempts = updates_of(emr)
+    assert attempts and all(a.code == "Throttling.User" for a in attempts)
+    [reply] = slack.thread(world.ONCALL_CHANNEL, failed.args["ts"])
+    assert "Throttling.User" in text_of(reply)
+    assert attempts[-1].request_id in text_of(reply)
+    assert emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"][0]["replica"] == 2
+
+
+async def test_cloud_error_on_read_is_shown_with_code_and_request_id(http, raybot, slack, emr):
+    _, url = await send(http, raybot, slack, "show ghost")
+    reply = await ephemeral_reply(slack, url)
+    [get] = [c for c in new_emr_calls(emr, "GetRayCluster") if "ray-doesnotexist0000" in c.path]
+    assert get.code in reply["text"]
+    assert get.request_id in reply["text"]
+
+
+async def test_acknowledges_at_once_while_the_cloud_hangs(http, raybot, slack, emr):
+    emr.inject("hang", action="GetRayCluster")
+    first, url = await send(http, raybot, slack, "show prod")
+    second, _ = await send(http, raybot, slack, "help")
+    assert first.status_code == 200 and second.status_code == 200
+    reply = await ephemeral_reply(slack, url, timeout=10)
+    assert "Timeout" in reply["text"]
+
+
+async def test_user_text_is_escaped_before_it_is_echoed(http, raybot, slack, emr):
+    cluster = emr.cluster(world.WORKSPACE, world.PROD)
+    cluster["workspaceId"] = world.WORKSPACE
+    cluster["name"] = "prod <!channel> <@U0BOSS>"
+    cluster["description"] = "see <!here|here> & <https://evil.example|docs>"
+    emr.seed([cluster])
+    _, url = await send(http, raybot, slack, "show prod")
+    shown = text_of(await ephemeral_reply(slack, url))
+    # Slack sends what people type with &, < and > entity-encoded; this is `/ray resize prod <!channel>=3`.
+    _, url = await send(http, raybot, slack, "resize prod &lt;!channel&gt;=3")
+    refused = text_of(await ephemeral_reply(slack, url))
+    for text in (shown, refused):
+        for markup in ("<!channel>", "<@U0BOSS>", "<!here", "<https://"):
+            assert markup not in text, text
+    assert "&lt;!channel&gt;" in shown and "&lt;!channel&gt;" in refused
+
+
+@pytest.mark.parametrize("case", ["bad", "missing", "stale"])
+async def test_bad_missing_or_stale_signature_is_rejected_and_nothing_happens(http, raybot, slack, emr, case):
+    payload = slack.slash_command_payload(
+        "/ray", "resize prod WorkerGroup1=3", user_id=world.ONCALL_USER, channel_id=world.ONCALL_CHANNEL
+    )
+    body = urllib.parse.urlencode(payload)
+    if case == "bad":
+        headers = signed_headers(body, secret="not-the-secret")
+    elif case == "missing":
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    else:
+        headers = signed_headers(body, timestamp=int(time.time()) - 600)
+    slack_calls, emr_calls = len(slack.calls), len(emr.calls)
+    response = await http.post(f"{raybot.url}/slack/events", content=body, headers=headers)
+    assert response.status_code == 401
+    # A correctly signed command sent after it is handled: by then the rejected one would have shown up too.
+    _, url = await send(http, raybot, slack, "help")
+    await ephemeral_reply(slack, url)
+    assert [c.method for c in slack.calls[slack_calls:]] == ["response_url"]
+    assert len(emr.calls) == emr_calls
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args], cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_config_prints_the_permission_table(tmp_path):
+    path = tmp_path / "raybot.yaml"
+    path.write_text(world.CONFIG)
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    for expected in (world.ONCALL_CHANNEL, "oncall", "prod*", "resize", "40", world.ONCALL_GROUP, "admin"):
+        assert expected in result.stdout
+
+
+def test_check_config_names_the_broken_line(tmp_path):
+    path = tmp_path / "raybot.yaml"
+    path.write_text(world.CONFIG.replace(f"  {world.PLATFORM_CHANNEL}:", "  platform-team:"))
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 1
+    line = world.CONFIG.splitlines().index(f"  {world.PLATFORM_CHANNEL}:") + 1
+    assert f"raybot.yaml:{line}:" in result.stderr
+    assert "channel ID" in result.stderr
+
+
+def test_serve_stops_at_once_naming_a_missing_variable():
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN" in result.stderr
+
+
+def test_manifest_command_prints_the_root_manifest():
+    result = run_cli("manifest")
+    assert result.returncode == 0
+    assert result.stdout == (REPO / "manifest.yml").read_text()
