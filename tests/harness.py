@@ -63,10 +63,12 @@ class RaybotProcess:
         return "".join(self.output)
 
 
-def start_raybot(env: dict[str, str], ready_marker: str = "raybot: ", timeout: float = 30.0) -> RaybotProcess:
-    """Start `python -m bot.cli serve` and wait for the line saying it listens (or connected)."""
+def start_raybot(
+    env: dict[str, str], ready_marker: str = "raybot: ", timeout: float = 30.0, command: list[str] | None = None
+) -> RaybotProcess:
+    """Start `python -m bot.cli serve` (or `command`) and wait for the line saying it listens (or connected)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve"],
+        command or [sys.executable, "-m", "bot.cli", "serve"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

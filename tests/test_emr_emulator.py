@@ -1,0 +1,579 @@
+"""The EMR emulator against the official SDK (the oracle for signatures and wire shapes) and raw signed requests."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from alibabacloud_emr_serverless_spark20230808 import models as sdk_models
+from alibabacloud_emr_serverless_spark20230808.client import Client as SdkClient
+from alibabacloud_tea_openapi.exceptions import ClientException
+from alibabacloud_tea_openapi.utils_models import Config as SdkConfig
+
+from bot.emr import signing
+from bot.emr.models import dumps_body
+from bot.sandbox.emr_server import SEED_FILE, EmrEmulator
+
+WS = "w-d2d82aa09155"
+PROD = "ray-uiulpgow9xljimm1"
+GPU = "ray-k3v8q2m7t5hzxa04"
+FLEET = "ray-9w2n4b6c8d0fgh1j"
+STAGING = "ray-p5r7s9u1w3y5a7c9"
+CLUSTER_PATH = f"/api/v1/workspaces/{WS}/rayCluster"
+PROD_PATH = f"{CLUSTER_PATH}/{PROD}"
+
+NOW = 1_717_500_000.0
+KEYS = {"testid": "testsecret", "STS.stsid": "stssecret", "otherid": "othersecret"}
+TOKENS = {"sts-token-1": "STS.stsid", "foreign-token": "otherid"}
+CRED = signing.Credential("testid", "testsecret")
+ERROR_KEYS = {"RequestId", "HostId", "Code", "Message", "Recommend"}
+
+
+def acs_date(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@dataclass
+class FakeClock:
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def emulator(clock: FakeClock):
+    emu = EmrEmulator(access_keys=KEYS, sts_tokens=TOKENS, clock=clock)
+    emu.seed_file(SEED_FILE)
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def live_emulator():
+    """On the real clock: the SDK stamps requests with the current time."""
+    emu = EmrEmulator(access_keys=KEYS, sts_tokens=TOKENS)
+    emu.seed_file(SEED_FILE)
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+def sdk(emu: EmrEmulator, key_id: str = "testid", secret: str = "testsecret", token: str | None = None) -> SdkClient:
+    config = SdkConfig(
+        access_key_id=key_id,
+        access_key_secret=secret,
+        security_token=token,
+        endpoint=f"127.0.0.1:{emu.port}",
+        protocol="HTTP",
+        region_id="cn-hangzhou",
+    )
+    return SdkClient(config)
+
+
+def send(
+    emu: EmrEmulator,
+    method: str,
+    path: str,
+    *,
+    action: str,
+    body: bytes = b"",
+    sent_body: bytes | None = None,
+    query: dict[str, str] | None = None,
+    date: str | None = None,
+    nonce: str | None = None,
+    credential: signing.Credential = CRED,
+    content_type: str | None = "application/json; charset=utf-8",
+    before_signing: dict[str, str] | None = None,
+    drop_before: tuple[str, ...] = (),
+    after_signing: dict[str, str] | None = None,
+    drop_after: tuple[str, ...] = (),
+    timeout: float = 5.0,
+) -> httpx.Response:
+    """One request signed with bot.emr.signing, optionally tampered with before or after signing."""
+    headers = {
+        "host": f"127.0.0.1:{emu.port}",
+        "x-acs-action": action,
+        "x-acs-version": "2023-08-08",
+        "x-acs-date": date or acs_date(NOW),
+        "x-acs-signature-nonce": nonce or uuid.uuid4().hex,
+    }
+    if body and content_type:
+        headers["content-type"] = content_type
+    headers.update(before_signing or {})
+    for name in drop_before:
+        headers.pop(name)
+    signed = signing.sign(method=method, path=path, query=query, headers=headers, body=body, credential=credential)
+    signed.update(after_signing or {})
+    for name in drop_after:
+        signed.pop(name)
+    url = emu.url + path + ("?" + signing.canonical_query(query) if query else "")
+    with httpx.Client(trust_env=False, timeout=timeout) as client:
+        return client.request(method, url, headers=signed, content=body if sent_body is None else sent_body)
+
+
+def update_body(emu: EmrEmulator, **group_changes: Any) -> bytes:
+    """The complete workerSpec of prod as read, WorkerGroup1 changed."""
+    groups = copy.deepcopy(emu.cluster(WS, PROD)["workerSpec"])
+    groups[0].update(group_changes)
+    return dumps_body({"workerSpec": groups})
+
+
+def assert_error(emu: EmrEmulator, resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    data = resp.json()
+    assert (resp.status_code, data["Code"]) == (status, code), data
+    assert set(data) == ERROR_KEYS
+    assert data["RequestId"] == resp.headers["x-acs-request-id"]
+    call = emu.calls[-1]
+    assert (call.status, call.code, call.request_id) == (status, code, data["RequestId"])
+    return data
+
+
+# ---------------------------------------------------------------- the official SDK
+
+
+def test_sdk_get_returns_the_stored_cluster(live_emulator: EmrEmulator) -> None:
+    resp = sdk(live_emulator).get_ray_cluster(WS, PROD)
+    assert resp.status_code == 200
+    assert resp.body.name == "prod"
+    assert resp.body.state == "Running"
+    assert [g.group_name for g in resp.body.worker_spec] == ["WorkerGroup1", "WorkerGroup2"]
+    assert resp.body.worker_spec[0].memory == "16Gi"
+    assert resp.body.head_spec.enable_auto_scaling is True
+    assert resp.body.request_id == resp.headers["x-acs-request-id"]
+    assert live_emulator.calls_for("GetRayCluster")[-1].request_id == resp.body.request_id
+
+
+def test_sdk_lists_page_by_page(live_emulator: EmrEmulator) -> None:
+    client = sdk(live_emulator)
+    first = client.list_ray_cluster(WS, sdk_models.ListRayClusterRequest(page_num=1, page_size=3))
+    second = client.list_ray_cluster(WS, sdk_models.ListRayClusterRequest(page_num=2, page_size=3))
+    assert [c.name for c in first.body.ray_clusters] == ["prod", "train-gpu", "fleet-50"]
+    assert [c.name for c in second.body.ray_clusters] == ["staging"]
+    assert len(first.body.ray_clusters[2].worker_spec) == 50
+    assert [c.query for c in live_emulator.calls_for("ListRayCluster")] == [
+        {"pageNum": "1", "pageSize": "3"},
+        {"pageNum": "2", "pageSize": "3"},
+    ]
+
+
+def test_sdk_update_replaces_worker_spec(live_emulator: EmrEmulator) -> None:
+    before = live_emulator.cluster(WS, PROD)
+    group = sdk_models.UpdateRayClusterRequestWorkerSpec(
+        group_name="WorkerGroup1", worker_type="cpu", replica=3, min_replica=1, max_replica=4, cpu="4", memory="16Gi"
+    )
+    resp = sdk(live_emulator).update_ray_cluster(WS, PROD, sdk_models.UpdateRayClusterRequest(worker_spec=[group]))
+    assert resp.body.cluster_id == PROD
+    after = live_emulator.cluster(WS, PROD)
+    assert [g["groupName"] for g in after["workerSpec"]] == ["WorkerGroup1"]
+    assert after["workerSpec"][0]["replica"] == 3
+    assert after["modifiedTime"] > before["modifiedTime"]
+    assert after["headSpec"] == before["headSpec"]
+
+
+def test_sdk_stop_then_start_with_client_token(live_emulator: EmrEmulator) -> None:
+    client = sdk(live_emulator)
+    client.stop_ray_cluster(WS, PROD, sdk_models.StopRayClusterRequest())
+    assert live_emulator.cluster(WS, PROD)["state"] == "Stopped"
+    first = client.start_ray_cluster(WS, PROD, sdk_models.StartRayClusterRequest(client_token="tok-1"))
+    again = client.start_ray_cluster(WS, PROD, sdk_models.StartRayClusterRequest(client_token="tok-1"))
+    assert live_emulator.cluster(WS, PROD)["state"] == "Running"
+    assert again.body.request_id == first.body.request_id
+    with pytest.raises(ClientException) as caught:
+        client.start_ray_cluster(WS, PROD, sdk_models.StartRayClusterRequest(client_token="tok-2"))
+    assert caught.value.code == "InvalidClusterState"
+
+
+def test_sdk_with_sts_token(live_emulator: EmrEmulator) -> None:
+    resp = sdk(live_emulator, "STS.stsid", "stssecret", token="sts-token-1").get_ray_cluster(WS, GPU)
+    assert resp.body.worker_spec[0].worker_type == "gpu"
+    assert live_emulator.calls[-1].headers["x-acs-security-token"] == "sts-token-1"
+
+
+def test_sdk_wrong_secret_raises_signature_does_not_match(live_emulator: EmrEmulator) -> None:
+    with pytest.raises(ClientException) as caught:
+        sdk(live_emulator, secret="not-the-secret").get_ray_cluster(WS, PROD)
+    call = live_emulator.calls[-1]
+    assert caught.value.code == "SignatureDoesNotMatch"
+    assert caught.value.status_code == 400
+    assert caught.value.request_id == call.request_id
+    assert "server string to sign is:ACS3-HMAC-SHA256\n" in caught.value.message
+
+
+def test_sdk_unknown_cluster_raises_not_found(live_emulator: EmrEmulator) -> None:
+    with pytest.raises(ClientException) as caught:
+        sdk(live_emulator).get_ray_cluster(WS, "ray-doesnotexist00")
+    assert (caught.value.status_code, caught.value.code) == (404, "RayClusterNotFound")
+    assert caught.value.request_id == live_emulator.calls[-1].request_id
+
+
+# ---------------------------------------------------------------- refused requests change nothing
+
+BAD_REQUESTS = {
+    "no Authorization": (dict(drop_after=("authorization",)), 400, "IncompleteSignature", "Authorization"),
+    "not ACS3": (dict(after_signing={"authorization": "Bearer abc"}), 400, "IncompleteSignature", "ACS3"),
+    "nonce not signed": (
+        dict(drop_before=("x-acs-signature-nonce",), after_signing={"x-acs-signature-nonce": "n1"}),
+        400,
+        "IncompleteSignature",
+        "x-acs-signature-nonce",
+    ),
+    "content-type not signed": (
+        dict(content_type=None, after_signing={"content-type": "application/json"}),
+        400,
+        "IncompleteSignature",
+        "content-type",
+    ),
+    "extra x-acs header not signed": (dict(after_signing={"x-acs-extra": "1"}), 400, "IncompleteSignature", "x-acs-"),
+    "date absent": (dict(drop_before=("x-acs-date",)), 400, "MissingParameter", "x-acs-date"),
+    "body hash mismatch": (dict(sent_body=b'{"name":"other"}'), 400, "InvalidParameter.ContentSha256", "SHA-256"),
+    "unknown access key": (dict(credential=signing.Credential("nobody", "x")), 404, "InvalidAccessKeyId.NotFound", ""),
+    "wrong secret": (dict(credential=signing.Credential("testid", "nope")), 400, "SignatureDoesNotMatch", "string to"),
+    "stale date": (dict(date=acs_date(NOW - 901)), 400, "InvalidTimeStamp.Expired", "expired"),
+    "future date": (dict(date=acs_date(NOW + 901)), 400, "InvalidTimeStamp.Expired", "expired"),
+    "malformed date": (dict(date="2024-06-04 11:20:00"), 400, "InvalidTimeStamp.Format", ""),
+    "action mismatch": (dict(action="GetRayCluster"), 404, "InvalidAction.NotFound", "GetRayCluster"),
+    "wrong version": (dict(before_signing={"x-acs-version": "2021-01-01"}), 400, "InvalidVersion", "2021-01-01"),
+    "unknown STS token": (
+        dict(credential=signing.Credential("STS.stsid", "stssecret", "expired-token")),
+        400,
+        "InvalidSecurityToken.Expired",
+        "",
+    ),
+    "STS token of another key": (
+        dict(credential=signing.Credential("STS.stsid", "stssecret", "foreign-token")),
+        400,
+        "InvalidSecurityToken.MismatchWithAccessKey",
+        "",
+    ),
+    "min above max": (dict(changes={"minReplica": 5}), 400, "InvalidParameter", "minReplica 5 is above maxReplica 4"),
+    "memory 16GB": (dict(changes={"memory": "16GB"}), 400, "InvalidParameter", "'16GB'"),
+    "replica as string": (dict(changes={"replica": "3"}), 400, "InvalidParameter", "workerSpec[0].replica"),
+    "51 groups": (dict(body="51 groups"), 400, "InvalidParameter", "at most 50 worker groups"),
+    "empty body": (dict(body=b""), 400, "InvalidParameter", "changes nothing"),
+    "empty object": (dict(body=b"{}"), 400, "InvalidParameter", "changes nothing"),
+    "JSON array": (dict(body=b"[]"), 400, "InvalidParameter", "JSON object"),
+    "not JSON": (dict(body=b"{workerSpec:"), 400, "InvalidParameter", "not valid JSON"),
+    "text/plain": (dict(content_type="text/plain"), 400, "InvalidParameter", "application/json"),
+    "unknown cluster": (dict(path=f"{CLUSTER_PATH}/ray-nope"), 404, "RayClusterNotFound", "ray-nope"),
+    "unknown workspace": (dict(path=f"/api/v1/workspaces/w-nope/rayCluster/{PROD}"), 404, "WorkspaceNotFound", ""),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=str)
+def test_refused_update_changes_nothing(emulator: EmrEmulator, case: str) -> None:
+    options, status, code, in_message = BAD_REQUESTS[case]
+    options = dict(options)
+    before = emulator.cluster(WS, PROD)
+    body = options.pop("body", None)
+    if body == "51 groups":
+        groups = [{"groupName": f"g{i}", "replica": 1, "minReplica": 1, "maxReplica": 2} for i in range(51)]
+        body = dumps_body({"workerSpec": groups})
+    elif body is None:
+        body = update_body(emulator, **{"replica": 3, **options.pop("changes", {})})
+    path = options.pop("path", PROD_PATH)
+    options.setdefault("action", "UpdateRayCluster")
+    resp = send(emulator, "POST", path, body=body, **options)
+    data = assert_error(emulator, resp, status, code)
+    assert in_message in data["Message"]
+    assert emulator.cluster(WS, PROD) == before
+
+
+def test_signature_mismatch_reports_the_servers_string_to_sign(emulator: EmrEmulator) -> None:
+    resp = send(emulator, "GET", PROD_PATH, action="GetRayCluster", credential=signing.Credential("testid", "nope"))
+    message = assert_error(emulator, resp, 400, "SignatureDoesNotMatch")["Message"]
+    to_sign = message.split("server string to sign is:")[1]
+    assert to_sign.startswith("ACS3-HMAC-SHA256\n") and len(to_sign.split("\n")[1]) == 64
+
+
+def test_nonce_is_single_use_for_fifteen_minutes(emulator: EmrEmulator, clock: FakeClock) -> None:
+    assert send(emulator, "GET", PROD_PATH, action="GetRayCluster", nonce="n-1").status_code == 200
+    resp = send(emulator, "GET", PROD_PATH, action="GetRayCluster", nonce="n-1")
+    assert_error(emulator, resp, 400, "SignatureNonceUsed")
+    clock.now += 901
+    resp = send(emulator, "GET", PROD_PATH, action="GetRayCluster", nonce="n-1", date=acs_date(clock.now))
+    assert resp.status_code == 200
+
+
+def test_badly_signed_request_does_not_burn_its_nonce(emulator: EmrEmulator) -> None:
+    wrong = signing.Credential("testid", "nope")
+    resp = send(emulator, "GET", PROD_PATH, action="GetRayCluster", nonce="n-2", credential=wrong)
+    assert_error(emulator, resp, 400, "SignatureDoesNotMatch")
+    assert send(emulator, "GET", PROD_PATH, action="GetRayCluster", nonce="n-2").status_code == 200
+
+
+def test_sts_request_signed_with_bot_signer(emulator: EmrEmulator) -> None:
+    cred = signing.Credential("STS.stsid", "stssecret", "sts-token-1")
+    resp = send(emulator, "GET", PROD_PATH, action="GetRayCluster", credential=cred)
+    assert resp.status_code == 200
+    assert resp.json()["clusterId"] == PROD
+
+
+def test_request_without_any_signature_is_refused(emulator: EmrEmulator) -> None:
+    with httpx.Client(trust_env=False) as client:
+        resp = client.get(emulator.url + PROD_PATH)
+    assert_error(emulator, resp, 400, "IncompleteSignature")
+
+
+# ---------------------------------------------------------------- reads
+
+
+def test_get_returns_full_cluster_with_request_id(emulator: EmrEmulator) -> None:
+    resp = send(emulator, "GET", PROD_PATH, action="GetRayCluster")
+    data = resp.json()
+    assert data.pop("requestId") == resp.headers["x-acs-request-id"]
+    assert data == emulator.cluster(WS, PROD)
+    assert data["workerSpec"][0]["nodeSelector"] == {"alibabacloud.com/zone": "cn-hangzhou-h"}
+    assert "workspaceId" not in data
+
+
+def test_list_returns_summaries_and_paging(emulator: EmrEmulator) -> None:
+    resp = send(emulator, "GET", CLUSTER_PATH, action="ListRayCluster", query={"pageNum": "2", "pageSize": "3"})
+    data = resp.json()
+    assert (data["totalCount"], data["pageNum"], data["pageSize"]) == (4, 2, 3)
+    assert [c["clusterId"] for c in data["rayClusters"]] == [STAGING]
+    assert data["requestId"] == resp.headers["x-acs-request-id"]
+
+    everything = send(emulator, "GET", CLUSTER_PATH, action="ListRayCluster").json()
+    assert everything["pageSize"] == 20 and len(everything["rayClusters"]) == 4
+    prod = everything["rayClusters"][0]
+    for absent in ("instances", "extraParam", "volumeIds", "jobUrl", "submitToken"):
+        assert absent not in prod
+    assert set(prod["workerSpec"][0]) == {
+        "cpu",
+        "groupName",
+        "maxReplica",
+        "memory",
+        "minReplica",
+        "queueName",
+        "replica",
+        "workerType",
+    }
+    assert "env" not in prod["headSpec"] and prod["headSpec"]["memory"] == "16Gi"
+
+
+@pytest.mark.parametrize("query", [{"pageSize": "0"}, {"pageSize": "101"}, {"pageSize": "ten"}, {"pageNum": "0"}])
+def test_list_rejects_page_parameters_out_of_range(emulator: EmrEmulator, query: dict[str, str]) -> None:
+    resp = send(emulator, "GET", CLUSTER_PATH, action="ListRayCluster", query=query)
+    assert_error(emulator, resp, 400, "InvalidParameter")
+
+
+# ---------------------------------------------------------------- writes
+
+
+def test_update_keeps_unknown_fields_and_replaces_what_is_sent(emulator: EmrEmulator, clock: FakeClock) -> None:
+    before = emulator.cluster(WS, PROD)
+    groups = copy.deepcopy(before["workerSpec"])
+    groups[0]["replica"] = 4
+    head = {"queueName": "root_queue", "cpu": "8", "memory": "32Gi"}
+    body = dumps_body({"workerSpec": groups, "headSpec": head, "futureField": {"a": 1}, "state": "Stopped"})
+    resp = send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=body)
+    assert resp.json() == {"requestId": resp.headers["x-acs-request-id"], "clusterId": PROD}
+    after = emulator.cluster(WS, PROD)
+    assert after["workerSpec"] == groups  # nodeSelector came back as it was read
+    assert after["headSpec"] == head  # replaced as a whole
+    assert after["futureField"] == {"a": 1}
+    assert after["state"] == "Running"  # read-only attributes are not writable
+    assert after["instances"] == before["instances"]
+    assert after["modifiedTime"] > before["modifiedTime"]
+
+
+def test_update_treats_snake_case_keys_as_unknown(emulator: EmrEmulator) -> None:
+    before = emulator.cluster(WS, PROD)
+    body = dumps_body({"worker_spec": [{"groupName": "x", "replica": 1}]})
+    assert send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=body).status_code == 200
+    assert emulator.cluster(WS, PROD)["workerSpec"] == before["workerSpec"]
+
+
+def test_fifty_groups_are_accepted(emulator: EmrEmulator) -> None:
+    groups = emulator.cluster(WS, FLEET)["workerSpec"]
+    groups[49]["replica"] = 2
+    resp = send(
+        emulator, "POST", f"{CLUSTER_PATH}/{FLEET}", action="UpdateRayCluster", body=dumps_body({"workerSpec": groups})
+    )
+    assert resp.status_code == 200
+    assert emulator.cluster(WS, FLEET)["workerSpec"][49]["replica"] == 2
+
+
+def test_stop_and_start_check_the_state(emulator: EmrEmulator) -> None:
+    staging = f"{CLUSTER_PATH}/{STAGING}"
+    resp = send(emulator, "POST", f"{staging}/stop", action="StopRayCluster")
+    assert_error(emulator, resp, 400, "InvalidClusterState")
+    resp = send(emulator, "POST", f"{PROD_PATH}/start", action="StartRayCluster", body=b"{}")
+    assert_error(emulator, resp, 400, "InvalidClusterState")
+
+    resp = send(emulator, "POST", f"{staging}/start", action="StartRayCluster", body=b'{"clientToken":"c-1"}')
+    assert resp.json() == {"requestId": resp.headers["x-acs-request-id"], "clusterId": STAGING}
+    started = emulator.cluster(WS, STAGING)
+    assert started["state"] == "Running" and started["instances"]
+    resp = send(emulator, "POST", f"{staging}/stop", action="StopRayCluster")  # no body at all
+    assert resp.status_code == 200
+    assert emulator.cluster(WS, STAGING)["state"] == "Stopped"
+    assert emulator.cluster(WS, STAGING)["instances"] == []
+
+
+def test_start_is_idempotent_per_client_token(emulator: EmrEmulator) -> None:
+    path = f"{CLUSTER_PATH}/{STAGING}/start"
+    first = send(emulator, "POST", path, action="StartRayCluster", body=b'{"clientToken":"c-9"}')
+    again = send(emulator, "POST", path, action="StartRayCluster", body=b'{"clientToken":"c-9"}')
+    assert first.status_code == again.status_code == 200
+    assert again.json()["requestId"] == first.json()["requestId"] == again.headers["x-acs-request-id"]
+    other = send(emulator, "POST", f"{PROD_PATH}/start", action="StartRayCluster", body=b'{"clientToken":"c-9"}')
+    assert_error(emulator, other, 400, "IdempotentParameterMismatch")
+    bad = send(emulator, "POST", path, action="StartRayCluster", body=b'{"clientToken":7}')
+    assert_error(emulator, bad, 400, "InvalidParameter")
+
+
+def test_stop_checks_the_instance_id(emulator: EmrEmulator) -> None:
+    foreign = send(emulator, "POST", f"{PROD_PATH}/stop", action="StopRayCluster", body=b'{"instanceId":"rci-other"}')
+    assert_error(emulator, foreign, 400, "InvalidParameter")
+    assert emulator.cluster(WS, PROD)["state"] == "Running"
+    own = json.dumps({"instanceId": emulator.cluster(WS, PROD)["instanceId"]}).encode()
+    assert send(emulator, "POST", f"{PROD_PATH}/stop", action="StopRayCluster", body=own).status_code == 200
+    assert emulator.cluster(WS, PROD)["state"] == "Stopped"
+
+
+# ---------------------------------------------------------------- faults
+
+
+def get_prod(emu: EmrEmulator, **options: Any) -> httpx.Response:
+    return send(emu, "GET", PROD_PATH, action="GetRayCluster", **options)
+
+
+def test_fail_twice_then_succeed(emulator: EmrEmulator) -> None:
+    emulator.inject("5xx", times=2)
+    first, second, third = get_prod(emulator), get_prod(emulator), get_prod(emulator)
+    assert [r.status_code for r in (first, second, third)] == [503, 503, 200]
+    assert first.json()["Code"] == second.json()["Code"] == "ServiceUnavailable"
+    assert first.json()["RequestId"] == first.headers["x-acs-request-id"]
+    assert [c.code for c in emulator.calls_for("GetRayCluster")] == ["ServiceUnavailable", "ServiceUnavailable", None]
+
+
+def test_throttle_only_the_named_action_until_cleared(emulator: EmrEmulator) -> None:
+    emulator.inject("throttle", action="UpdateRayCluster")
+    before = emulator.cluster(WS, PROD)
+    assert get_prod(emulator).status_code == 200
+    for _ in range(2):
+        resp = send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emulator, replica=3))
+        assert_error(emulator, resp, 400, "Throttling.User")
+    assert emulator.cluster(WS, PROD) == before
+    emulator.clear_faults()
+    resp = send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emulator, replica=3))
+    assert resp.status_code == 200
+
+
+def test_internal_error(emulator: EmrEmulator) -> None:
+    emulator.inject("error", times=1)
+    assert_error(emulator, get_prod(emulator), 500, "InternalError")
+
+
+def test_not_json_answers_html(emulator: EmrEmulator) -> None:
+    emulator.inject("not_json", times=1)
+    resp = get_prod(emulator)
+    assert resp.status_code == 502
+    assert resp.headers["content-type"].startswith("text/html")
+    assert resp.text.startswith("<html>")
+    with pytest.raises(ValueError):
+        resp.json()
+    assert emulator.calls[-1].status == 502
+
+
+def test_latency_still_answers(emulator: EmrEmulator) -> None:
+    emulator.inject("latency", seconds=0.01, times=1)
+    assert get_prod(emulator).status_code == 200
+    assert get_prod(emulator).status_code == 200
+
+
+def test_hang_until_the_client_gives_up_and_stop_releases_it(emulator: EmrEmulator) -> None:
+    emulator.inject("hang", times=1)
+    with pytest.raises(httpx.ReadTimeout):
+        get_prod(emulator, timeout=0.2)
+    hung = emulator.calls[-1]
+    assert hung.status == 0
+    assert get_prod(emulator).status_code == 200  # times=1: only the first hangs
+    emulator.stop()
+    assert hung.status == 503
+
+
+def test_faults_apply_after_the_signature_check(emulator: EmrEmulator) -> None:
+    emulator.inject("5xx", times=1)
+    wrong = signing.Credential("testid", "nope")
+    assert_error(emulator, get_prod(emulator, credential=wrong), 400, "SignatureDoesNotMatch")
+    assert get_prod(emulator).status_code == 503
+    assert get_prod(emulator).status_code == 200
+
+
+def test_inject_rejects_unknown_faults(emulator: EmrEmulator) -> None:
+    with pytest.raises(ValueError):
+        emulator.inject("meteor")
+    with pytest.raises(ValueError):
+        emulator.inject("5xx", times=0)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_context_manager_starts_and_stops() -> None:
+    with EmrEmulator(clusters=[{"workspaceId": WS, "clusterId": "ray-x", "state": "Running"}]) as emu:
+        url = emu.url
+        assert url == f"http://127.0.0.1:{emu.port}"
+        assert emu.cluster(WS, "ray-x") == {"clusterId": "ray-x", "state": "Running"}
+    emu.stop()  # idempotent
+    with pytest.raises(httpx.ConnectError), httpx.Client(trust_env=False) as client:
+        client.get(url)
+
+
+def test_standalone_server(tmp_path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.sandbox.emr_server", "--port", "0", "--access-key", "cli:clisecret"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "clisecret" not in line
+        url = line.split(" on ")[1].split(" ")[0]
+        port = int(url.rsplit(":", 1)[1])
+        headers = {
+            "host": f"127.0.0.1:{port}",
+            "x-acs-action": "GetRayCluster",
+            "x-acs-version": "2023-08-08",
+            "x-acs-date": acs_date(time.time()),
+            "x-acs-signature-nonce": uuid.uuid4().hex,
+        }
+        signed = signing.sign(
+            method="GET",
+            path=PROD_PATH,
+            query=None,
+            headers=headers,
+            body=b"",
+            credential=signing.Credential("cli", "clisecret"),
+        )
+        with httpx.Client(trust_env=False) as client:
+            resp = client.get(url + PROD_PATH, headers=signed)
+        assert resp.status_code == 200 and resp.json()["name"] == "prod"
+    finally:
+        proc.terminate()
+        proc.wait()
