@@ -58,8 +58,9 @@ class RaybotProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        rest = self.proc.stdout.read() if self.proc.stdout else ""
-        self.output.append(rest)
+        if self.proc.stdout is not None:
+            self.output.append(self.proc.stdout.read())
+            self.proc.stdout.close()
         return "".join(self.output)
 
 
@@ -88,7 +89,10 @@ def start_raybot(
         if time.monotonic() > deadline:
             break
     proc.kill()
-    raise RuntimeError("raybot did not start:\n" + "".join(output) + (proc.stdout.read() or ""))
+    rest = proc.stdout.read() or ""
+    proc.stdout.close()
+    proc.wait()
+    raise RuntimeError("raybot did not start:\n" + "".join(output) + rest)
 
 
 def slash_command_body(text: str, *, user: str, channel: str, response_url: str, command: str = "/ray") -> str:

@@ -1,0 +1,1426 @@
+"""Loopback emulator of the Slack Web API and Socket Mode, for tests and the sandbox.
+
+raybot and the end-to-end tests point slack_sdk at it (``AsyncWebClient(base_url=emulator.api_url)``, or
+``RAYBOT_SLACK_API_URL``) and drive Bolt through its Socket Mode WebSocket. It is deliberately strict: tokens are
+checked, required arguments demanded, and the limits that bite in production (blocks per message and modal, text,
+title and metadata lengths, single-use trigger ids that expire in 3 s, a modal stack of 3, response_url uses) are
+enforced, so that a flow that passes here does not fail on those in Slack. Where Slack is lenient in a way that
+hides bugs (a reply to a thread that does not exist), the emulator is stricter and says so in the docstring.
+
+The limits are copied from Slack's documentation on purpose rather than imported from raybot: the emulator is an
+independent check of raybot's own constants.
+
+Threading: the aiohttp server runs on its own event loop in a background thread. All state is guarded by one lock;
+the inspection methods return copies and may be called from any thread, ``wait_for`` from any event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import logging
+import os
+import random
+import re
+import signal
+import string
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+logger = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+Clock = Callable[[], float]
+CallPredicate = Callable[["ApiCall"], bool]
+
+# Slack limits (https://docs.slack.dev/reference/block-kit/…, method reference pages).
+MAX_MESSAGE_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100
+MAX_MESSAGE_TEXT_CHARS = 40_000
+MAX_VIEW_TEXT_CHARS = 24  # modal title, submit and close
+MAX_PRIVATE_METADATA_CHARS = 3000
+MAX_CALLBACK_ID_CHARS = 255
+MAX_EXTERNAL_ID_CHARS = 255
+MAX_BLOCK_ID_CHARS = 255
+MAX_ACTION_ID_CHARS = 255
+MAX_VIEW_BYTES = 250_000
+MAX_VIEW_STACK = 3
+TRIGGER_TTL_SECONDS = 3.0
+RESPONSE_URL_USES = 5
+RESPONSE_URL_TTL_SECONDS = 30 * 60.0
+
+APP_ID = "A0RAYBOT"
+BOT_ID = "B0RAYBOT"
+
+_METHODS_FOR_APP_TOKEN = frozenset({"apps.connections.open"})
+_JSON_ARGS = ("blocks", "attachments", "view", "metadata")
+_CONVERSATION_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_ID_ALPHABET = string.ascii_uppercase + string.digits
+
+_BLOCK_TYPES = frozenset(
+    {"section", "divider", "header", "context", "actions", "input", "image", "rich_text", "markdown", "file", "video"}
+)
+_STATIC_SELECTS = frozenset({"static_select", "multi_static_select"})
+_ELEMENT_TYPES = frozenset(
+    {
+        "button",
+        "checkboxes",
+        "radio_buttons",
+        "overflow",
+        "datepicker",
+        "timepicker",
+        "datetimepicker",
+        "image",
+        "plain_text_input",
+        "number_input",
+        "email_text_input",
+        "url_text_input",
+        "rich_text_input",
+        "file_input",
+        "workflow_button",
+        "external_select",
+        "multi_external_select",
+        "users_select",
+        "multi_users_select",
+        "conversations_select",
+        "multi_conversations_select",
+        "channels_select",
+        "multi_channels_select",
+    }
+    | _STATIC_SELECTS
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One Web API call (or response_url post) as the emulator saw and answered it."""
+
+    method: str
+    args: JSON
+    token: str | None = field(repr=False)  # never shown in reprs or assertion output
+    ok: bool
+    error: str | None
+    response: JSON
+    status: int = 200
+    url: str = ""  # the response_url posted to, for method "response_url"
+
+
+class SocketModeError(RuntimeError):
+    """Socket Mode delivery failed: no client connected, or the emulator stopped while waiting."""
+
+
+class _MethodFailure(Exception):
+    """A Slack ``ok: false`` answer, raised by the method handlers."""
+
+    def __init__(self, error: str, messages: list[str] | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.messages = messages or []
+
+
+@dataclass
+class _Trigger:
+    issued_at: float
+    user: str | None
+    view_id: str | None
+    used: bool = False
+
+
+@dataclass
+class _ResponseUrl:
+    issued_at: float
+    channel: str | None
+    user: str | None
+    message_ts: str | None
+    uses: int = 0
+
+
+@dataclass(frozen=True)
+class _Injection:
+    error: str | None
+    retry_after: int | None
+
+
+@dataclass
+class _AsyncWaiter:
+    predicate: CallPredicate
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[ApiCall]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Block Kit validation (pure). Each function returns Slack-style problem strings; empty means valid.
+
+
+def _problem(message: str, pointer: str) -> str:
+    return f"[ERROR] {message} [json-pointer:{pointer}]"
+
+
+def _too_long(limit: int) -> str:
+    return f"must be less than {limit + 1} characters"
+
+
+def _too_many(limit: int) -> str:
+    return f"no more than {limit} items allowed"
+
+
+def _string_problems(value: Any, pointer: str, *, max_chars: int, required: bool = False) -> list[str]:
+    if value is None:
+        return [_problem("missing required field", pointer)] if required else []
+    if not isinstance(value, str):
+        return [_problem("must be a string", pointer)]
+    if required and not value:
+        return [_problem("must be more than 0 characters", pointer)]
+    if len(value) > max_chars:
+        return [_problem(_too_long(max_chars), pointer)]
+    return []
+
+
+def text_object_problems(
+    obj: Any, pointer: str, *, max_chars: int, plain_only: bool = False, required: bool = True
+) -> list[str]:
+    """Problems of a composition text object (``{"type": "plain_text"|"mrkdwn", "text": ...}``)."""
+    if obj is None:
+        return [_problem("missing required field", pointer)] if required else []
+    if not isinstance(obj, dict):
+        return [_problem("must be an object", pointer)]
+    allowed = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
+    if obj.get("type") not in allowed:
+        return [_problem(f"must be one of {', '.join(allowed)}", f"{pointer}/type")]
+    return _string_problems(obj.get("text"), f"{pointer}/text", max_chars=max_chars, required=True)
+
+
+def _options_problems(options: Any, pointer: str, *, max_items: int, mrkdwn_ok: bool = False) -> list[str]:
+    if not isinstance(options, list) or not options:
+        return [_problem("must provide at least 1 item", pointer)]
+    problems = [_problem(_too_many(max_items), pointer)] if len(options) > max_items else []
+    for i, option in enumerate(options):
+        op = f"{pointer}/{i}"
+        if not isinstance(option, dict):
+            problems.append(_problem("must be an object", op))
+            continue
+        problems += text_object_problems(option.get("text"), f"{op}/text", max_chars=75, plain_only=not mrkdwn_ok)
+        problems += _string_problems(option.get("value"), f"{op}/value", max_chars=150, required=True)
+        problems += text_object_problems(
+            option.get("description"), f"{op}/description", max_chars=75, plain_only=not mrkdwn_ok, required=False
+        )
+        problems += _string_problems(option.get("url"), f"{op}/url", max_chars=3000)
+    return problems
+
+
+def _initial_option_problems(element: JSON, options: list[Any], pointer: str) -> list[str]:
+    """Slack rejects an initial option that is not exactly one of the options (a classic silent-edit bug)."""
+    initial = element.get("initial_option")
+    initials = [initial] if initial is not None else element.get("initial_options") or []
+    problems = []
+    for initial in initials:
+        if not any(isinstance(o, dict) and o == initial for o in options):
+            problems.append(_problem("must match one of the provided options", f"{pointer}/initial_option"))
+    return problems
+
+
+def element_problems(element: Any, pointer: str) -> list[str]:
+    """Problems of an interactive (or image) block element."""
+    if not isinstance(element, dict):
+        return [_problem("must be an object", pointer)]
+    kind = element.get("type")
+    if kind not in _ELEMENT_TYPES:
+        return [_problem(f"unsupported type: {kind}", f"{pointer}/type")]
+    problems = _string_problems(element.get("action_id"), f"{pointer}/action_id", max_chars=MAX_ACTION_ID_CHARS)
+    problems += text_object_problems(
+        element.get("placeholder"), f"{pointer}/placeholder", max_chars=150, plain_only=True, required=False
+    )
+    confirm = element.get("confirm")
+    if confirm is not None and not isinstance(confirm, dict):
+        problems.append(_problem("must be an object", f"{pointer}/confirm"))
+    elif confirm is not None:
+        cp = f"{pointer}/confirm"
+        problems += text_object_problems(confirm.get("title"), f"{cp}/title", max_chars=100, plain_only=True)
+        problems += text_object_problems(confirm.get("text"), f"{cp}/text", max_chars=300)
+        problems += text_object_problems(confirm.get("confirm"), f"{cp}/confirm", max_chars=30, plain_only=True)
+        problems += text_object_problems(confirm.get("deny"), f"{cp}/deny", max_chars=30, plain_only=True)
+    if kind == "button":
+        problems += text_object_problems(element.get("text"), f"{pointer}/text", max_chars=75, plain_only=True)
+        problems += _string_problems(element.get("value"), f"{pointer}/value", max_chars=2000)
+        problems += _string_problems(element.get("url"), f"{pointer}/url", max_chars=3000)
+        if element.get("style") not in (None, "primary", "danger"):
+            problems.append(_problem("must be one of primary, danger", f"{pointer}/style"))
+    elif kind in _STATIC_SELECTS:
+        if "option_groups" in element:
+            groups = element["option_groups"]
+            if not isinstance(groups, list) or not groups:
+                problems.append(_problem("must provide at least 1 item", f"{pointer}/option_groups"))
+                groups = []
+            elif len(groups) > 100:
+                problems.append(_problem(_too_many(100), f"{pointer}/option_groups"))
+            all_options: list[Any] = []
+            for g, group in enumerate(groups):
+                gp = f"{pointer}/option_groups/{g}"
+                if not isinstance(group, dict):
+                    problems.append(_problem("must be an object", gp))
+                    continue
+                problems += text_object_problems(group.get("label"), f"{gp}/label", max_chars=75, plain_only=True)
+                problems += _options_problems(group.get("options"), f"{gp}/options", max_items=100)
+                all_options += group.get("options") or []
+            problems += _initial_option_problems(element, all_options, pointer)
+        else:
+            problems += _options_problems(element.get("options"), f"{pointer}/options", max_items=100)
+            problems += _initial_option_problems(element, element.get("options") or [], pointer)
+    elif kind == "overflow":
+        problems += _options_problems(element.get("options"), f"{pointer}/options", max_items=5)
+    elif kind in ("checkboxes", "radio_buttons"):
+        problems += _options_problems(element.get("options"), f"{pointer}/options", max_items=10, mrkdwn_ok=True)
+        problems += _initial_option_problems(element, element.get("options") or [], pointer)
+    elif kind == "plain_text_input":
+        for key in ("min_length", "max_length"):
+            value = element.get(key)
+            if value is not None and (not isinstance(value, int) or not 0 <= value <= 3000):
+                problems.append(_problem("must be an integer between 0 and 3000", f"{pointer}/{key}"))
+    elif kind == "image":
+        problems += _image_problems(element, pointer)
+    return problems
+
+
+def _image_problems(image: JSON, pointer: str) -> list[str]:
+    problems = _string_problems(image.get("alt_text"), f"{pointer}/alt_text", max_chars=2000, required=True)
+    if "slack_file" not in image:
+        problems += _string_problems(image.get("image_url"), f"{pointer}/image_url", max_chars=3000, required=True)
+    return problems
+
+
+def _elements_problems(elements: Any, pointer: str, *, max_items: int) -> list[str]:
+    if not isinstance(elements, list) or not elements:
+        return [_problem("must provide at least 1 item", pointer)]
+    return [_problem(_too_many(max_items), pointer)] if len(elements) > max_items else []
+
+
+def block_problems(block: Any, pointer: str) -> list[str]:
+    """Problems of one layout block (block_id uniqueness is checked by ``blocks_problems``)."""
+    if not isinstance(block, dict):
+        return [_problem("must be an object", pointer)]
+    kind = block.get("type")
+    if kind not in _BLOCK_TYPES:
+        return [_problem(f"unsupported type: {kind}", f"{pointer}/type")]
+    problems = _string_problems(block.get("block_id"), f"{pointer}/block_id", max_chars=MAX_BLOCK_ID_CHARS)
+    if kind == "section":
+        text, fields = block.get("text"), block.get("fields")
+        if text is None and fields is None:
+            problems.append(_problem("must provide either text or fields", pointer))
+        problems += text_object_problems(text, f"{pointer}/text", max_chars=3000, required=False)
+        if fields is not None:
+            if not isinstance(fields, list) or not fields:
+                problems.append(_problem("must provide at least 1 item", f"{pointer}/fields"))
+            else:
+                if len(fields) > 10:
+                    problems.append(_problem(_too_many(10), f"{pointer}/fields"))
+                for i, item in enumerate(fields):
+                    problems += text_object_problems(item, f"{pointer}/fields/{i}", max_chars=2000)
+        if block.get("accessory") is not None:
+            problems += element_problems(block["accessory"], f"{pointer}/accessory")
+    elif kind == "header":
+        problems += text_object_problems(block.get("text"), f"{pointer}/text", max_chars=150, plain_only=True)
+    elif kind == "context":
+        elements = block.get("elements")
+        problems += _elements_problems(elements, f"{pointer}/elements", max_items=10)
+        for i, item in enumerate(elements if isinstance(elements, list) else []):
+            ip = f"{pointer}/elements/{i}"
+            if isinstance(item, dict) and item.get("type") == "image":
+                problems += _image_problems(item, ip)
+            else:
+                problems += text_object_problems(item, ip, max_chars=3000)
+    elif kind == "actions":
+        elements = block.get("elements")
+        problems += _elements_problems(elements, f"{pointer}/elements", max_items=25)
+        action_ids: set[str] = set()
+        for i, item in enumerate(elements if isinstance(elements, list) else []):
+            problems += element_problems(item, f"{pointer}/elements/{i}")
+            action_id = item.get("action_id") if isinstance(item, dict) else None
+            if action_id is not None and action_id in action_ids:
+                problems.append(_problem("action_id already exists", f"{pointer}/elements/{i}/action_id"))
+            action_ids.add(action_id)
+    elif kind == "input":
+        problems += text_object_problems(block.get("label"), f"{pointer}/label", max_chars=2000, plain_only=True)
+        problems += text_object_problems(
+            block.get("hint"), f"{pointer}/hint", max_chars=2000, plain_only=True, required=False
+        )
+        if block.get("element") is None:
+            problems.append(_problem("missing required field", f"{pointer}/element"))
+        else:
+            problems += element_problems(block["element"], f"{pointer}/element")
+    elif kind == "image":
+        problems += _image_problems(block, pointer)
+        problems += text_object_problems(
+            block.get("title"), f"{pointer}/title", max_chars=2000, plain_only=True, required=False
+        )
+    elif kind == "markdown":
+        problems += _string_problems(block.get("text"), f"{pointer}/text", max_chars=12_000, required=True)
+    return problems
+
+
+def blocks_problems(blocks: Any, pointer: str, *, max_blocks: int) -> list[str]:
+    """Problems of a blocks array: count, each block, and unique block_ids."""
+    if not isinstance(blocks, list):
+        return [_problem("must be an array", pointer)]
+    problems = [_problem(_too_many(max_blocks), pointer)] if len(blocks) > max_blocks else []
+    block_ids: set[str] = set()
+    for i, block in enumerate(blocks):
+        problems += block_problems(block, f"{pointer}/{i}")
+        block_id = block.get("block_id") if isinstance(block, dict) else None
+        if block_id is not None:
+            if block_id in block_ids:
+                problems.append(_problem("block_id already exists", f"{pointer}/{i}/block_id"))
+            block_ids.add(block_id)
+    return problems
+
+
+def view_problems(view: Any, pointer: str = "/view") -> list[str]:
+    """Problems of a modal view payload (views.open, views.push, views.update)."""
+    if not isinstance(view, dict):
+        return [_problem("must be an object", pointer)]
+    if view.get("type") != "modal":
+        return [_problem("must be one of modal", f"{pointer}/type")]
+    problems = text_object_problems(
+        view.get("title"), f"{pointer}/title", max_chars=MAX_VIEW_TEXT_CHARS, plain_only=True
+    )
+    for key in ("submit", "close"):
+        problems += text_object_problems(
+            view.get(key), f"{pointer}/{key}", max_chars=MAX_VIEW_TEXT_CHARS, plain_only=True, required=False
+        )
+    blocks = view.get("blocks")
+    if blocks is None:
+        problems.append(_problem("missing required field", f"{pointer}/blocks"))
+    else:
+        problems += blocks_problems(blocks, f"{pointer}/blocks", max_blocks=MAX_VIEW_BLOCKS)
+        has_input = isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
+        if has_input and view.get("submit") is None:
+            problems.append(_problem("missing required field (a view with input blocks needs submit)", pointer))
+    problems += _string_problems(
+        view.get("private_metadata"), f"{pointer}/private_metadata", max_chars=MAX_PRIVATE_METADATA_CHARS
+    )
+    problems += _string_problems(view.get("callback_id"), f"{pointer}/callback_id", max_chars=MAX_CALLBACK_ID_CHARS)
+    problems += _string_problems(view.get("external_id"), f"{pointer}/external_id", max_chars=MAX_EXTERNAL_ID_CHARS)
+    return problems
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument as Slack reads it from JSON or form encoding."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+def _format_ts(micros: int) -> str:
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The emulator
+
+
+class SlackEmulator:
+    """A strict loopback Slack: Web API under ``/api/<method>``, Socket Mode under ``/socket-mode``.
+
+    ``users``/``channels`` given means a closed world (unknown ids are ``user_not_found``/``channel_not_found``);
+    ``None`` accepts any well-formed id. Channel dicts may carry ``is_member`` (default True), ``is_private``,
+    ``is_archived`` and ``members`` (user ids, checked by chat.postEphemeral). ``clock`` is the emulator's notion
+    of now (message ts, trigger and response_url expiry); ``seed`` makes generated ids reproducible.
+    """
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test",
+        app_token: str | None = "xapp-test",
+        team_id: str = "T0TEAM",
+        bot_user_id: str = "U0RAYBOT",
+        users: dict[str, dict[str, Any]] | None = None,
+        usergroups: dict[str, list[str]] | None = None,
+        channels: dict[str, dict[str, Any]] | None = None,
+        clock: Clock = time.time,
+        seed: int | None = None,
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._open_users = users is None
+        self._users: dict[str, JSON] = copy.deepcopy(users or {})
+        self._usergroups: dict[str, list[str]] = copy.deepcopy(usergroups or {})
+        self._open_channels = channels is None
+        self._channels: dict[str, JSON] = copy.deepcopy(channels or {})
+
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._calls: list[ApiCall] = []
+        self._waiters: list[_AsyncWaiter] = []
+        self._injections: dict[str, deque[_Injection]] = defaultdict(deque)
+        self._messages: dict[str, list[JSON]] = defaultdict(list)  # channel -> top-level messages and replies
+        self._ephemerals: list[JSON] = []
+        self._views: dict[str, JSON] = {}
+        self._stacks: dict[str, list[str]] = {}  # root view id -> open view ids, bottom first
+        self._triggers: dict[str, _Trigger] = {}
+        self._response_urls: dict[str, _ResponseUrl] = {}
+        self._tickets: set[str] = set()
+        self._last_ts_micros = 0
+        self._socket_acks: list[JSON] = []
+
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._sockets: list[web.WebSocketResponse] = []  # touched only on the emulator loop
+        self._socket_connected: asyncio.Event | None = None
+        self._pending_acks: dict[str, asyncio.Future[JSON]] = {}
+        self._next_socket = 0
+        self.url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        """What ``RAYBOT_SLACK_API_URL`` / ``AsyncWebClient(base_url=...)`` is set to."""
+        return f"{self.url}/api/"
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 picks a free port) in a background thread; returns the base URL."""
+        if self._thread is not None:
+            raise RuntimeError("SlackEmulator is already started")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._startup(host, port))
+            except BaseException as exc:  # handed to the starting thread
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=serve, name="slack-emulator", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = self._loop = None
+            raise failure[0]
+        return self.url
+
+    def stop(self) -> None:
+        """Close Socket Mode connections, stop the server and join its thread. Idempotent."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=15)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=15)
+            self._thread = self._loop = None
+
+    def __enter__(self) -> SlackEmulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _startup(self, host: str, port: int) -> None:
+        app = web.Application(client_max_size=4 * 1024 * 1024)  # big enough to answer msg_too_long ourselves
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_get("/socket-mode", self._handle_socket)
+        app.router.add_post("/commands/{team}/{hook}/{secret}", self._handle_response_url)
+        self._socket_connected = asyncio.Event()
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runner = runner
+        bound_port = runner.addresses[0][1]
+        public_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        self.url = f"http://{public_host}:{bound_port}"
+
+    async def _shutdown(self) -> None:
+        for future in self._pending_acks.values():
+            if not future.done():
+                future.set_exception(SocketModeError("the Slack emulator stopped"))
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"emulator stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("SlackEmulator is not started")
+        return self._loop
+
+    # -- test hooks: triggers, response_urls, injections -------------------------------------------------------------
+
+    def new_trigger_id(self, *, user: str | None = None, view_id: str | None = None) -> str:
+        """A trigger id as Slack sends with an interaction: single use, valid for 3 s of the emulator clock.
+
+        ``view_id`` ties it to an open modal (an interaction inside that modal), which is where views.push pushes.
+        """
+        trigger_id = f"{self._rng.randrange(10**9, 10**10)}.{self._rng.randrange(10**12, 10**13)}.{self._hex(32)}"
+        with self._lock:
+            self._triggers[trigger_id] = _Trigger(issued_at=self._clock(), user=user, view_id=view_id)
+        return trigger_id
+
+    def new_response_url(
+        self, *, channel: str | None = None, user: str | None = None, message_ts: str | None = None
+    ) -> str:
+        """A response_url accepting 5 posts within 30 minutes; posts are recorded as method ``response_url``.
+
+        ``channel`` receives ``in_channel`` responses, ``user`` the ephemeral ones, ``message_ts`` is the message
+        that ``replace_original``/``delete_original`` act on.
+        """
+        hook = f"{self._rng.randrange(10**12, 10**13)}/{self._hex(24)}"
+        url = f"{self.url}/commands/{self.team_id}/{hook}"
+        with self._lock:
+            self._response_urls[url] = _ResponseUrl(
+                issued_at=self._clock(), channel=channel, user=user, message_ts=message_ts
+            )
+        return url
+
+    def inject(self, method: str, *, error: str | None = None, rate_limited: int | None = None, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail: ``ok: false`` with ``error``, or HTTP 429 with
+        ``Retry-After: rate_limited``. Calls rejected for their token do not consume an injection."""
+        if (error is None) == (rate_limited is None):
+            raise ValueError("give exactly one of error= or rate_limited=")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._injections[method].extend([_Injection(error=error, retry_after=rate_limited)] * times)
+
+    def close_view(self, view_id: str) -> None:
+        """Close a modal as the user would: the view and any views pushed on top of it leave their stack."""
+        with self._lock:
+            for root, stack in list(self._stacks.items()):
+                if view_id in stack:
+                    del stack[stack.index(view_id) :]
+                    if not stack:
+                        del self._stacks[root]
+                    return
+        raise KeyError(view_id)
+
+    # -- test hooks: payload builders --------------------------------------------------------------------------------
+
+    def slash_command_payload(self, command: str, text: str, *, user_id: str, channel_id: str) -> JSON:
+        """The form fields Slack sends for a slash command, with a fresh trigger_id and response_url."""
+        with self._lock:
+            user = dict(self._users.get(user_id, {}))
+            channel = dict(self._channels.get(channel_id, {}))
+        return {
+            "token": "verification-token-unused",
+            "team_id": self.team_id,
+            "team_domain": "raybot-sandbox",
+            "channel_id": channel_id,
+            "channel_name": channel.get("name", channel_id.lower()),
+            "user_id": user_id,
+            "user_name": user.get("name", user_id.lower()),
+            "command": command,
+            "text": text,
+            "api_app_id": APP_ID,
+            "is_enterprise_install": "false",
+            "response_url": self.new_response_url(channel=channel_id, user=user_id),
+            "trigger_id": self.new_trigger_id(user=user_id),
+        }
+
+    def view_submission_payload(self, view_id: str, *, user_id: str, values: JSON) -> JSON:
+        """The ``view_submission`` payload Slack sends when ``user_id`` submits the open view with ``values``
+        (``{block_id: {action_id: {"type": ..., "value"|"selected_option"|...}}}``)."""
+        with self._lock:
+            if view_id not in self._views:
+                raise KeyError(view_id)
+            view = copy.deepcopy(self._views[view_id])
+            user = dict(self._users.get(user_id, {}))
+        view["state"] = {"values": copy.deepcopy(values)}
+        return {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": "raybot-sandbox"},
+            "user": {
+                "id": user_id,
+                "username": user.get("name", user_id.lower()),
+                "name": user.get("name", user_id.lower()),
+                "team_id": self.team_id,
+            },
+            "api_app_id": APP_ID,
+            "token": "verification-token-unused",
+            "trigger_id": self.new_trigger_id(user=user_id, view_id=view_id),
+            "view": view,
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    # -- inspection ---------------------------------------------------------------------------------------------------
+
+    @property
+    def calls(self) -> list[ApiCall]:
+        """Every Web API call and response_url post so far, oldest first (a snapshot)."""
+        with self._lock:
+            return list(self._calls)
+
+    def calls_for(self, method: str) -> list[ApiCall]:
+        with self._lock:
+            return [call for call in self._calls if call.method == method]
+
+    def channel_messages(self, channel: str) -> list[JSON]:
+        """Top-level messages of a channel (plus replies broadcast to it), oldest first."""
+        with self._lock:
+            return copy.deepcopy(
+                [
+                    m
+                    for m in self._messages.get(channel, [])
+                    if m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast"
+                ]
+            )
+
+    def thread(self, channel: str, ts: str) -> list[JSON]:
+        """The replies in the thread of message ``ts`` (without the parent), oldest first."""
+        with self._lock:
+            return copy.deepcopy(
+                [m for m in self._messages.get(channel, []) if m.get("thread_ts") == ts and m["ts"] != ts]
+            )
+
+    @property
+    def ephemerals(self) -> list[JSON]:
+        """Ephemeral messages (chat.postEphemeral and ephemeral response_url posts), oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._ephemerals)
+
+    @property
+    def views(self) -> dict[str, JSON]:
+        """Every view ever opened or pushed, by view id, as currently stored (closed ones included)."""
+        with self._lock:
+            return copy.deepcopy(self._views)
+
+    @property
+    def view_stacks(self) -> dict[str, list[str]]:
+        """Open modal stacks: root view id -> view ids, bottom first."""
+        with self._lock:
+            return copy.deepcopy(self._stacks)
+
+    @property
+    def socket_acks(self) -> list[JSON]:
+        """Every Socket Mode ack received, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._socket_acks)
+
+    async def wait_for(self, predicate: CallPredicate, timeout: float = 5.0) -> ApiCall:  # noqa: ASYNC109 (API)
+        """The first recorded call matching ``predicate``, waiting up to ``timeout`` s for it. Any event loop."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for call in self._calls:
+                if predicate(call):
+                    return call
+            waiter = _AsyncWaiter(predicate=predicate, loop=loop, future=loop.create_future())
+            self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter.future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no matching Slack call within {timeout}s; saw {self._call_summary()}") from None
+        finally:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def wait_for_sync(self, predicate: CallPredicate, timeout: float = 5.0) -> ApiCall:
+        """``wait_for`` for synchronous code (never from the emulator's own thread)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("wait_for_sync would block the emulator's own loop")
+        deadline = time.monotonic() + timeout  # real time: this bounds how long the caller blocks
+        checked = 0
+        with self._changed:
+            while True:
+                for call in self._calls[checked:]:
+                    if predicate(call):
+                        return call
+                checked = len(self._calls)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no matching Slack call within {timeout}s; saw {self._call_summary()}")
+                self._changed.wait(remaining)
+
+    def _call_summary(self) -> str:
+        with self._lock:
+            return ", ".join(f"{c.method}({c.error or 'ok'})" for c in self._calls) or "no calls"
+
+    def _record(self, call: ApiCall) -> None:
+        resolved: list[tuple[_AsyncWaiter, ApiCall | BaseException]] = []
+        with self._changed:
+            self._calls.append(call)
+            for waiter in list(self._waiters):
+                try:
+                    matched = waiter.predicate(call)
+                except Exception as exc:  # a broken predicate fails its waiter rather than the emulator
+                    resolved.append((waiter, exc))
+                    self._waiters.remove(waiter)
+                    continue
+                if matched:
+                    resolved.append((waiter, call))
+                    self._waiters.remove(waiter)
+            self._changed.notify_all()
+        for waiter, outcome in resolved:
+            try:
+                waiter.loop.call_soon_threadsafe(_settle, waiter.future, outcome)
+            except RuntimeError:  # the waiter's loop is closed: nobody is waiting any more
+                pass
+
+    # -- Socket Mode (test side) -------------------------------------------------------------------------------------
+
+    @property
+    def socket_client_count(self) -> int:
+        return len(self._sockets)
+
+    async def wait_for_socket_client(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (API)
+        """Wait until a Socket Mode client is connected. Any event loop."""
+        future = asyncio.run_coroutine_threadsafe(self._await_socket_client(timeout), self._require_loop())
+        await asyncio.wrap_future(future)
+
+    async def send_socket_event(
+        self,
+        envelope_type: str,
+        payload: JSON,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 (part of the emulator API)
+    ) -> JSON:
+        """Deliver an envelope to a connected Socket Mode client and return its ack
+        (``{"envelope_id": ..., "payload"?: ...}``). Raises SocketModeError without a client, TimeoutError
+        without an ack in ``timeout`` s. Any event loop."""
+        if envelope_type not in ("slash_commands", "interactive", "events_api"):
+            raise ValueError(f"unknown envelope type {envelope_type!r}")
+        future = asyncio.run_coroutine_threadsafe(
+            self._deliver_envelope(envelope_type, copy.deepcopy(payload), timeout), self._require_loop()
+        )
+        return await asyncio.wrap_future(future)
+
+    async def _await_socket_client(self, wait_seconds: float) -> None:
+        assert self._socket_connected is not None
+        try:
+            await asyncio.wait_for(self._socket_connected.wait(), wait_seconds)
+        except TimeoutError:
+            raise TimeoutError(f"no Socket Mode client connected within {wait_seconds}s") from None
+
+    async def _deliver_envelope(self, envelope_type: str, payload: JSON, ack_seconds: float) -> JSON:
+        live = [ws for ws in self._sockets if not ws.closed]
+        if not live:
+            raise SocketModeError("no Socket Mode client is connected")
+        ws = live[self._next_socket % len(live)]  # Slack spreads envelopes over an app's connections
+        self._next_socket += 1
+        envelope_id = str(uuid.uuid4())
+        envelope: JSON = {
+            "envelope_id": envelope_id,
+            "type": envelope_type,
+            "payload": payload,
+            "accepts_response_payload": envelope_type != "events_api",
+        }
+        if envelope_type == "events_api":
+            envelope |= {"retry_attempt": 0, "retry_reason": ""}
+        ack: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
+        self._pending_acks[envelope_id] = ack
+        try:
+            await ws.send_str(json.dumps(envelope))
+            return await asyncio.wait_for(ack, ack_seconds)
+        except TimeoutError:
+            raise TimeoutError(f"no ack for {envelope_type} envelope within {ack_seconds}s") from None
+        finally:
+            self._pending_acks.pop(envelope_id, None)
+
+    # -- HTTP edge ---------------------------------------------------------------------------------------------------
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        try:
+            args, token = await _read_api_request(request)
+        except _MethodFailure as failure:
+            status, body, headers = 200, _failure_body(failure), {}
+            self._record(ApiCall(method, {}, None, False, failure.error, body))
+        else:
+            status, body, headers = self._dispatch(method, args, token)
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        url = f"{self.url}{request.path}"
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        status, answer = self._post_response_url(url, body)
+        return web.json_response(answer, status=status)
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        with self._lock:
+            known = ticket in self._tickets
+            self._tickets.discard(ticket)  # a connection URL is good for one connection
+        if not known:
+            return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
+        ws = web.WebSocketResponse(autoping=True)  # autoping answers the client's pings with pongs
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        assert self._socket_connected is not None
+        self._socket_connected.set()
+        try:
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "num_connections": len(self._sockets),
+                        "debug_info": {
+                            "host": "applink-emulator",
+                            "build_number": 1,
+                            "approximate_connection_time": 18060,
+                        },
+                        "connection_info": {"app_id": APP_ID},
+                    }
+                )
+            )
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    self._on_socket_text(message.data)
+        finally:
+            self._sockets.remove(ws)
+            if not self._sockets:
+                self._socket_connected.clear()
+        return ws
+
+    def _on_socket_text(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            logger.warning("Socket Mode client sent a frame that is not JSON")
+            return
+        if not isinstance(message, dict) or "envelope_id" not in message:
+            return
+        with self._lock:
+            self._socket_acks.append(message)
+        future = self._pending_acks.get(message["envelope_id"])
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    # -- the Web API core (synchronous, on the emulator loop, under the lock) ----------------------------------------
+
+    def _dispatch(self, method: str, args: JSON, token: str | None) -> tuple[int, JSON, dict[str, str]]:
+        handler = self._handlers().get(method)
+        status, headers = 200, {}
+        with self._lock:
+            try:
+                if handler is None:
+                    raise _MethodFailure("unknown_method")
+                self._check_token(method, token)
+                injections = self._injections.get(method)
+                injection = injections.popleft() if injections else None
+                if injection is not None and injection.retry_after is not None:
+                    status, headers = 429, {"Retry-After": str(injection.retry_after)}
+                    raise _MethodFailure("ratelimited")
+                if injection is not None and injection.error is not None:
+                    raise _MethodFailure(injection.error)
+                body = {"ok": True} | handler(args)
+            except _MethodFailure as failure:
+                body = _failure_body(failure)
+                if failure.error == "unknown_method":
+                    body["req_method"] = method
+            self._record(
+                ApiCall(
+                    method=method,
+                    args=copy.deepcopy(args),
+                    token=token,
+                    ok=body["ok"],
+                    error=body.get("error"),
+                    response=copy.deepcopy(body),
+                    status=status,
+                )
+            )
+        return status, body, headers
+
+    def _handlers(self) -> dict[str, Callable[[JSON], JSON]]:
+        return {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "views.push": self._views_push,
+            "usergroups.users.list": self._usergroups_users_list,
+            "users.info": self._users_info,
+            "conversations.info": self._conversations_info,
+            "apps.connections.open": self._apps_connections_open,
+        }
+
+    def _check_token(self, method: str, token: str | None) -> None:
+        if not token:
+            raise _MethodFailure("not_authed")
+        expected = self.app_token if method in _METHODS_FOR_APP_TOKEN else self.bot_token
+        if expected is not None and token == expected:
+            return
+        if token in (self.bot_token, self.app_token):
+            raise _MethodFailure("not_allowed_token_type")
+        raise _MethodFailure("invalid_auth")
+
+    def _auth_test(self, args: JSON) -> JSON:
+        return {
+            "url": "https://raybot-sandbox.slack.com/",
+            "team": "raybot sandbox",
+            "user": "raybot",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    # chat.*
+
+    def _chat_post_message(self, args: JSON) -> JSON:
+        channel = self._postable_channel(args.get("channel"))
+        content = _message_content(args)
+        ts = self._next_ts()
+        message: JSON = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "team": self.team_id,
+            "ts": ts,
+            **content,
+        }
+        if args.get("metadata") is not None:
+            message["metadata"] = args["metadata"]
+        thread_ts = args.get("thread_ts")
+        if thread_ts:
+            parent = self._find_message(channel, str(thread_ts))
+            if parent is None:
+                # Slack accepts this and the reply is lost from view; failing loudly is more useful here.
+                raise _MethodFailure("thread_not_found", [f"[ERROR] no message {thread_ts} in channel {channel}"])
+            root_ts = parent.get("thread_ts") or parent["ts"]  # Slack threads a reply-to-a-reply under the parent
+            root = self._find_message(channel, root_ts)
+            assert root is not None
+            root["thread_ts"] = root_ts
+            root["reply_count"] = root.get("reply_count", 0) + 1
+            root["latest_reply"] = ts
+            message["thread_ts"] = root_ts
+            message["parent_user_id"] = root.get("user")
+            if _flag(args.get("reply_broadcast")):
+                message["subtype"] = "thread_broadcast"
+        self._messages[channel].append(message)
+        return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
+
+    def _chat_update(self, args: JSON) -> JSON:
+        channel = self._known_channel(args.get("channel"))
+        ts = args.get("ts")
+        if not ts:
+            raise _MethodFailure("message_not_found")
+        message = self._find_message(channel, str(ts))
+        if message is None:
+            raise _MethodFailure("message_not_found")
+        if message.get("bot_id") != BOT_ID:
+            raise _MethodFailure("cant_update_message")
+        message.update(_message_content(args))  # blocks not given: Slack keeps the previous ones
+        message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        return {"channel": channel, "ts": message["ts"], "text": message["text"], "message": copy.deepcopy(message)}
+
+    def _chat_post_ephemeral(self, args: JSON) -> JSON:
+        channel = self._postable_channel(args.get("channel"))
+        user = args.get("user")
+        if not user or not self._user_known(str(user)):
+            raise _MethodFailure("user_not_found")
+        members = self._channels.get(channel, {}).get("members")
+        if members is not None and user not in members:
+            raise _MethodFailure("user_not_in_channel")
+        content = _message_content(args)
+        message_ts = self._next_ts()
+        self._ephemerals.append(
+            {"channel": channel, "user": user, "thread_ts": args.get("thread_ts"), "message_ts": message_ts, **content}
+        )
+        return {"message_ts": message_ts}
+
+    # views.*
+
+    def _views_open(self, args: JSON) -> JSON:
+        view = self._valid_view(args)
+        self._exchange_trigger(args.get("trigger_id"))
+        view_id = self._new_view_id()
+        stored = self._store_view(view_id, view, root_view_id=view_id, previous_view_id=None)
+        self._stacks[view_id] = [view_id]
+        return {"view": copy.deepcopy(stored)}
+
+    def _views_push(self, args: JSON) -> JSON:
+        view = self._valid_view(args)
+        trigger = self._exchange_trigger(args.get("trigger_id"))
+        root = self._stack_root(trigger.view_id) if trigger.view_id else next(reversed(self._stacks), None)
+        if root is None:
+            raise _MethodFailure("not_found", ["[ERROR] no open modal to push onto"])
+        stack = self._stacks[root]
+        if len(stack) >= MAX_VIEW_STACK:
+            raise _MethodFailure("push_limit_reached")
+        view_id = self._new_view_id()
+        stored = self._store_view(view_id, view, root_view_id=root, previous_view_id=stack[-1])
+        stack.append(view_id)
+        return {"view": copy.deepcopy(stored)}
+
+    def _views_update(self, args: JSON) -> JSON:
+        view_id, external_id = args.get("view_id"), args.get("external_id")
+        if bool(view_id) == bool(external_id):
+            raise _MethodFailure("invalid_arguments", ["[ERROR] exactly one of view_id or external_id is required"])
+        if external_id:
+            view_id = next((vid for vid, v in self._views.items() if v.get("external_id") == external_id), None)
+        if view_id not in self._views or self._stack_root(str(view_id)) is None:
+            raise _MethodFailure("not_found")
+        view = self._valid_view(args, current_view_id=str(view_id))
+        current = self._views[str(view_id)]
+        if args.get("hash") and args["hash"] != current["hash"]:
+            raise _MethodFailure("hash_conflict")
+        stored = self._store_view(
+            str(view_id), view, root_view_id=current["root_view_id"], previous_view_id=current["previous_view_id"]
+        )
+        return {"view": copy.deepcopy(stored)}
+
+    def _valid_view(self, args: JSON, *, current_view_id: str | None = None) -> JSON:
+        view = args.get("view")
+        if view is None:
+            raise _MethodFailure("invalid_arguments", ["[ERROR] missing required field: view"])
+        if len(json.dumps(view)) > MAX_VIEW_BYTES:
+            raise _MethodFailure("view_too_large")
+        problems = view_problems(view)
+        if problems:
+            raise _MethodFailure("invalid_arguments", problems)
+        external_id = view.get("external_id")
+        if external_id and any(
+            v.get("external_id") == external_id for vid, v in self._views.items() if vid != current_view_id
+        ):
+            raise _MethodFailure("duplicate_external_id")
+        return view
+
+    def _exchange_trigger(self, trigger_id: Any) -> _Trigger:
+        if not trigger_id:
+            raise _MethodFailure("invalid_arguments", ["[ERROR] missing required field: trigger_id"])
+        trigger = self._triggers.get(str(trigger_id))
+        if trigger is None:
+            raise _MethodFailure("invalid_trigger_id")
+        if trigger.used:
+            raise _MethodFailure("exchanged_trigger_id")
+        if self._clock() - trigger.issued_at > TRIGGER_TTL_SECONDS:
+            raise _MethodFailure("expired_trigger_id")
+        trigger.used = True
+        return trigger
+
+    def _store_view(self, view_id: str, view: JSON, *, root_view_id: str, previous_view_id: str | None) -> JSON:
+        stored = copy.deepcopy(view) | {
+            "id": view_id,
+            "team_id": self.team_id,
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get("external_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(self._clock())}.{self._hex(8)}",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "root_view_id": root_view_id,
+            "previous_view_id": previous_view_id,
+            "app_id": APP_ID,
+            "app_installed_team_id": self.team_id,
+            "bot_id": BOT_ID,
+        }
+        self._views[view_id] = stored
+        return stored
+
+    def _stack_root(self, view_id: str) -> str | None:
+        return next((root for root, stack in self._stacks.items() if view_id in stack), None)
+
+    # users, usergroups, conversations
+
+    def _usergroups_users_list(self, args: JSON) -> JSON:
+        usergroup = args.get("usergroup")
+        if not usergroup:
+            raise _MethodFailure("invalid_arguments", ["[ERROR] missing required field: usergroup"])
+        if usergroup not in self._usergroups:
+            raise _MethodFailure("no_such_subteam")
+        return {"users": list(self._usergroups[usergroup])}
+
+    def _users_info(self, args: JSON) -> JSON:
+        user_id = args.get("user")
+        if not user_id or not self._user_known(str(user_id)):
+            raise _MethodFailure("user_not_found")
+        info = self._users.get(user_id, {})
+        is_bot = user_id == self.bot_user_id
+        name = info.get("name", "raybot" if is_bot else str(user_id).lower())
+        real_name = info.get("real_name", name)
+        user: JSON = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": real_name,
+            "deleted": False,
+            "is_bot": is_bot,
+            "is_admin": False,
+            "tz": info.get("tz", "UTC"),
+            "profile": {"real_name": real_name, "display_name": info.get("display_name", name)},
+        }
+        return {"user": user | {k: v for k, v in info.items() if k not in user}}
+
+    def _conversations_info(self, args: JSON) -> JSON:
+        channel_id = self._known_channel(args.get("channel"))
+        info = self._channels.get(channel_id, {})
+        is_im = channel_id.startswith("D")
+        is_private = bool(info.get("is_private", channel_id.startswith("G")))
+        channel: JSON = {
+            "id": channel_id,
+            "name": info.get("name", channel_id.lower()),
+            "is_channel": not is_im and not is_private,
+            "is_group": False,
+            "is_im": is_im,
+            "is_private": is_private,
+            "is_archived": bool(info.get("is_archived", False)),
+            "is_member": bool(info.get("is_member", True)),
+            "created": 0,
+        }
+        return {"channel": channel | {k: v for k, v in info.items() if k not in channel and k != "members"}}
+
+    def _apps_connections_open(self, args: JSON) -> JSON:
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        ws_url = self.url.replace("http://", "ws://", 1)
+        return {"url": f"{ws_url}/socket-mode?ticket={ticket}&app_id={APP_ID}"}
+
+    # response_url
+
+    def _post_response_url(self, url: str, body: Any) -> tuple[int, JSON]:
+        status, answer = 200, {"ok": True}
+        with self._lock:
+            hook = self._response_urls.get(url)
+            if hook is None:
+                status, answer = 404, {"ok": False, "error": "no_service"}
+            elif self._clock() - hook.issued_at > RESPONSE_URL_TTL_SECONDS:
+                status, answer = 404, {"ok": False, "error": "expired_url"}
+            elif hook.uses >= RESPONSE_URL_USES:
+                status, answer = 404, {"ok": False, "error": "used_url"}
+            elif not isinstance(body, dict):
+                hook.uses += 1
+                status, answer = 400, {"ok": False, "error": "invalid_payload"}
+            else:
+                hook.uses += 1
+                try:
+                    self._apply_response(hook, body)
+                except _MethodFailure as failure:
+                    status, answer = 400, _failure_body(failure)
+            self._record(
+                ApiCall(
+                    method="response_url",
+                    args=copy.deepcopy(body) if isinstance(body, dict) else {},
+                    token=None,
+                    ok=answer["ok"],
+                    error=answer.get("error"),
+                    response=copy.deepcopy(answer),
+                    status=status,
+                    url=url,
+                )
+            )
+        return status, answer
+
+    def _apply_response(self, hook: _ResponseUrl, body: JSON) -> None:
+        original = self._find_message(hook.channel, hook.message_ts) if hook.channel and hook.message_ts else None
+        if _flag(body.get("delete_original")):
+            if original is not None:
+                self._messages[str(hook.channel)].remove(original)
+            return
+        content = _message_content(body)
+        if _flag(body.get("replace_original")) and original is not None:
+            original.update(content)
+            return
+        if body.get("response_type") == "in_channel" and hook.channel:
+            message = {"type": "message", "user": self.bot_user_id, "bot_id": BOT_ID, "ts": self._next_ts(), **content}
+            if body.get("thread_ts"):
+                message["thread_ts"] = body["thread_ts"]
+            self._messages[hook.channel].append(message)
+        else:
+            self._ephemerals.append(
+                {"channel": hook.channel, "user": hook.user, "thread_ts": body.get("thread_ts"), **content}
+            )
+
+    # shared helpers
+
+    def _known_channel(self, ref: Any) -> str:
+        """The channel id ``ref`` names (an id, ``#name``/name, or a user id for the bot's DM with them)."""
+        if not isinstance(ref, str) or not ref:
+            raise _MethodFailure("channel_not_found")
+        if _USER_ID.match(ref) and self._user_known(ref):
+            dm = "D" + ref[1:]
+            self._channels.setdefault(dm, {"name": ref, "user": ref, "members": [ref, self.bot_user_id]})
+            return dm
+        if ref in self._channels:
+            return ref
+        name = ref.removeprefix("#")
+        by_name = next((cid for cid, info in self._channels.items() if info.get("name") == name), None)
+        if by_name is not None:
+            return by_name
+        if self._open_channels and _CONVERSATION_ID.match(ref):
+            self._channels[ref] = {"name": ref.lower()}
+            return ref
+        raise _MethodFailure("channel_not_found")
+
+    def _postable_channel(self, ref: Any) -> str:
+        channel = self._known_channel(ref)
+        info = self._channels.get(channel, {})
+        if info.get("is_archived"):
+            raise _MethodFailure("is_archived")
+        if not info.get("is_member", True):
+            raise _MethodFailure("not_in_channel")
+        return channel
+
+    def _user_known(self, user_id: str) -> bool:
+        if user_id == self.bot_user_id or user_id in self._users:
+            return True
+        return self._open_users and bool(_USER_ID.match(user_id))
+
+    def _find_message(self, channel: str | None, ts: str | None) -> JSON | None:
+        return next((m for m in self._messages.get(str(channel), []) if m["ts"] == ts), None)
+
+    def _next_ts(self) -> str:
+        # Strictly increasing even when the clock stands still (a fake clock, or two posts in one microsecond).
+        self._last_ts_micros = max(int(self._clock() * 1_000_000), self._last_ts_micros + 1)
+        return _format_ts(self._last_ts_micros)
+
+    def _new_view_id(self) -> str:
+        while True:
+            view_id = "V0" + "".join(self._rng.choice(_ID_ALPHABET) for _ in range(9))
+            if view_id not in self._views:
+                return view_id
+
+    def _hex(self, digits: int) -> str:
+        return f"{self._rng.getrandbits(4 * digits):0{digits}x}"
+
+
+def _settle(future: asyncio.Future[ApiCall], outcome: ApiCall | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _failure_body(failure: _MethodFailure) -> JSON:
+    body: JSON = {"ok": False, "error": failure.error}
+    if failure.messages:
+        body["errors"] = [m.removeprefix("[ERROR] ") for m in failure.messages]
+        body["response_metadata"] = {"messages": list(failure.messages)}
+    return body
+
+
+def _message_content(args: JSON) -> JSON:
+    """text/blocks/attachments of a message, checked against Slack's message limits."""
+    text, blocks, attachments = args.get("text"), args.get("blocks"), args.get("attachments")
+    if text is not None and not isinstance(text, str):
+        raise _MethodFailure("invalid_arguments", ["[ERROR] must be a string [json-pointer:/text]"])
+    if not text and not blocks and not attachments:
+        raise _MethodFailure("no_text")
+    if text and len(text) > MAX_MESSAGE_TEXT_CHARS:
+        raise _MethodFailure("msg_too_long", [_problem(_too_long(MAX_MESSAGE_TEXT_CHARS), "/text")])
+    content: JSON = {"text": text or ""}
+    if blocks is not None:
+        problems = blocks_problems(blocks, "/blocks", max_blocks=MAX_MESSAGE_BLOCKS)
+        if problems:
+            raise _MethodFailure("invalid_blocks", problems)
+        content["blocks"] = copy.deepcopy(blocks)
+    if attachments is not None:
+        if not isinstance(attachments, list):
+            raise _MethodFailure("invalid_attachments")
+        content["attachments"] = copy.deepcopy(attachments)
+    return content
+
+
+async def _read_api_request(request: web.Request) -> tuple[JSON, str | None]:
+    """The arguments and token of a Web API request: query string, then a form or JSON body.
+
+    Like Slack, a JSON body cannot carry the token (it must be in the Authorization header), while query and
+    form arguments can. JSON-valued arguments sent as strings (form encoding) are decoded.
+    """
+    args: JSON = dict(request.query)
+    arg_token = args.pop("token", None)
+    if request.method == "POST" and request.body_exists:
+        content_type = request.content_type
+        if content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise _MethodFailure("invalid_json") from None
+            if not isinstance(body, dict):
+                raise _MethodFailure("invalid_json")
+            body.pop("token", None)
+            args.update(body)
+        elif content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = await request.post()
+            args.update({k: v for k, v in form.items() if isinstance(v, str)})
+            arg_token = args.pop("token", arg_token)
+        elif content_type == "application/octet-stream" and not request.headers.get("Content-Type"):
+            raise _MethodFailure("missing_post_type")
+        else:
+            raise _MethodFailure("invalid_post_type")
+    for key in _JSON_ARGS:
+        if isinstance(args.get(key), str):
+            try:
+                args[key] = json.loads(args[key])
+            except ValueError:
+                error = "invalid_blocks_format" if key == "blocks" else "invalid_arguments"
+                raise _MethodFailure(error, [_problem("must be valid JSON", f"/{key}")]) from None
+    authorization = request.headers.get("Authorization", "")
+    token = authorization[len("Bearer ") :].strip() if authorization.startswith("Bearer ") else arg_token
+    return args, token
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bot.sandbox.slack_server [--port N]``: serve until interrupted."""
+    parser = argparse.ArgumentParser(description="Loopback Slack Web API + Socket Mode emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--team-id", default="T0TEAM")
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    emulator = SlackEmulator(
+        bot_token=os.environ.get("SLACK_BOT_TOKEN", "xoxb-test"),
+        app_token=os.environ.get("SLACK_APP_TOKEN", "xapp-test"),
+        team_id=options.team_id,
+    )
+    emulator.start(options.host, options.port)
+    print(f"Slack emulator at {emulator.url}  (RAYBOT_SLACK_API_URL={emulator.api_url})", flush=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # background jobs ignore SIGINT; honour TERM
+    try:
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,474 @@
+"""The Slack emulator, exercised over real loopback sockets with slack_sdk and slack_bolt as clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import builtin_async_handlers
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.sandbox.slack_server import ApiCall, SlackEmulator, SocketModeError
+
+BOT_TOKEN = "xoxb-emulator-test"
+APP_TOKEN = "xapp-emulator-test"
+CHANNEL = "C0OPS"
+ALICE = "U0ALICE"
+BOB = "U0BOB"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+class FakeClock:
+    """The emulator's notion of now, moved by the test."""
+
+    def __init__(self, now: float = 1_732_600_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> Iterator[SlackEmulator]:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    emu = SlackEmulator(
+        bot_token=BOT_TOKEN,
+        app_token=APP_TOKEN,
+        users={ALICE: {"name": "alice", "real_name": "Alice A", "tz": "Europe/Berlin"}, BOB: {"name": "bob"}},
+        usergroups={"S0ONCALL": [ALICE, BOB]},
+        channels={CHANNEL: {"name": "ray-ops", "members": [ALICE]}, "C0QUIET": {"name": "quiet", "is_member": False}},
+        clock=clock,
+        seed=7,
+    )
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def client(emulator: SlackEmulator) -> AsyncWebClient:
+    return AsyncWebClient(token=BOT_TOKEN, base_url=emulator.api_url)
+
+
+def modal(title: str = "Resize prod", blocks: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": title},
+        "blocks": blocks if blocks is not None else [section("Loading…")],
+        **extra,
+    }
+
+
+def section(text: str, block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if block_id is not None:
+        block["block_id"] = block_id
+    return block
+
+
+async def slack_error(call: Any) -> dict[str, Any]:
+    """The response data of a call that must fail with SlackApiError."""
+    with pytest.raises(SlackApiError) as failure:
+        await call
+    return failure.value.response.data
+
+
+# -- auth ----------------------------------------------------------------------------------------------------------
+
+
+async def test_auth_test_answers_for_the_bot(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    response = await client.auth_test()
+    assert response["team_id"] == "T0TEAM"
+    assert response["user_id"] == "U0RAYBOT"
+    assert response["bot_id"].startswith("B")
+    assert response["url"].startswith("https://")
+    call = emulator.calls_for("auth.test")[0]
+    assert call.ok and call.token == BOT_TOKEN
+    assert BOT_TOKEN not in repr(call)
+
+
+async def test_tokens_are_checked(emulator: SlackEmulator) -> None:
+    wrong = AsyncWebClient(token="xoxb-wrong", base_url=emulator.api_url)
+    assert (await slack_error(wrong.auth_test()))["error"] == "invalid_auth"
+    anonymous = AsyncWebClient(base_url=emulator.api_url)
+    assert (await slack_error(anonymous.auth_test()))["error"] == "not_authed"
+    with_app_token = AsyncWebClient(token=APP_TOKEN, base_url=emulator.api_url)
+    error = await slack_error(with_app_token.chat_postMessage(channel=CHANNEL, text="hi"))
+    assert error["error"] == "not_allowed_token_type"
+    bot = AsyncWebClient(token=BOT_TOKEN, base_url=emulator.api_url)
+    assert (await slack_error(bot.apps_connections_open(app_token=BOT_TOKEN)))["error"] == "not_allowed_token_type"
+    assert (await slack_error(bot.api_call("chat.fly")))["error"] == "unknown_method"
+    assert emulator.channel_messages(CHANNEL) == []
+
+
+async def test_form_encoded_call_with_token_argument(emulator: SlackEmulator) -> None:
+    blocks = '[{"type": "divider"}]'
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            emulator.api_url + "chat.postMessage",
+            data={"token": BOT_TOKEN, "channel": CHANNEL, "text": "form", "blocks": blocks},
+        ) as response:
+            body = await response.json()
+    assert body["ok"] is True
+    call = emulator.calls_for("chat.postMessage")[0]
+    assert call.args["blocks"] == [{"type": "divider"}]
+    assert "token" not in call.args and call.token == BOT_TOKEN
+
+
+# -- chat.* ----------------------------------------------------------------------------------------------------------
+
+
+async def test_post_message_threads_and_update(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    root = await client.chat_postMessage(channel=CHANNEL, text="Resizing prod", blocks=[section("Resizing *prod*")])
+    reply = await client.chat_postMessage(channel=CHANNEL, text="done", thread_ts=root["ts"])
+    nested = await client.chat_postMessage(channel=CHANNEL, text="nested", thread_ts=reply["ts"])
+    broadcast = await client.chat_postMessage(
+        channel=CHANNEL, text="also in channel", thread_ts=root["ts"], reply_broadcast=True
+    )
+    timestamps = [root["ts"], reply["ts"], nested["ts"], broadcast["ts"]]
+    assert all(ts.count(".") == 1 and len(ts.split(".")[1]) == 6 for ts in timestamps)
+    assert timestamps == sorted(timestamps, key=float) and len(set(timestamps)) == 4
+    assert root["channel"] == CHANNEL and root["message"]["text"] == "Resizing prod"
+
+    assert [m["text"] for m in emulator.thread(CHANNEL, root["ts"])] == ["done", "nested", "also in channel"]
+    assert [m["text"] for m in emulator.channel_messages(CHANNEL)] == ["Resizing prod", "also in channel"]
+    assert emulator.channel_messages(CHANNEL)[0]["reply_count"] == 3
+
+    updated = await client.chat_update(channel=CHANNEL, ts=root["ts"], text="Resized prod")
+    assert updated["ts"] == root["ts"]
+    message = emulator.channel_messages(CHANNEL)[0]
+    assert message["text"] == "Resized prod"
+    assert message["blocks"] == [section("Resizing *prod*")], "blocks not given to chat.update are kept"
+    assert "edited" in message
+
+    error = await slack_error(client.chat_update(channel=CHANNEL, ts="1.000001", text="x"))
+    assert error["error"] == "message_not_found"
+    error = await slack_error(client.chat_postMessage(channel=CHANNEL, text="lost", thread_ts="1.000001"))
+    assert error["error"] == "thread_not_found"
+
+
+async def test_post_message_rejects_what_slack_rejects(client: AsyncWebClient) -> None:
+    assert (await slack_error(client.chat_postMessage(channel="C0NOPE", text="x")))["error"] == "channel_not_found"
+    with pytest.warns(UserWarning, match="`text` argument is missing"):  # slack_sdk warns, Slack refuses
+        assert (await slack_error(client.chat_postMessage(channel=CHANNEL)))["error"] == "no_text"
+    assert (await slack_error(client.chat_postMessage(channel="C0QUIET", text="x")))["error"] == "not_in_channel"
+    too_long = await slack_error(client.chat_postMessage(channel=CHANNEL, text="x" * 40_001))
+    assert too_long["error"] == "msg_too_long"
+    by_name = await client.chat_postMessage(channel="#ray-ops", text="by name")
+    assert by_name["channel"] == CHANNEL
+    dm = await client.chat_postMessage(channel=ALICE, text="psst")
+    assert dm["channel"].startswith("D")
+
+
+async def test_post_ephemeral(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    root = await client.chat_postMessage(channel=CHANNEL, text="root")
+    response = await client.chat_postEphemeral(channel=CHANNEL, user=ALICE, text="only you", thread_ts=root["ts"])
+    assert float(response["message_ts"]) > float(root["ts"])
+    assert emulator.ephemerals == [
+        {
+            "channel": CHANNEL,
+            "user": ALICE,
+            "thread_ts": root["ts"],
+            "message_ts": response["message_ts"],
+            "text": "only you",
+        }
+    ]
+    error = await slack_error(client.chat_postEphemeral(channel=CHANNEL, user=BOB, text="x"))
+    assert error["error"] == "user_not_in_channel"
+    assert (await slack_error(client.chat_postEphemeral(channel=CHANNEL, user="U0GHOST", text="x")))[
+        "error"
+    ] == "user_not_found"
+
+
+# -- views.* ---------------------------------------------------------------------------------------------------------
+
+
+async def test_trigger_ids_are_single_use_and_expire(
+    emulator: SlackEmulator, client: AsyncWebClient, clock: FakeClock
+) -> None:
+    trigger = emulator.new_trigger_id(user=ALICE)
+    opened = await client.views_open(trigger_id=trigger, view=modal())
+    view = opened["view"]
+    assert view["id"].startswith("V0") and view["hash"] and view["root_view_id"] == view["id"]
+    assert emulator.views[view["id"]]["title"]["text"] == "Resize prod"
+
+    assert (await slack_error(client.views_open(trigger_id=trigger, view=modal())))["error"] == "exchanged_trigger_id"
+    assert (await slack_error(client.views_open(trigger_id="1.2.abc", view=modal())))["error"] == "invalid_trigger_id"
+
+    late = emulator.new_trigger_id()
+    clock.advance(3.01)
+    assert (await slack_error(client.views_open(trigger_id=late, view=modal())))["error"] == "expired_trigger_id"
+    in_time = emulator.new_trigger_id()
+    clock.advance(2.9)
+    assert (await client.views_open(trigger_id=in_time, view=modal()))["ok"]
+
+
+async def test_views_update_checks_hash_and_external_id(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    view = (await client.views_open(trigger_id=emulator.new_trigger_id(), view=modal(external_id="draft-1")))["view"]
+    updated = (
+        await client.views_update(
+            view_id=view["id"], hash=view["hash"], view=modal(blocks=[section("Ready")], external_id="draft-1")
+        )
+    )["view"]
+    assert updated["id"] == view["id"] and updated["hash"] != view["hash"]
+    assert emulator.views[view["id"]]["blocks"] == [section("Ready")]
+
+    stale = await slack_error(client.views_update(view_id=view["id"], hash=view["hash"], view=modal()))
+    assert stale["error"] == "hash_conflict"
+    by_external = await client.views_update(external_id="draft-1", view=modal(title="Edit", external_id="draft-1"))
+    assert by_external["view"]["id"] == view["id"]
+    assert (await slack_error(client.views_update(view_id="V0MISSING", view=modal())))["error"] == "not_found"
+    duplicate = await slack_error(
+        client.views_open(trigger_id=emulator.new_trigger_id(), view=modal(external_id="draft-1"))
+    )
+    assert duplicate["error"] == "duplicate_external_id"
+
+    emulator.close_view(view["id"])
+    closed = await slack_error(client.views_update(view_id=view["id"], view=modal()))
+    assert closed["error"] == "not_found"
+
+
+async def test_views_push_stack_is_limited_to_three(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    root = (await client.views_open(trigger_id=emulator.new_trigger_id(), view=modal(title="Overview")))["view"]
+    second = (
+        await client.views_push(trigger_id=emulator.new_trigger_id(view_id=root["id"]), view=modal(title="Group 1"))
+    )["view"]
+    third = (
+        await client.views_push(trigger_id=emulator.new_trigger_id(view_id=second["id"]), view=modal(title="Confirm"))
+    )["view"]
+    assert second["root_view_id"] == root["id"] and second["previous_view_id"] == root["id"]
+    assert third["previous_view_id"] == second["id"]
+    assert emulator.view_stacks == {root["id"]: [root["id"], second["id"], third["id"]]}
+
+    fourth = await slack_error(
+        client.views_push(trigger_id=emulator.new_trigger_id(view_id=third["id"]), view=modal(title="Too deep"))
+    )
+    assert fourth["error"] == "push_limit_reached"
+    reused = await slack_error(
+        client.views_push(trigger_id=emulator.calls_for("views.push")[0].args["trigger_id"], view=modal())
+    )
+    assert reused["error"] == "exchanged_trigger_id"
+
+
+# -- limits ----------------------------------------------------------------------------------------------------------
+
+
+async def test_block_and_view_limits(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    fifty = [section(f"row {i}") for i in range(50)]
+    assert (await client.chat_postMessage(channel=CHANNEL, text="50 blocks", blocks=fifty))["ok"]
+    too_many = await slack_error(client.chat_postMessage(channel=CHANNEL, text="51", blocks=[*fifty, section("x")]))
+    assert too_many["error"] == "invalid_blocks"
+    assert too_many["response_metadata"]["messages"] == ["[ERROR] no more than 50 items allowed [json-pointer:/blocks]"]
+
+    def open_modal(view: dict[str, Any]) -> Any:
+        return client.views_open(trigger_id=emulator.new_trigger_id(), view=view)
+
+    assert (await open_modal(modal(title="x" * 24)))["ok"]
+    long_title = await slack_error(open_modal(modal(title="x" * 25)))
+    assert long_title["error"] == "invalid_arguments"
+    assert long_title["response_metadata"]["messages"] == [
+        "[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"
+    ]
+    assert (await open_modal(modal(private_metadata="m" * 3000)))["ok"]
+    metadata = await slack_error(open_modal(modal(private_metadata="m" * 3001)))
+    assert metadata["error"] == "invalid_arguments"
+    assert "/view/private_metadata" in metadata["response_metadata"]["messages"][0]
+    callback = await slack_error(open_modal(modal(callback_id="c" * 256)))
+    assert "/view/callback_id" in callback["response_metadata"]["messages"][0]
+    blocks = await slack_error(open_modal(modal(blocks=[section(str(i)) for i in range(101)])))
+    assert "no more than 100 items allowed [json-pointer:/view/blocks]" in blocks["response_metadata"]["messages"][0]
+    assert len(emulator.views) == 2, "rejected views are not stored"
+
+
+async def test_block_contents_are_validated(client: AsyncWebClient) -> None:
+    option = {"text": {"type": "plain_text", "text": "prod"}, "value": "prod"}
+    other = {"text": {"type": "plain_text", "text": "staging"}, "value": "staging"}
+    select = {"type": "static_select", "action_id": "cluster", "options": [option], "initial_option": other}
+    cases = {
+        "/blocks/1/block_id": [section("a", block_id="b1"), section("b", block_id="b1")],
+        "/blocks/0/text/text": [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}],
+        "/blocks/0/elements/0/initial_option": [{"type": "actions", "elements": [select]}],
+        "/blocks/0/type": [{"type": "carousel"}],
+        "/blocks/0/text/type": [{"type": "header", "text": {"type": "mrkdwn", "text": "*h*"}}],
+    }
+    for pointer, blocks in cases.items():
+        error = await slack_error(client.chat_postMessage(channel=CHANNEL, text="x", blocks=blocks))
+        assert error["error"] == "invalid_blocks", pointer
+        assert any(pointer in m for m in error["response_metadata"]["messages"]), (pointer, error)
+    select["initial_option"] = option
+    assert (
+        await client.chat_postMessage(channel=CHANNEL, text="x", blocks=[{"type": "actions", "elements": [select]}])
+    )["ok"]
+
+
+# -- users, groups, conversations ------------------------------------------------------------------------------------
+
+
+async def test_users_usergroups_and_conversations(client: AsyncWebClient) -> None:
+    assert (await client.usergroups_users_list(usergroup="S0ONCALL"))["users"] == [ALICE, BOB]
+    assert (await slack_error(client.usergroups_users_list(usergroup="S0NOPE")))["error"] == "no_such_subteam"
+    user = (await client.users_info(user=ALICE))["user"]
+    assert (user["id"], user["name"], user["real_name"], user["tz"]) == (ALICE, "alice", "Alice A", "Europe/Berlin")
+    assert (await slack_error(client.users_info(user="U0GHOST")))["error"] == "user_not_found"
+    channel = (await client.conversations_info(channel=CHANNEL))["channel"]
+    assert (channel["id"], channel["name"], channel["is_member"]) == (CHANNEL, "ray-ops", True)
+    assert (await slack_error(client.conversations_info(channel="C0NOPE")))["error"] == "channel_not_found"
+
+
+# -- failure injection -----------------------------------------------------------------------------------------------
+
+
+async def test_rate_limit_is_retried_by_the_sdk_handler(
+    emulator: SlackEmulator, client: AsyncWebClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    # The handler sleeps Retry-After plus jitter; record the sleep instead of taking it.
+    monkeypatch.setattr(builtin_async_handlers.asyncio, "sleep", record_sleep)
+    emulator.inject("chat.postMessage", rate_limited=7)
+    retrying = AsyncWebClient(
+        token=BOT_TOKEN, base_url=emulator.api_url, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)]
+    )
+    response = await retrying.chat_postMessage(channel=CHANNEL, text="after the storm")
+    assert response["ok"]
+    attempts = emulator.calls_for("chat.postMessage")
+    assert [(c.status, c.error) for c in attempts] == [(429, "ratelimited"), (200, None)]
+    assert len(slept) == 1 and 7 <= slept[0] < 8
+    assert [m["text"] for m in emulator.channel_messages(CHANNEL)] == ["after the storm"]
+
+
+async def test_rate_limit_without_retry_handler_surfaces(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    emulator.inject("views.open", rate_limited=30)
+    with pytest.raises(SlackApiError) as failure:
+        await client.views_open(trigger_id=emulator.new_trigger_id(), view=modal())
+    assert failure.value.response.status_code == 429
+    assert failure.value.response.headers["Retry-After"] == "30"
+    assert failure.value.response["error"] == "ratelimited"
+
+
+async def test_injected_errors_surface_as_slack_api_error(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    emulator.inject("users.info", error="fatal_error", times=2)
+    for _ in range(2):
+        assert (await slack_error(client.users_info(user=ALICE)))["error"] == "fatal_error"
+    assert (await client.users_info(user=ALICE))["ok"]
+    with pytest.raises(ValueError):
+        emulator.inject("users.info")
+
+
+# -- response_url ----------------------------------------------------------------------------------------------------
+
+
+async def test_response_url_is_recorded_and_limited(emulator: SlackEmulator, clock: FakeClock) -> None:
+    url = emulator.new_response_url(channel=CHANNEL, user=ALICE)
+    webhook = AsyncWebhookClient(url)
+    first = await webhook.send(text="working…")
+    assert first.status_code == 200
+    assert (await webhook.send(text="done", response_type="in_channel")).status_code == 200
+    for _ in range(3):
+        assert (await webhook.send(text="more")).status_code == 200
+    sixth = await webhook.send(text="one too many")
+    assert sixth.status_code == 404 and "used_url" in sixth.body
+
+    posts = emulator.calls_for("response_url")
+    assert [(c.ok, c.error) for c in posts] == [(True, None)] * 5 + [(False, "used_url")]
+    assert posts[0].args["text"] == "working…" and posts[0].url == url
+    assert [m["text"] for m in emulator.channel_messages(CHANNEL)] == ["done"]
+    assert [e["text"] for e in emulator.ephemerals] == ["working…", "more", "more", "more"]
+
+    stale = AsyncWebhookClient(emulator.new_response_url(channel=CHANNEL))
+    clock.advance(30 * 60 + 1)
+    expired = await stale.send(text="late")
+    assert expired.status_code == 404 and "expired_url" in expired.body
+
+
+# -- waiting -----------------------------------------------------------------------------------------------------------
+
+
+async def test_wait_for_sees_calls_made_after_it_started(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    def is_update(call: ApiCall) -> bool:
+        return call.method == "chat.update"
+
+    waiting = asyncio.ensure_future(emulator.wait_for(is_update))
+    await asyncio.sleep(0)  # let the waiter register before the call exists
+    root = await client.chat_postMessage(channel=CHANNEL, text="a")
+    await client.chat_update(channel=CHANNEL, ts=root["ts"], text="b")
+    call = await waiting
+    assert call.args["ts"] == root["ts"] and call.ok
+    assert (await emulator.wait_for(is_update)) is call, "an already recorded call is returned at once"
+    with pytest.raises(TimeoutError):
+        await emulator.wait_for(lambda c: c.method == "views.open", timeout=0.05)
+
+
+async def test_wait_for_sync_from_another_thread(emulator: SlackEmulator, client: AsyncWebClient) -> None:
+    waiting = asyncio.get_running_loop().run_in_executor(
+        None, emulator.wait_for_sync, lambda c: c.method == "auth.test"
+    )
+    await client.auth_test()
+    call = await waiting
+    assert call.method == "auth.test" and call.ok
+
+
+# -- Socket Mode -------------------------------------------------------------------------------------------------------
+
+
+async def test_socket_event_needs_a_connected_client(emulator: SlackEmulator) -> None:
+    with pytest.raises(SocketModeError):
+        await emulator.send_socket_event("events_api", {"type": "event_callback"})
+    with pytest.raises(TimeoutError):
+        await emulator.wait_for_socket_client(timeout=0.05)
+
+
+async def test_bolt_socket_mode_handler_acks_and_runs_the_listener(emulator: SlackEmulator) -> None:
+    app = AsyncApp(client=AsyncWebClient(token=BOT_TOKEN, base_url=emulator.api_url), signing_secret="unused")
+    listener_done = asyncio.Event()
+
+    @app.command("/ray")
+    async def ray(ack: Any, command: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack(f"Working on `{command['text']}`")
+        await client.chat_postMessage(channel=command["channel_id"], text=f"resized {command['text']}")
+        listener_done.set()
+
+    handler = AsyncSocketModeHandler(app, app_token=APP_TOKEN)
+    await handler.connect_async()
+    try:
+        await emulator.wait_for_socket_client()
+        assert emulator.calls_for("apps.connections.open")[0].token == APP_TOKEN
+        payload = emulator.slash_command_payload("/ray", "resize prod", user_id=ALICE, channel_id=CHANNEL)
+        ack = await emulator.send_socket_event("slash_commands", payload)
+        assert ack["payload"] == {"text": "Working on `resize prod`"}
+        assert ack["envelope_id"] == emulator.socket_acks[0]["envelope_id"]
+
+        posted = await emulator.wait_for(lambda c: c.method == "chat.postMessage")
+        assert posted.ok
+        assert (posted.args["channel"], posted.args["text"]) == (CHANNEL, "resized resize prod")
+        await listener_done.wait()
+        assert [m["text"] for m in emulator.channel_messages(CHANNEL)] == ["resized resize prod"]
+    finally:
+        await handler.close_async()
+        socket_client = handler.client
+        background = [
+            socket_client.message_processor,
+            socket_client.current_session_monitor,
+            socket_client.message_receiver,
+        ]
+        await asyncio.gather(*(task for task in background if task is not None), return_exceptions=True)
