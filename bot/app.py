@@ -13,6 +13,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 import commands.autoscale
 import commands.help
 import commands.list
+import commands.message_action
 import commands.resize
 import commands.show
 import commands.whoami
@@ -25,7 +26,15 @@ from bot.slack.conversation import Invocation, Replies
 
 log = logging.getLogger("raybot.app")
 
-COMMAND_MODULES = (commands.help, commands.whoami, commands.list, commands.show, commands.resize, commands.autoscale)
+COMMAND_MODULES = (
+    commands.help,
+    commands.whoami,
+    commands.list,
+    commands.show,
+    commands.resize,
+    commands.autoscale,
+    commands.message_action,
+)
 SLASH_COMMAND = "/ray"
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 

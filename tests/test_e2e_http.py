@@ -12,6 +12,7 @@ import urllib.parse
 
 import httpx
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.emr.models import dumps_body
 from tests import e2e_world as world
@@ -335,3 +336,108 @@ def test_manifest_command_prints_the_root_manifest():
     result = run_cli("manifest")
     assert result.returncode == 0
     assert result.stdout == (REPO / "manifest.yml").read_text()
+
+
+async def post_json_signed(http, raybot, payload: dict) -> httpx.Response:
+    body = json.dumps(payload)
+    headers = signed_headers(body) | {"Content-Type": "application/json"}
+    return await http.post(f"{raybot.url}/slack/events", content=body, headers=headers)
+
+
+async def post_interaction(http, raybot, payload: dict) -> httpx.Response:
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+    return await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))
+
+
+def mention_event(text: str, *, user: str, channel: str, ts: str, thread_ts: str | None = None) -> dict:
+    event = {"type": "app_mention", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return {
+        "token": "unused",
+        "team_id": "T0TEAM",
+        "api_app_id": "A0RAYBOT",
+        "event": event,
+        "type": "event_callback",
+        "event_id": f"Ev{ts.replace('.', '')}",
+        "event_time": int(float(ts)),
+        "authorizations": [{"team_id": "T0TEAM", "user_id": "U0RAYBOT", "is_bot": True}],
+    }
+
+
+async def post_as_someone(slack, channel: str, text: str, thread_ts: str | None = None) -> str:
+    """A message in the emulated channel (an alert, a person's mention); returns its ts."""
+    client = AsyncWebClient(token=world.BOT_TOKEN, base_url=slack.api_url)
+    response = await client.chat_postMessage(channel=channel, text=text, thread_ts=thread_ts)
+    return response["ts"]
+
+
+async def test_mention_in_a_thread_changes_the_cluster_and_answers_in_that_thread(http, raybot, slack, emr):
+    alert = await post_as_someone(slack, world.ONCALL_CHANNEL, "CPU at 98% on prod")
+    text = "<@U0RAYBOT> resize prod WorkerGroup1=4"
+    ts = await post_as_someone(slack, world.ONCALL_CHANNEL, text, thread_ts=alert)
+    _marks["slack"] = len(slack.calls)
+    event = mention_event(text, user=world.ONCALL_USER, channel=world.ONCALL_CHANNEL, ts=ts, thread_ts=alert)
+    response = await post_json_signed(http, raybot, event)
+    assert response.status_code == 200
+    root = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "⏳" in c.args.get("text", ""))
+    assert root.args["thread_ts"] == alert  # the status message goes into the alert's thread
+    reply = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+    assert reply.args["thread_ts"] == alert
+    [update] = updates_of(emr)
+    assert update.request_id in text_of(reply.args)
+
+
+async def test_mention_with_bad_input_answers_only_the_requester_in_the_thread(http, raybot, slack, emr):
+    event = mention_event(
+        "<@U0RAYBOT> resize prod", user=world.ONCALL_USER, channel=world.ONCALL_CHANNEL, ts="1732600300.000300"
+    )
+    await post_json_signed(http, raybot, event)
+    note = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
+    assert note.args["user"] == world.ONCALL_USER
+    assert note.args["thread_ts"] == "1732600300.000300"
+    assert "/ray resize" in text_of(note.args)
+    assert new_emr_calls(emr) == []
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_message_shortcut_answers_in_the_messages_thread(http, raybot, slack, threaded):
+    message = {"type": "message", "user": "U0ALERTS", "text": "CPU at 98% on prod", "ts": "1732600400.000400"}
+    if threaded:
+        message["thread_ts"] = "1732600000.000100"
+    payload = {
+        "type": "message_action",
+        "callback_id": "raybot_message_action",
+        "trigger_id": slack.new_trigger_id(user=world.ONCALL_USER),
+        "response_url": slack.new_response_url(channel=world.ONCALL_CHANNEL, user=world.ONCALL_USER),
+        "team": {"id": "T0TEAM", "domain": "example"},
+        "channel": {"id": world.ONCALL_CHANNEL, "name": "incident"},
+        "user": {"id": world.ONCALL_USER, "name": "oncall"},
+        "message_ts": message["ts"],
+        "message": message,
+        "token": "unused",
+        "action_ts": "1732600401.000000",
+    }
+    response = await post_interaction(http, raybot, payload)
+    assert response.status_code == 200
+    note = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
+    assert note.args["thread_ts"] == (message.get("thread_ts") or message["ts"])
+    assert "resize" in text_of(note.args) and "oncall" in text_of(note.args)
+
+
+async def test_whoami_list_and_show(http, raybot, slack, emr):
+    _, url = await send(http, raybot, slack, "whoami", user=world.OUTSIDER)
+    whoami = text_of(await ephemeral_reply(slack, url))
+    assert "viewer" in whoami and "oncall" not in whoami
+
+    _, url = await send(http, raybot, slack, "list")
+    listed = text_of(await ephemeral_reply(slack, url))
+    for alias in ("prod", "train-gpu", "fleet"):
+        assert alias in listed
+    assert "RayClusterNotFound" in listed  # the alias whose cluster does not exist says so
+    assert len(new_emr_calls(emr, "ListRayCluster")) == 1  # one workspace, one paged listing
+
+    _, url = await send(http, raybot, slack, "show fleet")
+    shown = await ephemeral_reply(slack, url)
+    assert len(shown["blocks"]) <= 50
+    assert "group-01" in text_of(shown) and "group-50" in text_of(shown)

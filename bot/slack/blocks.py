@@ -449,6 +449,11 @@ def whoami(subject_user: str, channel_id: str, grants: Sequence[Any]) -> SlackMe
     return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
 
 
+def hint(text: str) -> list[dict[str, Any]]:
+    """A context line of advice written by raybot itself (not escaped: it may hold formatting)."""
+    return [_context(truncate(text, 2000))]
+
+
 def nothing_to_change(alias: str, summary: str) -> SlackMessage:
     """Thread reply when the cluster already is as asked: nothing was sent."""
     text = f"➖ *{_esc(alias, NAME_MAX)}* already matches {_esc(summary, 2500)}: nothing was sent."
