@@ -441,3 +441,20 @@ async def test_whoami_list_and_show(http, raybot, slack, emr):
     shown = await ephemeral_reply(slack, url)
     assert len(shown["blocks"]) <= 50
     assert "group-01" in text_of(shown) and "group-50" in text_of(shown)
+
+
+async def test_slack_429_is_retried_after_retry_after(http, raybot, slack, emr):
+    slack.inject("chat.postMessage", rate_limited=1)
+    await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""), timeout=10)
+    posts = [c for c in slack.calls[_marks["slack"] :] if c.method == "chat.postMessage"]
+    assert posts[0].status == 429 and posts[1].ok  # the same root message, retried once
+    assert len(updates_of(emr)) == 1
+
+
+async def test_slack_refusing_the_root_message_is_told_to_the_user_and_nothing_is_changed(http, raybot, slack, emr):
+    slack.inject("chat.postMessage", error="not_in_channel")
+    _, url = await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    reply = await ephemeral_reply(slack, url)
+    assert "not_in_channel" in reply["text"] and "/invite" in reply["text"]
+    assert updates_of(emr) == []
