@@ -681,3 +681,69 @@ def test_property_set_fields_diff_matches_the_body(values):
         for path, value in values.items():
             assert at(sent, path) == value
         assert sent["workerSpec"] == before["workerSpec"]
+
+
+# --- revert_plan: Undo and the revert of temporary resizes -------------------------------------------------------
+
+
+def _seeded_prod() -> RayCluster:
+    import json
+    from pathlib import Path
+
+    seed = json.loads((Path(__file__).resolve().parents[1] / "bot" / "sandbox" / "seed_clusters.json").read_text())
+    return RayCluster.model_validate(seed[0])
+
+
+def test_revert_puts_back_every_changed_field_including_whole_groups():
+    from bot.emr.changes import AddGroup, RemoveGroup, SetAutoscaling, SetReplicas, revert_plan
+
+    cluster = _seeded_prod()
+    before = cluster.editable()
+    applied = plan(
+        cluster,
+        [
+            SetReplicas(group="WorkerGroup1", replica=3),
+            SetAutoscaling(enabled=False),
+            RemoveGroup(group="WorkerGroup2"),
+            AddGroup(spec=WorkerGroup(group_name="g3", replica=1, min_replica=1, max_replica=2, worker_type="cpu")),
+        ],
+    ).body.wire()
+    now = RayCluster.model_validate(applied)
+    undo = revert_plan(now, before, applied)
+    assert undo.body.wire() == before  # byte for byte what was read before the change, group order included
+    assert {d.path for d in undo.diff} == {
+        "headSpec.enableAutoScaling",
+        "workerSpec[WorkerGroup1].replica",
+        "workerSpec[WorkerGroup2]",
+        "workerSpec[g3]",
+    }
+
+
+def test_revert_keeps_fields_the_change_did_not_touch():
+    from bot.emr.changes import SetReplicas, revert_plan
+
+    cluster = _seeded_prod()
+    before = cluster.editable()
+    applied = plan(cluster, [SetReplicas(group="WorkerGroup1", replica=3)]).body.wire()
+    later = copy.deepcopy(applied)
+    later["workerSpec"][1]["replica"] = 5  # someone else resized another group since
+    later["description"] = "changed by someone else"
+    undo = revert_plan(RayCluster.model_validate(later), before, applied).body.wire()
+    assert undo["workerSpec"][0]["replica"] == 2
+    assert undo["workerSpec"][1]["replica"] == 5
+    assert undo["description"] == "changed by someone else"
+
+
+def test_revert_refuses_when_a_changed_field_was_changed_again():
+    from bot.emr.changes import RevertConflict, SetReplicas, revert_plan
+
+    cluster = _seeded_prod()
+    before = cluster.editable()
+    applied = plan(cluster, [SetReplicas(group="WorkerGroup1", replica=3)]).body.wire()
+    later = copy.deepcopy(applied)
+    later["workerSpec"][0]["replica"] = 7
+    with pytest.raises(RevertConflict) as caught:
+        revert_plan(RayCluster.model_validate(later), before, applied)
+    [conflict] = caught.value.conflicts
+    assert (conflict.path, conflict.before, conflict.after) == ("workerSpec[WorkerGroup1].replica", 3, 7)
+    assert "it is now 7" in str(caught.value)

@@ -9,6 +9,7 @@ sent exactly as it was read.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -153,7 +154,11 @@ def plan(cluster: RayCluster, changes: Sequence[Change]) -> Plan:
     # the one time "workerSpec": [] is meant. Otherwise an empty (or null) list is never sent back.
     if not after.get("workerSpec") and not any(isinstance(c, RemoveGroup) for c in changes):
         after.pop("workerSpec", None)
+    return _finish(before, after)
 
+
+def _finish(before: dict[str, Any], after: dict[str, Any]) -> Plan:
+    """Normalize, diff and check the body `after` built from `before` (both wire form)."""
     fields = _fields(after)
     # Normalize through the model (cpu 4 → "4", coercions) so the diff shows exactly what will be sent.
     after = fields.wire()
@@ -169,6 +174,114 @@ def plan(cluster: RayCluster, changes: Sequence[Change]) -> Plan:
     except ValidationError as exc:  # spec_problems is the same check; this is the last guard, not the usual path
         raise ChangeError(_problem_message(_validation_problems(exc, after))) from exc
     return Plan(body=body, diff=entries)
+
+
+class RevertConflict(ChangeError):
+    """A field the change set no longer holds what it set: someone changed it since, so nothing is put back."""
+
+    def __init__(self, conflicts: list[DiffEntry]) -> None:
+        self.conflicts = conflicts
+        lines = [f"{c.path}: the change set {_shown(c.before)}, it is now {_shown(c.after)}" for c in conflicts]
+        super().__init__("the cluster changed since; nothing was put back:\n" + "\n".join(lines))
+
+
+def _shown(value: Any) -> str:
+    return "absent" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+Location = tuple[str, ...]
+
+
+def _changed_locations(before: Any, after: Any, loc: Location = ()) -> list[tuple[Location, Any, Any]]:
+    """Every place where `after` differs from `before`, with both raw values (unmasked, unlike `diff`).
+
+    Groups are matched by name as in `diff`: a whole group added or removed is one location.
+    """
+    if loc == ("workerSpec",):
+        old, new = dict(_keyed_groups(before)), dict(_keyed_groups(after))
+        out = []
+        for key in dict.fromkeys([*old, *new]):
+            if key in old and key in new:
+                out += _changed_locations(old[key], new[key], (*loc, key))
+            else:
+                out.append(((*loc, key), old.get(key), new.get(key)))
+        return out
+    if isinstance(before, dict | None) and isinstance(after, dict | None) and (before or after):
+        out = []
+        for key in _ordered_keys(before, after):
+            out += _changed_locations((before or {}).get(key), (after or {}).get(key), (*loc, key))
+        return out
+    return [(loc, before, after)] if before != after else []
+
+
+def _lookup(body: dict[str, Any], loc: Location) -> Any:
+    node: Any = body
+    for index, key in enumerate(loc):
+        if index > 0 and loc[index - 1] == "workerSpec":
+            node = dict(_keyed_groups(node)).get(key)
+        elif isinstance(node, dict):
+            node = node.get(key)
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _store(body: dict[str, Any], loc: Location, value: Any, template: dict[str, Any]) -> None:
+    """Set (or, with None, remove) the value at `loc`; a whole group goes back to its position in `template`."""
+    if len(loc) == 2 and loc[0] == "workerSpec":
+        groups = body.setdefault("workerSpec", [])
+        keys = [k for k, _ in _keyed_groups(groups)]
+        if loc[1] in keys:
+            del groups[keys.index(loc[1])]
+        if value is not None:
+            position = [k for k, _ in _keyed_groups(template.get("workerSpec"))].index(loc[1])
+            groups.insert(min(position, len(groups)), copy.deepcopy(value))
+        return
+    parent = _lookup(body, loc[:-1]) if len(loc) > 1 else body
+    if parent is None:
+        if value is None:
+            return
+        parent = body.setdefault(loc[0], {}) if len(loc) == 2 else None
+        if parent is None:
+            raise ChangeError(f"cannot put back {'.'.join(loc)}: its group no longer exists")
+    if value is None:
+        parent.pop(loc[-1], None)
+    else:
+        parent[loc[-1]] = copy.deepcopy(value)
+
+
+def revert_plan(cluster: RayCluster, before: dict[str, Any], applied: dict[str, Any]) -> Plan:
+    """Undo a change: put every field that `applied` changed (relative to `before`) back to its value in `before`.
+
+    Only if each of those fields still holds what `applied` set in `cluster` as read now; otherwise raise
+    RevertConflict naming them, and nothing is to be sent. Fields the change did not touch keep their current
+    values (someone may have changed them since, legitimately). `before` and `applied` are wire-form bodies:
+    the spec as read before the change and the body that was sent.
+    """
+    current = cluster.editable()
+    target = copy.deepcopy(current)
+    conflicts = []
+    changed = _changed_locations(before, applied)
+    for loc, old, new in changed:
+        now = _lookup(current, loc)
+        if now != new:
+            conflicts.append(DiffEntry(path=_path_text(loc), before=new, after=now))
+    if conflicts:
+        raise RevertConflict(conflicts)
+    for loc, old, _ in changed:
+        _store(target, loc, old, before)
+    if not target.get("workerSpec") and current.get("workerSpec") is None:
+        target.pop("workerSpec", None)
+    return _finish(current, target)
+
+
+def _path_text(loc: Location) -> str:
+    if loc and loc[0] == "workerSpec" and len(loc) > 1:
+        rest = ".".join(loc[2:])
+        return f"workerSpec[{loc[1]}]" + (f".{rest}" if rest else "")
+    return ".".join(loc)
 
 
 def _apply(body: dict[str, Any], change: Change) -> None:
