@@ -264,7 +264,7 @@ def revert_plan(cluster: RayCluster, before: dict[str, Any], applied: dict[str, 
     target = copy.deepcopy(current)
     conflicts = []
     changed = _changed_locations(before, applied)
-    for loc, old, new in changed:
+    for loc, _, new in changed:
         now = _lookup(current, loc)
         if now != new:
             conflicts.append(DiffEntry(path=_path_text(loc), before=new, after=now))
