@@ -161,9 +161,37 @@ class Limits(_Strict):
     worker_types: tuple[NonEmpty, ...] | None = None
 
 
+class ApprovalRule(_Strict):
+    """When a change needs a second person (the two-person rule): `always`, or above thresholds.
+
+    Written `approval: always` or `approval: {above_replica: 20, above_step: 10}` in the config.
+    """
+
+    always: bool = False
+    above_replica: int | None = Field(default=None, ge=1)
+    above_step: int | None = Field(default=None, ge=1)
+    expires_minutes: int = Field(default=30, ge=1, le=1440)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _always(cls, value: Any) -> Any:
+        if value == "always":
+            return {"always": True}
+        if isinstance(value, str):
+            raise ValueError(f"approval must be 'always' or a mapping like {{above_replica: 20}}, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> ApprovalRule:
+        if not self.always and self.above_replica is None and self.above_step is None:
+            raise ValueError("approval needs 'always', above_replica or above_step")
+        return self
+
+
 class Role(_Strict):
     actions: tuple[Action, ...]
     limits: Limits = Limits()
+    approval: ApprovalRule | None = None
 
     def allows(self, action: str) -> bool:
         return ALL_ACTIONS in self.actions or action in self.actions
@@ -177,6 +205,7 @@ class Binding(_Strict):
     clusters: tuple[NonEmpty, ...] = ("*",)
     usergroups: tuple[UsergroupId, ...] = ()
     users: tuple[UserId, ...] = ()
+    approval: ApprovalRule | None = None  # overrides the role's rule for this binding
 
     @property
     def restricted(self) -> bool:

@@ -57,11 +57,22 @@ class Show:
 
 @dataclass(frozen=True)
 class Resize:
-    """One or more groups' replicas and/or bounds; at most one change per group."""
+    """One or more groups' replicas and/or bounds; at most one change per group.
+
+    With `for <duration>` (`duration_seconds`), the resize is temporary: raybot reverts it at expiry.
+    """
 
     cluster: str
     changes: tuple[SetReplicas, ...]
+    duration_seconds: int | None = None
     action: ClassVar[str | None] = "resize"
+
+
+@dataclass(frozen=True)
+class History:
+    cluster: str
+    limit: int = 10
+    action: ClassVar[str | None] = "history"
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,12 @@ class Autoscale:
     action: ClassVar[str | None] = "autoscale"
 
 
-Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale
+Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale | History
+
+HISTORY_MAX = 50
+DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
+DURATION_MIN_SECONDS = 60
+DURATION_MAX_SECONDS = 7 * 86400
 
 
 class UsageError(ValueError):
@@ -162,14 +178,43 @@ def _parse_show(args: Sequence[str]) -> Show:
 _RESIZE_KEYWORDS = {"replicas": "replica", "min": "min_replica", "max": "max_replica"}
 
 
+def _duration(token: str) -> int:
+    """`30m`, `2h`, `1d`: between a minute and a week, in seconds."""
+    match = re.fullmatch(r"([1-9][0-9]{0,4})([mhdMHD])", token)
+    if match is None:
+        raise UsageError(f"{_q(token)} is not a duration; write it like 30m, 2h or 1d")
+    seconds = int(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
+    if not DURATION_MIN_SECONDS <= seconds <= DURATION_MAX_SECONDS:
+        raise UsageError(f"{_q(token)}: a temporary resize lasts from 1m to 7d")
+    return seconds
+
+
 def _parse_resize(args: Sequence[str]) -> Resize:
     cluster = _cluster(args, "resize")
-    rest = args[1:]
+    rest = list(args[1:])
+    duration: int | None = None
+    if len(rest) >= 2 and rest[-2].lower() == "for":
+        duration = _duration(rest[-1])
+        rest = rest[:-2]
+    elif rest and rest[-1].lower() == "for":
+        raise UsageError("'for' needs a duration such as 2h")
     if not rest:
         raise UsageError("resize needs at least one group: <group>=<n>, or <group> replicas=<n>")
     if "=" in rest[0]:
-        return Resize(cluster, _resize_pairs(rest))
-    return Resize(cluster, (_resize_keywords(rest[0], rest[1:]),))
+        return Resize(cluster, _resize_pairs(rest), duration)
+    return Resize(cluster, (_resize_keywords(rest[0], rest[1:]),), duration)
+
+
+def _parse_history(args: Sequence[str]) -> History:
+    cluster = _cluster(args, "history")
+    rest = args[1:]
+    if not rest:
+        return History(cluster)
+    limit = _number(rest[0], rest[0])
+    if limit > HISTORY_MAX:
+        raise UsageError(f"history shows at most {HISTORY_MAX} changes, not {limit}")
+    _no_more(rest[1:])
+    return History(cluster, limit)
 
 
 def _resize_pairs(tokens: Sequence[str]) -> tuple[SetReplicas, ...]:
@@ -254,6 +299,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             (
                 ("resize <cluster> <group>=<n> [<group>=<n> ...]", "set replicas of one or more groups"),
                 ("resize <cluster> <group> [replicas=<n>] [min=<n>] [max=<n>]", "set replicas and bounds of one group"),
+                ("resize <cluster> … for <30m|2h|1d>", "a temporary resize: reverted by itself at expiry"),
             ),
             _parse_resize,
         ),
@@ -262,6 +308,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             (("autoscale <cluster> on|off [idle=<seconds>]", "switch head autoscaling, optionally its idle timeout"),),
             _parse_autoscale,
         ),
+        Subcommand("history", (("history <cluster> [<n>]", "the last n changes (default 10)"),), _parse_history),
     )
 }
 

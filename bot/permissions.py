@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, Binding, Config, Limits, Role
+from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
 from bot.emr.models import ClusterFields, WorkerGroup
 from bot.slack.mrkdwn import escape
 
@@ -31,11 +31,17 @@ class Subject:
 
 @dataclass(frozen=True)
 class Decision:
-    """allow/deny; `reason` is human text for Slack; `role` is the role that allowed it."""
+    """allow/deny; `reason` is human text for Slack; `role` is the role that allowed it.
+
+    `approval` (only from check_change) says why the change needs a second person's
+    approval before it is applied, with `approval_minutes` to get it; None when it needs none.
+    """
 
     allowed: bool
     reason: str
     role: str | None = None
+    approval: str | None = None
+    approval_minutes: int = 30
 
 
 @dataclass(frozen=True)
@@ -265,14 +271,49 @@ def check_change(
     if not first.allowed:
         return first
     reasons: list[str] = []
+    needing_approval: list[Decision] = []
     for binding, role in _applicable(config, subject, action, alias):
         violations = limit_violations(binding.role, role.limits, before, after)
-        if not violations:
-            return Decision(
-                True, f"{binding.role} in {_channel(subject.channel_id)} allows this {action}", role=binding.role
-            )
-        reasons += [v for v in violations if v not in reasons]
+        if violations:
+            reasons += [v for v in violations if v not in reasons]
+            continue
+        rule = binding.approval or role.approval
+        why = approval_reason(rule, before, after) if rule is not None else None
+        decision = Decision(
+            True,
+            f"{binding.role} in {_channel(subject.channel_id)} allows this {action}",
+            role=binding.role,
+            approval=why,
+            approval_minutes=rule.expires_minutes if rule is not None else 30,
+        )
+        if why is None:
+            return decision  # a binding that needs no approval is the most permissive
+        needing_approval.append(decision)
+    if needing_approval:
+        return needing_approval[0]
     return Decision(False, "; ".join(reasons))
+
+
+def approval_reason(rule: ApprovalRule, before: ClusterFields, after: ClusterFields) -> str | None:
+    """Why the change before → after needs a second person under `rule`, or None when it does not."""
+    if rule.always:
+        return "every change of this role needs a second person's approval"
+    old_groups = {g.group_name: g for g in before.worker_spec or []}
+    reasons = []
+    for group in after.worker_spec or []:
+        old = old_groups.get(group.group_name)
+        new_replica = group.replica or 0
+        old_replica = (old.replica or 0) if old is not None else 0
+        if new_replica == old_replica and old is not None:
+            continue
+        name = escape(group.group_name or "?")
+        if rule.above_replica is not None and new_replica > rule.above_replica and new_replica > old_replica:
+            reasons.append(f"{name} would have {new_replica} replicas (approval needed above {rule.above_replica})")
+        if rule.above_step is not None and abs(new_replica - old_replica) > rule.above_step:
+            reasons.append(
+                f"{name} would change by {new_replica - old_replica:+d} (approval needed above {rule.above_step})"
+            )
+    return "; ".join(reasons) or None
 
 
 # --- views for people -----------------------------------------------------------------------------

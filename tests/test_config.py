@@ -199,7 +199,7 @@ def test_missing_required_keys_point_at_the_parent() -> None:
     [
         ("region: cn-hangzhou ", "regions: cn-hangzhou ", "regions", "region, clusters, roles, channels"),
         ("    region: cn-beijing", "    zone: cn-beijing", "clusters.prod.zone", "workspace, cluster, region"),
-        ("  admin: {actions:", "  admin: {approval: 2, actions:", "roles.admin.approval", "actions, limits"),
+        ("  admin: {actions:", "  admin: {approver: 2, actions:", "roles.admin.approver", "actions, limits, approval"),
         ("max_step: 20,", "max_step: 20, approval: yes,", "roles.oncall.limits.approval", "max_replica, max_step"),
         (
             "    - role: viewer",

@@ -191,7 +191,7 @@ def test_unknown_subcommand_suggests_the_closest_and_shows_all_help():
 
 def test_unknown_subcommand_without_a_close_match_lists_them_all():
     exc = error("frobnicate")
-    assert exc.message == "unknown command 'frobnicate'; commands: help, whoami, list, show, resize, autoscale"
+    assert exc.message == "unknown command 'frobnicate'; commands: help, whoami, list, show, resize, autoscale, history"
 
 
 # --- the table ----------------------------------------------------------------------------------------------------
@@ -214,3 +214,40 @@ def test_adding_a_subcommand_is_one_entry(monkeypatch):
     assert parse("PING") == WhoAmI()
     assert "/ray ping" in help_text()
     assert "did you mean ping?" in error("pnig").message
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("resize prod g1=3 for 2h", 7200),
+        ("resize prod g1 replicas=3 for 30m", 1800),
+        ("resize prod g1=3 FOR 1D", 86400),
+    ],
+)
+def test_temporary_resize_duration(text, seconds):
+    command = parse(text)
+    assert isinstance(command, Resize)
+    assert command.duration_seconds == seconds
+    assert command.changes[0].replica == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("resize prod g1=3 for", "needs a duration"),
+        ("resize prod g1=3 for 2w", "'2w' is not a duration"),
+        ("resize prod g1=3 for 8d", "from 1m to 7d"),
+        ("resize prod for 2h", "at least one group"),
+    ],
+)
+def test_temporary_resize_errors(text, fragment):
+    assert fragment in error(text).message
+
+
+def test_history():
+    from bot.grammar import History
+
+    assert parse("history prod") == History("prod", 10)
+    assert parse("history prod 3") == History("prod", 3)
+    assert "at most 50" in error("history prod 51").message
+    assert "needs a cluster" in error("history").message

@@ -383,3 +383,71 @@ def test_render_permission_table(config: Config) -> None:
 def test_render_empty_table() -> None:
     empty = parse_config("clusters: {}\nroles: {}\nchannels: {}\n")
     assert render_permission_table(empty) == "no channel has a role: raybot will deny everything"
+
+
+# --- approval (two-person rule) ---------------------------------------------------------------------------------
+
+
+APPROVAL_CONFIG = """
+region: cn-hangzhou
+clusters:
+  prod: {workspace: w-1, cluster: ray-1}
+roles:
+  oncall:
+    actions: [resize, autoscale, undo]
+    limits: {max_replica: 40, max_step: 30}
+    approval: {above_replica: 20, above_step: 10}
+  careful: {actions: [resize], approval: always}
+  lead: {actions: [approve]}
+channels:
+  C0ONCALL01:
+    - {role: oncall}
+    - {role: lead, users: [U0LEAD]}
+  C0CAREFUL:
+    - {role: careful}
+    - {role: oncall, users: [U0FREE], approval: {above_replica: 39}}
+"""
+
+
+def _fields(*replicas: int):
+    from bot.emr.models import ClusterFields
+
+    return ClusterFields.model_validate(
+        {"workerSpec": [{"groupName": f"g{i}", "replica": r, "maxReplica": 40} for i, r in enumerate(replicas)]}
+    )
+
+
+def test_approval_needed_above_thresholds_only():
+    from bot.config import parse_config
+    from bot.permissions import Subject, check_change
+
+    config = parse_config(APPROVAL_CONFIG)
+    who = Subject("U0SOMEONE", "C0ONCALL01")
+    small = check_change(config, who, "resize", "prod", _fields(5), _fields(8))
+    assert small.allowed and small.approval is None
+    big = check_change(config, who, "resize", "prod", _fields(5), _fields(21))
+    assert big.allowed and "g0 would have 21 replicas" in big.approval and big.approval_minutes == 30
+    step = check_change(config, who, "resize", "prod", _fields(5), _fields(16))
+    assert "+11" in step.approval
+    down = check_change(config, who, "resize", "prod", _fields(30), _fields(25))
+    assert down.approval is None  # lowering within the step never needs approval
+
+
+def test_approval_always_and_the_most_permissive_binding_wins():
+    from bot.config import parse_config
+    from bot.permissions import Subject, check_change
+
+    config = parse_config(APPROVAL_CONFIG)
+    careful = check_change(config, Subject("U0ANY", "C0CAREFUL"), "resize", "prod", _fields(5), _fields(6))
+    assert careful.allowed and "every change" in careful.approval
+    free = check_change(config, Subject("U0FREE", "C0CAREFUL"), "resize", "prod", _fields(5), _fields(6))
+    assert free.allowed and free.approval is None  # the binding's own rule overrides the role's
+
+
+def test_approval_config_errors():
+    from bot.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="approval"):
+        parse_config(APPROVAL_CONFIG.replace("approval: always", "approval: sometimes"))
+    with pytest.raises(ConfigError):
+        parse_config(APPROVAL_CONFIG.replace("{above_replica: 20, above_step: 10}", "{}"))
