@@ -19,7 +19,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.utils_models import Config as SdkConfig
 
 from bot.emr import signing
-from bot.emr.models import dumps_body
+from bot.emr.models import RayCluster, dumps_body
 from bot.sandbox.emr_server import SEED_FILE, EmrEmulator
 
 WS = "w-d2d82aa09155"
@@ -577,3 +577,316 @@ def test_standalone_server(tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait()
+
+
+# ---------------------------------------------------------------- how a cluster settles over time
+
+SETTLE = 600.0
+
+
+@pytest.fixture
+def settling(clock: FakeClock):
+    emu = EmrEmulator(access_keys=KEYS, sts_tokens=TOKENS, clock=clock, settle_seconds=SETTLE)
+    emu.seed_file(SEED_FILE)
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+def call(emu: EmrEmulator, clock: FakeClock, method: str, path: str, **options: Any) -> httpx.Response:
+    """A signed request dated by the fake clock (it moves further than the allowed skew over a test)."""
+    resp = send(emu, method, path, date=acs_date(clock.now), **options)
+    assert resp.status_code == 200, resp.text
+    return resp
+
+
+def read(emu: EmrEmulator, clock: FakeClock, cluster_id: str = PROD) -> dict[str, Any]:
+    return call(emu, clock, "GET", f"{CLUSTER_PATH}/{cluster_id}", action="GetRayCluster").json()
+
+
+def resize(emu: EmrEmulator, clock: FakeClock, cluster_id: str = PROD, **replicas: int | None) -> None:
+    """UpdateRayCluster with the complete workerSpec as read; a replica of None drops the group."""
+    groups = []
+    for group in copy.deepcopy(emu.cluster(WS, cluster_id)["workerSpec"]):
+        wanted = replicas.get(group["groupName"], group["replica"])
+        if wanted is not None:
+            group["replica"] = wanted
+            group["maxReplica"] = max(group["maxReplica"], wanted)
+            groups.append(group)
+    body = dumps_body({"workerSpec": groups})
+    call(emu, clock, "POST", f"{CLUSTER_PATH}/{cluster_id}", action="UpdateRayCluster", body=body)
+
+
+def workers(cluster: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per group: (workers Running, workers listed)."""
+    out: dict[str, tuple[int, int]] = {}
+    for instance in cluster["instances"]:
+        if instance["type"] == "Worker":
+            up, listed = out.get(instance["groupName"], (0, 0))
+            out[instance["groupName"]] = (up + (instance["phase"] == "Running"), listed + 1)
+    return out
+
+
+def head_phase(cluster: dict[str, Any]) -> str | None:
+    return next((i["phase"] for i in cluster["instances"] if i["type"] == "Head"), None)
+
+
+@pytest.mark.parametrize("updating_state", ["Running", "Updating"])
+def test_update_moves_workers_over_the_settle_time(clock: FakeClock, updating_state: str) -> None:
+    with EmrEmulator(access_keys=KEYS, clock=clock, settle_seconds=SETTLE, updating_state=updating_state) as emu:
+        emu.seed_file(SEED_FILE)
+        resize(emu, clock, WorkerGroup1=4)
+        at_once = read(emu, clock)
+        assert (at_once["state"], at_once["modified"]) == (updating_state, True)
+        assert workers(at_once) == {"WorkerGroup1": (2, 4), "WorkerGroup2": (1, 1)}
+        assert head_phase(at_once) == "Running"
+
+        clock.now += SETTLE / 2
+        half = read(emu, clock)
+        assert (half["state"], half["modified"]) == (updating_state, True)
+        assert workers(half) == {"WorkerGroup1": (3, 4), "WorkerGroup2": (1, 1)}
+        pending = [i for i in half["instances"] if i["phase"] == "Pending"]
+        assert [(i["instanceId"], i["containerState"]) for i in pending] == [
+            (f"{PROD}-workergroup1-worker-3", "Waiting")
+        ]
+        assert "startTime" not in pending[0]
+        assert half["modifiedTime"] == at_once["modifiedTime"]  # reading changes nothing
+
+        clock.now += SETTLE / 2
+        done = read(emu, clock)
+        assert (done["state"], done["modified"], done["message"]) == ("Running", False, "")
+        assert workers(done) == {"WorkerGroup1": (4, 4), "WorkerGroup2": (1, 1)}
+        started = {i["instanceId"]: i["startTime"] for i in done["instances"]}
+        assert started[f"{PROD}-workergroup1-worker-2"] == int((NOW + SETTLE / 2) * 1000)
+        assert started[f"{PROD}-workergroup1-worker-0"] == 1717405420000  # as seeded: it never stopped
+
+
+def test_scale_down_and_a_dropped_group(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, WorkerGroup1=4)
+    settling.settle_now(WS, PROD)
+    assert workers(read(settling, clock)) == {"WorkerGroup1": (4, 4), "WorkerGroup2": (1, 1)}
+
+    resize(settling, clock, WorkerGroup1=1, WorkerGroup2=None)
+    clock.now += SETTLE / 2
+    half = read(settling, clock)
+    assert workers(half) == {"WorkerGroup1": (3, 3), "WorkerGroup2": (1, 1)}  # going away: nothing Pending
+    clock.now += SETTLE / 2
+    done = read(settling, clock)
+    assert workers(done) == {"WorkerGroup1": (1, 1)}
+    assert (done["state"], done["modified"]) == ("Running", False)
+
+
+def test_list_reports_the_same_state(settling: EmrEmulator, clock: FakeClock) -> None:
+    def listed() -> dict[str, Any]:
+        page = call(settling, clock, "GET", CLUSTER_PATH, action="ListRayCluster").json()
+        return next(c for c in page["rayClusters"] if c["clusterId"] == PROD)
+
+    resize(settling, clock, WorkerGroup2=3)
+    clock.now += SETTLE / 2
+    assert (listed()["state"], listed()["modified"]) == ("Running", True)
+    assert "instances" not in listed()
+    clock.now += SETTLE / 2
+    assert (listed()["state"], listed()["modified"]) == ("Running", False)
+    assert settling.cluster(WS, PROD)["modified"] is False
+
+
+def test_start_goes_through_starting(settling: EmrEmulator, clock: FakeClock) -> None:
+    start = f"{CLUSTER_PATH}/{STAGING}/start"
+    call(settling, clock, "POST", start, action="StartRayCluster", body=b"{}")
+    begun = read(settling, clock, STAGING)
+    assert begun["state"] == "Starting"
+    assert begun["startTime"] == int(NOW * 1000)
+    assert head_phase(begun) == "Pending"
+    assert workers(begun) == {"WorkerGroup1": (0, 1)}
+    again = send(settling, "POST", start, action="StartRayCluster", body=b"{}", date=acs_date(clock.now))
+    assert_error(settling, again, 400, "InvalidClusterState")
+
+    clock.now += SETTLE / 2
+    half = read(settling, clock, STAGING)
+    assert (half["state"], head_phase(half)) == ("Starting", "Running")
+    clock.now += SETTLE / 2
+    done = read(settling, clock, STAGING)
+    assert (done["state"], head_phase(done), workers(done)) == ("Running", "Running", {"WorkerGroup1": (1, 1)})
+
+
+def test_stop_goes_through_stopping(settling: EmrEmulator, clock: FakeClock) -> None:
+    stop = f"{PROD_PATH}/stop"
+    call(settling, clock, "POST", stop, action="StopRayCluster")
+    assert read(settling, clock)["state"] == "Stopping"
+
+    clock.now += SETTLE / 4
+    quarter = read(settling, clock)
+    assert quarter["state"] == "Stopping"
+    assert workers(quarter) == {"WorkerGroup1": (1, 1), "WorkerGroup2": (1, 1)}  # workers leave first
+    again = send(settling, "POST", stop, action="StopRayCluster", date=acs_date(clock.now))
+    assert_error(settling, again, 400, "InvalidClusterState")
+
+    clock.now += SETTLE / 4
+    half = read(settling, clock)
+    assert (workers(half), head_phase(half)) == ({}, "Running")  # the head goes last
+    clock.now += SETTLE / 2
+    done = read(settling, clock)
+    assert (done["state"], done["instances"], done["message"]) == ("Stopped", [], "stopped by user")
+
+
+def test_end_in_error_gets_stuck_then_turns_error(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, WorkerGroup1=4)
+    settling.end_in_error(WS, PROD, "Insufficient resources in queue root_queue.")
+    clock.now += SETTLE * 0.9
+    stuck = read(settling, clock)
+    assert (stuck["state"], stuck["modified"], stuck["message"]) == ("Running", True, "")
+    assert workers(stuck) == {"WorkerGroup1": (3, 4), "WorkerGroup2": (1, 1)}
+
+    clock.now += SETTLE * 0.1
+    failed = read(settling, clock)
+    assert (failed["state"], failed["modified"]) == ("Error", True)
+    assert failed["message"] == "Insufficient resources in queue root_queue."
+    assert workers(failed) == {"WorkerGroup1": (3, 4), "WorkerGroup2": (1, 1)}
+    clock.now += 10 * SETTLE
+    later = read(settling, clock)
+    assert later.pop("requestId") != failed.pop("requestId")
+    assert later == failed  # it never settles
+
+
+def test_end_in_error_late_keeps_the_counts_reached(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, WorkerGroup2=5)
+    clock.now += SETTLE * 0.8
+    assert workers(read(settling, clock))["WorkerGroup2"] == (4, 5)
+    settling.end_in_error(WS, PROD, "boom")
+    assert workers(read(settling, clock))["WorkerGroup2"] == (4, 5)  # not back to half way
+    settling.settle_now(WS, PROD)
+    failed = read(settling, clock)
+    assert (failed["state"], failed["message"], workers(failed)["WorkerGroup2"]) == ("Error", "boom", (4, 5))
+
+
+def test_end_in_error_applies_to_the_next_transition_only(settling: EmrEmulator, clock: FakeClock) -> None:
+    settling.end_in_error(WS, PROD, "bad image")
+    assert read(settling, clock)["state"] == "Running"  # nothing is moving yet
+    resize(settling, clock, WorkerGroup1=3)
+    clock.now += SETTLE
+    failed = read(settling, clock)
+    assert (failed["state"], failed["message"]) == ("Error", "bad image")
+    assert workers(failed)["WorkerGroup1"] == (2, 3)
+
+    resize(settling, clock, WorkerGroup1=3)  # fixing it: a fresh transition from what runs
+    assert read(settling, clock)["state"] == "Running"
+    clock.now += SETTLE
+    fixed = read(settling, clock)
+    assert (fixed["state"], fixed["modified"], fixed["message"]) == ("Running", False, "")
+    assert workers(fixed)["WorkerGroup1"] == (3, 3)
+
+
+def test_update_during_a_transition_rebases_from_what_runs(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, WorkerGroup1=4)
+    clock.now += SETTLE / 2
+    assert workers(read(settling, clock))["WorkerGroup1"] == (3, 4)
+
+    resize(settling, clock, WorkerGroup1=1)
+    rebased = read(settling, clock)
+    assert (rebased["state"], rebased["modified"]) == ("Running", True)
+    assert workers(rebased)["WorkerGroup1"] == (3, 3)  # the Pending one is no longer wanted
+    clock.now += SETTLE / 2  # the first transition would have settled now; the new one is half way
+    half = read(settling, clock)
+    assert (half["modified"], workers(half)["WorkerGroup1"]) == (True, (2, 2))
+    clock.now += SETTLE / 2
+    done = read(settling, clock)
+    assert (done["modified"], workers(done)["WorkerGroup1"]) == (False, (1, 1))
+
+
+def test_a_rebased_transition_keeps_its_failure(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, WorkerGroup1=4)
+    settling.end_in_error(WS, PROD, "quota")
+    clock.now += SETTLE / 2
+    resize(settling, clock, WorkerGroup1=3)
+    clock.now += SETTLE
+    failed = read(settling, clock)
+    assert (failed["state"], failed["message"], workers(failed)["WorkerGroup1"]) == ("Error", "quota", (3, 3))
+    assert failed["modified"] is True
+
+
+def test_update_while_starting_stays_a_start(settling: EmrEmulator, clock: FakeClock) -> None:
+    call(settling, clock, "POST", f"{CLUSTER_PATH}/{STAGING}/start", action="StartRayCluster", body=b"{}")
+    clock.now += SETTLE / 2
+    resize(settling, clock, STAGING, WorkerGroup1=3)
+    assert read(settling, clock, STAGING)["state"] == "Starting"
+    settling.settle_now(WS, STAGING)
+    done = read(settling, clock, STAGING)
+    assert (done["state"], workers(done), head_phase(done)) == ("Running", {"WorkerGroup1": (3, 3)}, "Running")
+
+
+def test_update_of_a_stopped_cluster_only_changes_the_spec(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, STAGING, WorkerGroup1=2)
+    stopped = read(settling, clock, STAGING)
+    assert (stopped["state"], stopped["instances"]) == ("Stopped", [])
+    assert stopped["workerSpec"][0]["replica"] == 2
+
+
+def test_settle_now_and_unknown_clusters(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, WorkerGroup1=4)
+    settling.settle_now(WS, PROD)
+    done = read(settling, clock)
+    assert (done["state"], done["modified"], workers(done)["WorkerGroup1"]) == ("Running", False, (4, 4))
+    settling.settle_now(WS, PROD)  # nothing moving: nothing changes
+    assert read(settling, clock)["instances"] == done["instances"]
+    with pytest.raises(KeyError):
+        settling.settle_now(WS, "ray-nope")
+    with pytest.raises(KeyError):
+        settling.end_in_error("w-nope", PROD)
+
+
+def test_without_settle_time_end_in_error_fails_the_next_change_at_once(emulator: EmrEmulator) -> None:
+    before = emulator.cluster(WS, PROD)
+    emulator.end_in_error(WS, PROD, "quota")
+    assert send(
+        emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emulator, replica=3)
+    ).is_success
+    after = emulator.cluster(WS, PROD)
+    assert (after["state"], after["message"], after["modified"]) == ("Error", "quota", True)
+    assert after["instances"] == before["instances"]
+    assert after["workerSpec"][0]["replica"] == 3
+
+
+def test_negative_settle_time_is_refused() -> None:
+    with pytest.raises(ValueError):
+        EmrEmulator(settle_seconds=-1)
+
+
+def test_sdk_reads_a_cluster_in_transition() -> None:
+    clock = FakeClock(time.time())  # the SDK dates requests with the real time; stay within the skew
+    with EmrEmulator(access_keys=KEYS, clock=clock, settle_seconds=SETTLE) as emu:
+        emu.seed_file(SEED_FILE)
+        client = sdk(emu)
+        spec = sdk_models.UpdateRayClusterRequestWorkerSpec(
+            group_name="WorkerGroup1", worker_type="cpu", replica=4, min_replica=1, max_replica=4
+        )
+        client.update_ray_cluster(WS, PROD, sdk_models.UpdateRayClusterRequest(worker_spec=[spec]))
+        clock.now += SETTLE / 2
+        body = client.get_ray_cluster(WS, PROD).body
+        assert (body.state, body.modified) == ("Running", True)
+        # WorkerGroup1 goes 2 -> 4, WorkerGroup2 (left out of the request) 1 -> 0.
+        shown = [(i.instance_id.removeprefix(PROD + "-"), i.type, i.phase) for i in body.instances]
+        assert shown == [
+            ("head-0", "Head", "Running"),
+            ("workergroup1-worker-0", "Worker", "Running"),
+            ("workergroup1-worker-1", "Worker", "Running"),
+            ("workergroup1-worker-2", "Worker", "Running"),
+            ("workergroup1-worker-3", "Worker", "Pending"),
+            ("workergroup2-worker-0", "Worker", "Running"),
+        ]
+        assert body.instances[4].start_time is None and body.instances[3].start_time > 0
+        listed = client.list_ray_cluster(WS, sdk_models.ListRayClusterRequest()).body.ray_clusters[0]
+        assert (listed.state, listed.modified) == ("Running", True)
+        clock.now += SETTLE / 2
+        body = client.get_ray_cluster(WS, PROD).body
+        assert (body.state, body.modified) == ("Running", False)
+        assert [i.phase for i in body.instances] == ["Running"] * 5
+        assert [i.instance_id for i in body.instances][-1] == f"{PROD}-workergroup1-worker-3"
+
+
+def test_raybot_models_read_instances_with_their_group(settling: EmrEmulator, clock: FakeClock) -> None:
+    resize(settling, clock, WorkerGroup1=3)
+    cluster = RayCluster.model_validate(read(settling, clock))
+    assert cluster.modified is True
+    groups = [(i.type, getattr(i, "groupName", None), i.phase) for i in cluster.instances or []]
+    assert ("Worker", "WorkerGroup1", "Pending") in groups
+    assert ("Head", None, "Running") in groups

@@ -19,7 +19,44 @@ Codes the public documentation does not pin down, chosen here:
 - STS token unknown: 400 `InvalidSecurityToken.Expired`; owned by another key: 400
   `InvalidSecurityToken.MismatchWithAccessKey`
 
-Run standalone with `python -m bot.sandbox.emr_server [--host] [--port] [--seed] [--access-key ID:SECRET]`.
+How a cluster changes over time (`settle_seconds`). UpdateRayCluster, StartRayCluster
+and StopRayCluster answer at once; with `settle_seconds` > 0 the cluster then moves
+to its new shape over that many seconds of the injected clock, computed when it is
+read (no background work): GetRayCluster, ListRayCluster and `cluster()` all see the
+same picture.
+- The documented `state` values (GetRayCluster / ListRayCluster reference and the
+  official SDK's GetRayClusterResponseBody): Starting, Running, Stopping, Stopped,
+  Error. There is no documented state for "an update is being applied", so by
+  default an updating cluster stays `Running` with `modified: true`; pass
+  `updating_state` (e.g. "Updating") to see how a client copes with another word.
+- update: `modified` true; per worker group, the Running workers move linearly
+  from the count when the update arrived to the new `replica` (whole instances
+  only); the ones still to come are listed with phase `Pending`. Settled:
+  `modified` false, state Running.
+- start: Stopped -> Starting -> Running. The head is Pending, then Running from
+  half time; workers come up linearly to each group's `replica`.
+- stop: Running -> Stopping -> Stopped. Workers go away over the first half, the
+  head at the end; Stopped has no instances.
+- An update during a transition re-bases it from the counts Running at that
+  moment (during Starting it stays a start; during Stopping, or when Stopped, it
+  only changes the spec). A cluster Running with no transition runs its spec: its
+  counts are the `replica` of each group, whatever the seed lists as instances.
+- `end_in_error()`: the current transition (or else the next one) gets stuck at
+  half way (or where it is, if later) and, when it would have settled, the
+  cluster turns `Error` with that `message`, `modified` unchanged. A re-based
+  transition keeps the failure; the next update starts a fresh transition.
+- `settle_now()` moves the current transition to its end at once.
+- `settle_seconds` = 0 (the default): changes apply at once and instances are not
+  modelled (an update leaves them as they were, start lists a Running head, stop
+  empties them); `end_in_error()` then turns the next change into Error at once.
+Instances have the fields of the SDK's GetRayClusterResponseBodyInstances
+(instanceId, type "Head"/"Worker" as in the seed, phase Pending/Running, container
+state, times). The API documents no group of an instance: the emulator adds
+`groupName` to worker instances it builds (an emulator-only field), and names them
+`<clusterId>-<group lower-case>-worker-<n>` as the seed does.
+
+Run standalone with
+`python -m bot.sandbox.emr_server [--host] [--port] [--seed] [--access-key ID:SECRET] [--settle-seconds S]`.
 """
 
 from __future__ import annotations
@@ -31,6 +68,7 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import re
 import threading
 import time
@@ -455,13 +493,158 @@ def update_fields(body: Any) -> dict[str, Any]:
     return copy.deepcopy(fields)
 
 
-class ClusterStore:
-    """Clusters per workspace, in wire form (camelCase), as the service stores them."""
+# ---- how a cluster changes over time (pure; see the module docstring) ----
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+STOPPED_MESSAGE = "stopped by user"
+HEAD_UP_AT = 0.5  # progress at which a starting head is Running
+STUCK_AT = 0.5  # progress a failing transition does not go beyond (unless it was already further)
+
+
+@dataclass
+class Transition:
+    """A change a cluster is moving through: what ran when it began and what is wanted."""
+
+    kind: str  # "update", "start" or "stop"
+    began: float  # clock seconds
+    old: dict[str, int]  # Running workers per group when it began
+    new: dict[str, int]  # wanted workers per group (0 for a group going away), in the order shown
+    head_was_up: bool
+    failure: str | None = None  # the Error message it ends in, if it fails
+    stuck_at: float = STUCK_AT
+
+
+def progress(transition: Transition, now: float, settle_seconds: float) -> float:
+    """How far the transition has got by `now`: 0 when it began, 1 when it is over."""
+    if settle_seconds <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (now - transition.began) / settle_seconds))
+
+
+def running_workers(old: int, new: int, moved: float) -> int:
+    """Workers Running when a group moving from `old` to `new` has got `moved` (0..1) of the way."""
+    step = math.floor(abs(new - old) * moved + 1e-9)  # whole instances only; 1e-9 absorbs float noise
+    return old + step if new >= old else old - step
+
+
+def _instance(
+    instance_id: str,
+    kind: str,
+    group: str | None,
+    running: bool,
+    created_ms: int,
+    started_ms: int,
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    # Start from what was listed before, so ids, times and unknown fields stay stable between reads.
+    out = dict(previous or {})
+    was_running = out.get("phase") == "Running"
+    out.update(
+        instanceId=instance_id,
+        type=kind,
+        phase="Running" if running else "Pending",
+        reason="",
+        message="",
+        containerState="Running" if running else "Waiting",
+        containerStateReason="" if running else "ContainerCreating",
+        containerStateMessage="",
+    )
+    out.setdefault("createTime", created_ms)
+    if running:
+        out["containerExitCode"] = 0
+        if not (was_running and "startTime" in out):
+            out["startTime"] = started_ms
+    else:
+        out.pop("containerExitCode", None)
+        out.pop("startTime", None)
+    if group is not None:
+        out["groupName"] = group
+    return out
+
+
+def transition_instances(
+    cluster_id: str,
+    transition: Transition,
+    now: float,
+    settle_seconds: float,
+    previous: Iterable[Mapping[str, Any]] = (),
+) -> tuple[list[dict[str, Any]], bool]:
+    """The instances a cluster lists at `now` during `transition`, and whether the transition is over.
+
+    Over means settled, or (for a failing one) the moment it turns Error; the
+    instances of a failing transition stay where it got stuck.
+    """
+    raw = progress(transition, now, settle_seconds)
+    reached = min(raw, transition.stuck_at) if transition.failure is not None else raw
+    workers_moved = min(1.0, 2 * reached) if transition.kind == "stop" else reached
+    by_id = {i.get("instanceId"): i for i in previous if isinstance(i, Mapping)}
+    began_ms = int(transition.began * 1000)
+
+    def at(fraction: float) -> int:
+        return int((transition.began + settle_seconds * fraction) * 1000)
+
+    instances: list[dict[str, Any]] = []
+    head_id = f"{cluster_id}-head-0"
+    if transition.kind == "stop":
+        if reached < 1:
+            instances.append(_instance(head_id, "Head", None, True, began_ms, began_ms, by_id.get(head_id)))
+    else:
+        head_up = transition.head_was_up or reached >= HEAD_UP_AT
+        instances.append(_instance(head_id, "Head", None, head_up, began_ms, at(HEAD_UP_AT), by_id.get(head_id)))
+    for group, wanted in transition.new.items():
+        old = transition.old.get(group, 0)
+        running = running_workers(old, wanted, workers_moved)
+        for index in range(max(running, wanted)):
+            worker_id = f"{cluster_id}-{group.lower()}-worker-{index}"
+            # A worker above the old count comes up when the group has moved far enough to count it.
+            up_at = (index + 1 - old) / (wanted - old) if wanted > old and index >= old else 0.0
+            instances.append(
+                _instance(worker_id, "Worker", group, index < running, began_ms, at(up_at), by_id.get(worker_id))
+            )
+    return instances, raw >= 1
+
+
+def spec_counts(cluster: Mapping[str, Any]) -> dict[str, int]:
+    """Wanted workers per group of a cluster's workerSpec, in its order."""
+    counts: dict[str, int] = {}
+    for group in cluster.get("workerSpec") or []:
+        if isinstance(group, Mapping) and isinstance(group.get("groupName"), str):
+            replica = group.get("replica")
+            counts[group["groupName"]] = replica if isinstance(replica, int) and replica > 0 else 0
+    return counts
+
+
+def listed_counts(instances: Iterable[Any]) -> tuple[dict[str, int], bool]:
+    """Running workers per group (by `groupName`) and whether the head is Running, as listed."""
+    counts: dict[str, int] = {}
+    head_up = False
+    for instance in instances:
+        if not isinstance(instance, Mapping) or instance.get("phase") != "Running":
+            continue
+        kind = str(instance.get("type", "")).lower()
+        if kind == "head":
+            head_up = True
+        elif kind == "worker" and isinstance(instance.get("groupName"), str):
+            counts[instance["groupName"]] = counts.get(instance["groupName"], 0) + 1
+    return counts, head_up
+
+
+class ClusterStore:
+    """Clusters per workspace, in wire form (camelCase), as the service stores them.
+
+    With `settle_seconds` > 0 a cluster in transition is brought up to date with
+    the clock whenever it is read or changed (see the module docstring).
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], settle_seconds: float = 0.0, updating_state: str = "Running"
+    ) -> None:
         self._clock = clock
+        self._settle = settle_seconds
+        self._updating_state = updating_state
         self._clusters: dict[str, dict[str, dict[str, Any]]] = {}
         self._started: dict[tuple[str, str], tuple[str, str, str]] = {}  # (key id, clientToken) -> ws, id, requestId
+        self._transitions: dict[tuple[str, str], Transition] = {}
+        self._doomed: dict[tuple[str, str], str] = {}  # the next transition fails with this message
         self._lock = threading.Lock()
 
     def seed(self, clusters: Iterable[Mapping[str, Any]]) -> None:
@@ -473,11 +656,15 @@ class ClusterStore:
                 if not workspace or not cluster.get("clusterId"):
                     raise ValueError("every seeded cluster needs a workspaceId and a clusterId")
                 self._clusters.setdefault(workspace, {})[cluster["clusterId"]] = cluster
+                self._transitions.pop((workspace, cluster["clusterId"]), None)
+                self._doomed.pop((workspace, cluster["clusterId"]), None)
 
     def snapshot(self, workspace: str, cluster_id: str) -> dict[str, Any]:
-        """A deep copy of one cluster; KeyError when unknown."""
+        """A deep copy of one cluster as it is now; KeyError when unknown."""
         with self._lock:
-            return copy.deepcopy(self._clusters[workspace][cluster_id])
+            cluster = self._clusters[workspace][cluster_id]
+            self._refresh(workspace, cluster)
+            return copy.deepcopy(cluster)
 
     def _find(self, workspace: str, cluster_id: str) -> dict[str, Any]:
         if workspace not in self._clusters:
@@ -487,12 +674,87 @@ class ClusterStore:
             raise ApiError(
                 404, "RayClusterNotFound", f"The Ray cluster {cluster_id} does not exist in workspace {workspace}."
             )
+        self._refresh(workspace, cluster)
         return cluster
 
     def _now_ms(self, previous: Any = 0) -> int:
         # Strictly after the previous stamp, so a change is visible even under a frozen test clock.
         now = int(self._clock() * 1000)
         return max(now, previous + 1) if isinstance(previous, int) else now
+
+    # ---- transitions (callers hold the lock) ----
+
+    def _refresh(self, workspace: str, cluster: dict[str, Any]) -> None:
+        """Bring a cluster in transition up to the clock; end the transition when it is over."""
+        key = (workspace, cluster["clusterId"])
+        transition = self._transitions.get(key)
+        if transition is None:
+            return
+        instances, over = transition_instances(
+            cluster["clusterId"], transition, self._clock(), self._settle, cluster.get("instances") or []
+        )
+        cluster["instances"] = instances
+        if not over:
+            during = {"update": self._updating_state, "start": "Starting", "stop": "Stopping"}
+            cluster.update(state=during[transition.kind], message="")
+            return
+        del self._transitions[key]
+        if transition.failure is not None:
+            cluster.update(state="Error", message=transition.failure)
+        elif transition.kind == "stop":
+            cluster.update(state="Stopped", message=STOPPED_MESSAGE, modified=False, instances=[])
+        else:
+            cluster.update(state="Running", message="", modified=False)
+
+    def _running_now(self, workspace: str, cluster: Mapping[str, Any]) -> tuple[dict[str, int], bool]:
+        # A Running cluster with no transition runs its spec, even when the seed lists fewer instances.
+        if (workspace, cluster["clusterId"]) not in self._transitions and cluster.get("state") == "Running":
+            return spec_counts(cluster), True
+        return listed_counts(cluster.get("instances") or [])
+
+    def _begin(self, workspace: str, cluster: dict[str, Any], kind: str, running: tuple[dict[str, int], bool]) -> None:
+        """Start (or re-base) a transition of `kind` from `running` (per group, head up) towards the spec."""
+        key = (workspace, cluster["clusterId"])
+        old, head_up = running
+        wanted = {} if kind == "stop" else spec_counts(cluster)
+        new = wanted | {group: 0 for group in old if group not in wanted}
+        ongoing = self._transitions.get(key)
+        failure = ongoing.failure if ongoing is not None else self._doomed.pop(key, None)
+        self._transitions[key] = Transition(kind, self._clock(), old, new, head_up, failure)
+        self._refresh(workspace, cluster)
+
+    def _fail_at_once(self, workspace: str, cluster: dict[str, Any]) -> bool:
+        """Without a settle model: turn the cluster Error now if a failure is armed; whether it did."""
+        message = self._doomed.pop((workspace, cluster["clusterId"]), None)
+        if message is None:
+            return False
+        cluster.update(state="Error", message=message)
+        return True
+
+    def end_in_error(self, workspace: str, cluster_id: str, message: str) -> None:
+        """The current transition (else the next one) ends in Error with `message`; KeyError when unknown."""
+        with self._lock:
+            cluster = self._clusters[workspace][cluster_id]
+            self._refresh(workspace, cluster)
+            transition = self._transitions.get((workspace, cluster_id))
+            if transition is None:
+                self._doomed[(workspace, cluster_id)] = message
+                return
+            transition.failure = message
+            # Stuck where it is if already past the usual point: counts never move backwards.
+            transition.stuck_at = max(STUCK_AT, progress(transition, self._clock(), self._settle))
+            self._refresh(workspace, cluster)
+
+    def settle_now(self, workspace: str, cluster_id: str) -> None:
+        """Move the current transition (if any) to its end at once; KeyError when unknown."""
+        with self._lock:
+            cluster = self._clusters[workspace][cluster_id]
+            transition = self._transitions.get((workspace, cluster_id))
+            if transition is not None:
+                transition.began = self._clock() - self._settle
+            self._refresh(workspace, cluster)
+
+    # ---- the API's operations ----
 
     def get(self, workspace: str, cluster_id: str) -> dict[str, Any]:
         with self._lock:
@@ -505,17 +767,35 @@ class ClusterStore:
                 raise ApiError(404, "WorkspaceNotFound", f"The workspace {workspace} does not exist.")
             clusters = list(self._clusters[workspace].values())
             start = (page_num - 1) * page_size
-            return [list_summary(c) for c in clusters[start : start + page_size]], len(clusters)
+            shown = clusters[start : start + page_size]
+            for cluster in shown:
+                self._refresh(workspace, cluster)
+            return [list_summary(c) for c in shown], len(clusters)
 
     def update(self, workspace: str, cluster_id: str, fields: Mapping[str, Any]) -> None:
-        """Replace each top-level field sent (workerSpec and headSpec as a whole); keep everything else."""
+        """Replace each top-level field sent (workerSpec and headSpec as a whole); keep everything else.
+
+        With a settle model, a cluster that runs (or failed) then moves to the new spec.
+        """
         with self._lock:
             cluster = self._find(workspace, cluster_id)
+            running = self._running_now(workspace, cluster)  # measured against the spec before it is replaced
             cluster.update(copy.deepcopy(dict(fields)))
             cluster["modifiedTime"] = self._now_ms(cluster.get("modifiedTime", 0))
+            if self._settle <= 0:
+                if self._fail_at_once(workspace, cluster):
+                    cluster["modified"] = True
+                return
+            state = cluster.get("state")
+            if state in ("Stopping", "Stopped"):
+                return
+            kind = "start" if state == "Starting" else "update"
+            if kind == "update":
+                cluster["modified"] = True
+            self._begin(workspace, cluster, kind, running)
 
     def start(self, workspace: str, cluster_id: str, key_id: str, token: str | None, request_id: str) -> str:
-        """Stopped -> Running; the request id to answer with (the first one when clientToken repeats)."""
+        """Stopped -> Running (via Starting); the request id to answer with (the first one when clientToken repeats)."""
         with self._lock:
             cluster = self._find(workspace, cluster_id)
             if token is not None and (key_id, token) in self._started:
@@ -535,24 +815,32 @@ class ClusterStore:
                     f"The cluster {cluster_id} is {state}; only a Stopped cluster can start.",
                 )
             now = self._now_ms()
-            cluster.update(state="Running", message="", startTime=now)
-            cluster["instances"] = [
-                {
-                    "instanceId": f"{cluster_id}-head-0",
-                    "type": "Head",
-                    "phase": "Running",
-                    "containerState": "Running",
-                    "containerExitCode": 0,
-                    "createTime": now,
-                    "startTime": now,
-                }
-            ]
+            if self._settle > 0:
+                running = self._running_now(workspace, cluster)
+                cluster.update(message="", startTime=now)
+                self._begin(workspace, cluster, "start", running)
+            elif not self._fail_at_once(workspace, cluster):
+                cluster.update(state="Running", message="", startTime=now)
+                cluster["instances"] = [
+                    {
+                        "instanceId": f"{cluster_id}-head-0",
+                        "type": "Head",
+                        "phase": "Running",
+                        "containerState": "Running",
+                        "containerExitCode": 0,
+                        "createTime": now,
+                        "startTime": now,
+                    }
+                ]
             if token is not None:
                 self._started[(key_id, token)] = (workspace, cluster_id, request_id)
             return request_id
 
     def stop(self, workspace: str, cluster_id: str, instance_id: str | None) -> None:
-        """Running -> Stopped. An instanceId, when sent, must be the cluster's or one of its instances'."""
+        """Running -> Stopped (via Stopping).
+
+        An instanceId, when sent, must be the cluster's or one of its instances'.
+        """
         with self._lock:
             cluster = self._find(workspace, cluster_id)
             if instance_id is not None:
@@ -566,7 +854,10 @@ class ClusterStore:
                 raise ApiError(
                     400, "InvalidClusterState", f"The cluster {cluster_id} is {state}; only a Running cluster can stop."
                 )
-            cluster.update(state="Stopped", message="stopped by user", instances=[])
+            if self._settle > 0:
+                self._begin(workspace, cluster, "stop", self._running_now(workspace, cluster))
+            elif not self._fail_at_once(workspace, cluster):
+                cluster.update(state="Stopped", message=STOPPED_MESSAGE, instances=[])
 
 
 def _json_payload(req: Incoming) -> dict[str, Any] | None:
@@ -624,12 +915,19 @@ class EmrEmulator:
         clusters: Iterable[dict] = (),
         clock: Callable[[], float] = time.time,
         max_skew_seconds: float = 900,
+        settle_seconds: float = 0.0,
+        updating_state: str = "Running",
     ) -> None:
+        """`settle_seconds`: how long (on `clock`) a cluster takes to reach the shape a change asks
+        for; 0 applies changes at once. `updating_state`: the `state` reported while an update is
+        being applied (the API documents none; see the module docstring)."""
+        if not settle_seconds >= 0:
+            raise ValueError("settle_seconds must not be negative")
         self._secrets = dict(access_keys) if access_keys is not None else {"testid": "testsecret"}
         self._tokens = dict(sts_tokens or {})
         self._clock = clock
         self._max_skew = max_skew_seconds
-        self._store = ClusterStore(clock)
+        self._store = ClusterStore(clock, settle_seconds, updating_state)
         self._store.seed(clusters)
         self._nonces = NonceLedger()
         self._faults = FaultBoard()
@@ -657,6 +955,21 @@ class EmrEmulator:
     def cluster(self, workspace_id: str, cluster_id: str) -> dict:
         """A deep copy of the cluster's current wire-form state; KeyError when unknown."""
         return self._store.snapshot(workspace_id, cluster_id)
+
+    def end_in_error(
+        self, workspace_id: str, cluster_id: str, message: str = "Failed to apply the Ray cluster change."
+    ) -> None:
+        """Make the cluster's current transition (or else its next one) end in state Error with `message`.
+
+        It never settles: the counts stop moving at half way (or where they are, if
+        further) and the cluster turns Error when it would have settled, at once
+        when `settle_seconds` is 0. KeyError when the cluster is unknown.
+        """
+        self._store.end_in_error(workspace_id, cluster_id, message)
+
+    def settle_now(self, workspace_id: str, cluster_id: str) -> None:
+        """Bring the cluster's current transition to its end state now (Error if it was told to fail)."""
+        self._store.settle_now(workspace_id, cluster_id)
 
     def calls_for(self, action: str) -> list[RecordedCall]:
         with self._calls_lock:
@@ -869,8 +1182,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--access-key", type=_access_key, action="append", default=[], help="ID:SECRET (repeatable; default testid)"
     )
+    parser.add_argument(
+        "--settle-seconds", type=float, default=0.0, help="seconds a change takes to settle (default 0: at once)"
+    )
     args = parser.parse_args(argv)
-    emulator = EmrEmulator(access_keys=dict(args.access_key) or None)
+    emulator = EmrEmulator(access_keys=dict(args.access_key) or None, settle_seconds=args.settle_seconds)
     emulator.seed_file(args.seed)
     url = emulator.start(args.host, args.port)
     keys = ", ".join(sorted(dict(args.access_key) or {"testid": ""}))
