@@ -1,0 +1,226 @@
+"""Logging for a service: one JSON object a line (or plain text on a terminal), secrets masked.
+
+`configure_logging()` installs one handler on the root logger. Every record that
+reaches it passes `Redactor` first, which masks Slack tokens, Authorization and
+x-acs-security-token header values, ACS3 signatures and every value registered with
+`register_secret()` — in the message, its %-args, the extra fields and the
+exception text — so no code path has to remember to be careful.
+
+Context fields (Slack team, channel and user ids, the change id, the cloud
+requestId, the cluster, the action) come from `extra={...}` or from
+`log_context(...)`, which binds them for everything logged in the block (and in
+tasks created inside it, as asyncio copies the context).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import IO, Any, Literal
+
+LogFormat = Literal["json", "text"]
+LOG_FORMAT_ENV = "RAYBOT_LOG_FORMAT"
+MASK = "[REDACTED]"
+
+# The fields a record may carry besides its message; only these reach the output.
+CONTEXT_FIELDS: tuple[str, ...] = (
+    "team",
+    "channel",
+    "user",
+    "change_id",
+    "request_id",
+    "cluster",
+    "workspace",
+    "action",
+    "code",
+    "duration_ms",
+)
+
+# Shorter values would mask ordinary words everywhere; real secrets are far longer.
+MIN_SECRET_LENGTH = 6
+# STS credentials rotate about hourly for as long as the process lives: keep the newest ones only
+# (a dropped one has long expired), so redaction stays cheap.
+MAX_SECRETS = 64
+
+_QUOTED_HEADER = re.compile(
+    r"""(?P<name>(?:authorization|x-acs-security-token)['"]?\s*[:=]\s*)(?P<q>['"])(?P<value>.*?)(?P=q)""",
+    re.IGNORECASE,
+)
+_BARE_HEADER = re.compile(
+    r"""(?P<name>(?:authorization|x-acs-security-token)\s*[:=]\s*)(?!['"]|\[REDACTED\])[^\r\n]+""", re.IGNORECASE
+)
+_SIGNATURE = re.compile(r"(?P<name>Signature=)(?!\[REDACTED\])[^\s,;&'\"]+")
+# Bot, user, app-config and refresh tokens (xoxb-, xoxp-, xoxa-, xoxr-, xoxe-, xoxe.xoxp-) and app tokens (xapp-).
+_SLACK_TOKEN = re.compile(r"\b(?P<prefix>xox[a-z](?:\.xox[a-z])?-|xapp-)(?!\[REDACTED\])[A-Za-z0-9-]+")
+
+_secrets: dict[str, None] = {}  # an ordered set: oldest first
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "raybot_log_context", default=MappingProxyType({})
+)
+
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` wherever it appears in a log record from now on (signing secret, AK secret, STS token)."""
+    if value and len(value) >= MIN_SECRET_LENGTH:
+        _secrets.pop(value, None)
+        _secrets[value] = None
+        while len(_secrets) > MAX_SECRETS:
+            del _secrets[next(iter(_secrets))]
+
+
+def clear_secrets() -> None:
+    """Forget every registered secret (tests)."""
+    _secrets.clear()
+
+
+def redact(text: str) -> str:
+    """`text` with every secret the module knows of replaced by [REDACTED]."""
+    # Registered values first and longest first, so a secret that contains another is masked whole.
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _QUOTED_HEADER.sub(lambda m: f"{m['name']}{m['q']}{MASK}{m['q']}", text)
+    text = _BARE_HEADER.sub(lambda m: f"{m['name']}{MASK}", text)
+    text = _SIGNATURE.sub(lambda m: f"{m['name']}{MASK}", text)
+    return _SLACK_TOKEN.sub(lambda m: f"{m['prefix']}{MASK}", text)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add `fields` (team=, channel=, user=, change_id=, ...) to every record logged inside the block."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class Redactor(logging.Filter):
+    """Masks secrets in a record in place, and adds the fields bound with `log_context`.
+
+    It renders the message (%-args included) and the exception text once, masked, so
+    every formatter downstream sees only the masked text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep what there is rather than lose the record
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        for key, value in list(record.__dict__.items()):
+            if key in _RECORD_ATTRS or value is None or isinstance(value, bool | int | float):
+                continue
+            record.__dict__[key] = redact(value if isinstance(value, str) else str(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+
+
+def _context_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in CONTEXT_FIELDS if getattr(record, name, None) is not None}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ts (ISO 8601 UTC), level, logger, message, context fields, exc, stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_context_fields(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        # ensure_ascii keeps every line one line whatever the message holds; default=str for odd extras.
+        return json.dumps(entry, ensure_ascii=True, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """For a terminal: `ts LEVEL logger message key=value ...`, then the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in _context_fields(record).items())
+        line = f"{_timestamp(record)} {record.levelname} {record.name} {record.getMessage()}"
+        if fields:
+            line += f" {fields}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        if record.stack_info:
+            line += "\n" + record.stack_info
+        return line
+
+
+def default_format(stream: IO[str], env: Mapping[str, str] | None = None) -> LogFormat:
+    """RAYBOT_LOG_FORMAT when set; else text on a terminal and JSON elsewhere (containers, files, pipes)."""
+    env = os.environ if env is None else env
+    chosen = env.get(LOG_FORMAT_ENV, "").strip().lower()
+    if chosen in ("json", "text"):
+        return chosen  # type: ignore[return-value]
+    if chosen:
+        raise ValueError(f"{LOG_FORMAT_ENV} must be json or text, not {chosen!r}")
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+class _RaybotHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler configure_logging installed, so calling it again replaces it."""
+
+
+def configure_logging(
+    fmt: LogFormat | None = None, level: str | int = "INFO", stream: IO[str] | None = None
+) -> logging.Handler:
+    """Send every log record to `stream` (stderr by default) as JSON lines or text, secrets masked.
+
+    `fmt` None: RAYBOT_LOG_FORMAT, else text on a TTY and JSON elsewhere. Calling it
+    again replaces the handler it installed before. Raises ValueError for an unknown
+    format or level.
+    """
+    stream = sys.stderr if stream is None else stream
+    chosen = fmt or default_format(stream)
+    if chosen not in ("json", "text"):
+        raise ValueError(f"log format must be json or text, not {chosen!r}")
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    handler = _RaybotHandler(stream)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    handler.addFilter(Redactor())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _RaybotHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    return handler
