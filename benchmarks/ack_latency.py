@@ -83,7 +83,11 @@ async def run(n: int, rounds: int) -> dict[str, list[float]]:
         )
         raybot = start_raybot(
             clean_env(
-                **common, RAYBOT_CONFIG=str(config), RAYBOT_EMR_ENDPOINT=emr.url, RAYBOT_EMR_DEADLINE_SECONDS="60"
+                **common,
+                RAYBOT_CONFIG=str(config),
+                RAYBOT_DATABASE=str(Path(tmp) / "raybot.db"),
+                RAYBOT_EMR_ENDPOINT=emr.url,
+                RAYBOT_EMR_DEADLINE_SECONDS="60",
             )
         )
         bare = start_raybot(

@@ -10,12 +10,16 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+import commands.approve
 import commands.autoscale
+import commands.cancel_revert
 import commands.help
+import commands.history
 import commands.list
 import commands.message_action
 import commands.resize
 import commands.show
+import commands.undo
 import commands.whoami
 from bot import grammar
 from bot.dispatch import report
@@ -33,6 +37,10 @@ COMMAND_MODULES = (
     commands.show,
     commands.resize,
     commands.autoscale,
+    commands.history,
+    commands.undo,
+    commands.approve,
+    commands.cancel_revert,
     commands.message_action,
 )
 SLASH_COMMAND = "/ray"
@@ -71,9 +79,9 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
         await services.commands.run(command, invocation, services)
 
     @app.event("app_mention")
-    async def on_mention(event, context):  # noqa: ANN001
+    async def on_mention(event, body, context):  # noqa: ANN001
         text = _MENTION.sub(" ", event.get("text") or "", count=1).strip()
-        invocation = Invocation.from_mention(event, text, context.team_id)
+        invocation = Invocation.from_mention(event, text, context.team_id, body.get("event_id"))
         try:
             command = grammar.parse(text)
         except grammar.UsageError as error:

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.emr.changes import ChangeError
 from bot.emr.errors import EmrError
-from bot.errors import Denied, UnknownCluster
+from bot.errors import ActionRefused, ClusterBusy, Denied, UnknownCluster
 from bot.grammar import UsageError
 from bot.permissions import Subject
 from bot.services import Services
@@ -51,6 +51,10 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
         return blocks.usage_error(str(error), "/ray show <cluster> shows its groups and bounds")
     if isinstance(error, Denied):
         return blocks.denied(error.reason)
+    if isinstance(error, ClusterBusy):
+        return blocks.cluster_busy(error.alias, error.user_id, error.summary)
+    if isinstance(error, ActionRefused):
+        return blocks.refused(error.reason)
     if isinstance(error, EmrError):
         return blocks.cloud_error(error.action, error.code, error.message, error.request_id)
     if isinstance(error, SlackApiError):
@@ -74,13 +78,20 @@ class CommandRouter:
 
     async def run(self, command: Any, invocation: Invocation, services: Services) -> None:
         """Run one command for one invocation; every failure ends in a message to the requester."""
-        replies = Replies(services.slack, invocation)
-        try:
-            handler = self._handlers[type(command)]
-            subject = await services.subject(invocation.user_id, invocation.channel_id)
-            await handler(command, CommandContext(invocation, replies, services, subject))
-        except Exception as error:  # noqa: BLE001 - this is the one place errors become messages
-            await report(replies, error)
+        handler = self._handlers[type(command)]
+        await serve(services, invocation, lambda ctx: handler(command, ctx))
+
+
+async def serve(
+    services: Services, invocation: Invocation, handler: Callable[[CommandContext], Awaitable[None]]
+) -> None:
+    """Run `handler` for one request (a command, a button click); every failure ends in a message to the requester."""
+    replies = Replies(services.slack, invocation)
+    try:
+        subject = await services.subject(invocation.user_id, invocation.channel_id)
+        await handler(CommandContext(invocation, replies, services, subject))
+    except Exception as error:  # noqa: BLE001 - this is the one place errors become messages
+        await report(replies, error)
 
 
 async def report(replies: Replies, error: BaseException) -> None:

@@ -22,3 +22,25 @@ class UnknownCluster(Exception):
         self.known = known
         listed = ", ".join(known) if known else "none"
         super().__init__(f"unknown cluster {alias!r}; clusters you may use here: {listed}")
+
+
+class ClusterBusy(Exception):
+    """Another change holds the cluster's lock longer than raybot waits."""
+
+    def __init__(self, alias: str, user_id: str, summary: str, since: float) -> None:
+        self.alias = alias
+        self.user_id = user_id
+        self.summary = summary
+        self.since = since
+        super().__init__(f"{alias} is being changed by {user_id} ({summary})")
+
+
+class ActionRefused(Exception):
+    """A button or approval step that cannot be taken now (already decided, expired, your own request …).
+
+    `reason` is written for the person who clicked.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

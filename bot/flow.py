@@ -1,89 +1,231 @@
-"""The flow of one change (DESIGN.md): read, apply, check, post, update, answer in the thread.
+"""The flow of one change (DESIGN.md): claim, lock, read, plan, check, post, audit, update, answer.
 
-Bad input (unknown group, a limit exceeded, nothing to change) is found before
-anything is posted in the channel and answered ephemerally by the router; from
-the moment the root status message exists, every outcome is answered in its thread.
+Bad input (unknown group, a limit exceeded, nothing to change, a cluster someone else
+holds) is found before anything is posted in the channel and answered only to the
+person who asked; from the moment the root status message exists, every outcome is
+answered in its thread and recorded in the audit log.
+
+Exactly once: every request that may change a cluster carries a deduplication key
+(the slash command's trigger_id, the event id, the button's change id, the draft key),
+claimed in the store before anything is read: a redelivery, a double click or a second
+replica receiving the same event finds it claimed and does nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
+from bot.config import ClusterTarget
 from bot.dispatch import CommandContext, describe_error
-from bot.emr.changes import Change, DiffEntry, plan, summarize
+from bot.emr.changes import Plan, redact_secrets
 from bot.emr.errors import EmrError
-from bot.emr.models import ActionResponse, ClusterFields
-from bot.errors import Denied
+from bot.emr.models import ClusterFields
+from bot.errors import ClusterBusy, Denied
 from bot.permissions import check_change
+from bot.replay import planner
+from bot.services import Services
 from bot.slack import blocks
-from bot.slack.conversation import StatusThread
+from bot.slack.conversation import Replies, StatusThread
+from bot.store import ChangeRecord, LockBusy, NewChange
 
 log = logging.getLogger("raybot.flow")
 
 
-async def run_change(ctx: CommandContext, alias: str, action: str, changes: Sequence[Change]) -> None:
-    """Apply `changes` to the cluster `alias` by read-modify-write, answering in a thread of the channel."""
-    services, subject = ctx.services, ctx.subject
-    target = services.cluster(subject, alias)
-    services.require(subject, action, alias)
-    cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
-    result = plan(cluster, changes)
-    summary = summarize(changes)
-    if not result.changed or result.body is None:
-        await ctx.replies.ephemeral(*blocks.nothing_to_change(alias, summary))
-        return
-    before = ClusterFields.model_validate(cluster.editable())
-    decision = check_change(services.config, subject, action, alias, before, result.body)
-    if not decision.allowed:
-        raise Denied(decision.reason)
+@dataclass(frozen=True)
+class ChangeRequest:
+    """A change asked for by a person: what to do to which cluster (`replay`, see bot.replay)."""
 
-    user = ctx.invocation.user_id
-    thread = await ctx.replies.open_thread(*blocks.change_root(user, alias, summary, "pending"))
-    log.info(
-        "change requested",
-        extra={"user": user, "channel": ctx.invocation.channel_id, "cluster": alias, "action": action},
+    alias: str
+    action: str  # the permission action: resize, autoscale, edit, undo
+    summary: str
+    replay: dict[str, Any]
+    dedup_key: str | None = None
+    undo_of: int | None = None
+    duration_seconds: int | None = None  # a temporary resize: reverted by itself after this long
+    # Checked under the cluster's lock before the read (e.g. "already undone"); raises to refuse.
+    precheck: Callable[[], Awaitable[None]] | None = None
+
+
+def cluster_key(target: ClusterTarget) -> str:
+    return f"{target.region}/{target.workspace}/{target.cluster_id}"
+
+
+async def run_change(ctx: CommandContext, request: ChangeRequest) -> None:
+    """Apply `request` by read-modify-write under the cluster's lock, answering in a thread of the channel."""
+    services, subject = ctx.services, ctx.subject
+    target = services.cluster(subject, request.alias)
+    services.require(subject, request.action, request.alias)
+    if request.dedup_key is not None and not await services.store.claim(request.dedup_key):
+        log.info("duplicate delivery ignored", extra={"key": request.dedup_key, "cluster": request.alias})
+        return
+    make_plan = await planner(services.store, request.replay)
+    async with hold(services, target, subject.user_id, request.summary):
+        if request.precheck is not None:
+            await request.precheck()
+        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        result = make_plan(cluster)
+        if not result.changed or result.body is None:
+            await ctx.replies.ephemeral(*blocks.nothing_to_change(request.alias, request.summary))
+            return
+        before = cluster.editable()
+        decision = check_change(
+            services.config, subject, request.action, request.alias, ClusterFields.model_validate(before), result.body
+        )
+        if not decision.allowed:
+            raise Denied(decision.reason)
+        if decision.approval is not None:
+            from bot.approvals import request_approval  # approvals build on this module
+
+            await request_approval(ctx, request, target, before, result, decision)
+            return
+        thread = await ctx.replies.open_thread(
+            *blocks.change_root(subject.user_id, request.alias, request.summary, "pending")
+        )
+        await apply_plan(
+            services,
+            Applying(
+                thread=thread,
+                replies=ctx.replies,
+                user_id=subject.user_id,
+                team_id=ctx.invocation.team_id,
+                target=target,
+                action=request.action,
+                summary=request.summary,
+                undo_of=request.undo_of,
+                duration_seconds=request.duration_seconds,
+            ),
+            before,
+            result,
+        )
+
+
+@asynccontextmanager
+async def hold(services: Services, target: ClusterTarget, user_id: str, summary: str) -> AsyncIterator[str]:
+    """The cluster's lock, waited for a few seconds; ClusterBusy says who holds it when that is not enough."""
+    try:
+        lock = await services.store.acquire_lock(
+            cluster_key(target), user_id=user_id, summary=summary, wait=services.lock_wait_seconds
+        )
+    except LockBusy as busy:
+        holder = busy.holder
+        raise ClusterBusy(target.alias, holder.user_id, holder.summary, holder.acquired_at) from None
+    try:
+        yield lock
+    finally:
+        await services.store.release_lock(cluster_key(target), lock)
+
+
+@dataclass(frozen=True)
+class Applying:
+    """Where and for whom a planned change is applied."""
+
+    thread: StatusThread
+    replies: Replies | None  # the requester's ephemeral channel, when there is a requester to tell
+    user_id: str
+    team_id: str | None
+    target: ClusterTarget
+    action: str
+    summary: str
+    undo_of: int | None = None
+    approval_id: int | None = None
+    duration_seconds: int | None = None
+
+
+async def apply_plan(services: Services, applying: Applying, before: dict, result: Plan) -> ChangeRecord:
+    """Audit "pending", send the complete body, audit the outcome, answer in the thread, update the root status.
+
+    The caller holds the cluster's lock and has posted the root status message.
+    """
+    assert result.body is not None
+    target, thread = applying.target, applying.thread
+    record = await services.store.record_pending(
+        NewChange(
+            user_id=applying.user_id,
+            team_id=applying.team_id,
+            channel_id=thread.channel_id,
+            thread_ts=thread.thread_ts,
+            root_ts=thread.root_ts,
+            alias=target.alias,
+            workspace=target.workspace,
+            cluster_id=target.cluster_id,
+            region=target.region,
+            action=applying.action,
+            summary=applying.summary,
+            spec_before=redact_secrets(before),
+            body=redact_secrets(result.body.wire()),
+            diff=result.diff,
+            undo_of=applying.undo_of,
+            approval_id=applying.approval_id,
+        )
     )
+    fields = {"change_id": record.id, "cluster": target.alias, "user": applying.user_id, "action": applying.action}
+    log.info("change requested", extra=fields)
     try:
         response = await services.emr.update_cluster(
             target.workspace, target.cluster_id, result.body, region=target.region
         )
     except EmrError as error:
-        await _answer(thread, ctx, blocks.change_failed(alias, error.code, error.message, error.request_id))
-        await thread.set_status(*blocks.change_root(user, alias, summary, "failed"))
-        return
-    except Exception as error:
-        await _answer(thread, ctx, describe_error(error))
-        await thread.set_status(*blocks.change_root(user, alias, summary, "failed"))
-        return
-    await _report_success(ctx, thread, alias, summary, response, target.cluster_id, result.diff)
-
-
-async def _report_success(
-    ctx: CommandContext,
-    thread: StatusThread,
-    alias: str,
-    summary: str,
-    response: ActionResponse,
-    cluster_id: str,
-    diff: list[DiffEntry],
-) -> None:
-    done = blocks.change_succeeded(alias, response.cluster_id or cluster_id, response.request_id, diff)
-    log.info("change applied", extra={"cluster": alias, "request_id": response.request_id})
-    try:
-        await thread.reply(*done)
-        await thread.set_status(*blocks.change_root(ctx.invocation.user_id, alias, summary, "done"))
-    except SlackApiError:
-        # The cluster did change: the requester must learn that, even if the thread could not be written.
-        await ctx.replies.ephemeral(*done)
+        record = await services.store.record_outcome(
+            record.id, "failed", request_id=error.request_id, error_code=error.code, error_message=error.message
+        )
+        log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
+        await _answer(thread, applying, blocks.change_failed(target.alias, error.code, error.message, error.request_id))
+        await _set_status(thread, applying, "failed")
+        return record
+    except BaseException as error:
+        # Sent or not, nobody knows: "unknown" is what the next start reconciles and reports.
+        await services.store.record_outcome(record.id, "unknown", error_message=type(error).__name__)
+        if isinstance(error, Exception):
+            await _answer(thread, applying, describe_error(error))
+            await _set_status(thread, applying, "unknown")
         raise
+    record = await services.store.record_outcome(record.id, "done", request_id=response.request_id)
+    log.info("change applied", extra=fields | {"request_id": response.request_id})
+    revert_at = schedule_id = None
+    if applying.duration_seconds is not None:
+        revert_at = services.clock() + applying.duration_seconds
+        schedule = await services.store.schedule(
+            change_id=record.id,
+            due_at=revert_at,
+            alias=target.alias,
+            channel_id=thread.channel_id,
+            thread_ts=thread.thread_ts,
+        )
+        schedule_id = schedule.id
+        services.wake_scheduler()
+    done = blocks.change_succeeded(
+        target.alias,
+        response.cluster_id or target.cluster_id,
+        response.request_id,
+        result.diff,
+        change_id=record.id,
+        revert_at=revert_at,
+        schedule_id=schedule_id,
+    )
+    await _answer(thread, applying, done)
+    await _set_status(thread, applying, "done")
+    return record
 
 
-async def _answer(thread: StatusThread, ctx: CommandContext, message: tuple[str, list]) -> None:
+async def _set_status(thread: StatusThread, applying: Applying, status: str) -> None:
+    try:
+        await thread.set_status(*blocks.change_root(applying.user_id, applying.target.alias, applying.summary, status))
+    except SlackApiError as error:
+        log.error("could not update the status message of %s: %s", applying.target.alias, error.response.get("error"))
+
+
+async def _answer(thread: StatusThread, applying: Applying, message: tuple[str, list]) -> None:
+    """Reply in the thread; if Slack refuses, the requester still learns the outcome (ephemerally)."""
     try:
         await thread.reply(*message)
     except SlackApiError:
-        await ctx.replies.ephemeral(*message)
+        if applying.replies is None:
+            raise
+        await applying.replies.ephemeral(*message)
         raise

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -24,8 +25,10 @@ from bot.config import Config
 from bot.dispatch import CommandRouter
 from bot.emr.client import EmrClient
 from bot.emr.credentials import DefaultCredentials
+from bot.scheduler import reconcile, run_scheduler
 from bot.services import Services, UsergroupDirectory
 from bot.settings import Settings
+from bot.store import StoreError, open_store
 
 log = logging.getLogger("raybot.server")
 
@@ -50,8 +53,11 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 
 
 @asynccontextmanager
-async def running_services(settings: Settings, config: Config) -> AsyncIterator[tuple[Services, AsyncApp]]:
-    """Build everything the app needs, check the Slack token, and close it all on exit."""
+async def running_services(
+    settings: Settings, config: Config, *, clock: Callable[[], float] = time.time
+) -> AsyncIterator[tuple[Services, AsyncApp]]:
+    """Build everything the app needs, check the Slack token, reconcile what a previous process left
+    unfinished, start the scheduler, and close it all on exit."""
     slack = slack_client(settings)
     try:
         auth = await slack.auth_test()
@@ -68,12 +74,34 @@ async def running_services(settings: Settings, config: Config) -> AsyncIterator[
         endpoint=settings.emr_endpoint,
         deadline=settings.emr_deadline_seconds,
     )
-    services = Services(
-        config=config, emr=emr, slack=slack, usergroups=UsergroupDirectory(slack), commands=CommandRouter()
-    )
     try:
-        yield services, build_app(settings, services, auth)
+        store = await open_store(settings.database, clock=clock)
+    except StoreError as error:
+        await emr.aclose()
+        raise StartupError(f"cannot open RAYBOT_DATABASE: {error}") from None
+    services = Services(
+        config=config,
+        emr=emr,
+        slack=slack,
+        usergroups=UsergroupDirectory(slack),
+        commands=CommandRouter(),
+        store=store,
+        clock=clock,
+        bot_user_id=auth.get("user_id") or "",
+        lock_wait_seconds=settings.lock_wait_seconds,
+    )
+    stop_scheduler = asyncio.Event()
+    scheduler: asyncio.Task | None = None
+    try:
+        app = build_app(settings, services, auth)
+        await reconcile(services)
+        scheduler = asyncio.create_task(run_scheduler(services, stop_scheduler), name="raybot-scheduler")
+        yield services, app
     finally:
+        stop_scheduler.set()
+        if scheduler is not None:
+            await scheduler
+        await store.close()
         await emr.aclose()
 
 
@@ -92,6 +120,22 @@ def http_app(app: AsyncApp) -> web.Application:
     return web_app
 
 
+async def start_http(app: AsyncApp, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Listen for Slack (and probes) on host:port; returns the runner and the base URL actually bound."""
+    runner = web.AppRunner(http_app(app), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise StartupError(
+            f"cannot listen on {host}:{port} ({error.strerror}); set RAYBOT_HTTP_HOST / RAYBOT_HTTP_PORT"
+        ) from None
+    bound_host, bound_port = runner.addresses[0][:2]
+    return runner, f"http://{bound_host}:{bound_port}"
+
+
 async def serve(settings: Settings, config: Config, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (SIGINT/SIGTERM set it when not given)."""
     stop = stop or _stop_on_signals()
@@ -106,21 +150,10 @@ async def serve(settings: Settings, config: Config, stop: asyncio.Event | None =
             finally:
                 await handler.close_async()
             return
-        runner = web.AppRunner(http_app(app), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        try:
-            await site.start()
-        except OSError as error:
-            await runner.cleanup()
-            raise StartupError(
-                f"cannot listen on {settings.http_host}:{settings.http_port} ({error.strerror}); "
-                "set RAYBOT_HTTP_HOST / RAYBOT_HTTP_PORT"
-            ) from None
-        host, port = runner.addresses[0][:2]
-        log.info("listening on http://%s:%s%s", host, port, EVENTS_PATH)
+        runner, url = await start_http(app, settings.http_host, settings.http_port)
+        log.info("listening on %s%s", url, EVENTS_PATH)
         # Tests and scripts read this line to learn the port when RAYBOT_HTTP_PORT=0.
-        print(f"raybot: listening on http://{host}:{port}{EVENTS_PATH}", flush=True)
+        print(f"raybot: listening on {url}{EVENTS_PATH}", flush=True)
         try:
             await stop.wait()
         finally:

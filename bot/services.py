@@ -14,6 +14,7 @@ from bot.config import ClusterTarget, Config
 from bot.emr.client import EmrClient
 from bot.errors import Denied, UnknownCluster
 from bot.permissions import Decision, Subject, decide, referenced_usergroups, visible_aliases
+from bot.store import Store
 
 if TYPE_CHECKING:
     from bot.dispatch import CommandRouter
@@ -68,15 +69,30 @@ class UsergroupDirectory:
 
 @dataclass
 class Services:
+    """Everything a command may ask for. `clock` is wall time (epoch seconds), injectable for tests."""
+
     config: Config
     emr: EmrClient
     slack: AsyncWebClient
     usergroups: UsergroupDirectory
     commands: CommandRouter
+    store: Store
+    clock: Callable[[], float] = time.time
+    bot_user_id: str = ""
+    lock_wait_seconds: float = 5.0  # how long a change waits for another one on the same cluster
     _usergroup_refs: set[str] = field(default_factory=set)
+    _scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._usergroup_refs = referenced_usergroups(self.config)
+
+    def wake_scheduler(self) -> None:
+        """A revert was scheduled: let the scheduler look again at what is due next."""
+        self._scheduler_wakeup.set()
+
+    async def scheduler_woken(self) -> None:
+        await self._scheduler_wakeup.wait()
+        self._scheduler_wakeup.clear()
 
     async def subject(self, user_id: str, channel_id: str) -> Subject:
         """The user as the policy sees them: with the config's user groups they belong to."""

@@ -26,6 +26,7 @@ class Settings:
     slack_api_url: str = DEFAULT_SLACK_API_URL
     emr_endpoint: str | None = None
     emr_deadline_seconds: float = 10.0
+    lock_wait_seconds: float = 5.0
 
     @property
     def socket_mode(self) -> bool:
@@ -75,6 +76,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"RAYBOT_EMR_DEADLINE_SECONDS must be a number of seconds from 0 to 300, not {deadline_text!r}"
         )
+    lock_wait = _seconds(env, "RAYBOT_LOCK_WAIT_SECONDS", "5", 60)
     api_url = _get(env, "RAYBOT_SLACK_API_URL") or DEFAULT_SLACK_API_URL
     if not api_url.startswith(("http://", "https://")):
         raise SettingsError(
@@ -93,4 +95,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         slack_api_url=api_url,
         emr_endpoint=_get(env, "RAYBOT_EMR_ENDPOINT"),
         emr_deadline_seconds=deadline,
+        lock_wait_seconds=lock_wait,
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: str, most: float) -> float:
+    text = _get(env, name) or default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= most:
+        raise SettingsError(f"{name} must be a number of seconds above 0 and at most {most:g}, not {text!r}")
+    return value

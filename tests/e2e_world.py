@@ -43,6 +43,8 @@ roles:
   oncall:
     actions: [list, show, history, resize, autoscale, undo]
     limits: {{max_replica: 40, max_step: 20}}
+    approval: {{above_replica: 20}}
+  lead: {{actions: [approve, list, show, history]}}
   admin: {{actions: ["*"]}}
 channels:
   {ONCALL_CHANNEL}:
@@ -52,6 +54,8 @@ channels:
       users: [{LEAD}]
     - role: viewer
       clusters: ["*"]
+    - role: lead
+      users: [{LEAD}]
   {PLATFORM_CHANNEL}:
     - role: admin
       clusters: ["*"]

@@ -4,7 +4,6 @@ and slash commands signed with the signing secret exactly as Slack signs them.""
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 import time
@@ -12,10 +11,24 @@ import urllib.parse
 
 import httpx
 import pytest
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.emr.models import dumps_body
 from tests import e2e_world as world
+from tests.e2e import (
+    MARKS,
+    ephemeral_reply,
+    mark,
+    mention_event,
+    new_emr_calls,
+    post_as_someone,
+    post_interaction,
+    post_json_signed,
+    raybot_env,
+    send,
+    text_of,
+    updates_of,
+    wait_new,
+)
 from tests.harness import REPO, SIGNING_SECRET, clean_env, signed_headers, start_raybot
 
 DEADLINE_SECONDS = "2"
@@ -35,46 +48,12 @@ def slack():
 
 @pytest.fixture(scope="module")
 def raybot(emr, slack, tmp_path_factory):
-    config = tmp_path_factory.mktemp("config") / "raybot.yaml"
-    config.write_text(world.CONFIG)
-    env = clean_env(
-        SLACK_BOT_TOKEN=world.BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        RAYBOT_CONFIG=str(config),
-        RAYBOT_HTTP_HOST="127.0.0.1",
-        RAYBOT_HTTP_PORT="0",
-        RAYBOT_SLACK_API_URL=slack.api_url,
-        RAYBOT_EMR_ENDPOINT=emr.url,
-        RAYBOT_EMR_DEADLINE_SECONDS=DEADLINE_SECONDS,
-    )
+    env = raybot_env(tmp_path_factory.mktemp("raybot"), slack, emr, RAYBOT_EMR_DEADLINE_SECONDS=DEADLINE_SECONDS)
     process = start_raybot(env)
     yield process
     output = process.stop()
     for secret in (SIGNING_SECRET, world.BOT_TOKEN, world.AK_SECRET):
         assert secret not in output, "a secret reached raybot's output"
-
-
-@pytest.fixture(autouse=True)
-def fresh_clusters(emr, slack):
-    """Every test starts from the seed, with no faults, and sees only the calls made during it."""
-    emr.clear_faults()
-    emr.seed(copy.deepcopy(world.SEED))
-    _marks["emr"], _marks["slack"] = len(emr.calls), len(slack.calls)
-    yield
-    emr.clear_faults()
-
-
-_marks = {"emr": 0, "slack": 0}
-
-
-def new_emr_calls(emr, action=None):
-    return [c for c in emr.calls[_marks["emr"] :] if action is None or c.action == action]
-
-
-async def wait_new(slack, predicate, timeout=5.0):
-    """The first Slack call made during this test that matches `predicate`."""
-    earlier = {id(c) for c in slack.calls[: _marks["slack"]]}
-    return await slack.wait_for(lambda c: id(c) not in earlier and predicate(c), timeout)
 
 
 @pytest.fixture
@@ -83,25 +62,14 @@ async def http():
         yield client
 
 
-async def send(http, raybot, slack, text, *, user=world.ONCALL_USER, channel=world.ONCALL_CHANNEL):
-    """Post `/ray <text>` signed as Slack; returns (HTTP response, the command's response_url)."""
-    payload = slack.slash_command_payload("/ray", text, user_id=user, channel_id=channel)
-    body = urllib.parse.urlencode(payload)
-    response = await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))
-    return response, payload["response_url"]
-
-
-async def ephemeral_reply(slack, response_url, timeout=5.0):
-    call = await slack.wait_for(lambda c: c.method == "response_url" and c.url == response_url, timeout)
-    return call.args
-
-
-def text_of(message: dict) -> str:
-    return message.get("text", "") + json.dumps(message.get("blocks") or [], ensure_ascii=False)
-
-
-def updates_of(emr, cluster_id=world.PROD):
-    return [c for c in new_emr_calls(emr, "UpdateRayCluster") if c.path.endswith("/" + cluster_id)]
+@pytest.fixture(autouse=True)
+def fresh_clusters(emr, slack):
+    """Every test starts from the seed, with no faults, and sees only the calls made during it."""
+    emr.clear_faults()
+    emr.seed(copy.deepcopy(world.SEED))
+    mark(emr, slack)
+    yield
+    emr.clear_faults()
 
 
 async def test_healthz(http, raybot):
@@ -338,45 +306,11 @@ def test_manifest_command_prints_the_root_manifest():
     assert result.stdout == (REPO / "manifest.yml").read_text()
 
 
-async def post_json_signed(http, raybot, payload: dict) -> httpx.Response:
-    body = json.dumps(payload)
-    headers = signed_headers(body) | {"Content-Type": "application/json"}
-    return await http.post(f"{raybot.url}/slack/events", content=body, headers=headers)
-
-
-async def post_interaction(http, raybot, payload: dict) -> httpx.Response:
-    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
-    return await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))
-
-
-def mention_event(text: str, *, user: str, channel: str, ts: str, thread_ts: str | None = None) -> dict:
-    event = {"type": "app_mention", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts}
-    if thread_ts:
-        event["thread_ts"] = thread_ts
-    return {
-        "token": "unused",
-        "team_id": "T0TEAM",
-        "api_app_id": "A0RAYBOT",
-        "event": event,
-        "type": "event_callback",
-        "event_id": f"Ev{ts.replace('.', '')}",
-        "event_time": int(float(ts)),
-        "authorizations": [{"team_id": "T0TEAM", "user_id": "U0RAYBOT", "is_bot": True}],
-    }
-
-
-async def post_as_someone(slack, channel: str, text: str, thread_ts: str | None = None) -> str:
-    """A message in the emulated channel (an alert, a person's mention); returns its ts."""
-    client = AsyncWebClient(token=world.BOT_TOKEN, base_url=slack.api_url)
-    response = await client.chat_postMessage(channel=channel, text=text, thread_ts=thread_ts)
-    return response["ts"]
-
-
 async def test_mention_in_a_thread_changes_the_cluster_and_answers_in_that_thread(http, raybot, slack, emr):
     alert = await post_as_someone(slack, world.ONCALL_CHANNEL, "CPU at 98% on prod")
     text = "<@U0RAYBOT> resize prod WorkerGroup1=4"
     ts = await post_as_someone(slack, world.ONCALL_CHANNEL, text, thread_ts=alert)
-    _marks["slack"] = len(slack.calls)
+    MARKS["slack"] = len(slack.calls)
     event = mention_event(text, user=world.ONCALL_USER, channel=world.ONCALL_CHANNEL, ts=ts, thread_ts=alert)
     response = await post_json_signed(http, raybot, event)
     assert response.status_code == 200
@@ -447,7 +381,7 @@ async def test_slack_429_is_retried_after_retry_after(http, raybot, slack, emr):
     slack.inject("chat.postMessage", rate_limited=1)
     await send(http, raybot, slack, "resize prod WorkerGroup1=3")
     await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""), timeout=10)
-    posts = [c for c in slack.calls[_marks["slack"] :] if c.method == "chat.postMessage"]
+    posts = [c for c in slack.calls[MARKS["slack"] :] if c.method == "chat.postMessage"]
     assert posts[0].status == 429 and posts[1].ok  # the same root message, retried once
     assert len(updates_of(emr)) == 1
 

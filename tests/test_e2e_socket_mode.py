@@ -32,6 +32,7 @@ def raybot(emr, slack, tmp_path_factory):
         SLACK_BOT_TOKEN=world.BOT_TOKEN,
         SLACK_APP_TOKEN=world.APP_TOKEN,
         RAYBOT_CONFIG=str(config),
+        RAYBOT_DATABASE=str(config.parent / "raybot.db"),
         RAYBOT_HTTP_PORT="0",
         RAYBOT_SLACK_API_URL=slack.api_url,
         RAYBOT_EMR_ENDPOINT=emr.url,

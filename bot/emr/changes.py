@@ -277,6 +277,12 @@ def revert_plan(cluster: RayCluster, before: dict[str, Any], applied: dict[str, 
     return _finish(current, target)
 
 
+def holds_change(cluster: RayCluster, before: dict[str, Any], applied: dict[str, Any]) -> bool:
+    """Does `cluster` hold every value the change before → applied set? (Did it take effect?)"""
+    current = cluster.editable()
+    return all(_lookup(current, loc) == new for loc, _, new in _changed_locations(before, applied))
+
+
 def _path_text(loc: Location) -> str:
     if loc and loc[0] == "workerSpec" and len(loc) > 1:
         rest = ".".join(loc[2:])
@@ -557,6 +563,20 @@ def _group_diff(before: Any, after: Any) -> list[DiffEntry]:
 
 def _entry(path: str, before: Any, after: Any) -> DiffEntry:
     return DiffEntry(path=path, before=_redact(path, before), after=_redact(path, after))
+
+
+def redact_secrets(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of a wire-form body with password/secret/token values masked, for the audit log.
+
+    Undo still works from it: a change to a masked field cannot be reverted (it shows as a conflict).
+    """
+    if body is None:
+        return None
+    masked = {k: _redact(k, v) for k, v in body.items() if k != "workerSpec"}
+    if "workerSpec" in body:
+        groups = body["workerSpec"]
+        masked["workerSpec"] = [_redact("group", g) for g in groups] if isinstance(groups, list) else groups
+    return masked
 
 
 def _redact(path: str, value: Any) -> Any:

@@ -933,6 +933,7 @@ class EmrEmulator:
         self._faults = FaultBoard()
         self.calls: list[RecordedCall] = []
         self._calls_lock = threading.Lock()
+        self._calls_changed = threading.Condition(self._calls_lock)
         self._lifecycle = threading.Lock()
         self.url = ""
         self.port = 0
@@ -974,6 +975,33 @@ class EmrEmulator:
     def calls_for(self, action: str) -> list[RecordedCall]:
         with self._calls_lock:
             return [c for c in self.calls if c.action == action]
+
+    def wait_for_call(self, predicate: Callable[[RecordedCall], bool], timeout: float = 5.0) -> RecordedCall:
+        """Block until a recorded call matches `predicate` (checked on arrival and on answer); TimeoutError after
+        `timeout` s. From async code: `await asyncio.to_thread(emulator.wait_for_call, ...)`."""
+        deadline = time.monotonic() + timeout  # real time: this bounds how long the caller blocks
+        with self._calls_changed:
+            while True:
+                for call in self.calls:
+                    if predicate(call):
+                        return call
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no matching EMR call within {timeout}s; saw {[c.action for c in self.calls]}")
+                self._calls_changed.wait(left)
+
+    def release_hanging(self) -> None:
+        """Answer every hanging request now (503 ServiceUnavailable, as when stopping); later ones hang again."""
+        loop = self._loop
+        if loop is None or self._released is None:
+            return
+        released = self._released
+
+        def swap() -> None:
+            released.set()
+            self._released = asyncio.Event()
+
+        loop.call_soon_threadsafe(swap)
 
     def inject(self, fault: str, *, times: int | None = None, action: str | None = None, seconds: float = 0.0) -> None:
         """Switch a fault on for the next `times` matching requests (None: until cleared).
@@ -1090,11 +1118,14 @@ class EmrEmulator:
         action = route.action if route else headers.get("x-acs-action", "")
         request_id = new_request_id()
         call = RecordedCall(action, req.method, path, req.query, headers, body, _parse_json(body), 0, request_id, None)
-        with self._calls_lock:
+        with self._calls_changed:
             self.calls.append(call)
+            self._calls_changed.notify_all()
 
         answer = await self._answer(req, route, request_id)
-        call.status, call.code, call.request_id = answer.status, answer.code, answer.request_id
+        with self._calls_changed:
+            call.status, call.code, call.request_id = answer.status, answer.code, answer.request_id
+            self._calls_changed.notify_all()
         return web.Response(
             status=answer.status,
             body=answer.body,

@@ -704,6 +704,11 @@ class SlackEmulator:
                 ]
             )
 
+    def all_messages(self, channel: str) -> list[JSON]:
+        """Every message of a channel, thread replies included, oldest first (as currently stored)."""
+        with self._lock:
+            return copy.deepcopy(self._messages.get(channel, []))
+
     def thread(self, channel: str, ts: str) -> list[JSON]:
         """The replies in the thread of message ``ts`` (without the parent), oldest first."""
         with self._lock:

@@ -18,6 +18,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
@@ -41,13 +42,22 @@ MASK = "••••••"
 ABSENT = "—"
 FENCE = "```"
 
-ChangeStatus = Literal["pending", "done", "failed", "unchanged"]
+ChangeStatus = Literal["pending", "done", "failed", "unchanged", "unknown", "awaiting", "rejected"]
 STATUS_MARKS: dict[str, tuple[str, str]] = {
     "pending": ("⏳", "in progress"),
     "done": ("✅", "done"),
     "failed": ("❌", "failed"),
     "unchanged": ("➖", "nothing to change"),
+    "unknown": ("⚠️", "outcome unknown"),
+    "awaiting": ("✋", "waiting for approval"),
+    "rejected": ("🚫", "not applied"),
 }
+
+# Action ids of raybot's buttons: the builders below put them on buttons, commands/ listen for them.
+UNDO_ACTION = "raybot_undo"
+CANCEL_REVERT_ACTION = "raybot_cancel_revert"
+APPROVE_ACTION = "raybot_approve"
+REJECT_ACTION = "raybot_reject"
 
 
 class SlackMessage(NamedTuple):
@@ -362,8 +372,42 @@ def diff_lines(diff: Sequence[DiffEntry]) -> list[str]:
     return [f"{e.path}: {_shown_value(e.path, e.before)} → {_shown_value(e.path, e.after)}" for e in diff]
 
 
-def change_succeeded(alias: str, cluster_id: str, request_id: str | None, diff: Sequence[DiffEntry]) -> SlackMessage:
-    """Thread reply after UpdateRayCluster succeeded: clusterId, requestId and what changed."""
+def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": truncate(text, limits.BUTTON_TEXT_MAX)},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def _actions(*buttons: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "actions", "elements": list(buttons)}
+
+
+def slack_date(epoch: float) -> str:
+    """A time Slack shows in each reader's own time zone (with a UTC fallback)."""
+    fallback = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(epoch)}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def change_succeeded(
+    alias: str,
+    cluster_id: str,
+    request_id: str | None,
+    diff: Sequence[DiffEntry],
+    *,
+    change_id: int | None = None,
+    revert_at: float | None = None,
+    schedule_id: int | None = None,
+) -> SlackMessage:
+    """Thread reply after UpdateRayCluster succeeded: clusterId, requestId, what changed, and Undo.
+
+    With `revert_at` (a temporary resize) it says when raybot reverts it, with a button to cancel that.
+    """
     rid = inline_code(request_id, 64) if request_id else "none"
     text = f"✅ *{_esc(alias, NAME_MAX)}* updated · clusterId {inline_code(cluster_id, 64)} · requestId {rid}"
     blocks = [_section(text)]
@@ -375,7 +419,113 @@ def change_succeeded(alias: str, cluster_id: str, request_id: str | None, diff: 
             blocks.append(_context(_more(len(lines) - shown, "change")))
     else:
         blocks.append(_context("no field changed"))
+    buttons = []
+    if change_id is not None:
+        buttons.append(_button("Undo", UNDO_ACTION, str(change_id)))
+    if revert_at is not None and schedule_id is not None:
+        blocks.append(_context(f"⏲️ Temporary: raybot reverts this change at {slack_date(revert_at)}."))
+        buttons.append(_button("Keep it (cancel the revert)", CANCEL_REVERT_ACTION, str(schedule_id)))
+    if buttons:
+        blocks.append(_actions(*buttons))
     return SlackMessage(_fallback(text), blocks)
+
+
+def cluster_busy(alias: str, user_id: str, summary: str) -> SlackMessage:
+    """Another change holds the cluster: who, and what they are doing."""
+    text = (
+        f"⏳ *{_esc(alias, NAME_MAX)}* is being changed right now by {user(user_id)} "
+        f"({_esc(summary, 300)}). Nothing was sent; try again when it is done."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def refused(reason: str) -> SlackMessage:
+    """A button or step that cannot be taken now; the reason is raybot's own mrkdwn."""
+    text = f"🚫 {truncate(reason, 2000)}"
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def approval_request(
+    requester: str,
+    alias: str,
+    summary: str,
+    reason: str,
+    diff: Sequence[DiffEntry],
+    approval_id: int,
+    expires_at: float,
+) -> SlackMessage:
+    """The root message of a change waiting for a second person: what, why approval, diff, Approve/Reject."""
+    text = (
+        f"✋ {user(requester)} asks to change *{_esc(alias, NAME_MAX)}*: {_esc(summary, 500)}\n"
+        f"Needs approval by someone else who may approve here: {truncate(reason, 800)}"
+    )
+    blocks = [_section(text)]
+    lines = [_pre_line(line) for line in diff_lines(diff)]
+    sections, shown = _pre_sections(lines, max_sections=DIFF_SECTIONS_MAX)
+    blocks += sections
+    if shown < len(lines):
+        blocks.append(_context(_more(len(lines) - shown, "change")))
+    blocks.append(_context(f"The request expires at {slack_date(expires_at)}."))
+    blocks.append(
+        _actions(
+            _button("Approve", APPROVE_ACTION, str(approval_id), "primary"),
+            _button("Reject", REJECT_ACTION, str(approval_id), "danger"),
+        )
+    )
+    return SlackMessage(_fallback(text), blocks)
+
+
+def approval_closed(requester: str, alias: str, summary: str, outcome: str) -> SlackMessage:
+    """The approval request once decided: its buttons are gone and it says what happened."""
+    text = (
+        f"{user(requester)} asked to change *{_esc(alias, NAME_MAX)}*: {_esc(summary, 500)}\n{truncate(outcome, 1500)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def history(alias: str, records: Sequence[Any]) -> SlackMessage:
+    """/ray history: the last changes of a cluster, newest first (`records` are bot.store.ChangeRecord)."""
+    if not records:
+        text = f"No change of *{_esc(alias, NAME_MAX)}* is recorded yet."
+        return SlackMessage(_fallback(text), [_section(text)])
+    head = f"Last {len(records)} change(s) of *{_esc(alias, NAME_MAX)}*, newest first:"
+    marks = {"done": "✅", "failed": "❌", "pending": "⏳", "unknown": "⚠️"}
+    entries = []
+    for record in records:
+        outcome = marks.get(record.outcome, "•") + " " + record.outcome
+        detail = f"requestId {inline_code(record.request_id, 64)}" if record.request_id else ""
+        if record.error_code:
+            detail = f"{inline_code(record.error_code, 100)} " + detail
+        undo = f" (undoes #{record.undo_of})" if record.undo_of else ""
+        entries.append(
+            f"*#{record.id}* {slack_date(record.created_at)} · {user(record.user_id)} · "
+            f"{_esc(record.action, 30)}{undo}: {_esc(record.summary, 300)} · {outcome} {detail}".rstrip()
+        )
+    blocks = [_section(head)]
+    chunk: list[str] = []
+    for entry in entries:
+        if chunk and (len(chunk) >= LIST_ENTRIES_PER_SECTION_MAX or sum(map(len, chunk)) + len(entry) > 2800):
+            blocks.append(_section("\n".join(chunk)))
+            chunk = []
+        chunk.append(entry)
+    blocks.append(_section("\n".join(chunk)))
+    return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
+
+
+def outcome_unknown(alias: str, change_id: int, summary: str, state: str, holds: bool | None) -> SlackMessage:
+    """Told in a change's thread after a restart: raybot stopped between sending the change and its answer."""
+    if holds is None:
+        now = "raybot could not read the cluster to tell."
+    elif holds:
+        now = "The cluster now holds every value this change set: it most likely took effect."
+    else:
+        now = "The cluster does *not* hold the values this change set: it most likely did not take effect."
+    text = (
+        f"⚠️ raybot stopped while applying change #{change_id} to *{_esc(alias, NAME_MAX)}* ({_esc(summary, 300)}): "
+        f"its outcome is unknown. State now: {_esc(state, 200)}. {now} "
+        f"`/ray show {_esc(alias, NAME_MAX)}` has the details."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
 
 
 def change_failed(alias: str, code: str, message: str, request_id: str | None) -> SlackMessage:

@@ -23,6 +23,8 @@ class Invocation:
     thread_ts: str | None = None  # the thread the request came from (mentions, shortcuts); slash commands have none
     response_url: str | None = None
     trigger_id: str | None = None
+    # The same for every delivery of this one request (Slack retries, Socket Mode redelivery): exactly-once key.
+    dedup_key: str | None = None
 
     @classmethod
     def from_slash_command(cls, body: dict[str, Any]) -> Invocation:
@@ -33,16 +35,34 @@ class Invocation:
             team_id=body.get("team_id"),
             response_url=body.get("response_url"),
             trigger_id=body.get("trigger_id"),
+            dedup_key=f"slash:{body.get('team_id')}:{body['trigger_id']}" if body.get("trigger_id") else None,
         )
 
     @classmethod
-    def from_mention(cls, event: dict[str, Any], text: str, team_id: str | None) -> Invocation:
+    def from_block_action(cls, body: dict[str, Any]) -> Invocation:
+        """A button click: answers go to the thread of the message that holds the button."""
+        message = body.get("message") or {}
+        container = body.get("container") or {}
+        return cls(
+            user_id=body["user"]["id"],
+            channel_id=(body.get("channel") or {}).get("id") or container["channel_id"],
+            text="",
+            team_id=(body.get("team") or {}).get("id"),
+            thread_ts=message.get("thread_ts") or container.get("thread_ts") or message.get("ts"),
+            trigger_id=body.get("trigger_id"),
+        )
+
+    @classmethod
+    def from_mention(cls, event: dict[str, Any], text: str, team_id: str | None, event_id: str | None) -> Invocation:
+        # Without an event id, the message itself identifies the request.
+        key = f"event:{event_id}" if event_id else f"mention:{event['channel']}:{event['ts']}"
         return cls(
             user_id=event["user"],
             channel_id=event["channel"],
             text=text,
             team_id=team_id,
             thread_ts=event.get("thread_ts") or event["ts"],
+            dedup_key=key,
         )
 
 

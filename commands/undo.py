@@ -1,0 +1,56 @@
+"""The Undo button on a change's thread answer (action `undo`): put the changed fields back.
+
+By read-modify-write, and only if those fields still hold what the change set
+(bot.emr.changes.revert_plan); otherwise the conflict is explained and nothing is sent.
+A double click cannot undo twice: the second click finds, under the cluster's lock,
+that the change is already undone.
+"""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.dispatch import CommandContext, serve
+from bot.errors import ActionRefused
+from bot.flow import ChangeRequest, run_change
+from bot.replay import undo_replay
+from bot.services import Services
+from bot.slack.blocks import UNDO_ACTION
+from bot.slack.conversation import Invocation
+
+
+async def undo(ctx: CommandContext, change_id: int) -> None:
+    services = ctx.services
+    record = await services.store.get_change(change_id)
+    if record is None or record.channel_id != ctx.invocation.channel_id:
+        raise ActionRefused(f"change #{change_id} was not made in this channel; nothing to undo here")
+    if record.outcome != "done":
+        raise ActionRefused(f"change #{change_id} was not applied ({record.outcome}), so there is nothing to undo")
+    target = services.cluster(ctx.subject, record.alias)
+    if target.cluster_id != record.cluster_id:
+        raise ActionRefused(f"`{record.alias}` points at another cluster now; undo change #{change_id} by hand")
+
+    async def not_undone_yet() -> None:
+        for later in await services.store.history(record.alias, 50):
+            if later.undo_of == change_id and later.outcome in ("done", "pending"):
+                raise ActionRefused(f"change #{change_id} is already undone (change #{later.id} by <@{later.user_id}>)")
+
+    await run_change(
+        ctx,
+        ChangeRequest(
+            alias=record.alias,
+            action="undo",
+            summary=f"undo #{change_id} ({record.summary})",
+            replay=undo_replay(change_id),
+            undo_of=change_id,
+            precheck=not_undone_yet,
+        ),
+    )
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    @app.action(UNDO_ACTION)
+    async def on_undo(ack, body):  # noqa: ANN001 - Bolt injects by name
+        await ack()
+        change_id = int(body["actions"][0]["value"])
+        await serve(services, Invocation.from_block_action(body), lambda ctx: undo(ctx, change_id))

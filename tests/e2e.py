@@ -1,0 +1,164 @@
+"""Shared plumbing of the end-to-end tests: what raybot is started with, and how a test talks to it as Slack
+would and watches what it did (only the calls made during the current test; see `mark`)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+
+import httpx
+from slack_sdk.web.async_client import AsyncWebClient
+
+from tests import e2e_world as world
+from tests.harness import SIGNING_SECRET, clean_env, signed_headers
+
+
+def raybot_env(directory: Path, slack, emr, **extra: str) -> dict[str, str]:
+    """The environment of an HTTP-mode `raybot serve` wired to both emulators, with its own config and database."""
+    config = directory / "raybot.yaml"
+    config.write_text(world.CONFIG)
+    return clean_env(
+        SLACK_BOT_TOKEN=world.BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        RAYBOT_CONFIG=str(config),
+        RAYBOT_DATABASE=str(directory / "raybot.db"),
+        RAYBOT_HTTP_HOST="127.0.0.1",
+        RAYBOT_HTTP_PORT="0",
+        RAYBOT_SLACK_API_URL=slack.api_url,
+        RAYBOT_EMR_ENDPOINT=emr.url,
+        **extra,
+    )
+
+
+def mark(emr, slack) -> None:
+    """From here on, the helpers below see only new calls."""
+    MARKS["emr"], MARKS["slack"] = len(emr.calls), len(slack.calls)
+
+
+MARKS = {"emr": 0, "slack": 0}
+
+
+def new_emr_calls(emr, action=None):
+    return [c for c in emr.calls[MARKS["emr"] :] if action is None or c.action == action]
+
+
+async def wait_new(slack, predicate, timeout=5.0):
+    """The first Slack call made during this test that matches `predicate`."""
+    earlier = {id(c) for c in slack.calls[: MARKS["slack"]]}
+    return await slack.wait_for(lambda c: id(c) not in earlier and predicate(c), timeout)
+
+
+async def send(http, raybot, slack, text, *, user=world.ONCALL_USER, channel=world.ONCALL_CHANNEL):
+    """Post `/ray <text>` signed as Slack; returns (HTTP response, the command's response_url)."""
+    payload = slack.slash_command_payload("/ray", text, user_id=user, channel_id=channel)
+    body = urllib.parse.urlencode(payload)
+    response = await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))
+    return response, payload["response_url"]
+
+
+async def ephemeral_reply(slack, response_url, timeout=5.0):
+    call = await slack.wait_for(lambda c: c.method == "response_url" and c.url == response_url, timeout)
+    return call.args
+
+
+def text_of(message: dict) -> str:
+    return message.get("text", "") + json.dumps(message.get("blocks") or [], ensure_ascii=False)
+
+
+def updates_of(emr, cluster_id=world.PROD):
+    return [c for c in new_emr_calls(emr, "UpdateRayCluster") if c.path.endswith("/" + cluster_id)]
+
+
+async def post_json_signed(http, raybot, payload: dict) -> httpx.Response:
+    body = json.dumps(payload)
+    headers = signed_headers(body) | {"Content-Type": "application/json"}
+    return await http.post(f"{raybot.url}/slack/events", content=body, headers=headers)
+
+
+async def post_interaction(http, raybot, payload: dict) -> httpx.Response:
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+    return await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))
+
+
+def mention_event(text: str, *, user: str, channel: str, ts: str, thread_ts: str | None = None) -> dict:
+    event = {"type": "app_mention", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return {
+        "token": "unused",
+        "team_id": "T0TEAM",
+        "api_app_id": "A0RAYBOT",
+        "event": event,
+        "type": "event_callback",
+        "event_id": f"Ev{ts.replace('.', '')}",
+        "event_time": int(float(ts)),
+        "authorizations": [{"team_id": "T0TEAM", "user_id": "U0RAYBOT", "is_bot": True}],
+    }
+
+
+async def post_as_someone(slack, channel: str, text: str, thread_ts: str | None = None) -> str:
+    """A message in the emulated channel (an alert, a person's mention); returns its ts."""
+    client = AsyncWebClient(token=world.BOT_TOKEN, base_url=slack.api_url)
+    response = await client.chat_postMessage(channel=channel, text=text, thread_ts=thread_ts)
+    return response["ts"]
+
+
+def button_payload(slack, message: dict, channel: str, action_id: str, *, user: str, value: str | None = None) -> dict:
+    """The block_actions payload Slack sends when `user` clicks the button `action_id` of `message`."""
+    button = next(
+        element
+        for block in message.get("blocks") or []
+        if block.get("type") == "actions"
+        for element in block["elements"]
+        if element.get("action_id") == action_id and (value is None or element.get("value") == value)
+    )
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "team_id": "T0TEAM"},
+        "api_app_id": "A0RAYBOT",
+        "token": "unused",
+        "container": {
+            "type": "message",
+            "message_ts": message["ts"],
+            "channel_id": channel,
+            "is_ephemeral": False,
+            **({"thread_ts": message["thread_ts"]} if message.get("thread_ts") else {}),
+        },
+        "trigger_id": slack.new_trigger_id(user=user),
+        "team": {"id": "T0TEAM", "domain": "example"},
+        "channel": {"id": channel, "name": "incident"},
+        "message": message,
+        "response_url": slack.new_response_url(channel=channel, user=user, message_ts=message["ts"]),
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "raybot",
+                "text": button["text"],
+                "value": button["value"],
+                "type": "button",
+                "action_ts": "1732600999.000100",
+            }
+        ],
+    }
+
+
+def message_with(slack, channel: str, action_id: str) -> dict:
+    """The newest message in `channel` (threads included) holding a button `action_id`."""
+    found = [
+        m
+        for m in slack.all_messages(channel)
+        if any(
+            e.get("action_id") == action_id
+            for b in m.get("blocks") or []
+            if b.get("type") == "actions"
+            for e in b["elements"]
+        )
+    ]
+    return found[-1]
+
+
+async def post_form(http: httpx.AsyncClient, raybot, payload: dict) -> httpx.Response:
+    """A slash command payload (form fields) posted signed, as Slack posts it."""
+    body = urllib.parse.urlencode(payload)
+    return await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))

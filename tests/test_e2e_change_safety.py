@@ -1,0 +1,213 @@
+"""Change safety end to end, against a real `raybot serve`: the audit log across a crash, exactly-once
+applies, per-cluster locks, Undo, and the two-person rule."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import httpx
+import pytest
+
+from bot.slack.blocks import APPROVE_ACTION, UNDO_ACTION
+from tests import e2e_world as world
+from tests.e2e import (
+    button_payload,
+    ephemeral_reply,
+    mark,
+    message_with,
+    new_emr_calls,
+    post_form,
+    post_interaction,
+    raybot_env,
+    send,
+    text_of,
+    updates_of,
+    wait_new,
+)
+from tests.harness import start_raybot
+
+FLEET = "ray-9w2n4b6c8d0fgh1j"
+
+
+@pytest.fixture(scope="module")
+def emr():
+    with world.emr_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def slack():
+    with world.slack_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def env(emr, slack, tmp_path_factory):
+    return raybot_env(
+        tmp_path_factory.mktemp("raybot"), slack, emr, RAYBOT_EMR_DEADLINE_SECONDS="8", RAYBOT_LOCK_WAIT_SECONDS="2"
+    )
+
+
+@pytest.fixture(scope="module")
+def raybot(env):
+    process = start_raybot(env)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_clusters(emr, slack):
+    emr.clear_faults()
+    emr.release_hanging()
+    emr.seed(copy.deepcopy(world.SEED))
+    mark(emr, slack)
+    yield
+    emr.clear_faults()
+    emr.release_hanging()
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        yield client
+
+
+def done_updates(slack):
+    return lambda c: c.method == "chat.update" and "✅" in c.args.get("text", "")
+
+
+async def wait_emr(emr, predicate, timeout=5.0):
+    return await asyncio.to_thread(emr.wait_for_call, predicate, timeout)
+
+
+async def test_duplicated_slash_command_makes_one_cloud_call(http, raybot, slack, emr):
+    payload = slack.slash_command_payload(
+        "/ray", "resize prod WorkerGroup1=3", user_id=world.ONCALL_USER, channel_id=world.ONCALL_CHANNEL
+    )
+    first, second = await asyncio.gather(post_form(http, raybot, payload), post_form(http, raybot, payload))
+    assert first.status_code == second.status_code == 200
+    await wait_new(slack, done_updates(slack))
+    # A later command is answered only after the duplicate was seen: by then a second change would show.
+    _, url = await send(http, raybot, slack, "history prod 5")
+    history = text_of(await ephemeral_reply(slack, url))
+    assert len(updates_of(emr)) == 1
+    assert history.count("WorkerGroup1 replicas → 3") == 1
+
+
+async def test_parallel_resizes_of_one_cluster_are_serialized_and_none_lost(http, raybot, slack, emr):
+    emr.inject("latency", action="GetRayCluster", seconds=0.2)
+    await asyncio.gather(
+        send(http, raybot, slack, "resize prod WorkerGroup1=3"),
+        send(http, raybot, slack, "resize prod WorkerGroup2=5", user=world.LEAD),
+    )
+    await wait_new(
+        slack,
+        lambda c: c.method == "chat.update" and "WorkerGroup1" in c.args.get("text", "") and "✅" in c.args["text"],
+    )
+    await wait_new(
+        slack,
+        lambda c: c.method == "chat.update" and "WorkerGroup2" in c.args.get("text", "") and "✅" in c.args["text"],
+    )
+    order = [c.action for c in new_emr_calls(emr) if c.path.endswith(world.PROD)]
+    assert order == ["GetRayCluster", "UpdateRayCluster", "GetRayCluster", "UpdateRayCluster"]
+    groups = emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"]
+    assert [g["replica"] for g in groups] == [3, 5]  # the second read saw the first change: nothing lost
+
+
+async def test_changes_to_two_clusters_do_not_wait_for_each_other(http, raybot, slack, emr):
+    emr.inject("hang", action="GetRayCluster", times=1)
+    await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    await wait_emr(emr, lambda c: c.action == "GetRayCluster" and c.path.endswith(world.PROD) and c.status == 0)
+    await send(http, raybot, slack, "resize fleet group-01=3")
+    await wait_new(
+        slack, lambda c: c.method == "chat.update" and "fleet" in c.args.get("text", "") and "✅" in c.args["text"]
+    )
+    assert updates_of(emr, world.PROD) == []  # prod is still waiting for its read
+
+
+async def test_a_second_change_to_a_held_cluster_is_told_who_holds_it(http, raybot, slack, emr):
+    emr.inject("hang", action="GetRayCluster", times=1)
+    await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    await wait_emr(emr, lambda c: c.action == "GetRayCluster" and c.status == 0)
+    _, url = await send(http, raybot, slack, "resize prod WorkerGroup2=2", user=world.LEAD)
+    reply = await ephemeral_reply(slack, url, timeout=10)
+    assert "being changed right now" in reply["text"]
+    assert f"<@{world.ONCALL_USER}>" in reply["text"]
+    assert updates_of(emr) == []
+
+
+async def test_undo_puts_the_changed_fields_back(http, raybot, slack, emr):
+    await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    await wait_new(slack, done_updates(slack))
+    answer = message_with(slack, world.ONCALL_CHANNEL, UNDO_ACTION)
+    response = await post_interaction(
+        http, raybot, button_payload(slack, answer, world.ONCALL_CHANNEL, UNDO_ACTION, user=world.ONCALL_USER)
+    )
+    assert response.status_code == 200
+    await wait_new(
+        slack, lambda c: c.method == "chat.update" and "undo" in c.args.get("text", "") and "✅" in c.args["text"]
+    )
+    first, undo = updates_of(emr)
+    assert undo.json["workerSpec"][0]["replica"] == 2
+    assert undo.json["workerSpec"][1] == first.json["workerSpec"][1]
+
+
+async def test_undo_after_a_conflicting_change_explains_and_changes_nothing(http, raybot, slack, emr):
+    await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    await wait_new(slack, done_updates(slack))
+    changed = emr.cluster(world.WORKSPACE, world.PROD) | {"workspaceId": world.WORKSPACE}
+    changed["workerSpec"][0]["replica"] = 4  # someone else resized it since
+    emr.seed([changed])
+    answer = message_with(slack, world.ONCALL_CHANNEL, UNDO_ACTION)
+    await post_interaction(
+        http, raybot, button_payload(slack, answer, world.ONCALL_CHANNEL, UNDO_ACTION, user=world.ONCALL_USER)
+    )
+    note = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
+    assert "changed since" in text_of(note.args) and "it is now 4" in text_of(note.args)
+    assert len(updates_of(emr)) == 1
+
+
+async def test_approval_refused_to_the_requester_and_applied_once_on_a_double_click(http, raybot, slack, emr):
+    await send(http, raybot, slack, "resize fleet group-01 replicas=21 max=21")
+    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+    assert updates_of(emr, FLEET) == []
+    message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
+
+    await post_interaction(
+        http, raybot, button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.ONCALL_USER)
+    )
+    refused = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
+    assert "someone else" in text_of(refused.args)
+
+    click = button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.LEAD)
+    await asyncio.gather(post_interaction(http, raybot, click), post_interaction(http, raybot, click))
+    await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""), timeout=10)
+    [update] = updates_of(emr, FLEET)
+    assert update.json["workerSpec"][0]["replica"] == 21
+    assert request.args["channel"] == world.ONCALL_CHANNEL
+
+
+async def test_killed_between_the_audit_writes_is_reported_on_restart(http, env, slack, emr, tmp_path):
+    crash_env = env | {"RAYBOT_DATABASE": str(tmp_path / "crash.db")}
+    first = start_raybot(crash_env)
+    try:
+        emr.inject("hang", action="UpdateRayCluster")
+        await send(http, first, slack, "resize prod WorkerGroup1=3")
+        await wait_emr(emr, lambda c: c.action == "UpdateRayCluster" and c.status == 0)
+        root = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "⏳" in c.args.get("text", ""))
+        first.proc.kill()  # no chance to write the outcome
+    finally:
+        first.stop()
+    emr.clear_faults()
+    emr.release_hanging()  # the hanging update is answered 503: it did not take effect
+    second = start_raybot(crash_env)
+    try:
+        told = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "outcome is unknown" in c.args.get("text", "")
+        )
+        assert told.args["thread_ts"] == root.response["ts"]
+        assert "did not take effect" in told.args["text"]
+        await wait_new(slack, lambda c: c.method == "chat.update" and "⚠️" in c.args.get("text", ""))
+    finally:
+        second.stop()
