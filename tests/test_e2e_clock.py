@@ -1,0 +1,149 @@
+"""What depends on time passing, with raybot run in this process so its clock can be injected: a temporary
+resize that expires while raybot is stopped is reverted after it starts; an approval that expired is refused.
+
+raybot still serves real HTTP on loopback and talks to both emulators over sockets; only its clock is fake.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from bot.config import load_config
+from bot.server import running_services, start_http
+from bot.settings import load_settings
+from bot.slack.blocks import APPROVE_ACTION, CANCEL_REVERT_ACTION
+from tests import e2e_world as world
+from tests.e2e import (
+    button_payload,
+    ephemeral_reply,
+    mark,
+    message_with,
+    post_interaction,
+    raybot_env,
+    send,
+    text_of,
+    updates_of,
+    wait_new,
+)
+from tests.harness import AK_ID, AK_SECRET
+
+FLEET = "ray-9w2n4b6c8d0fgh1j"
+HOUR = 3600.0
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class InProcessRaybot:
+    url: str
+
+
+@asynccontextmanager
+async def raybot(env: dict[str, str], clock: FakeClock):
+    """`raybot serve` in HTTP mode inside the test's event loop, with `clock` as its wall clock."""
+    settings = load_settings(env)
+    async with running_services(settings, load_config(settings.config_path), clock=clock) as (_, app):
+        runner, url = await start_http(app, "127.0.0.1", 0)
+        process = InProcessRaybot()
+        process.url = url
+        try:
+            yield process
+        finally:
+            await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def emr():
+    with world.emr_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def slack():
+    with world.slack_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def env(emr, slack, tmp_path, monkeypatch):
+    # In this process the credentials chain reads this process's environment.
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+    emr.seed(copy.deepcopy(world.SEED))
+    mark(emr, slack)
+    return raybot_env(tmp_path, slack, emr)
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        yield client
+
+
+async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(http, env, slack, emr):
+    clock = FakeClock(1_800_000_000.0)
+    async with raybot(env, clock) as first:
+        await send(http, first, slack, "resize prod WorkerGroup1=3 for 1h")
+        done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+        assert "reverts this change" in text_of(done.args)
+        assert CANCEL_REVERT_ACTION in text_of(done.args)
+    assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3]
+
+    clock.now += 2 * HOUR  # raybot was stopped while the resize expired
+    async with raybot(env, clock):
+        reverted = await wait_new(
+            slack,
+            lambda c: c.method == "chat.update" and "revert #" in c.args.get("text", "") and "✅" in c.args["text"],
+        )
+        assert reverted.args["channel"] == world.ONCALL_CHANNEL
+    assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3, 2]
+    thread = slack.thread(world.ONCALL_CHANNEL, done.args["thread_ts"])
+    assert any("revert #" in m["text"] for m in thread)  # a change of its own, in the same thread
+
+
+async def test_keep_it_cancels_the_automatic_revert(http, env, slack, emr):
+    clock = FakeClock(1_800_000_000.0)
+    async with raybot(env, clock) as first:
+        await send(http, first, slack, "resize prod WorkerGroup1=3 for 1h")
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+        answer = message_with(slack, world.ONCALL_CHANNEL, CANCEL_REVERT_ACTION)
+        await post_interaction(
+            http,
+            first,
+            button_payload(slack, answer, world.ONCALL_CHANNEL, CANCEL_REVERT_ACTION, user=world.ONCALL_USER),
+        )
+        await wait_new(
+            slack,
+            lambda c: c.method == "chat.postMessage" and "cancelled the automatic revert" in c.args.get("text", ""),
+        )
+    clock.now += 2 * HOUR
+    async with raybot(env, clock) as second:
+        _, url = await send(http, second, slack, "history prod")  # answered after the scheduler's first pass
+        await ephemeral_reply(slack, url)
+    assert len(updates_of(emr)) == 1
+
+
+async def test_approval_after_expiry_is_refused(http, env, slack, emr):
+    clock = FakeClock(1_800_000_000.0)
+    async with raybot(env, clock) as bot:
+        await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
+        clock.now += 31 * 60
+        await post_interaction(
+            http, bot, button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.LEAD)
+        )
+        refused = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
+        assert "expired" in text_of(refused.args)
+        closed = await wait_new(slack, lambda c: c.method == "chat.update" and "expired" in c.args.get("text", ""))
+        assert "actions" not in text_of(closed.args)  # the buttons are gone
+    assert updates_of(emr, FLEET) == []
