@@ -13,6 +13,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 import commands.approve
 import commands.autoscale
 import commands.cancel_revert
+import commands.edit
 import commands.help
 import commands.history
 import commands.list
@@ -38,6 +39,7 @@ COMMAND_MODULES = (
     commands.resize,
     commands.autoscale,
     commands.history,
+    commands.edit,
     commands.undo,
     commands.approve,
     commands.cancel_revert,

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from slack_sdk.errors import SlackApiError
 
@@ -25,7 +25,7 @@ from bot.config import ClusterTarget
 from bot.dispatch import CommandContext, describe_error
 from bot.emr.changes import Plan, redact_secrets
 from bot.emr.errors import EmrError
-from bot.emr.models import ClusterFields
+from bot.emr.models import ClusterFields, RayCluster
 from bot.errors import ClusterBusy, Denied
 from bot.permissions import check_change
 from bot.replay import planner
@@ -50,29 +50,37 @@ class ChangeRequest:
     duration_seconds: int | None = None  # a temporary resize: reverted by itself after this long
     # Checked under the cluster's lock before the read (e.g. "already undone"); raises to refuse.
     precheck: Callable[[], Awaitable[None]] | None = None
+    # Checked on the cluster as read, before planning (e.g. a modal's draft gone stale); raises to refuse.
+    check_read: Callable[[RayCluster], None] | None = None
+
+
+# What became of a request: applied (or failed, or unknown), waiting for approval, nothing to do, a duplicate.
+Outcome = Literal["done", "failed", "unknown", "awaiting_approval", "unchanged", "duplicate"]
 
 
 def cluster_key(target: ClusterTarget) -> str:
     return f"{target.region}/{target.workspace}/{target.cluster_id}"
 
 
-async def run_change(ctx: CommandContext, request: ChangeRequest) -> None:
+async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
     """Apply `request` by read-modify-write under the cluster's lock, answering in a thread of the channel."""
     services, subject = ctx.services, ctx.subject
     target = services.cluster(subject, request.alias)
     services.require(subject, request.action, request.alias)
     if request.dedup_key is not None and not await services.store.claim(request.dedup_key):
         log.info("duplicate delivery ignored", extra={"key": request.dedup_key, "cluster": request.alias})
-        return
+        return "duplicate"
     make_plan = await planner(services.store, request.replay)
     async with hold(services, target, subject.user_id, request.summary):
         if request.precheck is not None:
             await request.precheck()
         cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        if request.check_read is not None:
+            request.check_read(cluster)
         result = make_plan(cluster)
         if not result.changed or result.body is None:
             await ctx.replies.ephemeral(*blocks.nothing_to_change(request.alias, request.summary))
-            return
+            return "unchanged"
         before = cluster.editable()
         decision = check_change(
             services.config, subject, request.action, request.alias, ClusterFields.model_validate(before), result.body
@@ -83,11 +91,11 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> None:
             from bot.approvals import request_approval  # approvals build on this module
 
             await request_approval(ctx, request, target, before, result, decision)
-            return
+            return "awaiting_approval"
         thread = await ctx.replies.open_thread(
             *blocks.change_root(subject.user_id, request.alias, request.summary, "pending")
         )
-        await apply_plan(
+        record = await apply_plan(
             services,
             Applying(
                 thread=thread,
@@ -103,6 +111,7 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> None:
             before,
             result,
         )
+    return record.outcome  # type: ignore[return-value]
 
 
 @asynccontextmanager

@@ -69,6 +69,14 @@ class Resize:
 
 
 @dataclass(frozen=True)
+class Edit:
+    """Open the modal editor of a cluster (from a mention: a button that opens it)."""
+
+    cluster: str
+    action: ClassVar[str | None] = "edit"
+
+
+@dataclass(frozen=True)
 class History:
     cluster: str
     limit: int = 10
@@ -83,7 +91,7 @@ class Autoscale:
     action: ClassVar[str | None] = "autoscale"
 
 
-Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale | History
+Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale | History | Edit
 
 HISTORY_MAX = 50
 DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -205,6 +213,12 @@ def _parse_resize(args: Sequence[str]) -> Resize:
     return Resize(cluster, (_resize_keywords(rest[0], rest[1:]),), duration)
 
 
+def _parse_edit(args: Sequence[str]) -> Edit:
+    cluster = _cluster(args, "edit")
+    _no_more(args[1:])
+    return Edit(cluster)
+
+
 def _parse_history(args: Sequence[str]) -> History:
     cluster = _cluster(args, "history")
     rest = args[1:]
@@ -308,6 +322,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             (("autoscale <cluster> on|off [idle=<seconds>]", "switch head autoscaling, optionally its idle timeout"),),
             _parse_autoscale,
         ),
+        Subcommand("edit", (("edit <cluster>", "edit every field of the cluster in a dialog"),), _parse_edit),
         Subcommand("history", (("history <cluster> [<n>]", "the last n changes (default 10)"),), _parse_history),
     )
 }

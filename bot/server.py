@@ -24,7 +24,7 @@ from bot.app import build_app
 from bot.config import Config
 from bot.dispatch import CommandRouter
 from bot.emr.client import EmrClient
-from bot.emr.credentials import DefaultCredentials
+from bot.emr.credentials import CredentialsProvider, DefaultCredentials
 from bot.scheduler import reconcile, run_scheduler
 from bot.services import Services, UsergroupDirectory
 from bot.settings import Settings
@@ -54,7 +54,11 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 
 @asynccontextmanager
 async def running_services(
-    settings: Settings, config: Config, *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    credentials: CredentialsProvider | None = None,
 ) -> AsyncIterator[tuple[Services, AsyncApp]]:
     """Build everything the app needs, check the Slack token, reconcile what a previous process left
     unfinished, start the scheduler, and close it all on exit."""
@@ -69,7 +73,7 @@ async def running_services(
     except OSError as error:
         raise StartupError(f"cannot reach Slack at {settings.slack_api_url}: {error}") from None
     emr = EmrClient(
-        DefaultCredentials(),
+        credentials or DefaultCredentials(),
         region=config.region or "cn-hangzhou",
         endpoint=settings.emr_endpoint,
         deadline=settings.emr_deadline_seconds,

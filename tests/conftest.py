@@ -2,6 +2,10 @@ import os
 
 import pytest
 
+# alibabacloud-credentials reads this when it is imported: it must be set before any test imports it, or its
+# default chain may try the ECS metadata service, which is not on loopback.
+os.environ["ALIBABA_CLOUD_ECS_METADATA_DISABLED"] = "true"
+
 from tests.harness import PROXY_VARS
 
 

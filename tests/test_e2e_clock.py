@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bot.config import load_config
+from bot.emr.credentials import StaticCredentials
 from bot.server import running_services, start_http
 from bot.settings import load_settings
 from bot.slack.blocks import APPROVE_ACTION, CANCEL_REVERT_ACTION
@@ -51,7 +52,11 @@ class InProcessRaybot:
 async def raybot(env: dict[str, str], clock: FakeClock):
     """`raybot serve` in HTTP mode inside the test's event loop, with `clock` as its wall clock."""
     settings = load_settings(env)
-    async with running_services(settings, load_config(settings.config_path), clock=clock) as (_, app):
+    credentials = StaticCredentials(AK_ID, AK_SECRET)  # never the default chain in-process: it may ask ECS metadata
+    async with running_services(settings, load_config(settings.config_path), clock=clock, credentials=credentials) as (
+        _,
+        app,
+    ):
         runner, url = await start_http(app, "127.0.0.1", 0)
         process = InProcessRaybot()
         process.url = url
@@ -74,10 +79,7 @@ def slack():
 
 
 @pytest.fixture
-def env(emr, slack, tmp_path, monkeypatch):
-    # In this process the credentials chain reads this process's environment.
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+def env(emr, slack, tmp_path):
     emr.seed(copy.deepcopy(world.SEED))
     mark(emr, slack)
     return raybot_env(tmp_path, slack, emr)

@@ -1,0 +1,427 @@
+"""/ray edit <cluster> (action `edit`): the whole UpdateRayCluster request in a modal.
+
+    /ray edit prod   views.open("Loading…") with the trigger at once → GetRayCluster → views.update(overview)
+    @raybot edit     (no trigger_id in mentions) an ephemeral button that opens the same editor
+    overview         pick a group → views.push(group editor); Add group → push; Remove group… → update
+    Review           inline errors, or push the confirmation (diff before → after, Apply)
+    Apply            the result goes to the channel (and thread) the editor was opened from, like a quick
+                     change; if the cluster changed since the editor opened, nothing is sent: the modal shows
+                     what changed and "Review again" shows the edit on the cluster as it is now
+
+The draft lives in the store; the views carry only its key. Permission is asked again on every
+submission and on Apply, for the channel the draft carries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot.dispatch import CommandContext, describe_error, report, serve
+from bot.emr.changes import ChangeError, DiffEntry
+from bot.emr.errors import EmrError
+from bot.emr.models import ClusterFields, RayCluster
+from bot.errors import ActionRefused
+from bot.flow import ChangeRequest, run_change
+from bot.grammar import Edit
+from bot.permissions import check_change, visible_aliases
+from bot.replay import changes_replay
+from bot.services import Services
+from bot.slack import blocks, modals, mrkdwn
+from bot.slack.conversation import Invocation, Replies
+
+log = logging.getLogger("raybot.edit")
+
+OPEN_EDITOR_ACTION = "raybot_edit_open"
+DRAFT_TTL_SECONDS = 3600.0
+STALE_MESSAGE = "the editor was open too long or raybot restarted: open it again"
+
+
+class StaleDraft(Exception):
+    """The cluster changed since the editor opened: nothing is sent; the modal shows what changed."""
+
+    def __init__(self, fresh: RayCluster, entries: list[DiffEntry]) -> None:
+        self.fresh = fresh
+        self.entries = entries
+        super().__init__("the cluster changed since the editor opened")
+
+
+# --- drafts ----------------------------------------------------------------------------------------------------------
+
+
+async def save(services: Services, draft: modals.Draft) -> None:
+    await services.store.put_draft(
+        draft.model_dump(mode="json"), user_id=draft.user_id, key=draft.key, ttl=DRAFT_TTL_SECONDS
+    )
+
+
+async def load(services: Services, key: str, user_id: str) -> modals.Draft:
+    data = await services.store.get_draft(key)
+    if data is None:
+        raise ActionRefused(STALE_MESSAGE)
+    draft = modals.Draft.model_validate(data)
+    if draft.user_id != user_id:
+        raise ActionRefused("this editor belongs to someone else")
+    return draft
+
+
+# --- opening ---------------------------------------------------------------------------------------------------------
+
+
+async def open_editor(
+    services: Services, *, user_id: str, channel_id: str, thread_ts: str | None, alias: str, trigger_id: str
+) -> None:
+    """Open the loading modal at once (the trigger is single use and lives 3 s), then fill it."""
+    opened = await services.slack.views_open(trigger_id=trigger_id, view=modals.loading_view(alias))
+    await fill_editor(
+        services,
+        view_id=opened["view"]["id"],
+        user_id=user_id,
+        channel_id=channel_id,
+        thread_ts=thread_ts,
+        alias=alias,
+    )
+
+
+async def fill_editor(
+    services: Services, *, view_id: str, user_id: str, channel_id: str, thread_ts: str | None, alias: str
+) -> None:
+    """Read the cluster and turn the loading modal into the editor (or into a readable error)."""
+    try:
+        subject = await services.subject(user_id, channel_id)
+        target = services.cluster(subject, alias)
+        services.require(subject, "edit", alias)
+        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+    except EmrError as error:
+        view = modals.error_view(alias, error.code, error.message, error.request_id)
+    except Exception as error:  # noqa: BLE001 - every failure ends in the modal, never in a spinner
+        view = modals.result_view(alias, describe_error(error)[0], failed=True)
+    else:
+        draft = modals.new_draft(alias, cluster, channel_id=channel_id, thread_ts=thread_ts, user_id=user_id)
+        await save(services, draft)
+        view = modals.overview_view(draft)
+    await services.slack.views_update(view_id=view_id, view=view)
+
+
+async def handle(command: Edit, ctx: CommandContext) -> None:
+    services, inv = ctx.services, ctx.invocation
+    services.cluster(ctx.subject, command.cluster)
+    services.require(ctx.subject, "edit", command.cluster)
+    if inv.trigger_id is None:
+        # A mention carries no trigger_id, and only a trigger opens a modal: a button gives one.
+        value = json.dumps({"alias": command.cluster, "thread_ts": inv.thread_ts})
+        text = f"Open the editor of *{command.cluster}*; the result is posted in this thread."
+        button = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": f"Edit {command.cluster}"[:75]},
+            "action_id": OPEN_EDITOR_ACTION,
+            "value": value,
+            "style": "primary",
+        }
+        await ctx.replies.ephemeral(text, [*blocks.hint(text), {"type": "actions", "elements": [button]}])
+        return
+    await open_editor(
+        services,
+        user_id=inv.user_id,
+        channel_id=inv.channel_id,
+        thread_ts=inv.thread_ts,
+        alias=command.cluster,
+        trigger_id=inv.trigger_id,
+    )
+
+
+async def open_from_shortcut(services: Services, body: dict[str, Any]) -> None:
+    """The message shortcut: the editor (or a cluster picker first); results go to the message's thread."""
+    message = body.get("message") or {}
+    user_id, channel_id = body["user"]["id"], body["channel"]["id"]
+    thread_ts = message.get("thread_ts") or message.get("ts")
+    invocation = Invocation(user_id=user_id, channel_id=channel_id, text="", thread_ts=thread_ts)
+    try:
+        subject = await services.subject(user_id, channel_id)
+        aliases = visible_aliases(services.config, subject, "edit")
+        if not aliases:
+            services.require(subject, "edit")  # raises Denied with the reason
+        if len(aliases) == 1:
+            await open_editor(
+                services,
+                user_id=user_id,
+                channel_id=channel_id,
+                thread_ts=thread_ts,
+                alias=aliases[0],
+                trigger_id=body["trigger_id"],
+            )
+            return
+        key = await services.store.put_draft(
+            {"picking": True, "channel_id": channel_id, "thread_ts": thread_ts, "aliases": aliases},
+            user_id=user_id,
+            ttl=DRAFT_TTL_SECONDS,
+        )
+        await services.slack.views_open(trigger_id=body["trigger_id"], view=modals.picker_view(aliases, key))
+    except Exception as error:  # noqa: BLE001 - told to the person in the thread
+        await report(Replies(services.slack, invocation), error)
+
+
+# --- submissions and actions inside the modal ---------------------------------------------------------------------
+
+
+def _errors(errors: dict[str, str]) -> dict[str, Any]:
+    return {"response_action": "errors", "errors": errors}
+
+
+def _update(view: dict[str, Any]) -> dict[str, Any]:
+    return {"response_action": "update", "view": view}
+
+
+async def _limits(services: Services, draft: modals.Draft, edited: dict[str, Any]) -> list[str]:
+    """The policy on this edit, asked again now: raises Denied when `edit` is gone; returns limit violations."""
+    subject = await services.subject(draft.user_id, draft.channel_id)
+    services.require(subject, "edit", draft.alias)
+    decision = check_change(
+        services.config,
+        subject,
+        "edit",
+        draft.alias,
+        ClusterFields.model_validate(draft.original),
+        ClusterFields.model_validate(edited),
+    )
+    return [] if decision.allowed else [decision.reason]
+
+
+async def submit_overview(services: Services, view: dict[str, Any], user_id: str) -> dict[str, Any]:
+    draft = await load(services, view["private_metadata"], user_id)
+    result = modals.parse_overview(view["state"]["values"], draft)
+    if not result.ok:
+        return _errors(result.errors)
+    violations = await _limits(services, draft, result.edited or {})
+    if violations:
+        return _errors(modals.role_limit_errors(violations))
+    draft = draft.model_copy(update={"edited": result.edited})
+    try:
+        entries = modals.review_diff(draft)
+    except ChangeError as error:
+        return _errors({modals.BLOCK_GROUPS: mrkdwn.escape(str(error))[:1000]})
+    await save(services, draft)
+    return {"response_action": "push", "view": modals.confirm_view(draft, entries)}
+
+
+async def submit_group(services: Services, view: dict[str, Any], user_id: str) -> tuple[dict[str, Any], Any]:
+    """Save a group: errors, or a plain ack (pops the editor) plus the overview to update underneath."""
+    draft = await load(services, view["private_metadata"], user_id)
+    try:
+        name = modals.group_target(view, draft)
+    except modals.UnknownGroupError as error:
+        return _errors({modals.BLOCK_GROUP_NAME: str(error)}), None
+    result = modals.parse_group(view["state"]["values"], draft, name)
+    if not result.ok:
+        return _errors(result.errors), None
+    violations = await _limits(services, draft, result.edited or {})
+    if violations and not result.removed:
+        return _errors(modals.role_limit_errors(violations, group_name=name or "new")), None
+    draft = draft.model_copy(update={"edited": result.edited})
+    await save(services, draft)
+    return {}, modals.overview_view(draft)
+
+
+async def apply(services: Services, view: dict[str, Any], user_id: str) -> None:
+    """Apply the draft (the modal already shows "Applying…"); the modal ends with the outcome."""
+    view_id = view["id"]
+    draft = await load(services, view["private_metadata"], user_id)
+    invocation = Invocation(
+        user_id=user_id,
+        channel_id=draft.channel_id,
+        text="",
+        thread_ts=draft.thread_ts,
+        dedup_key=f"apply:{draft.key}:{draft.read_hash}",
+    )
+
+    def check_read(cluster: RayCluster) -> None:
+        entries = modals.stale_diff(draft, cluster)
+        if entries:
+            raise StaleDraft(cluster, entries)
+
+    async def run(ctx: CommandContext) -> None:
+        try:
+            outcome = await run_change(
+                ctx,
+                ChangeRequest(
+                    alias=draft.alias,
+                    action="edit",
+                    summary=f"edit: {', '.join(sorted({e.path.split('.')[0] for e in modals.review_diff(draft)}))}",
+                    replay=changes_replay(modals.changes_for(draft)),
+                    dedup_key=invocation.dedup_key,
+                    check_read=check_read,
+                ),
+            )
+        except StaleDraft as stale:
+            rebased = modals.rebase(draft, stale.fresh)
+            await save(services, rebased)
+            await services.slack.views_update(
+                view_id=view_id, view=modals.stale_view(draft, stale.entries, stale.fresh)
+            )
+            return
+        except Exception as error:  # noqa: BLE001 - shown in the modal, where the person is looking
+            await services.slack.views_update(
+                view_id=view_id, view=modals.result_view(draft.alias, describe_error(error)[0], failed=True)
+            )
+            return
+        texts = {
+            "done": "Applied. The clusterId, requestId and the change are posted in the channel.",
+            "failed": "The cloud API refused the change; its Code, Message and RequestId are posted in the channel.",
+            "unknown": "raybot does not know whether the change took effect; see the channel.",
+            "awaiting_approval": "This change needs a second person's approval: the request is posted in the channel.",
+            "unchanged": "The cluster already matches the draft: nothing was sent.",
+            "duplicate": "This draft was already applied.",
+        }
+        await services.slack.views_update(
+            view_id=view_id,
+            view=modals.result_view(draft.alias, texts[outcome], failed=outcome in ("failed", "unknown")),
+        )
+        await services.store.delete_draft(draft.key)
+
+    await serve(services, invocation, run)
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    services.commands.register(Edit, handle)
+
+    @app.action(OPEN_EDITOR_ACTION)
+    async def on_open(ack, body):  # noqa: ANN001 - Bolt injects by name
+        await ack()
+        value = json.loads(body["actions"][0]["value"])
+        invocation = Invocation.from_block_action(body)
+
+        async def run(ctx: CommandContext) -> None:
+            await open_editor(
+                services,
+                user_id=ctx.invocation.user_id,
+                channel_id=ctx.invocation.channel_id,
+                thread_ts=value.get("thread_ts"),
+                alias=value["alias"],
+                trigger_id=body["trigger_id"],
+            )
+
+        await serve(services, invocation, run)
+
+    @app.view_submission(modals.CALLBACK_OVERVIEW)
+    async def on_review(ack, body, view):  # noqa: ANN001
+        try:
+            await ack(**await submit_overview(services, view, body["user"]["id"]))
+        except Exception as error:  # noqa: BLE001
+            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+
+    @app.view_submission(modals.CALLBACK_GROUP)
+    async def on_save_group(ack, body, view):  # noqa: ANN001
+        try:
+            response, overview = await submit_group(services, view, body["user"]["id"])
+        except Exception as error:  # noqa: BLE001
+            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+            return
+        await ack(**response)
+        if overview is not None:
+            await _update_quietly(services, view.get("root_view_id") or view.get("previous_view_id"), overview)
+
+    @app.view_submission(modals.CALLBACK_CONFIRM)
+    async def on_apply(ack, body, view):  # noqa: ANN001
+        user_id = body["user"]["id"]
+        try:
+            draft = await load(services, view["private_metadata"], user_id)
+        except Exception as error:  # noqa: BLE001
+            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+            return
+        await ack(**_update(modals.result_view(draft.alias, "Applying… the result is also posted in the channel.")))
+        await apply(services, view, user_id)
+
+    @app.view_submission(modals.CALLBACK_STALE)
+    async def on_review_again(ack, body, view):  # noqa: ANN001
+        try:
+            draft = await load(services, view["private_metadata"], body["user"]["id"])
+            await ack(**_update(modals.confirm_view(draft, modals.review_diff(draft))))
+        except Exception as error:  # noqa: BLE001
+            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+
+    @app.view_submission(modals.CALLBACK_PICKER)
+    async def on_pick(ack, body, view):  # noqa: ANN001
+        user_id = body["user"]["id"]
+        data = await services.store.get_draft(view["private_metadata"])
+        if data is None:
+            await ack(**_update(modals.result_view("raybot", STALE_MESSAGE, failed=True)))
+            return
+        picked = modals.parse_picker(view["state"]["values"], data["aliases"])
+        if picked.alias is None:
+            await ack(**_errors(picked.errors))
+            return
+        await ack(**_update(modals.loading_view(picked.alias)))
+        await fill_editor(
+            services,
+            view_id=view["id"],
+            user_id=user_id,
+            channel_id=data["channel_id"],
+            thread_ts=data["thread_ts"],
+            alias=picked.alias,
+        )
+
+    @app.view_closed(modals.CALLBACK_OVERVIEW)
+    async def on_close(ack, view):  # noqa: ANN001
+        await ack()
+        await services.store.delete_draft(view["private_metadata"])
+
+    @app.action(modals.ACTION_EDIT_GROUP)
+    async def on_pick_group(ack, body):  # noqa: ANN001
+        await ack()
+        view = body["view"]
+        try:
+            draft = await load(services, view["private_metadata"], body["user"]["id"])
+            name = modals.selected_group(draft, body["actions"][0]["selected_option"]["value"])
+            await services.slack.views_push(trigger_id=body["trigger_id"], view=modals.group_view(draft, name))
+        except Exception as error:  # noqa: BLE001
+            await _show_failure(services, view, error)
+
+    @app.action(modals.ACTION_ADD_GROUP)
+    async def on_add_group(ack, body):  # noqa: ANN001
+        await ack()
+        view = body["view"]
+        try:
+            draft = await load(services, view["private_metadata"], body["user"]["id"])
+            await services.slack.views_push(trigger_id=body["trigger_id"], view=modals.group_view(draft, None))
+        except Exception as error:  # noqa: BLE001
+            await _show_failure(services, view, error)
+
+    @app.action(modals.ACTION_REMOVE_GROUP)
+    async def on_remove_group(ack, body):  # noqa: ANN001
+        await ack()
+        view = body["view"]
+        try:
+            draft = await load(services, view["private_metadata"], body["user"]["id"])
+            name = modals.selected_group(draft, body["actions"][0]["selected_option"]["value"])
+            if name is None:
+                return
+            draft = draft.model_copy(update={"edited": modals.remove_group(draft, name)})
+            await save(services, draft)
+            await services.slack.views_update(
+                view_id=view["id"], hash=view.get("hash"), view=modals.overview_view(draft)
+            )
+        except Exception as error:  # noqa: BLE001
+            await _show_failure(services, view, error)
+
+
+async def _update_quietly(services: Services, view_id: str | None, view: dict[str, Any]) -> None:
+    if view_id is None:
+        return
+    try:
+        await services.slack.views_update(view_id=view_id, view=view)
+    except SlackApiError as error:
+        log.error("could not refresh the editor overview: %s", error.response.get("error"))
+
+
+async def _show_failure(services: Services, view: dict[str, Any], error: BaseException) -> None:
+    """A failed action inside a modal ends in the modal as a readable message."""
+    try:
+        await services.slack.views_update(
+            view_id=view["id"], view=modals.result_view("raybot", describe_error(error)[0], failed=True)
+        )
+    except SlackApiError as failure:
+        log.error("could not show a failure in a modal: %s", failure.response.get("error"))
