@@ -87,7 +87,7 @@ async def running_services(
         config=config,
         emr=emr,
         slack=slack,
-        usergroups=UsergroupDirectory(slack),
+        usergroups=UsergroupDirectory(slack, ttl=settings.usergroup_cache_seconds),
         commands=CommandRouter(),
         store=store,
         clock=clock,

@@ -27,6 +27,7 @@ class Settings:
     emr_endpoint: str | None = None
     emr_deadline_seconds: float = 10.0
     lock_wait_seconds: float = 5.0
+    usergroup_cache_seconds: float = 60.0
 
     @property
     def socket_mode(self) -> bool:
@@ -77,6 +78,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"RAYBOT_EMR_DEADLINE_SECONDS must be a number of seconds from 0 to 300, not {deadline_text!r}"
         )
     lock_wait = _seconds(env, "RAYBOT_LOCK_WAIT_SECONDS", "5", 60)
+    usergroup_cache = _seconds(env, "RAYBOT_USERGROUP_CACHE_SECONDS", "60", 3600, zero_ok=True)
     api_url = _get(env, "RAYBOT_SLACK_API_URL") or DEFAULT_SLACK_API_URL
     if not api_url.startswith(("http://", "https://")):
         raise SettingsError(
@@ -96,15 +98,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         emr_endpoint=_get(env, "RAYBOT_EMR_ENDPOINT"),
         emr_deadline_seconds=deadline,
         lock_wait_seconds=lock_wait,
+        usergroup_cache_seconds=usergroup_cache,
     )
 
 
-def _seconds(env: Mapping[str, str], name: str, default: str, most: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: str, most: float, *, zero_ok: bool = False) -> float:
     text = _get(env, name) or default
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value <= most:
-        raise SettingsError(f"{name} must be a number of seconds above 0 and at most {most:g}, not {text!r}")
+    if not (0 <= value if zero_ok else 0 < value) or value > most:
+        low = "from 0" if zero_ok else "above 0"
+        raise SettingsError(f"{name} must be a number of seconds {low} and at most {most:g}, not {text!r}")
     return value

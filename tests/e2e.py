@@ -162,3 +162,58 @@ async def post_form(http: httpx.AsyncClient, raybot, payload: dict) -> httpx.Res
     """A slash command payload (form fields) posted signed, as Slack posts it."""
     body = urllib.parse.urlencode(payload)
     return await http.post(f"{raybot.url}/slack/events", content=body, headers=signed_headers(body))
+
+
+def view_action_payload(slack, view_id: str, user: str, action: dict) -> dict:
+    """The block_actions payload Slack sends for an interaction inside the open view `view_id`."""
+    view = slack.views[view_id]
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "team_id": "T0TEAM"},
+        "api_app_id": "A0RAYBOT",
+        "token": "unused",
+        "container": {"type": "view", "view_id": view_id},
+        "trigger_id": slack.new_trigger_id(user=user, view_id=view_id),
+        "team": {"id": "T0TEAM", "domain": "example"},
+        "view": view,
+        "actions": [action | {"action_ts": "1732601000.000100"}],
+    }
+
+
+async def submit_view(
+    http: httpx.AsyncClient, raybot, slack, view_id: str, user: str, values: dict
+) -> tuple[dict, str | None]:
+    """Submit the open view `view_id` with `values` as Slack would; returns raybot's answer and the view now on top."""
+    payload = slack.view_submission_payload(view_id, user_id=user, values=values)
+    response = await post_interaction(http, raybot, payload)
+    assert response.status_code == 200, response.text
+    answer = response.json() if response.content else {}
+    return answer, slack.apply_view_response(view_id, answer, submitted_hash=payload["view"]["hash"])
+
+
+def untouched_values(view: dict) -> dict:
+    """`view.state.values` as Slack sends them when nobody touched the inputs: their initial values."""
+    values: dict = {}
+    for block in view.get("blocks") or []:
+        if block.get("type") != "input":
+            continue
+        element = block["element"]
+        kind = element["type"]
+        if kind in ("plain_text_input", "number_input", "email_text_input", "url_text_input"):
+            entry = {"type": kind, "value": element.get("initial_value")}
+        elif kind in ("static_select", "radio_buttons"):
+            entry = {"type": kind, "selected_option": element.get("initial_option")}
+        elif kind == "checkboxes":
+            entry = {"type": kind, "selected_options": element.get("initial_options") or []}
+        else:
+            continue
+        values[block["block_id"]] = {element["action_id"]: entry}
+    return values
+
+
+def with_value(values: dict, block_id: str, value: str) -> dict:
+    """`values` with the text (or number) input `block_id` set to `value`."""
+    out = {k: {a: dict(e) for a, e in v.items()} for k, v in values.items()}
+    [(action, entry)] = out[block_id].items()
+    entry["value"] = value
+    return out

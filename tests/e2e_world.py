@@ -11,6 +11,15 @@ from tests.harness import AK_ID, AK_SECRET, APP_TOKEN, BOT_TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = json.loads((REPO / "bot" / "sandbox" / "seed_clusters.json").read_text())
+# A cluster with no worker group at all, for the editor's 0-group case.
+SEED.append(
+    {
+        **{k: v for k, v in SEED[3].items() if k != "workerSpec"},
+        "clusterId": "ray-empty00000000000",
+        "name": "empty",
+        "workerSpec": [],
+    }
+)
 WORKSPACE = "w-d2d82aa09155"
 PROD = "ray-uiulpgow9xljimm1"
 
@@ -22,6 +31,8 @@ OUTSIDER = "U0OUTSIDE"  # in the on-call channel, not in the group
 LEAD = "U0LEAD"  # named directly in the binding
 ADMIN = "U0ADMIN"
 ONCALL_GROUP = "S0ONCALL"
+EDITOR = "U0EDITOR1"  # member of S0EDITORS: may edit prod and fleet in the on-call channel
+EDITORS = "S0EDITORS"
 
 CONFIG = f"""
 region: cn-hangzhou
@@ -38,6 +49,9 @@ clusters:
   ghost:
     workspace: {WORKSPACE}
     cluster: ray-doesnotexist0000
+  empty:
+    workspace: {WORKSPACE}
+    cluster: ray-empty00000000000
 roles:
   viewer: {{actions: [list, show, history]}}
   oncall:
@@ -45,6 +59,7 @@ roles:
     limits: {{max_replica: 40, max_step: 20}}
     approval: {{above_replica: 20}}
   lead: {{actions: [approve, list, show, history]}}
+  editor: {{actions: [edit, list, show], limits: {{max_replica: 40}}}}
   admin: {{actions: ["*"]}}
 channels:
   {ONCALL_CHANNEL}:
@@ -56,6 +71,9 @@ channels:
       clusters: ["*"]
     - role: lead
       users: [{LEAD}]
+    - role: editor
+      clusters: ["prod", "fleet", "empty"]
+      usergroups: [{EDITORS}]
   {PLATFORM_CHANNEL}:
     - role: admin
       clusters: ["*"]
@@ -71,5 +89,5 @@ def slack_emulator() -> SlackEmulator:
     return SlackEmulator(
         bot_token=BOT_TOKEN,
         app_token=APP_TOKEN,
-        usergroups={ONCALL_GROUP: [ONCALL_USER, "U0OTHER"]},
+        usergroups={ONCALL_GROUP: [ONCALL_USER, "U0OTHER"], EDITORS: [EDITOR]},
     )

@@ -21,7 +21,6 @@ from tests.e2e import (
     mention_event,
     new_emr_calls,
     post_as_someone,
-    post_interaction,
     post_json_signed,
     raybot_env,
     send,
@@ -332,31 +331,6 @@ async def test_mention_with_bad_input_answers_only_the_requester_in_the_thread(h
     assert note.args["thread_ts"] == "1732600300.000300"
     assert "/ray resize" in text_of(note.args)
     assert new_emr_calls(emr) == []
-
-
-@pytest.mark.parametrize("threaded", [True, False])
-async def test_message_shortcut_answers_in_the_messages_thread(http, raybot, slack, threaded):
-    message = {"type": "message", "user": "U0ALERTS", "text": "CPU at 98% on prod", "ts": "1732600400.000400"}
-    if threaded:
-        message["thread_ts"] = "1732600000.000100"
-    payload = {
-        "type": "message_action",
-        "callback_id": "raybot_message_action",
-        "trigger_id": slack.new_trigger_id(user=world.ONCALL_USER),
-        "response_url": slack.new_response_url(channel=world.ONCALL_CHANNEL, user=world.ONCALL_USER),
-        "team": {"id": "T0TEAM", "domain": "example"},
-        "channel": {"id": world.ONCALL_CHANNEL, "name": "incident"},
-        "user": {"id": world.ONCALL_USER, "name": "oncall"},
-        "message_ts": message["ts"],
-        "message": message,
-        "token": "unused",
-        "action_ts": "1732600401.000000",
-    }
-    response = await post_interaction(http, raybot, payload)
-    assert response.status_code == 200
-    note = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
-    assert note.args["thread_ts"] == (message.get("thread_ts") or message["ts"])
-    assert "resize" in text_of(note.args) and "oncall" in text_of(note.args)
 
 
 async def test_whoami_list_and_show(http, raybot, slack, emr):

@@ -68,6 +68,7 @@ import copy
 import hashlib
 import hmac
 import json
+import logging
 import math
 import re
 import threading
@@ -86,6 +87,8 @@ from pydantic import ValidationError
 
 from bot.emr import signing
 from bot.emr.models import ClusterFields, RayCluster, UpdateRayClusterRequest
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "2023-08-08"
 DEFAULT_HOST_ID = "emr-serverless-spark.cn-hangzhou.aliyuncs.com"
@@ -415,6 +418,13 @@ class FaultBoard:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {"kind": f.kind, "action": f.action, "remaining": f.remaining, "seconds": f.seconds}
+                for f in self._faults
+            ]
 
     def take(self, action: str) -> list[Fault]:
         """The faults that apply to one request of `action`, each use counted.
@@ -934,6 +944,7 @@ class EmrEmulator:
         self.calls: list[RecordedCall] = []
         self._calls_lock = threading.Lock()
         self._calls_changed = threading.Condition(self._calls_lock)
+        self._listeners: list[Callable[[RecordedCall], None]] = []
         self._lifecycle = threading.Lock()
         self.url = ""
         self.port = 0
@@ -1020,6 +1031,28 @@ class EmrEmulator:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults switched on now, oldest first: kind, action (None: every action), uses left, seconds."""
+        return self._faults.snapshot()
+
+    def add_listener(self, callback: Callable[[RecordedCall], None]) -> None:
+        """Call `callback(call)` when a request arrives (status 0) and again when it is answered.
+
+        It runs on the emulator's thread: it must return at once (hand the call over with
+        `loop.call_soon_threadsafe`). An exception in it is logged, never raised to the client.
+        """
+        with self._calls_lock:
+            self._listeners.append(callback)
+
+    def _tell_listeners(self, call: RecordedCall) -> None:
+        with self._calls_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(call)
+            except Exception:  # a broken listener must not break the API
+                log.exception("an EMR emulator listener failed")
 
     # ---- lifecycle ----
 
@@ -1121,11 +1154,13 @@ class EmrEmulator:
         with self._calls_changed:
             self.calls.append(call)
             self._calls_changed.notify_all()
+        self._tell_listeners(call)
 
         answer = await self._answer(req, route, request_id)
         with self._calls_changed:
             call.status, call.code, call.request_id = answer.status, answer.code, answer.request_id
             self._calls_changed.notify_all()
+        self._tell_listeners(call)
         return web.Response(
             status=answer.status,
             body=answer.body,

@@ -479,6 +479,7 @@ class SlackEmulator:
         self._tickets: set[str] = set()
         self._last_ts_micros = 0
         self._socket_acks: list[JSON] = []
+        self._listeners: list[Callable[[ApiCall], None]] = []
 
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -620,6 +621,58 @@ class SlackEmulator:
         with self._lock:
             self._injections[method].extend([_Injection(error=error, retry_after=rate_limited)] * times)
 
+    def apply_view_response(
+        self, view_id: str, response: JSON | None, *, submitted_hash: str | None = None
+    ) -> str | None:
+        """What Slack does with the app's answer to a view_submission of `view_id`; returns the view now on top.
+
+        `errors`: nothing changes (the errors show under the inputs); `update`: the view is replaced in place;
+        `push`: a new view on top; `clear`: the whole stack closes; no response_action (a plain ack): the
+        submitted view closes and the one below it (if any) shows again. Views the app sends are validated.
+
+        Slack applies the answer when it arrives, before any views.update the app makes afterwards; a caller
+        that applies it later passes the `submitted_hash` of the view it submitted: if the app has updated the
+        view since, the answer was already superseded and is not applied again over the newer view.
+        """
+        action = (response or {}).get("response_action")
+        with self._lock:
+            root = self._stack_root(view_id)
+            if root is None:
+                raise KeyError(view_id)
+            stack = self._stacks[root]
+            if submitted_hash is not None and self._views[view_id].get("hash") != submitted_hash:
+                return stack[-1]
+            if action == "errors":
+                return view_id
+            if action == "update":
+                view = self._valid_view({"view": response["view"]}, current_view_id=view_id)
+                previous = self._views[view_id]
+                self._store_view(
+                    view_id, view, root_view_id=previous["root_view_id"], previous_view_id=previous["previous_view_id"]
+                )
+                return view_id
+            if action == "push":
+                if len(stack) >= 3:
+                    raise _MethodFailure("push_limit_reached")
+                view = self._valid_view({"view": response["view"]})
+                new_id = self._new_view_id()
+                self._store_view(new_id, view, root_view_id=root, previous_view_id=stack[-1])
+                stack.append(new_id)
+                return new_id
+            if action == "clear":
+                del self._stacks[root]
+                return None
+            del stack[stack.index(view_id) :]
+            if not stack:
+                del self._stacks[root]
+                return None
+            return stack[-1]
+
+    def set_usergroup(self, usergroup: str, members: list[str]) -> None:
+        """Change a user group's members, as a workspace admin would."""
+        with self._lock:
+            self._usergroups[usergroup] = list(members)
+
     def close_view(self, view_id: str) -> None:
         """Close a modal as the user would: the view and any views pushed on top of it leave their stack."""
         with self._lock:
@@ -680,6 +733,181 @@ class SlackEmulator:
             "is_enterprise_install": False,
             "enterprise": None,
         }
+
+    def block_actions_payload(
+        self,
+        action: JSON,
+        *,
+        user_id: str,
+        channel_id: str | None = None,
+        message: JSON | None = None,
+        view_id: str | None = None,
+        state_values: JSON | None = None,
+        is_ephemeral: bool = False,
+        message_ts: str | None = None,
+    ) -> JSON:
+        """The ``block_actions`` payload Slack sends when ``user_id`` uses one interactive element.
+
+        ``action`` is the element's entry of ``actions`` (``type``, ``action_id``, ``block_id`` and ``value``, or
+        ``selected_option``/``selected_options``); ``action_ts`` is added. In a modal (``view_id``) the payload
+        carries the view with ``state_values`` and a trigger id tied to it (where views.push pushes); on a message
+        it carries the message (not for an ephemeral one, as Slack), its channel and a fresh response_url.
+        """
+        with self._lock:
+            user = dict(self._users.get(user_id, {}))
+            view = copy.deepcopy(self._views[view_id]) if view_id is not None else None
+            channel = dict(self._channels.get(channel_id or "", {}))
+        if view is None and channel_id is None:
+            raise ValueError("give channel_id (a message) or view_id (a modal)")
+        payload: JSON = {
+            "type": "block_actions",
+            "user": {
+                "id": user_id,
+                "username": user.get("name", user_id.lower()),
+                "name": user.get("name", user_id.lower()),
+                "team_id": self.team_id,
+            },
+            "api_app_id": APP_ID,
+            "token": "verification-token-unused",
+            "trigger_id": self.new_trigger_id(user=user_id, view_id=view_id),
+            "team": {"id": self.team_id, "domain": "raybot-sandbox"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "actions": [{**copy.deepcopy(action), "action_ts": _format_ts(int(self._clock() * 1_000_000))}],
+        }
+        if view is not None:
+            view["state"] = {"values": copy.deepcopy(state_values or {})}
+            payload["container"] = {"type": "view", "view_id": view_id}
+            payload["view"] = view
+            payload["state"] = {"values": copy.deepcopy(state_values or {})}
+            return payload
+        ts = message_ts or (message or {}).get("ts")
+        container: JSON = {"type": "message", "message_ts": ts, "channel_id": channel_id, "is_ephemeral": is_ephemeral}
+        if message and message.get("thread_ts"):
+            container["thread_ts"] = message["thread_ts"]
+        payload["container"] = container
+        payload["channel"] = {"id": channel_id, "name": channel.get("name", str(channel_id).lower())}
+        if message is not None and not is_ephemeral:
+            payload["message"] = copy.deepcopy(message)
+        payload["state"] = {"values": copy.deepcopy(state_values or {})}
+        payload["response_url"] = self.new_response_url(
+            channel=channel_id, user=user_id, message_ts=None if is_ephemeral else ts
+        )
+        return payload
+
+    def message_action_payload(self, callback_id: str, message: JSON, *, user_id: str, channel_id: str) -> JSON:
+        """The ``message_action`` payload of a message shortcut used by ``user_id`` on ``message``."""
+        with self._lock:
+            user = dict(self._users.get(user_id, {}))
+            channel = dict(self._channels.get(channel_id, {}))
+        return {
+            "type": "message_action",
+            "callback_id": callback_id,
+            "trigger_id": self.new_trigger_id(user=user_id),
+            "response_url": self.new_response_url(channel=channel_id, user=user_id),
+            "team": {"id": self.team_id, "domain": "raybot-sandbox"},
+            "channel": {"id": channel_id, "name": channel.get("name", channel_id.lower())},
+            "user": {"id": user_id, "name": user.get("name", user_id.lower()), "team_id": self.team_id},
+            "message_ts": message["ts"],
+            "message": copy.deepcopy(message),
+            "token": "verification-token-unused",
+            "action_ts": _format_ts(int(self._clock() * 1_000_000)),
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    def app_mention_payload(self, message: JSON, *, channel_id: str) -> JSON:
+        """The Events API ``event_callback`` of an ``app_mention``: a person's ``message`` that mentions the bot."""
+        event: JSON = {
+            "type": "app_mention",
+            "user": message["user"],
+            "text": message["text"],
+            "ts": message["ts"],
+            "channel": channel_id,
+            "event_ts": message["ts"],
+        }
+        if message.get("thread_ts") and message["thread_ts"] != message["ts"]:
+            event["thread_ts"] = message["thread_ts"]
+        return {
+            "token": "verification-token-unused",
+            "team_id": self.team_id,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": "Ev" + self._hex(10).upper(),
+            "event_time": int(float(message["ts"])),
+            "authorizations": [{"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True}],
+            "is_ext_shared_channel": False,
+        }
+
+    def view_closed_payload(self, view_id: str, *, user_id: str, is_cleared: bool) -> JSON:
+        """The ``view_closed`` payload Slack sends (for views with ``notify_on_close``) when the user closes one."""
+        with self._lock:
+            if view_id not in self._views:
+                raise KeyError(view_id)
+            view = copy.deepcopy(self._views[view_id])
+            user = dict(self._users.get(user_id, {}))
+        return {
+            "type": "view_closed",
+            "team": {"id": self.team_id, "domain": "raybot-sandbox"},
+            "user": {"id": user_id, "name": user.get("name", user_id.lower()), "team_id": self.team_id},
+            "api_app_id": APP_ID,
+            "token": "verification-token-unused",
+            "view": view,
+            "is_cleared": is_cleared,
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    # -- sandbox hooks: what people do, and what Slack does with the answers to interactions ---------------------------
+
+    def add_listener(self, callback: Callable[[ApiCall], None]) -> None:
+        """Call ``callback(call)`` after every recorded Web API call or response_url post.
+
+        It runs on the emulator's thread with the emulator's lock held: it must return at once (hand the call to
+        another loop with ``loop.call_soon_threadsafe``). An exception in it is logged, never raised to Slack clients.
+        """
+        with self._lock:
+            self._listeners.append(callback)
+
+    def post_user_message(self, channel: str, user_id: str, text: str, *, thread_ts: str | None = None) -> JSON:
+        """A message a person posts (text as Slack stores it: ``&``, ``<`` and ``>`` already entity-encoded);
+        threaded like chat.postMessage. Returns the stored message."""
+        with self._lock:
+            if not self._user_known(user_id):
+                raise KeyError(user_id)
+            channel = self._known_channel(channel)
+            ts = self._next_ts()
+            message: JSON = {"type": "message", "user": user_id, "team": self.team_id, "text": text, "ts": ts}
+            if thread_ts:
+                root = self._find_message(channel, thread_ts)
+                if root is None:
+                    raise KeyError(thread_ts)
+                root_ts = root.get("thread_ts") or root["ts"]
+                parent = self._find_message(channel, root_ts)
+                assert parent is not None
+                parent["thread_ts"] = root_ts
+                parent["reply_count"] = parent.get("reply_count", 0) + 1
+                parent["latest_reply"] = ts
+                message["thread_ts"] = root_ts
+                message["parent_user_id"] = parent.get("user")
+            self._messages[channel].append(message)
+            return copy.deepcopy(message)
+
+    def message(self, channel: str, ts: str) -> JSON | None:
+        """One stored message (top-level or reply) by its ts, or None."""
+        with self._lock:
+            found = self._find_message(channel, ts)
+            return copy.deepcopy(found) if found is not None else None
+
+    def apply_command_response(self, response_url: str, body: JSON) -> None:
+        """Show a slash command's immediate answer (the body of the HTTP response to the command) as Slack does:
+        ephemeral to the user unless ``response_type`` is ``in_channel``. It uses none of the response_url's posts."""
+        with self._lock:
+            hook = self._response_urls.get(response_url)
+            if hook is None:
+                raise KeyError(response_url)
+            self._apply_response(hook, body)
 
     # -- inspection ---------------------------------------------------------------------------------------------------
 
@@ -799,6 +1027,11 @@ class SlackEmulator:
                 waiter.loop.call_soon_threadsafe(_settle, waiter.future, outcome)
             except RuntimeError:  # the waiter's loop is closed: nobody is waiting any more
                 pass
+        for listener in list(self._listeners):
+            try:
+                listener(call)
+            except Exception:  # a broken listener must not break the Web API
+                logger.exception("a Slack emulator listener failed")
 
     # -- Socket Mode (test side) -------------------------------------------------------------------------------------
 
