@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -24,6 +25,7 @@ import commands.undo
 import commands.whoami
 from bot import grammar
 from bot.dispatch import report
+from bot.logs import log_context
 from bot.services import Services
 from bot.settings import Settings
 from bot.slack import blocks
@@ -64,6 +66,22 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
         authorize=authorize,
         logger=logging.getLogger("raybot.bolt"),
     )
+
+    @app.middleware
+    async def observe(req, resp, next):  # noqa: ANN001 - Bolt middleware signature
+        # `next()` returns once the listener has acknowledged: this is the acknowledgement latency.
+        started = time.perf_counter()
+        body = req.body
+        fields = {
+            "team": req.context.team_id,
+            "channel": req.context.channel_id,
+            "user": req.context.user_id,
+        }
+        with log_context(**{k: v for k, v in fields.items() if v}):
+            response = await next()
+        services.metrics.ack(time.perf_counter() - started, _kind(body))
+        return response
+
     for module in COMMAND_MODULES:
         module.register(app, services)
 
@@ -97,3 +115,17 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
         log.error("unhandled error in a Slack listener (%s)", type(error).__name__, exc_info=error)
 
     return app
+
+
+def _kind(body: dict[str, Any]) -> str:
+    """What Slack sent, as the ack-latency label."""
+    if "command" in body:
+        return "command"
+    kind = body.get("type")
+    return {
+        "block_actions": "action",
+        "view_submission": "view_submission",
+        "view_closed": "view_submission",
+        "message_action": "shortcut",
+        "shortcut": "shortcut",
+    }.get(kind, "event")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from importlib import resources
 
 from bot.config import ConfigError, load_config
+from bot.logs import configure_logging, register_secret
 from bot.permissions import render_permission_table
 from bot.settings import SettingsError, load_settings
 
@@ -28,9 +28,13 @@ def _serve(_: argparse.Namespace) -> int:
     except (SettingsError, ConfigError) as error:
         print(f"raybot: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=os.environ.get("RAYBOT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    try:
+        configure_logging(level=os.environ.get("RAYBOT_LOG_LEVEL", "INFO"))
+    except ValueError as error:
+        print(f"raybot: RAYBOT_LOG_FORMAT / RAYBOT_LOG_LEVEL: {error}", file=sys.stderr)
+        return 2
+    for secret in (settings.bot_token, settings.app_token, settings.signing_secret):
+        register_secret(secret)
     try:
         asyncio.run(serve(settings, config))
     except StartupError as error:

@@ -58,8 +58,7 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(error, EmrError):
         return blocks.cloud_error(error.action, error.code, error.message, error.request_id)
     if isinstance(error, SlackApiError):
-        method = getattr(error.response, "api_url", "").rsplit("/", 1)[-1] or "the Slack API"
-        return blocks.slack_error(method, slack_error_text(error))
+        return blocks.slack_error(_method(error), slack_error_text(error))
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error, reference %s", reference, exc_info=error)
     return blocks.internal_error(reference)
@@ -79,19 +78,52 @@ class CommandRouter:
     async def run(self, command: Any, invocation: Invocation, services: Services) -> None:
         """Run one command for one invocation; every failure ends in a message to the requester."""
         handler = self._handlers[type(command)]
-        await serve(services, invocation, lambda ctx: handler(command, ctx))
+        outcome = await serve(services, invocation, lambda ctx: handler(command, ctx))
+        services.metrics.command(type(command).__name__.lower(), outcome)
+
+
+DRAINING_TEXT = "raybot is restarting and takes no new work for a moment; try again in a minute. Nothing was sent."
+
+
+def outcome_of(error: BaseException | None) -> str:
+    """How a request ended, as a metrics outcome."""
+    if error is None:
+        return "ok"
+    if isinstance(error, Denied):
+        return "denied"
+    if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused):
+        return "invalid"
+    if isinstance(error, EmrError | SlackApiError | ClusterBusy):
+        return "failed"
+    return "error"
 
 
 async def serve(
     services: Services, invocation: Invocation, handler: Callable[[CommandContext], Awaitable[None]]
-) -> None:
-    """Run `handler` for one request (a command, a button click); every failure ends in a message to the requester."""
+) -> str:
+    """Run `handler` for one request (a command, a button click); every failure ends in a message to the requester.
+
+    Returns the outcome ("ok", "denied", "invalid", "failed", "error"). While raybot drains for a stop, new
+    requests are turned away with a message rather than started.
+    """
     replies = Replies(services.slack, invocation)
-    try:
-        subject = await services.subject(invocation.user_id, invocation.channel_id)
-        await handler(CommandContext(invocation, replies, services, subject))
-    except Exception as error:  # noqa: BLE001 - this is the one place errors become messages
-        await report(replies, error)
+    if services.work.draining:
+        await replies.ephemeral(DRAINING_TEXT)
+        return "failed"
+    async with services.work.track():
+        try:
+            subject = await services.subject(invocation.user_id, invocation.channel_id)
+            await handler(CommandContext(invocation, replies, services, subject))
+        except Exception as error:  # noqa: BLE001 - this is the one place errors become messages
+            if isinstance(error, SlackApiError):
+                services.metrics.slack_error(_method(error), error.response.get("error"))
+            await report(replies, error)
+            return outcome_of(error)
+    return "ok"
+
+
+def _method(error: SlackApiError) -> str:
+    return getattr(error.response, "api_url", "").rsplit("/", 1)[-1] or "unknown"
 
 
 async def report(replies: Replies, error: BaseException) -> None:

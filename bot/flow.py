@@ -86,6 +86,7 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
             services.config, subject, request.action, request.alias, ClusterFields.model_validate(before), result.body
         )
         if not decision.allowed:
+            services.metrics.denial(decision.kind)  # type: ignore[arg-type]
             raise Denied(decision.reason)
         if decision.approval is not None:
             from bot.approvals import request_approval  # approvals build on this module
@@ -175,6 +176,15 @@ async def apply_plan(services: Services, applying: Applying, before: dict, resul
     )
     fields = {"change_id": record.id, "cluster": target.alias, "user": applying.user_id, "action": applying.action}
     log.info("change requested", extra=fields)
+    with services.metrics.change_in_flight():
+        return await _send(services, applying, record, result, fields)
+
+
+async def _send(
+    services: Services, applying: Applying, record: ChangeRecord, result: Plan, fields: dict
+) -> ChangeRecord:
+    assert result.body is not None
+    target, thread = applying.target, applying.thread
     try:
         response = await services.emr.update_cluster(
             target.workspace, target.cluster_id, result.body, region=target.region

@@ -13,7 +13,7 @@ user groups as <!subteam^S…>. The caller asks again at every step that acts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
 from bot.emr.models import ClusterFields, WorkerGroup
@@ -42,6 +42,9 @@ class Decision:
     role: str | None = None
     approval: str | None = None
     approval_minutes: int = 30
+    # Why it was denied, as a kind (for metrics): no_binding, direct_message, unknown_cluster,
+    # not_granted, not_for_user, limit. Empty when allowed.
+    kind: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -151,32 +154,39 @@ def _no_channel_reason(channel_id: str) -> str:
     return f"No role is bound to {_channel(channel_id)} in raybot's config; ask a platform admin to add it"
 
 
-def _denial(config: Config, subject: Subject, action: str, alias: str | None) -> str:
+def _no_channel(channel_id: str) -> Decision:
+    kind = "direct_message" if channel_id.startswith("D") else "no_binding"
+    return Decision(False, _no_channel_reason(channel_id), kind=kind)
+
+
+def _denial(config: Config, subject: Subject, action: str, alias: str | None) -> Decision:
     """Why no binding lets this subject run `action` on `alias`: the most specific true story."""
     bindings = _bindings(config, subject.channel_id)
     if not bindings:
-        return _no_channel_reason(subject.channel_id)
+        return _no_channel(subject.channel_id)
     where = _channel(subject.channel_id)
     target = f" on {alias}" if alias is not None else ""
     # A binding would grant it, but not to this user.
     others = [b for b, role in bindings if _grants_on(b, role, action, alias) and not _applies_to(b, subject)]
     if others:
         clauses = "; ".join(f"on {_globs_text(b.clusters)} only to {_who_mrkdwn(b)}" for b in others)
-        return f"{where} grants {action} {clauses}"
+        return Decision(False, f"{where} grants {action} {clauses}", kind="not_for_user")
     roles_here = "; ".join(
         f"{b.role} on {_globs_text(b.clusters)}"
         + (f" for {_who_mrkdwn(b)}" if b.restricted else "")
         + f": {_actions_text(role.actions)}"
         for b, role in bindings
     )
-    return f"{where} grants no role {action}{target} (roles here: {roles_here})"
+    return Decision(False, f"{where} grants no role {action}{target} (roles here: {roles_here})", kind="not_granted")
 
 
 def _unknown_alias(config: Config, subject: Subject, action: str, alias: str) -> Decision:
     # Only name the clusters this user could use here, not the whole config.
     visible = visible_aliases(config, subject, action)
     hint = f" (clusters you may {action} here: {', '.join(visible)})" if visible else ""
-    return Decision(False, f"There is no cluster called `{escape(alias)}` in raybot's config{hint}")
+    return Decision(
+        False, f"There is no cluster called `{escape(alias)}` in raybot's config{hint}", kind="unknown_cluster"
+    )
 
 
 def _applicable(config: Config, subject: Subject, action: str, alias: str | None) -> list[tuple[Binding, Role]]:
@@ -194,12 +204,12 @@ def decide(config: Config, subject: Subject, action: str, alias: str | None = No
     """
     _check_action(action)
     if not config.channels.get(subject.channel_id):
-        return Decision(False, _no_channel_reason(subject.channel_id))
+        return _no_channel(subject.channel_id)
     if alias is not None and alias not in config.clusters:
         return _unknown_alias(config, subject, action, alias)
     applicable = _applicable(config, subject, action, alias)
     if not applicable:
-        return Decision(False, _denial(config, subject, action, alias))
+        return _denial(config, subject, action, alias)
     binding, _ = applicable[0]
     return Decision(True, f"{binding.role} in {_channel(subject.channel_id)} allows {action}", role=binding.role)
 
@@ -291,7 +301,7 @@ def check_change(
         needing_approval.append(decision)
     if needing_approval:
         return needing_approval[0]
-    return Decision(False, "; ".join(reasons))
+    return Decision(False, "; ".join(reasons), kind="limit")
 
 
 def approval_reason(rule: ApprovalRule, before: ClusterFields, after: ClusterFields) -> str | None:

@@ -1,4 +1,10 @@
-"""The process: Slack client, EMR client, services and Bolt app, served over HTTP or Socket Mode."""
+"""The process: Slack client, EMR client, services and Bolt app, served over HTTP or Socket Mode.
+
+HTTP mode serves Slack's requests on `POST /slack/events`; both modes serve `GET /healthz`
+(alive), `GET /readyz` (able to work) and `GET /metrics` (Prometheus) on RAYBOT_HTTP_PORT.
+On SIGTERM raybot stops taking new work, lets what is in flight finish within
+RAYBOT_SHUTDOWN_SECONDS, and exits 0.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from bot.config import Config
 from bot.dispatch import CommandRouter
 from bot.emr.client import EmrClient
 from bot.emr.credentials import CredentialsProvider, DefaultCredentials
+from bot.emr.errors import EmrError
+from bot.metrics import Metrics, SlackRateLimitObserver
 from bot.scheduler import reconcile, run_scheduler
 from bot.services import Services, UsergroupDirectory
 from bot.settings import Settings
@@ -33,19 +41,21 @@ from bot.store import StoreError, open_store
 log = logging.getLogger("raybot.server")
 
 EVENTS_PATH = "/slack/events"
+READY_CHECK_SECONDS = 5.0
 
 
 class StartupError(RuntimeError):
     """raybot cannot start; the message says why and what to do."""
 
 
-def slack_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client: retries 429 (honouring Retry-After) and connection errors."""
+def slack_client(settings: Settings, metrics: Metrics) -> AsyncWebClient:
+    """The Web API client: retries 429 (honouring Retry-After) and connection errors; counts every 429."""
     return AsyncWebClient(
         token=settings.bot_token,
         base_url=settings.slack_api_url,
         timeout=10,
         retry_handlers=[
+            SlackRateLimitObserver(metrics),  # first: it only counts, the next one retries
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
         ],
@@ -62,7 +72,8 @@ async def running_services(
 ) -> AsyncIterator[tuple[Services, AsyncApp]]:
     """Build everything the app needs, check the Slack token, reconcile what a previous process left
     unfinished, start the scheduler, and close it all on exit."""
-    slack = slack_client(settings)
+    metrics = Metrics()
+    slack = slack_client(settings, metrics)
     try:
         auth = await slack.auth_test()
     except SlackApiError as error:
@@ -77,6 +88,7 @@ async def running_services(
         region=config.region or "cn-hangzhou",
         endpoint=settings.emr_endpoint,
         deadline=settings.emr_deadline_seconds,
+        observe=metrics.cloud_call,
     )
     try:
         store = await open_store(settings.database, clock=clock)
@@ -90,6 +102,7 @@ async def running_services(
         usergroups=UsergroupDirectory(slack, ttl=settings.usergroup_cache_seconds),
         commands=CommandRouter(),
         store=store,
+        metrics=metrics,
         clock=clock,
         bot_user_id=auth.get("user_id") or "",
         lock_wait_seconds=settings.lock_wait_seconds,
@@ -109,24 +122,67 @@ async def running_services(
         await emr.aclose()
 
 
-def http_app(app: AsyncApp) -> web.Application:
-    """aiohttp: Slack posts commands, interactivity and events to /slack/events; probes use /healthz."""
+async def readiness(services: Services) -> dict[str, str]:
+    """Each thing raybot needs to work, "ok" or what is wrong (never a secret)."""
+    checks = {"config": "ok"}
+
+    async def check(name: str, probe: Callable[[], object]) -> None:
+        try:
+            await asyncio.wait_for(probe(), READY_CHECK_SECONDS)  # type: ignore[arg-type]
+            checks[name] = "ok"
+        except SlackApiError as error:
+            checks[name] = f"Slack said {error.response.get('error')}"
+        except EmrError as error:
+            checks[name] = f"{error.code}"
+        except TimeoutError:
+            checks[name] = f"no answer within {READY_CHECK_SECONDS:g} s"
+        except Exception as error:  # noqa: BLE001 - a probe reports, it does not crash
+            checks[name] = type(error).__name__
+
+    await asyncio.gather(
+        check("store", lambda: services.store.get_change(0)),
+        check("slack", services.slack.auth_test),
+        check("credentials", services.emr.check_credentials),
+    )
+    if services.work.draining:
+        checks["accepting"] = "stopping"
+    return checks
+
+
+def http_app(app: AsyncApp | None, services: Services) -> web.Application:
+    """Probes and metrics; with `app` (HTTP mode) also Slack's `POST /slack/events`."""
 
     async def events(request: web.Request) -> web.Response:
+        if services.work.draining:
+            # Slack retries events elsewhere; a slash command shows its own error and can be run again.
+            return web.json_response({"error": "raybot is stopping"}, status=503)
+        assert app is not None
         bolt_response = await app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def readyz(_: web.Request) -> web.Response:
+        checks = await readiness(services)
+        ready = all(value == "ok" for value in checks.values())
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body, content_type = services.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     web_app = web.Application()
-    web_app.add_routes([web.post(EVENTS_PATH, events), web.get("/healthz", healthz)])
+    routes = [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    if app is not None:
+        routes.append(web.post(EVENTS_PATH, events))
+    web_app.add_routes(routes)
     return web_app
 
 
-async def start_http(app: AsyncApp, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Listen for Slack (and probes) on host:port; returns the runner and the base URL actually bound."""
-    runner = web.AppRunner(http_app(app), access_log=None)
+async def start_http(app: AsyncApp | None, services: Services, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Listen on host:port; returns the runner and the base URL actually bound."""
+    runner = web.AppRunner(http_app(app, services), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -141,26 +197,35 @@ async def start_http(app: AsyncApp, host: str, port: int) -> tuple[web.AppRunner
 
 
 async def serve(settings: Settings, config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (SIGINT/SIGTERM set it when not given)."""
+    """Run until `stop` is set (SIGINT/SIGTERM set it when not given), then stop gracefully."""
     stop = stop or _stop_on_signals()
-    async with running_services(settings, config) as (_, app):
+    async with running_services(settings, config) as (services, app):
+        handler: AsyncSocketModeHandler | None = None
         if settings.socket_mode:
+            runner, url = await start_http(None, services, settings.http_host, settings.http_port)
+            print(f"raybot: probes on {url} (/healthz, /readyz, /metrics)", flush=True)
             handler = AsyncSocketModeHandler(app, settings.app_token)
             await handler.connect_async()
             log.info("connected to Slack in Socket Mode")
             print("raybot: connected to Slack in Socket Mode", flush=True)
-            try:
-                await stop.wait()
-            finally:
-                await handler.close_async()
-            return
-        runner, url = await start_http(app, settings.http_host, settings.http_port)
-        log.info("listening on %s%s", url, EVENTS_PATH)
-        # Tests and scripts read this line to learn the port when RAYBOT_HTTP_PORT=0.
-        print(f"raybot: listening on {url}{EVENTS_PATH}", flush=True)
+        else:
+            runner, url = await start_http(app, services, settings.http_host, settings.http_port)
+            log.info("listening on %s%s", url, EVENTS_PATH)
+            # Tests and scripts read this line to learn the port when RAYBOT_HTTP_PORT=0.
+            print(f"raybot: listening on {url}{EVENTS_PATH}", flush=True)
         try:
             await stop.wait()
+            log.info("stopping: no new work; waiting for %d request(s) in flight", services.work.busy)
+            if handler is not None:
+                await handler.close_async()  # Slack delivers new envelopes to other connections
+                handler = None
+            cut = await services.work.drain(settings.shutdown_seconds)
+            if cut:
+                log.warning("stopped with %d request(s) cut off; the next start reconciles their changes", cut)
+            print("raybot: stopped", flush=True)
         finally:
+            if handler is not None:
+                await handler.close_async()
             await runner.cleanup()
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import ClusterTarget, Config
 from bot.emr.client import EmrClient
 from bot.errors import Denied, UnknownCluster
+from bot.metrics import Metrics
 from bot.permissions import Decision, Subject, decide, referenced_usergroups, visible_aliases
 from bot.store import Store
 
@@ -20,6 +22,49 @@ if TYPE_CHECKING:
     from bot.dispatch import CommandRouter
 
 USERGROUP_TTL_SECONDS = 60.0
+
+
+class WorkTracker:
+    """The requests being handled (from the acknowledgement to the last answer), for a graceful stop."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    @asynccontextmanager
+    async def track(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._idle.set()
+
+    async def drain(self, bound: float) -> int:
+        """Stop taking work; wait up to `bound` s for what runs; cancel the rest. Returns how many were cut off.
+
+        A change cut off between its two audit writes stays "pending": the next start reports it as unknown.
+        """
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), bound)
+            return 0
+        except TimeoutError:
+            cut = list(self._tasks)
+            for task in cut:
+                task.cancel()
+            await asyncio.gather(*cut, return_exceptions=True)
+            return len(cut)
 
 
 class UsergroupDirectory:
@@ -77,6 +122,8 @@ class Services:
     usergroups: UsergroupDirectory
     commands: CommandRouter
     store: Store
+    metrics: Metrics = field(default_factory=Metrics)
+    work: WorkTracker = field(default_factory=WorkTracker)
     clock: Callable[[], float] = time.time
     bot_user_id: str = ""
     lock_wait_seconds: float = 5.0  # how long a change waits for another one on the same cluster
@@ -109,5 +156,6 @@ class Services:
         """Ask the policy; raise Denied with its reason when it says no."""
         decision = decide(self.config, subject, action, alias)
         if not decision.allowed:
+            self.metrics.denial(decision.kind)  # type: ignore[arg-type]
             raise Denied(decision.reason)
         return decision

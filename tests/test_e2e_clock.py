@@ -54,10 +54,10 @@ async def raybot(env: dict[str, str], clock: FakeClock):
     settings = load_settings(env)
     credentials = StaticCredentials(AK_ID, AK_SECRET)  # never the default chain in-process: it may ask ECS metadata
     async with running_services(settings, load_config(settings.config_path), clock=clock, credentials=credentials) as (
-        _,
+        services,
         app,
     ):
-        runner, url = await start_http(app, "127.0.0.1", 0)
+        runner, url = await start_http(app, services, "127.0.0.1", 0)
         process = InProcessRaybot()
         process.url = url
         try:

@@ -451,3 +451,11 @@ def test_approval_config_errors():
         parse_config(APPROVAL_CONFIG.replace("approval: always", "approval: sometimes"))
     with pytest.raises(ConfigError):
         parse_config(APPROVAL_CONFIG.replace("{above_replica: 20, above_step: 10}", "{}"))
+
+
+def test_denials_say_their_kind(config: Config) -> None:
+    assert decide(config, OUTSIDER, "resize", "prod").kind == "not_for_user"
+    assert decide(config, Subject("U0LEAD", "C0ELSEWHERE"), "show", "prod").kind == "no_binding"
+    assert decide(config, Subject("U0LEAD", "D0SOMEONE"), "show", "prod").kind == "direct_message"
+    assert decide(config, MEMBER, "show", "nosuch").kind == "unknown_cluster"
+    assert decide(config, MEMBER, "approve", "prod").kind == "not_granted"

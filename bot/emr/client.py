@@ -264,7 +264,9 @@ class EmrClient:
         now: Callable[[], datetime] = _utc_now,
         nonce: Callable[[], str] = _new_nonce,
         transport: httpx.AsyncBaseTransport | None = None,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """`observe(action, code, seconds)` is told the outcome of every call ("OK" or the error's Code)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._credentials = credentials
@@ -278,6 +280,7 @@ class EmrClient:
         self._clock = clock
         self._now = now
         self._nonce = nonce
+        self._observe = observe
         # Requests go straight to the transport: httpx.AsyncClient's cookies, redirects, auth
         # and header merging are nothing raybot needs, and cost more than the signing itself.
         self._transport = transport if transport is not None else AiohttpTransport()
@@ -413,6 +416,8 @@ class EmrClient:
                         getattr(result, "request_id", None),
                         (self._clock() - started) * 1000,
                     )
+                    if self._observe is not None:
+                        self._observe(action, "OK", self._clock() - started)
                     return result
         except TimeoutError:
             error = EmrError(
@@ -432,6 +437,8 @@ class EmrClient:
             error.request_id,
             (self._clock() - started) * 1000,
         )
+        if self._observe is not None:
+            self._observe(action, error.code, self._clock() - started)
         raise error
 
     async def _attempt(
@@ -500,6 +507,10 @@ class EmrClient:
             (self._clock() - sent) * 1000,
         )
         return EmrError(action=action, code=code, message=detail, retryable=True)
+
+    async def check_credentials(self) -> None:
+        """Raise EmrError(CredentialsError) when no credential can be had now (for /readyz)."""
+        await self._credential("GetCredential")
 
     async def _credential(self, action: str) -> signing.Credential:
         try:

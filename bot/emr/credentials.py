@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot.emr.errors import EmrError
 from bot.emr.signing import Credential
+from bot.logs import register_secret
 
 CREDENTIALS_ERROR = "CredentialsError"
 HOW_TO_CONFIGURE = (
@@ -87,4 +88,7 @@ class DefaultCredentials:
                 code=CREDENTIALS_ERROR,
                 message=f"the credentials chain returned a {kind} credential without an access key; {HOW_TO_CONFIGURE}",
             )
-        return Credential(key_id, secret, getattr(model, "security_token", None) or None)
+        token = getattr(model, "security_token", None) or None
+        register_secret(secret)  # whatever logs, it never shows these
+        register_secret(token)
+        return Credential(key_id, secret, token)
