@@ -49,6 +49,7 @@ class RaybotProcess:
     proc: subprocess.Popen
     url: str | None
     output: list[str] = field(default_factory=list)
+    probe_url: str | None = None  # Socket Mode: the probes listener (/healthz, /readyz, /metrics)
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -77,6 +78,7 @@ def start_raybot(
         text=True,
     )
     output: list[str] = []
+    probe_url = None
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     for line in proc.stdout:  # blocks on the process's own output: the readiness signal
@@ -84,8 +86,10 @@ def start_raybot(
         if line.startswith(ready_marker + "listening on "):
             url = line.split("listening on ", 1)[1].strip().removesuffix("/slack/events")
             return RaybotProcess(proc, url, output)
+        if line.startswith(ready_marker + "probes on "):
+            probe_url = line.split("probes on ", 1)[1].split()[0]
         if line.startswith(ready_marker + "connected"):
-            return RaybotProcess(proc, None, output)
+            return RaybotProcess(proc, None, output, probe_url)
         if time.monotonic() > deadline:
             break
     proc.kill()

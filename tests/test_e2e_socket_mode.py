@@ -76,3 +76,14 @@ async def test_syntax_error_comes_back_in_the_ack_payload(raybot, slack, emr):
     assert "-3" in ack["payload"]["text"]
     assert ack["payload"]["response_type"] == "ephemeral"
     assert len(emr.calls) == calls_before
+
+
+async def test_probes_listen_in_socket_mode_too(raybot):
+    import httpx
+
+    async with httpx.AsyncClient(trust_env=False) as http:
+        assert (await http.get(f"{raybot.probe_url}/healthz")).json() == {"status": "ok"}
+        ready = await http.get(f"{raybot.probe_url}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert "raybot_commands_total" in (await http.get(f"{raybot.probe_url}/metrics")).text
+        assert (await http.post(f"{raybot.probe_url}/slack/events")).status_code in (404, 405)
