@@ -1,4 +1,4 @@
-"""raybot's state: the audit log, modal drafts, dedup keys, cluster locks, approvals, scheduled reverts.
+"""raybot's state: the audit log, modal drafts, dedup keys, cluster locks, approvals, scheduled reverts, follows.
 
 `Store` is the interface; `SqliteStore` implements it on one SQLite file (a PostgreSQL backend for
 several replicas can implement the same Protocol later). SQLite is used through the stdlib driver on
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Outcome = Literal["pending", "done", "failed", "unknown"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "void", "applied"]
 ScheduleStatus = Literal["scheduled", "done", "cancelled", "failed"]
+FollowStatus = Literal["following", "done", "failed", "timeout", "cancelled"]
 
 MIN_CLAIM_TTL = 600.0  # the issue: exactly-once keys live at least 10 minutes
 BUSY_TIMEOUT_MS = 5000
@@ -151,6 +152,28 @@ class Schedule(_Frozen):
     note: str | None
 
 
+class Follow(_Frozen):
+    """raybot following change `change_id` until the cluster settles (bot/follow.py), looking again at `next_at`.
+
+    `wanted` is `bot.follow.Wanted` as JSON; `attempt` counts the looks made so far.
+    """
+
+    id: int
+    change_id: int
+    alias: str
+    channel_id: str
+    thread_ts: str | None
+    root_ts: str | None
+    wanted: dict[str, Any]
+    started_at: float
+    deadline_at: float
+    next_at: float
+    attempt: int
+    status: FollowStatus
+    last_summary: str | None
+    finished_at: float | None
+
+
 class LockHolder(_Frozen):
     """Who holds a cluster's lock; `holder` is the opaque token only the holder knows."""
 
@@ -239,6 +262,29 @@ class Store(Protocol):
         self, schedule_id: int, status: str, *, note: str | None = None, expected: str = "scheduled"
     ) -> Schedule | None: ...
     async def get_schedule(self, schedule_id: int) -> Schedule | None: ...
+
+    # following changes until the cluster settles
+    async def start_follow(
+        self,
+        *,
+        change_id: int,
+        alias: str,
+        channel_id: str,
+        thread_ts: str | None,
+        root_ts: str | None,
+        wanted: dict[str, Any],
+        deadline_at: float,
+        next_at: float,
+    ) -> Follow: ...
+    async def due_follows(self, now: float) -> list[Follow]: ...
+    async def next_follow_at(self) -> float | None: ...
+    async def reschedule_follow(
+        self, follow_id: int, *, next_at: float, attempt: int, last_summary: str | None
+    ) -> None: ...
+    async def finish_follow(
+        self, follow_id: int, status: str, *, last_summary: str | None = None, expected: str = "following"
+    ) -> Follow | None: ...
+    async def get_follow(self, follow_id: int) -> Follow | None: ...
 
     async def purge_expired(self) -> int: ...
 
@@ -329,11 +375,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX schedules_due ON schedules (status, due_at)",
     ),
+    (
+        """CREATE TABLE follows (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            change_id INTEGER NOT NULL REFERENCES changes(id),
+            alias TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            thread_ts TEXT,
+            root_ts TEXT,
+            wanted TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            deadline_at REAL NOT NULL,
+            next_at REAL NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL CHECK (status IN ('following','done','failed','timeout','cancelled')),
+            last_summary TEXT,
+            finished_at REAL
+        )""",
+        "CREATE INDEX follows_due ON follows (status, next_at)",
+        # One change is followed at most once at a time, whichever replica starts it.
+        "CREATE UNIQUE INDEX follows_one_per_change ON follows (change_id) WHERE status = 'following'",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JSON_COLUMNS = frozenset({"spec_before", "body", "diff", "request", "data"})
+_JSON_COLUMNS = frozenset({"spec_before", "body", "diff", "request", "data", "wanted"})
 
 
 def _dumps(value: Any) -> str | None:
@@ -839,6 +906,96 @@ class SqliteStore:
             lambda conn: conn.execute("SELECT * FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
         )
         return None if row is None else Schedule.model_validate(_row(row))
+
+    # following changes ------------------------------------------------------------------------------
+
+    async def start_follow(
+        self,
+        *,
+        change_id: int,
+        alias: str,
+        channel_id: str,
+        thread_ts: str | None,
+        root_ts: str | None,
+        wanted: dict[str, Any],
+        deadline_at: float,
+        next_at: float,
+    ) -> Follow:
+        """Start following change `change_id` (status "following", no look made yet), first look at `next_at`.
+
+        A change already being followed is not followed twice: that follow is returned as it is.
+        """
+        now = self._clock()
+        text = _dumps(wanted)
+
+        def start(conn: sqlite3.Connection) -> sqlite3.Row:
+            row = conn.execute(
+                """INSERT INTO follows (change_id, alias, channel_id, thread_ts, root_ts, wanted, started_at,
+                       deadline_at, next_at, attempt, status)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'following')
+                   ON CONFLICT (change_id) WHERE status = 'following' DO NOTHING
+                   RETURNING *""",
+                (change_id, alias, channel_id, thread_ts, root_ts, text, now, deadline_at, next_at),
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT * FROM follows WHERE change_id = ? AND status = 'following'", (change_id,)
+                ).fetchone()
+            return row
+
+        return Follow.model_validate(_row(await self._call(start)))
+
+    async def due_follows(self, now: float) -> list[Follow]:
+        """Follows whose next look is due at or before `now`, earliest first."""
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT * FROM follows WHERE status = 'following' AND next_at <= ? ORDER BY next_at, id", (now,)
+            ).fetchall()
+        )
+        return [Follow.model_validate(_row(r)) for r in rows]
+
+    async def next_follow_at(self) -> float | None:
+        """When the earliest look of any follow is due; None when nothing is followed."""
+        row = await self._call(
+            lambda conn: conn.execute("SELECT MIN(next_at) FROM follows WHERE status = 'following'").fetchone()
+        )
+        return row[0]
+
+    async def reschedule_follow(
+        self, follow_id: int, *, next_at: float, attempt: int, last_summary: str | None
+    ) -> None:
+        """Set the next look of a follow still "following"; a finished one (e.g. by another replica) is left alone."""
+        await self._call(
+            lambda conn: conn.execute(
+                """UPDATE follows SET next_at = ?, attempt = ?, last_summary = COALESCE(?, last_summary)
+                   WHERE id = ? AND status = 'following'""",
+                (next_at, attempt, last_summary, follow_id),
+            )
+        )
+
+    async def finish_follow(
+        self, follow_id: int, status: str, *, last_summary: str | None = None, expected: str = "following"
+    ) -> Follow | None:
+        """Move the follow from `expected` to `status` atomically; None when it was not `expected`.
+
+        Only the caller that gets the Follow back says so in Slack, so the thread gets one answer.
+        """
+        _check_status(status, FollowStatus)
+        if status == "following":
+            raise ValueError("a follow is finished as done, failed, timeout or cancelled, not following")
+        now = self._clock()
+        row = await self._call(
+            lambda conn: conn.execute(
+                """UPDATE follows SET status = ?, finished_at = ?, last_summary = COALESCE(?, last_summary)
+                   WHERE id = ? AND status = ? RETURNING *""",
+                (status, now, last_summary, follow_id, expected),
+            ).fetchone()
+        )
+        return None if row is None else Follow.model_validate(_row(row))
+
+    async def get_follow(self, follow_id: int) -> Follow | None:
+        row = await self._call(lambda conn: conn.execute("SELECT * FROM follows WHERE id = ?", (follow_id,)).fetchone())
+        return None if row is None else Follow.model_validate(_row(row))
 
     async def purge_expired(self) -> int:
         """Delete dedup keys and drafts past their ttl; returns how many rows went."""

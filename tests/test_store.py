@@ -18,6 +18,7 @@ from bot.emr.changes import DiffEntry
 from bot.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    Follow,
     LockBusy,
     NewChange,
     SqliteStore,
@@ -128,10 +129,14 @@ def raw(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 # --- opening and migrations -------------------------------------------------------------------------
 
 
+def all_versions(applied_at: float) -> list[tuple[int, float]]:
+    return [(version, applied_at) for version in range(1, SCHEMA_VERSION + 1)]
+
+
 async def test_migrates_an_empty_database_with_wal_and_foreign_keys(store: SqliteStore, db: Path) -> None:
-    assert raw(db, "SELECT version, applied_at FROM schema_version") == [(SCHEMA_VERSION, T0)]
+    assert raw(db, "SELECT version, applied_at FROM schema_version ORDER BY version") == all_versions(T0)
     tables = {name for (name,) in raw(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"changes", "approvals", "schedules", "locks", "drafts", "dedup_keys"} <= tables
+    assert {"changes", "approvals", "schedules", "locks", "drafts", "dedup_keys", "follows"} <= tables
     assert raw(db, "PRAGMA journal_mode") == [("wal",)]
     # Foreign keys are on for the store's connection: a schedule for no change is refused.
     with pytest.raises(StoreError, match="FOREIGN KEY"):
@@ -144,7 +149,7 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(db: Path, clock: 
     clock.advance(60)
     async with SqliteStore(db, clock=clock) as second:
         assert await second.get_change(made.id) == made
-    assert raw(db, "SELECT version, applied_at FROM schema_version") == [(SCHEMA_VERSION, T0)]
+    assert raw(db, "SELECT version, applied_at FROM schema_version ORDER BY version") == all_versions(T0)
 
 
 async def test_applies_only_the_missing_migrations(db: Path, clock: FakeClock) -> None:
@@ -155,7 +160,7 @@ async def test_applies_only_the_missing_migrations(db: Path, clock: FakeClock) -
     async with SqliteStore(db, clock=clock, migrations=extra) as store:
         await store.record_pending(new_change())
     assert raw(db, "SELECT version, applied_at FROM schema_version ORDER BY version") == [
-        (SCHEMA_VERSION, T0),
+        *all_versions(T0),
         (SCHEMA_VERSION + 1, T0 + 1),
     ]
     assert raw(db, "SELECT COUNT(*) FROM notes") == [(0,)]
@@ -534,6 +539,143 @@ async def test_schedules_due_finish_and_cancel(store: SqliteStore, clock: FakeCl
     assert await store.due_schedules(T0 + 10**6) == []
     assert await store.get_schedule(late.id) == cancelled
     assert await store.get_schedule(999) is None
+
+
+# --- following changes until the cluster settles ------------------------------------------------------
+
+WANTED = {"state": "Running", "groups": {"WorkerGroup1": 10, "组二": 1}}
+
+
+async def start_follow(store: SqliteStore, change_id: int, **overrides: Any) -> Follow:
+    fields: dict[str, Any] = {
+        "change_id": change_id,
+        "alias": "prod",
+        "channel_id": "C1",
+        "thread_ts": "1.1",
+        "root_ts": "1.1",
+        "wanted": WANTED,
+        "deadline_at": T0 + 900,
+        "next_at": T0 + 5,
+    }
+    return await store.start_follow(**(fields | overrides))
+
+
+async def test_the_follows_migration_keeps_a_previous_versions_data(db: Path, clock: FakeClock) -> None:
+    previous = MIGRATIONS[: SCHEMA_VERSION - 1]
+    async with SqliteStore(db, clock=clock, migrations=previous) as old:
+        made = await old.record_pending(new_change())
+        await old.record_outcome(made.id, "done", request_id="REQ-1")
+        scheduled = await old.schedule(change_id=made.id, due_at=T0 + 60, alias="prod", channel_id="C1", thread_ts=None)
+    assert raw(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'follows'") == [(0,)]
+
+    clock.advance(1)
+    async with SqliteStore(db, clock=clock) as new:
+        kept = await new.get_change(made.id)
+        assert kept is not None and (kept.outcome, kept.request_id, kept.body) == ("done", "REQ-1", made.body)
+        assert await new.get_schedule(scheduled.id) == scheduled
+        follow = await start_follow(new, made.id)
+        assert follow.change_id == made.id and follow.wanted == WANTED
+    assert raw(db, "SELECT version, applied_at FROM schema_version ORDER BY version") == [
+        *[(version, T0) for version in range(1, SCHEMA_VERSION)],
+        (SCHEMA_VERSION, T0 + 1),
+    ]
+
+
+async def test_start_follow_round_trips_and_refuses_an_unknown_change(store: SqliteStore) -> None:
+    change = await store.record_pending(new_change())
+    follow = await start_follow(store, change.id, thread_ts=None, root_ts=None)
+    assert (follow.status, follow.attempt, follow.started_at, follow.next_at, follow.deadline_at) == (
+        "following",
+        0,
+        T0,
+        T0 + 5,
+        T0 + 900,
+    )
+    assert (follow.thread_ts, follow.root_ts, follow.last_summary, follow.finished_at) == (None, None, None, None)
+    assert follow.wanted == WANTED  # JSON with unicode comes back as it went in
+    assert await store.get_follow(follow.id) == follow
+    assert await store.get_follow(999) is None
+    with pytest.raises(StoreError, match="FOREIGN KEY"):
+        await start_follow(store, 999)
+
+
+async def test_a_change_is_followed_once_at_a_time(store: SqliteStore, clock: FakeClock) -> None:
+    change = await store.record_pending(new_change())
+    first, again = await asyncio.gather(start_follow(store, change.id), start_follow(store, change.id, next_at=T0 + 99))
+    assert first == again and first.next_at in (T0 + 5, T0 + 99)
+    assert len(await store.due_follows(T0 + 100)) == 1
+    # Once that follow is over, the change may be followed afresh (e.g. by an undo of the same change).
+    await store.finish_follow(first.id, "cancelled")
+    clock.advance(10)
+    fresh = await start_follow(store, change.id, next_at=T0 + 20)
+    assert fresh.id != first.id and fresh.status == "following" and fresh.started_at == T0 + 10
+
+
+async def test_due_follows_and_reschedule(store: SqliteStore, clock: FakeClock) -> None:
+    one = await store.record_pending(new_change())
+    two = await store.record_pending(new_change(alias="dev"))
+    assert await store.next_follow_at() is None
+    late = await start_follow(store, one.id, next_at=T0 + 10)
+    soon = await start_follow(store, two.id, alias="dev", next_at=T0 + 5)
+    assert await store.next_follow_at() == T0 + 5
+    assert await store.due_follows(T0 + 4.9) == []
+    assert [f.id for f in await store.due_follows(T0 + 10)] == [soon.id, late.id]
+
+    await store.reschedule_follow(soon.id, next_at=T0 + 15, attempt=1, last_summary="Running · WorkerGroup1 2/10")
+    moved = await store.get_follow(soon.id)
+    assert moved is not None
+    assert (moved.next_at, moved.attempt, moved.last_summary, moved.status) == (
+        T0 + 15,
+        1,
+        "Running · WorkerGroup1 2/10",
+        "following",
+    )
+    assert await store.next_follow_at() == T0 + 10
+    assert [f.id for f in await store.due_follows(T0 + 10)] == [late.id]
+    # No new summary (the read failed): the last one is kept.
+    await store.reschedule_follow(soon.id, next_at=T0 + 45, attempt=2, last_summary=None)
+    kept = await store.get_follow(soon.id)
+    assert kept is not None and (kept.attempt, kept.last_summary) == (2, "Running · WorkerGroup1 2/10")
+
+
+async def test_finish_follow_is_compare_and_set(store: SqliteStore, clock: FakeClock) -> None:
+    change = await store.record_pending(new_change())
+    follow = await start_follow(store, change.id)
+    clock.advance(120)
+    done, twice = await asyncio.gather(
+        store.finish_follow(follow.id, "done", last_summary="Running · WorkerGroup1 10/10"),
+        store.finish_follow(follow.id, "timeout"),
+    )
+    assert done is not None and twice is None  # one answer in the thread, whichever replica got there first
+    assert (done.status, done.finished_at, done.last_summary) == ("done", T0 + 120, "Running · WorkerGroup1 10/10")
+    assert await store.due_follows(T0 + 10**6) == [] and await store.next_follow_at() is None
+
+    # A finished follow is not moved by a late reschedule from a replica that read before it finished.
+    await store.reschedule_follow(follow.id, next_at=T0 + 200, attempt=9, last_summary="stale")
+    assert await store.get_follow(follow.id) == done
+    assert await store.finish_follow(follow.id, "failed") is None
+    # An explicit `expected` lets a finished follow be corrected on purpose.
+    fixed = await store.finish_follow(follow.id, "failed", expected="done")
+    assert fixed is not None and fixed.status == "failed" and fixed.last_summary == done.last_summary
+
+    with pytest.raises(ValueError, match="not one of"):
+        await store.finish_follow(follow.id, "settled")
+    with pytest.raises(ValueError, match="not following"):
+        await store.finish_follow(follow.id, "following")
+
+
+async def test_follows_survive_a_restart(db: Path, clock: FakeClock) -> None:
+    async with SqliteStore(db, clock=clock) as first:
+        change = await first.record_pending(new_change())
+        follow = await start_follow(first, change.id)
+        await first.reschedule_follow(follow.id, next_at=T0 + 30, attempt=2, last_summary="Running · modified")
+    clock.advance(3600)  # raybot was down for an hour: the follow is overdue, not lost
+    async with SqliteStore(db, clock=clock) as second:
+        assert await second.next_follow_at() == T0 + 30
+        (due,) = await second.due_follows(clock())
+        assert (due.id, due.attempt, due.last_summary, due.wanted) == (follow.id, 2, "Running · modified", WANTED)
+        finished = await second.finish_follow(due.id, "timeout")
+        assert finished is not None and finished.finished_at == T0 + 3600
 
 
 # --- housekeeping ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from bot import grammar
 from bot.emr.changes import DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster, WorkerGroup
+from bot.follow import Progress
 from bot.slack import limits
 from bot.slack.mrkdwn import ELLIPSIS, escape, truncate, user
 from bot.slack.mrkdwn import code as inline_code
@@ -608,3 +609,78 @@ def nothing_to_change(alias: str, summary: str) -> SlackMessage:
     """Thread reply when the cluster already is as asked: nothing was sent."""
     text = f"➖ *{_esc(alias, NAME_MAX)}* already matches {_esc(summary, 2500)}: nothing was sent."
     return SlackMessage(_fallback(text), [_section(text)])
+
+
+# --- following a change until the cluster settles ---------------------------------------------------------------------
+
+FollowPhase = Literal["requested", "applying", "done", "failed", "timeout"]
+FOLLOW_MARKS: dict[str, tuple[str, str]] = {
+    "requested": ("⏳", "requested"),
+    "applying": ("⏳", "applying"),
+    "done": ("✅", "done"),
+    "failed": ("❌", "failed"),
+    "timeout": ("⌛", "not settled"),
+}
+PROGRESS_MAX = 600  # a progress summary in the root message, escaped
+GROUP_SECTIONS_MAX = 5  # preformatted sections of per-group counts in a thread answer
+
+
+def follow_status(user_id: str, alias: str, summary: str, progress_summary: str, phase: FollowPhase) -> SlackMessage:
+    """The change's root message while raybot follows it (updated in place): "⏳ … · applying: Running · G1 2/3".
+
+    `progress_summary` is `Progress.summary()` (cloud text: escaped here); empty shows the word alone.
+    """
+    mark, word = FOLLOW_MARKS[phase]
+    shown = f"{word}: {_esc(progress_summary, PROGRESS_MAX)}" if progress_summary else word
+    text = f"{mark} {user(user_id)} · *{_esc(alias, NAME_MAX)}* · {_esc(summary, 2000)} · {shown}"
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def _group_count_sections(progress: Progress, *, incomplete_only: bool) -> list[dict[str, Any]]:
+    """Per-group "name  up/wanted" lines in preformatted sections, and an "and N more" line if they do not all fit."""
+    groups = [g for g in progress.groups if not (incomplete_only and g.complete)]
+    if not groups:
+        return []
+    width = min(max(len(g.name) for g in groups), 40)
+    lines = [
+        _pre_line(f"{truncate(g.name, 40).ljust(width)}  {'?' if g.up is None else g.up}/{g.wanted}") for g in groups
+    ]
+    sections, shown = _pre_sections(lines, max_sections=GROUP_SECTIONS_MAX)
+    if shown < len(lines):
+        sections.append(_context(_more(len(lines) - shown, "group")))
+    return sections
+
+
+def follow_done(alias: str, cluster_id: str, progress: Progress) -> SlackMessage:
+    """The one thread answer when the change settled: the state and the final worker counts per group."""
+    text = (
+        f"✅ *{_esc(alias, NAME_MAX)}* settled · clusterId {inline_code(cluster_id, 64)} · "
+        f"{_esc(progress.summary(), PROGRESS_MAX)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text), *_group_count_sections(progress, incomplete_only=False)])
+
+
+def follow_failed(alias: str, message: str | None, request_id: str | None) -> SlackMessage:
+    """The one thread answer when the cluster ended in Error: the API's message, and the RequestId if known."""
+    rid = inline_code(request_id, 64) if request_id else "none"
+    text = (
+        f"❌ *{_esc(alias, NAME_MAX)}* ended in {inline_code('Error')} · *RequestId* {rid}\n"
+        f"*Message* {_esc(message or 'the API gave no message', MESSAGE_MAX)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def follow_timeout(alias: str, minutes: float, progress: Progress | None) -> SlackMessage:
+    """The one thread answer when the change did not settle in time: how long, and where the cluster is now.
+
+    `progress` is None when the last read failed; then the state is said to be unknown.
+    """
+    now = _esc(progress.summary(), PROGRESS_MAX) if progress is not None else "unknown (the last read failed)"
+    text = (
+        f"⌛ *{_esc(alias, NAME_MAX)}* still not settled after {minutes:g} min; raybot stopped following it. "
+        f"Now: {now}\n{inline_code(grammar.PREFIX + ' show ' + alias, 100)} has the details."
+    )
+    blocks = [_section(text)]
+    if progress is not None:
+        blocks += _group_count_sections(progress, incomplete_only=True)
+    return SlackMessage(_fallback(text), blocks)

@@ -1,0 +1,477 @@
+"""bot/follow.py (pure): what a change wants, how far a cluster got, when to look again; and the follow builders.
+
+The last tests read clusters from the EMR emulator's in-memory model (no server) under a fake clock,
+so the core is checked against the very shapes the emulator produces over time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.emr.models import RayCluster
+from bot.follow import (
+    ALL_WORKERS,
+    MAX_DELAY,
+    SUMMARY_GROUPS_MAX,
+    GroupProgress,
+    Progress,
+    Wanted,
+    next_delay,
+    next_step,
+    progress,
+    wanted_after_start,
+    wanted_after_stop,
+    wanted_after_update,
+)
+from bot.sandbox.emr_server import SEED_FILE, ClusterStore
+from bot.slack import blocks
+from tests.test_blocks import EVIL, assert_fits, assert_no_raw_markup, rendered
+
+CID = "rc-abc"
+TWO = Wanted(state="Running", groups={"WorkerGroup1": 3, "WorkerGroup2": 1})
+
+
+def head(phase: str = "Running") -> dict[str, Any]:
+    return {"instanceId": f"{CID}-head-0", "type": "Head", "phase": phase}
+
+
+def worker(group: str, index: int, phase: str = "Running", *, listed: bool = True, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"instanceId": f"{CID}-{group.lower()}-worker-{index}", "type": "Worker", "phase": phase}
+    if listed:
+        out["groupName"] = group
+    return out | extra
+
+
+def read(
+    state: str | None = "Running", modified: bool | None = False, instances: Any = (), **fields: Any
+) -> RayCluster:
+    body: dict[str, Any] = {"clusterId": CID, "state": state, "modified": modified, **fields}
+    if instances is not None:
+        body["instances"] = list(instances)
+    return RayCluster.model_validate(body)
+
+
+def counts(p: Progress) -> dict[str, tuple[int | None, int]]:
+    return {g.name: (g.up, g.wanted) for g in p.groups}
+
+
+# --- what a change wants ----------------------------------------------------------------------------
+
+
+def test_wanted_after_update_takes_each_groups_replica_from_the_body_sent() -> None:
+    body = {
+        "name": "x",
+        "workerSpec": [
+            {"groupName": "WorkerGroup1", "replica": 10, "minReplica": 1},
+            {"groupName": "WorkerGroup2", "replica": 1},
+            {"groupName": "no-count"},  # nothing to wait for: not followed
+            {"replica": 3},  # no name: cannot be matched to instances
+        ],
+    }
+    assert wanted_after_update(body) == Wanted(state="Running", groups={"WorkerGroup1": 10, "WorkerGroup2": 1})
+    assert wanted_after_update({"description": "only text"}) == Wanted(state="Running", groups={})
+    # A stopped cluster only takes the new spec: the follow waits for it to stay Stopped.
+    assert wanted_after_update(body, state_before="Stopped") == wanted_after_stop()
+    assert wanted_after_update(body, state_before="STOPPING").state == "Stopped"
+    assert wanted_after_update(body, state_before="Running").groups == {"WorkerGroup1": 10, "WorkerGroup2": 1}
+
+
+def test_wanted_after_start_and_stop() -> None:
+    cluster = RayCluster.model_validate(
+        {"state": "Stopped", "workerSpec": [{"groupName": "g1", "replica": 4}, {"groupName": "g2", "replica": 2}]}
+    )
+    assert wanted_after_start(cluster) == Wanted(state="Running", groups={"g1": 4, "g2": 2})
+    assert wanted_after_stop() == Wanted(state="Stopped", groups={})
+    # It goes to the store as JSON and comes back the same.
+    assert Wanted.model_validate(json.loads(json.dumps(TWO.model_dump()))) == TWO
+
+
+# --- how far the cluster got ------------------------------------------------------------------------
+
+
+def test_updating_with_some_workers_up_is_applying() -> None:
+    cluster = read(
+        "Updating",
+        True,
+        [
+            head(),
+            worker("WorkerGroup1", 0),
+            worker("WorkerGroup1", 1),
+            worker("WorkerGroup1", 2, "Pending"),  # listed, not up yet
+            worker("WorkerGroup2", 0),
+        ],
+    )
+    p = progress(cluster, TWO)
+    assert (p.phase, p.state, p.modified, p.message) == ("applying", "Updating", True, None)
+    assert counts(p) == {"WorkerGroup1": (2, 3), "WorkerGroup2": (1, 1)}
+    assert p.summary() == "Updating · WorkerGroup1 2/3 · WorkerGroup2 1/1 · modified"
+
+
+def test_done_needs_the_state_all_counts_and_modified_cleared() -> None:
+    settled = [head(), *(worker("WorkerGroup1", i) for i in range(3)), worker("WorkerGroup2", 0)]
+    done = progress(read("Running", False, settled), TWO)
+    assert done.phase == "done" and done.summary() == "Running · WorkerGroup1 3/3 · WorkerGroup2 1/1"
+    # The API still says modified: not done, even with every worker up.
+    assert progress(read("Running", True, settled), TWO).phase == "applying"
+    # One worker short.
+    assert progress(read("Running", False, settled[:-1]), TWO).phase == "applying"
+    # modified not reported at all counts as not modified.
+    assert progress(read("Running", None, settled), TWO).phase == "done"
+    # The wanted state, compared without regard to case.
+    assert progress(read("RUNNING", False, settled), TWO).phase == "done"
+    assert progress(read("Starting", False, settled), TWO).phase == "applying"
+
+
+def test_type_and_phase_are_compared_without_regard_to_case() -> None:
+    shouting = [
+        {
+            "instanceId": f"{CID}-workergroup1-worker-{i}",
+            "type": "WORKER",
+            "phase": "RUNNING",
+            "groupName": "WorkerGroup1",
+        }
+        for i in range(3)
+    ] + [{"instanceId": "x", "type": "worker", "phase": "running", "groupName": "WorkerGroup2"}]
+    assert counts(progress(read(instances=shouting), TWO)) == {"WorkerGroup1": (3, 3), "WorkerGroup2": (1, 1)}
+
+
+def test_error_is_failed_with_the_apis_message() -> None:
+    cluster = read("Error", True, [head(), worker("WorkerGroup1", 0)], message="quota exceeded: <@U1>")
+    p = progress(cluster, TWO)
+    assert (p.phase, p.message, p.modified) == ("failed", "quota exceeded: <@U1>", True)
+    assert p.summary().startswith("Error · WorkerGroup1 1/3")
+    assert progress(read("error", False, []), TWO).phase == "failed"
+    # The message of a cluster that is not in Error is not an error message.
+    assert progress(read("Running", True, [], message="starting workers"), TWO).message is None
+
+
+def test_a_stop_is_done_when_stopped() -> None:
+    stop = wanted_after_stop()
+    stopping = progress(read("Stopping", False, [head(), worker("WorkerGroup1", 0)]), stop)
+    assert stopping.phase == "applying"
+    assert counts(stopping) == {"WorkerGroup1": (1, 0)}  # workers still up, none wanted
+    assert stopping.summary() == "Stopping · WorkerGroup1 1/0"
+    assert progress(read("Running", False, [head()]), stop).phase == "applying"
+    done = progress(read("Stopped", False, []), stop)
+    assert done.phase == "done" and done.groups == [] and done.summary() == "Stopped"
+    # Stopped is Stopped, whatever `modified` or a stale instance list says.
+    assert progress(read("STOPPED", True, [worker("WorkerGroup1", 0)]), stop).phase == "done"
+    assert progress(read("Error", False, [], message="stuck"), stop).phase == "failed"
+
+
+def test_groups_are_matched_by_the_name_pattern_when_no_group_is_listed() -> None:
+    instances = [
+        head(),
+        worker("WorkerGroup1", 0, listed=False),
+        worker("WorkerGroup1", 1, listed=False),
+        worker("WorkerGroup2", 0, listed=False),
+    ]
+    assert counts(progress(read(instances=instances), TWO)) == {"WorkerGroup1": (2, 3), "WorkerGroup2": (1, 1)}
+
+
+def test_the_longest_group_name_wins_a_name_pattern_match() -> None:
+    wanted = Wanted(state="Running", groups={"gpu": 1, "big-gpu": 2})
+    instances = [
+        {"instanceId": f"{CID}-big-gpu-worker-0", "type": "Worker", "phase": "Running"},
+        {"instanceId": f"{CID}-big-gpu-worker-1", "type": "Worker", "phase": "Running"},
+        {"instanceId": f"{CID}-gpu-worker-0", "type": "Worker", "phase": "Running"},
+    ]
+    p = progress(read(instances=instances), wanted)
+    assert counts(p) == {"gpu": (1, 1), "big-gpu": (2, 2)} and p.phase == "done"
+
+
+def test_a_listed_group_name_beats_the_name_pattern() -> None:
+    # The id says WorkerGroup1, the API says WorkerGroup2: the API's field is the truth.
+    instances = [worker("WorkerGroup1", 0, groupName="WorkerGroup2")]
+    assert counts(progress(read(instances=instances), TWO)) == {"WorkerGroup1": (0, 3), "WorkerGroup2": (1, 1)}
+
+
+def test_workers_that_cannot_be_told_apart_are_counted_against_the_total() -> None:
+    anonymous = [{"instanceId": f"node-{i}", "type": "Worker", "phase": "Running"} for i in range(3)]
+    anonymous.append({"instanceId": "node-9", "type": "Worker", "phase": "Pending"})
+    p = progress(read(instances=[head(), *anonymous]), TWO)
+    assert p.groups == [GroupProgress(name=ALL_WORKERS, up=3, wanted=4)] and p.phase == "applying"
+    assert p.summary() == "Running · workers 3/4"
+    # One unattributable worker among named ones is enough: per-group counts would be wrong.
+    mixed = [worker("WorkerGroup1", i) for i in range(3)] + [
+        {"instanceId": "odd", "type": "Worker", "phase": "Running"}
+    ]
+    done = progress(read(instances=mixed), TWO)
+    assert done.groups == [GroupProgress(name=ALL_WORKERS, up=4, wanted=4)] and done.phase == "done"
+
+
+def test_workers_of_a_removed_group_must_go_before_it_is_done() -> None:
+    one = Wanted(state="Running", groups={"WorkerGroup1": 1})
+    lingering = [worker("WorkerGroup1", 0), worker("Old", 0), worker("Old", 1, "Pending")]
+    p = progress(read(instances=lingering), one)
+    assert counts(p) == {"WorkerGroup1": (1, 1), "Old": (1, 0)} and p.phase == "applying"
+    assert progress(read(instances=lingering[:1]), one).phase == "done"
+
+
+def test_without_listed_instances_the_state_decides_and_counts_are_unknown() -> None:
+    p = progress(read("Running", False, instances=None), TWO)
+    assert p.phase == "done" and counts(p) == {"WorkerGroup1": (None, 3), "WorkerGroup2": (None, 1)}
+    assert p.summary() == "Running · WorkerGroup1 ?/3 · WorkerGroup2 ?/1"
+    assert progress(read("Running", True, instances=None), TWO).phase == "applying"
+    # An empty list is a real answer: no worker is up.
+    assert progress(read("Running", False, instances=[]), TWO).phase == "applying"
+
+
+def test_summary_of_fifty_groups_stays_one_short_line() -> None:
+    names = [f"group-{i:02d}-" + "x" * 200 for i in range(50)]
+    wanted = Wanted(state="Running", groups={name: 2 for name in names})
+    # The first 40 groups are complete, the last 10 are not.
+    instances = [worker(name, j) for name in names[:40] for j in range(2)] + [worker(name, 0) for name in names[40:]]
+    p = progress(read("Running", True, instances), wanted)
+    line = p.summary()
+    assert "\n" not in line and len(line) < 600
+    assert line.count("/2") == SUMMARY_GROUPS_MAX  # only incomplete groups are named, at most 8
+    assert "group-40-" in line and "group-39-" not in line
+    assert "+2 more" in line and "40 of 50 groups complete" in line and line.endswith("modified")
+
+    settled = progress(read("Running", False, [worker(n, j) for n in names for j in range(2)]), wanted)
+    assert settled.phase == "done"
+    assert settled.summary() == "Running · all 50 groups complete"
+
+
+def test_a_summary_with_few_groups_names_them_all() -> None:
+    wanted = Wanted(state="Running", groups={f"g{i}": 1 for i in range(SUMMARY_GROUPS_MAX)})
+    p = progress(read(instances=[worker(f"g{i}", 0) for i in range(SUMMARY_GROUPS_MAX)]), wanted)
+    assert p.summary() == "Running · " + " · ".join(f"g{i} 1/1" for i in range(SUMMARY_GROUPS_MAX))
+
+
+# --- when to look again -----------------------------------------------------------------------------
+
+
+def test_next_delay_backs_off_to_a_cap_with_jitter() -> None:
+    assert [next_delay(attempt, 0.5) for attempt in range(6)] == [5.0, 10.0, 20.0, 30.0, 30.0, 30.0]
+    assert next_delay(0, 0.0) == pytest.approx(4.0)
+    assert next_delay(1, 0.999999) == pytest.approx(12.0, abs=1e-4)
+    assert next_delay(2, 0.0) == pytest.approx(16.0)
+    assert next_delay(3, 0.0) == pytest.approx(24.0)
+    assert next_delay(10**6, 0.999999) == MAX_DELAY  # the cap holds with jitter
+    with pytest.raises(ValueError):
+        next_delay(-1, 0.5)
+    for draw in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError):
+            next_delay(0, draw)
+
+
+@given(st.integers(min_value=0, max_value=10**9), st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+def test_next_delay_is_always_within_bounds(attempt: int, draw: float) -> None:
+    assert 4.0 <= next_delay(attempt, draw) <= MAX_DELAY
+
+
+def test_next_step_ends_settled_follows_and_times_out_at_the_deadline() -> None:
+    applying = Progress(phase="applying", state="Running", modified=True)
+    done = Progress(phase="done", state="Running", modified=False)
+    failed = Progress(phase="failed", state="Error", modified=True, message="boom")
+
+    step = next_step(applying, now=100.0, deadline_at=1000.0, attempt=0, draw=0.5)
+    assert (step.outcome, step.next_at, step.attempt) == ("again", 110.0, 1)  # after the 1st look: 10 s
+    step = next_step(applying, now=200.0, deadline_at=1000.0, attempt=5, draw=0.5)
+    assert (step.outcome, step.next_at, step.attempt) == ("again", 230.0, 6)
+    # The next look is never after the deadline: the last one happens right at it.
+    assert next_step(applying, now=990.0, deadline_at=1000.0, attempt=5, draw=0.5).next_at == 1000.0
+    assert next_step(applying, now=1000.0, deadline_at=1000.0, attempt=6, draw=0.5).outcome == "timeout"
+    # A failed read is retried like an unsettled cluster.
+    assert next_step(None, now=100.0, deadline_at=1000.0, attempt=0, draw=0.5).outcome == "again"
+    assert next_step(None, now=1001.0, deadline_at=1000.0, attempt=0, draw=0.5).outcome == "timeout"
+    # Settled wins over the deadline: the answer that arrived is the answer.
+    assert next_step(done, now=5000.0, deadline_at=1000.0, attempt=3, draw=0.5).outcome == "done"
+    failing = next_step(failed, now=100.0, deadline_at=1000.0, attempt=3, draw=0.5)
+    assert (failing.outcome, failing.next_at, failing.attempt) == ("failed", None, 4)
+
+
+# --- Block Kit ----------------------------------------------------------------------------------------
+
+
+def hostile_progress(groups: int, phase: str = "applying") -> Progress:
+    long = "&<>`" * 300
+    return Progress(
+        phase=phase,  # type: ignore[arg-type]
+        state=EVIL + long,
+        modified=True,
+        groups=[GroupProgress(name=f"{i}{EVIL}{long}", up=i % 3, wanted=2) for i in range(groups)],
+        message=EVIL + long,
+    )
+
+
+@pytest.mark.parametrize("phase", ["requested", "applying", "done", "failed", "timeout"])
+def test_follow_status_escapes_and_fits(phase: str) -> None:
+    p = hostile_progress(50)
+    message = blocks.follow_status("U123ABC", EVIL * 20, EVIL * 300, p.summary(), phase)  # type: ignore[arg-type]
+    assert_fits(message)
+    assert_no_raw_markup(message)
+    assert "&lt;!channel&gt;" in message.text and message.text.startswith(blocks.FOLLOW_MARKS[phase][0])
+    assert "<@U123ABC>" in message.text  # the user's mention is raybot's own and stays live
+
+
+def test_follow_status_while_applying() -> None:
+    message = blocks.follow_status(
+        "U1AB", "prod", "WorkerGroup1 replica 2 → 3", "Running · WorkerGroup1 2/3", "applying"
+    )
+    assert message.text == "⏳ <@U1AB> · *prod* · WorkerGroup1 replica 2 → 3 · applying: Running · WorkerGroup1 2/3"
+    requested = blocks.follow_status("U1AB", "prod", "resize", "", "requested")
+    assert requested.text.endswith("· resize · requested")
+
+
+def test_follow_done_shows_final_counts() -> None:
+    settled = Progress(
+        phase="done",
+        state="Running",
+        modified=False,
+        groups=[GroupProgress(name="WorkerGroup1", up=3, wanted=3), GroupProgress(name="WorkerGroup2", up=1, wanted=1)],
+    )
+    message = blocks.follow_done("prod", "rc-1", settled)
+    assert_fits(message)
+    text = rendered(message)
+    assert message.text.startswith("✅ *prod* settled · clusterId `rc-1` · Running · WorkerGroup1 3/3")
+    assert "WorkerGroup1  3/3" in text and "WorkerGroup2  1/1" in text
+
+
+def test_follow_done_of_a_hostile_cluster_with_fifty_groups_fits_and_lists_them_all() -> None:
+    message = blocks.follow_done(EVIL * 20, EVIL + "`" * 100, hostile_progress(50, "done"))
+    assert_fits(message)
+    assert_no_raw_markup(message)
+    # Names are cut short in the table, so every one of the 50 groups still gets its line.
+    assert sum(line.rstrip().endswith(("0/2", "1/2", "2/2")) for line in rendered(message).splitlines()) == 50
+    # More lines than five sections hold (far beyond 50 groups): what does not fit is counted, not dropped silently.
+    crowded = blocks.follow_timeout("prod", 15, hostile_progress(900))
+    assert_fits(crowded)
+    assert "more groups" in rendered(crowded)
+
+
+def test_follow_failed_shows_the_apis_message_escaped() -> None:
+    message = blocks.follow_failed("prod", "quota exceeded <!channel> & more", "REQ-1")
+    assert_fits(message)
+    assert_no_raw_markup(message)
+    assert "ended in `Error`" in message.text and "`REQ-1`" in message.text
+    assert "quota exceeded &lt;!channel&gt; &amp; more" in message.text
+    unknown = blocks.follow_failed(EVIL, EVIL * 1000, None)
+    assert_fits(unknown)
+    assert_no_raw_markup(unknown)
+    assert "*RequestId* none" in unknown.text and unknown.text.endswith("…")
+    assert "no message" in blocks.follow_failed("prod", None, None).text
+
+
+def test_follow_timeout_says_how_long_and_where_the_cluster_is() -> None:
+    stuck = Progress(
+        phase="applying",
+        state="Running",
+        modified=True,
+        groups=[GroupProgress(name="WorkerGroup1", up=2, wanted=3), GroupProgress(name="WorkerGroup2", up=1, wanted=1)],
+    )
+    message = blocks.follow_timeout("prod", 15, stuck)
+    assert_fits(message)
+    text = rendered(message)
+    assert message.text.startswith("⌛ *prod* still not settled after 15 min")
+    assert "Now: Running · WorkerGroup1 2/3 · WorkerGroup2 1/1 · modified" in message.text
+    assert "WorkerGroup1  2/3" in text and "WorkerGroup2  1/1" not in text  # only what is missing is listed
+    assert "`/ray show prod`" in message.text
+    unread = blocks.follow_timeout(EVIL, 7.5, None)
+    assert "after 7.5 min" in unread.text and "unknown" in unread.text
+    assert_no_raw_markup(unread)
+    hostile = blocks.follow_timeout(EVIL * 20, 15, hostile_progress(50))
+    assert_fits(hostile)
+    assert_no_raw_markup(hostile)
+
+
+# --- against the emulator's model of a cluster over time -----------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def seeded(settle_seconds: float, **options: Any) -> tuple[ClusterStore, Clock, str, str, RayCluster]:
+    clock = Clock()
+    emulator = ClusterStore(clock, settle_seconds=settle_seconds, **options)
+    seed = json.loads(SEED_FILE.read_text())
+    emulator.seed(seed)
+    first = seed[0]
+    workspace, cluster_id = first["workspaceId"], first["clusterId"]
+    return emulator, clock, workspace, cluster_id, RayCluster.model_validate(emulator.snapshot(workspace, cluster_id))
+
+
+def grow_first_group(cluster: RayCluster, to: int) -> dict[str, Any]:
+    body = cluster.editable()
+    body["workerSpec"] = copy.deepcopy(body["workerSpec"])
+    body["workerSpec"][0]["replica"] = to
+    body["workerSpec"][0]["maxReplica"] = max(to, body["workerSpec"][0]["maxReplica"])
+    return body
+
+
+def test_an_update_in_the_emulator_goes_from_applying_to_done() -> None:
+    emulator, clock, ws, cid, before = seeded(60.0, updating_state="Updating")
+    first, second = (g.group_name for g in before.worker_spec or [])
+    assert first is not None and second is not None
+    body = grow_first_group(before, 6)
+    emulator.update(ws, cid, body)
+    wanted = wanted_after_update(body, state_before=before.state)
+
+    def look() -> Progress:
+        return progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted)
+
+    now = look()
+    assert (now.phase, now.state, now.modified) == ("applying", "Updating", True)
+    assert counts(now)[first] == (2, 6)
+    clock.now += 30
+    half = look()
+    assert half.phase == "applying" and counts(half)[first] == (4, 6) and counts(half)[second] == (1, 1)
+    clock.now += 30
+    done = look()
+    assert done.phase == "done" and counts(done) == {first: (6, 6), second: (1, 1)}
+    assert done.summary() == f"Running · {first} 6/6 · {second} 1/1"
+
+
+def test_the_name_pattern_alone_follows_the_emulators_instances() -> None:
+    emulator, clock, ws, cid, before = seeded(60.0)
+    body = grow_first_group(before, 4)
+    emulator.update(ws, cid, body)
+    clock.now += 60
+    raw = emulator.snapshot(ws, cid)
+    for instance in raw["instances"]:
+        instance.pop("groupName", None)  # as the real API lists them
+    p = progress(RayCluster.model_validate(raw), wanted_after_update(body))
+    assert p.phase == "done" and [g.up for g in p.groups] == [4, 1]
+
+
+def test_an_update_the_emulator_ends_in_error_fails_with_its_message() -> None:
+    emulator, clock, ws, cid, before = seeded(60.0)
+    body = grow_first_group(before, 6)
+    emulator.update(ws, cid, body)
+    emulator.end_in_error(ws, cid, "insufficient quota in queue root_queue")
+    wanted = wanted_after_update(body)
+    clock.now += 30
+    assert progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted).phase == "applying"
+    clock.now += 30
+    failed = progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted)
+    assert (failed.phase, failed.message) == ("failed", "insufficient quota in queue root_queue")
+
+
+def test_a_stop_then_start_in_the_emulator() -> None:
+    emulator, clock, ws, cid, before = seeded(60.0)
+    emulator.stop(ws, cid, None)
+    stopping = progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted_after_stop())
+    assert stopping.phase == "applying" and stopping.state == "Stopping"
+    clock.now += 60
+    stopped = RayCluster.model_validate(emulator.snapshot(ws, cid))
+    assert progress(stopped, wanted_after_stop()).phase == "done"
+
+    wanted = wanted_after_start(stopped)
+    emulator.start(ws, cid, "key", None, "REQ-1")
+    starting = progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted)
+    assert starting.phase == "applying" and starting.state == "Starting"
+    clock.now += 60
+    assert progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted).phase == "done"
