@@ -395,7 +395,10 @@ def test_update_keeps_unknown_fields_and_replaces_what_is_sent(emulator: EmrEmul
     assert after["headSpec"] == head  # replaced as a whole
     assert after["futureField"] == {"a": 1}
     assert after["state"] == "Running"  # read-only attributes are not writable
-    assert after["instances"] == before["instances"]
+    # With settle_seconds=0 the change is settled at once: the workers are those of the new spec.
+    workers = [i for i in after["instances"] if i["type"] == "Worker" and i["phase"] == "Running"]
+    assert len(workers) == sum(g["replica"] for g in groups)
+    assert after["modified"] is False
     assert after["modifiedTime"] > before["modifiedTime"]
 
 

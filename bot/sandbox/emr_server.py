@@ -46,9 +46,10 @@ same picture.
   cluster turns `Error` with that `message`, `modified` unchanged. A re-based
   transition keeps the failure; the next update starts a fresh transition.
 - `settle_now()` moves the current transition to its end at once.
-- `settle_seconds` = 0 (the default): changes apply at once and instances are not
-  modelled (an update leaves them as they were, start lists a Running head, stop
-  empties them); `end_in_error()` then turns the next change into Error at once.
+- `settle_seconds` = 0 (the default): changes apply at once: an update of a running
+  cluster is settled the moment it is read (its workers are those of the new spec),
+  start lists a Running head, stop empties the instances; `end_in_error()` then turns
+  the next change into Error at once.
 Instances have the fields of the SDK's GetRayClusterResponseBodyInstances
 (instanceId, type "Head"/"Worker" as in the seed, phase Pending/Running, container
 state, times). The API documents no group of an instance: the emulator adds
@@ -795,6 +796,9 @@ class ClusterStore:
             if self._settle <= 0:
                 if self._fail_at_once(workspace, cluster):
                     cluster["modified"] = True
+                elif cluster.get("state") == "Running":
+                    # Settled at once: the instances match the new spec the moment it is read.
+                    self._begin(workspace, cluster, "update", running)
                 return
             state = cluster.get("state")
             if state in ("Stopping", "Stopped"):
