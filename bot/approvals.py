@@ -155,6 +155,7 @@ async def approve(ctx: CommandContext, approval_id: int) -> None:
                 undo_of=request.get("undo_of"),
                 approval_id=approval.id,
                 duration_seconds=request.get("duration_seconds"),
+                state_before=cluster.state,
             ),
             now,
             result,

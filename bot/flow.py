@@ -25,8 +25,9 @@ from bot.config import ClusterTarget
 from bot.dispatch import CommandContext, describe_error
 from bot.emr.changes import Plan, redact_secrets
 from bot.emr.errors import EmrError
-from bot.emr.models import ClusterFields, RayCluster
+from bot.emr.models import ActionResponse, ClusterFields, RayCluster
 from bot.errors import ClusterBusy, Denied
+from bot.follow import Wanted, wanted_after_update
 from bot.permissions import check_change
 from bot.replay import planner
 from bot.services import Services
@@ -108,6 +109,7 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
                 summary=request.summary,
                 undo_of=request.undo_of,
                 duration_seconds=request.duration_seconds,
+                state_before=cluster.state,
             ),
             before,
             result,
@@ -145,14 +147,67 @@ class Applying:
     undo_of: int | None = None
     approval_id: int | None = None
     duration_seconds: int | None = None
+    state_before: str | None = None  # the cluster's state when read: what "settled" means after an update
 
 
 async def apply_plan(services: Services, applying: Applying, before: dict, result: Plan) -> ChangeRecord:
-    """Audit "pending", send the complete body, audit the outcome, answer in the thread, update the root status.
+    """Audit "pending", send the complete body, audit the outcome, answer in the thread, then follow the cluster.
 
     The caller holds the cluster's lock and has posted the root status message.
     """
-    assert result.body is not None
+    body = result.body
+    assert body is not None
+    target = applying.target
+    record, response = await call_audited(
+        services,
+        applying,
+        before=before,
+        body=body.wire(),
+        diff=[d.model_dump(mode="json") for d in result.diff],
+        call=lambda: services.emr.update_cluster(target.workspace, target.cluster_id, body, region=target.region),
+    )
+    if response is None:
+        return record
+    thread = applying.thread
+    revert_at = schedule_id = None
+    if applying.duration_seconds is not None:
+        revert_at = services.clock() + applying.duration_seconds
+        schedule = await services.store.schedule(
+            change_id=record.id,
+            due_at=revert_at,
+            alias=target.alias,
+            channel_id=thread.channel_id,
+            thread_ts=thread.thread_ts,
+        )
+        schedule_id = schedule.id
+    done = blocks.change_succeeded(
+        target.alias,
+        response.cluster_id or target.cluster_id,
+        response.request_id,
+        result.diff,
+        change_id=record.id,
+        revert_at=revert_at,
+        schedule_id=schedule_id,
+    )
+    await _answer(thread, applying, done)
+    await follow(services, applying, record, wanted_after_update(body.wire(), state_before=applying.state_before))
+    return record
+
+
+async def call_audited(
+    services: Services,
+    applying: Applying,
+    *,
+    before: dict,
+    body: dict | None,
+    diff: list[dict],
+    call: Callable[[], Awaitable[ActionResponse]],
+) -> tuple[ChangeRecord, ActionResponse | None]:
+    """One cloud call that changes a cluster, between its two audit writes.
+
+    A failure is answered in the thread (Code, Message, RequestId) and the root turns ❌; the response is
+    None then. A process that dies inside leaves the record "pending" for the next start to reconcile.
+    """
     target, thread = applying.target, applying.thread
     record = await services.store.record_pending(
         NewChange(
@@ -168,8 +223,8 @@ async def apply_plan(services: Services, applying: Applying, before: dict, resul
             action=applying.action,
             summary=applying.summary,
             spec_before=redact_secrets(before),
-            body=redact_secrets(result.body.wire()),
-            diff=result.diff,
+            body=redact_secrets(body),
+            diff=diff,
             undo_of=applying.undo_of,
             approval_id=applying.approval_id,
         )
@@ -177,59 +232,51 @@ async def apply_plan(services: Services, applying: Applying, before: dict, resul
     fields = {"change_id": record.id, "cluster": target.alias, "user": applying.user_id, "action": applying.action}
     log.info("change requested", extra=fields)
     with services.metrics.change_in_flight():
-        return await _send(services, applying, record, result, fields)
-
-
-async def _send(
-    services: Services, applying: Applying, record: ChangeRecord, result: Plan, fields: dict
-) -> ChangeRecord:
-    assert result.body is not None
-    target, thread = applying.target, applying.thread
-    try:
-        response = await services.emr.update_cluster(
-            target.workspace, target.cluster_id, result.body, region=target.region
-        )
-    except EmrError as error:
-        record = await services.store.record_outcome(
-            record.id, "failed", request_id=error.request_id, error_code=error.code, error_message=error.message
-        )
-        log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
-        await _answer(thread, applying, blocks.change_failed(target.alias, error.code, error.message, error.request_id))
-        await _set_status(thread, applying, "failed")
-        return record
-    except BaseException as error:
-        # Sent or not, nobody knows: "unknown" is what the next start reconciles and reports.
-        await services.store.record_outcome(record.id, "unknown", error_message=type(error).__name__)
-        if isinstance(error, Exception):
-            await _answer(thread, applying, describe_error(error))
-            await _set_status(thread, applying, "unknown")
-        raise
+        try:
+            response = await call()
+        except EmrError as error:
+            record = await services.store.record_outcome(
+                record.id, "failed", request_id=error.request_id, error_code=error.code, error_message=error.message
+            )
+            log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
+            await _answer(
+                thread, applying, blocks.change_failed(target.alias, error.code, error.message, error.request_id)
+            )
+            await _set_status(thread, applying, "failed")
+            return record, None
+        except BaseException as error:
+            # Sent or not, nobody knows: "unknown" is what the next start reconciles and reports.
+            await services.store.record_outcome(record.id, "unknown", error_message=type(error).__name__)
+            if isinstance(error, Exception):
+                await _answer(thread, applying, describe_error(error))
+                await _set_status(thread, applying, "unknown")
+            raise
     record = await services.store.record_outcome(record.id, "done", request_id=response.request_id)
     log.info("change applied", extra=fields | {"request_id": response.request_id})
-    revert_at = schedule_id = None
-    if applying.duration_seconds is not None:
-        revert_at = services.clock() + applying.duration_seconds
-        schedule = await services.store.schedule(
-            change_id=record.id,
-            due_at=revert_at,
-            alias=target.alias,
-            channel_id=thread.channel_id,
-            thread_ts=thread.thread_ts,
-        )
-        schedule_id = schedule.id
-        services.wake_scheduler()
-    done = blocks.change_succeeded(
-        target.alias,
-        response.cluster_id or target.cluster_id,
-        response.request_id,
-        result.diff,
+    return record, response
+
+
+async def follow(services: Services, applying: Applying, record: ChangeRecord, wanted: Wanted) -> None:
+    """Hand the change to the follower: it reads the cluster until it settles and keeps the root status current."""
+    thread = applying.thread
+    now = services.clock()
+    await services.store.start_follow(
         change_id=record.id,
-        revert_at=revert_at,
-        schedule_id=schedule_id,
+        alias=applying.target.alias,
+        channel_id=thread.channel_id,
+        thread_ts=thread.thread_ts,
+        root_ts=thread.root_ts,
+        wanted=wanted.model_dump(mode="json"),
+        deadline_at=now + services.follow_seconds,
+        next_at=now,
     )
-    await _answer(thread, applying, done)
-    await _set_status(thread, applying, "done")
-    return record
+    try:
+        await thread.set_status(
+            *blocks.follow_status(applying.user_id, applying.target.alias, applying.summary, "", "applying")
+        )
+    except SlackApiError as error:
+        log.error("could not update the status message of %s: %s", applying.target.alias, error.response.get("error"))
+    services.wake_scheduler()
 
 
 async def _set_status(thread: StatusThread, applying: Applying, status: str) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from collections.abc import Awaitable
 
 from slack_sdk.errors import SlackApiError
 
@@ -17,10 +19,11 @@ from bot.emr.changes import RevertConflict, holds_change, revert_plan
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
 from bot.flow import Applying, apply_plan, hold
+from bot.follow import Progress, Wanted, next_step, progress
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import StatusThread
-from bot.store import ChangeRecord, Schedule
+from bot.store import ChangeRecord, Follow, Schedule
 
 log = logging.getLogger("raybot.scheduler")
 
@@ -29,15 +32,20 @@ IDLE_POLL_SECONDS = 60.0
 
 
 async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
-    """Revert due temporary resizes until `stop` is set."""
+    """Follow applied changes and revert due temporary resizes, until `stop` is set."""
     while not stop.is_set():
+        for followed in await services.store.due_follows(services.clock()):
+            try:
+                await look(services, followed)
+            except Exception:  # noqa: BLE001 - one bad follow must not stop the others
+                log.exception("following change #%s failed", followed.change_id)
         for schedule in await services.store.due_schedules(services.clock()):
             try:
                 await revert_due(services, schedule)
             except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
                 log.exception("scheduled revert #%s failed", schedule.id)
-        next_due = await services.store.next_due_at()
-        delay = IDLE_POLL_SECONDS if next_due is None else min(IDLE_POLL_SECONDS, max(0.0, next_due - services.clock()))
+        due = [t for t in (await services.store.next_due_at(), await services.store.next_follow_at()) if t is not None]
+        delay = IDLE_POLL_SECONDS if not due else min(IDLE_POLL_SECONDS, max(0.0, min(due) - services.clock()))
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(services.scheduler_woken())]
         try:
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
@@ -46,6 +54,64 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
                 waiting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiting
+
+
+async def look(services: Services, followed: Follow) -> None:
+    """One look at a followed change: update its status message, or answer its thread once when it settles."""
+    record = await services.store.get_change(followed.change_id)
+    if record is None or followed.alias not in services.config.clusters:
+        await services.store.finish_follow(followed.id, "cancelled", last_summary="no longer in the config")
+        return
+    target = services.config.cluster(followed.alias)
+    wanted = Wanted.model_validate(followed.wanted)
+    try:
+        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        seen: Progress | None = progress(cluster, wanted)
+    except EmrError as error:
+        log.info("following change #%s: read failed (%s)", record.id, error.code)
+        seen = None
+    step = next_step(
+        seen, now=services.clock(), deadline_at=followed.deadline_at, attempt=followed.attempt, draw=random.random()
+    )
+    summary = seen.summary() if seen is not None else None
+    thread = StatusThread(services.slack, followed.channel_id, followed.root_ts or "", followed.thread_ts or "")
+    if step.outcome == "again":
+        await services.store.reschedule_follow(
+            followed.id, next_at=step.next_at or services.clock(), attempt=step.attempt, last_summary=summary
+        )
+        if summary is not None and summary != followed.last_summary and followed.root_ts:
+            await _quietly(
+                thread.set_status(
+                    *blocks.follow_status(record.user_id, record.alias, record.summary, summary, "applying")
+                )
+            )
+        return
+    finished = await services.store.finish_follow(followed.id, step.outcome, last_summary=summary)
+    if finished is None:
+        return  # another replica answered it
+    if step.outcome == "done" and seen is not None:
+        answer = blocks.follow_done(record.alias, record.cluster_id, seen)
+    elif step.outcome == "failed":
+        answer = blocks.follow_failed(record.alias, seen.message if seen else None, record.request_id)
+    else:
+        minutes = (followed.deadline_at - followed.started_at) / 60
+        answer = blocks.follow_timeout(record.alias, minutes, seen)
+    log.info("change #%s settled: %s", record.id, step.outcome, extra={"change_id": record.id, "cluster": record.alias})
+    if followed.thread_ts:
+        await _quietly(thread.reply(*answer))
+    if followed.root_ts:
+        phase = {"done": "done", "failed": "failed"}.get(step.outcome, "timeout")
+        await _quietly(
+            thread.set_status(*blocks.follow_status(record.user_id, record.alias, record.summary, summary or "", phase))
+        )
+
+
+async def _quietly(call: Awaitable[object]) -> None:
+    """A Slack call whose failure has nobody to tell: logged."""
+    try:
+        await call
+    except SlackApiError as error:
+        log.error("Slack refused a follow update: %s", error.response.get("error"))
 
 
 async def _post(services: Services, channel_id: str, thread_ts: str | None, message: tuple[str, list]) -> StatusThread:
@@ -102,6 +168,7 @@ async def revert_due(services: Services, schedule: Schedule) -> None:
                 action="revert",
                 summary=summary,
                 undo_of=record.id,
+                state_before=cluster.state,
             ),
             cluster.editable(),
             result,

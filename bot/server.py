@@ -106,6 +106,7 @@ async def running_services(
         clock=clock,
         bot_user_id=auth.get("user_id") or "",
         lock_wait_seconds=settings.lock_wait_seconds,
+        follow_seconds=settings.follow_seconds,
     )
     stop_scheduler = asyncio.Event()
     scheduler: asyncio.Task | None = None

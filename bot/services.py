@@ -127,6 +127,7 @@ class Services:
     clock: Callable[[], float] = time.time
     bot_user_id: str = ""
     lock_wait_seconds: float = 5.0  # how long a change waits for another one on the same cluster
+    follow_seconds: float = 900.0  # how long raybot follows a change before saying it did not settle
     _usergroup_refs: set[str] = field(default_factory=set)
     _scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 

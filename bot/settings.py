@@ -29,6 +29,7 @@ class Settings:
     lock_wait_seconds: float = 5.0
     usergroup_cache_seconds: float = 60.0
     shutdown_seconds: float = 25.0
+    follow_seconds: float = 900.0
 
     @property
     def socket_mode(self) -> bool:
@@ -81,6 +82,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     lock_wait = _seconds(env, "RAYBOT_LOCK_WAIT_SECONDS", "5", 60)
     usergroup_cache = _seconds(env, "RAYBOT_USERGROUP_CACHE_SECONDS", "60", 3600, zero_ok=True)
     shutdown = _seconds(env, "RAYBOT_SHUTDOWN_SECONDS", "25", 600)
+    follow = _seconds(env, "RAYBOT_FOLLOW_SECONDS", "900", 86400)
     api_url = _get(env, "RAYBOT_SLACK_API_URL") or DEFAULT_SLACK_API_URL
     if not api_url.startswith(("http://", "https://")):
         raise SettingsError(
@@ -102,6 +104,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lock_wait_seconds=lock_wait,
         usergroup_cache_seconds=usergroup_cache,
         shutdown_seconds=shutdown,
+        follow_seconds=follow,
     )
 
 

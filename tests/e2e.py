@@ -217,3 +217,26 @@ def with_value(values: dict, block_id: str, value: str) -> dict:
     [(action, entry)] = out[block_id].items()
     entry["value"] = value
     return out
+
+
+SETTLED_MARKERS = ("settled", "ended in", "still not settled", "not settled")
+
+
+async def wait_until_followed(emr, slack, timeout: float = 10.0) -> None:
+    """Wait until every change applied during this test was followed to its end (one final thread answer each),
+    so no follower read of this test lands in the next one."""
+    applied = [c for c in new_emr_calls(emr) if c.action in ("UpdateRayCluster", "StartRayCluster", "StopRayCluster")]
+    wanted = sum(1 for c in applied if c.status == 200)
+    seen: set[int] = set()
+    for _ in range(wanted):
+        call = await wait_new(
+            slack,
+            lambda c: (
+                c.method == "chat.postMessage"
+                and id(c) not in seen
+                and any(marker in c.args.get("text", "") for marker in SETTLED_MARKERS)
+                and c.args.get("thread_ts") is not None
+            ),
+            timeout,
+        )
+        seen.add(id(call))

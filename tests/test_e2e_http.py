@@ -27,6 +27,7 @@ from tests.e2e import (
     text_of,
     updates_of,
     wait_new,
+    wait_until_followed,
 )
 from tests.harness import REPO, SIGNING_SECRET, clean_env, signed_headers, start_raybot
 
@@ -62,13 +63,14 @@ async def http():
 
 
 @pytest.fixture(autouse=True)
-def fresh_clusters(emr, slack):
+async def fresh_clusters(emr, slack):
     """Every test starts from the seed, with no faults, and sees only the calls made during it."""
     emr.clear_faults()
     emr.seed(copy.deepcopy(world.SEED))
     mark(emr, slack)
     yield
     emr.clear_faults()
+    await wait_until_followed(emr, slack)
 
 
 async def test_healthz(http, raybot):
@@ -93,7 +95,9 @@ async def test_allowed_resize_answers_in_a_thread(http, raybot, slack, emr):
     target_before = {k: v for k, v in before["workerSpec"][0].items() if k != "replica"}
     assert {k: v for k, v in sent["workerSpec"][0].items() if k != "replica"} == target_before
 
-    [reply] = slack.thread(world.ONCALL_CHANNEL, root_ts)
+    # Two answers in the thread: the change accepted (ids and diff), then once it settled (workers up).
+    reply, settled = slack.thread(world.ONCALL_CHANNEL, root_ts)
+    assert "settled" in text_of(settled) and "WorkerGroup1 3/3" in text_of(settled)
     reply_text = text_of(reply)
     assert world.PROD in reply_text
     assert update.request_id in reply_text

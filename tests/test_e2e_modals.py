@@ -26,6 +26,7 @@ from tests.e2e import (
     updates_of,
     view_action_payload,
     wait_new,
+    wait_until_followed,
     with_value,
 )
 from tests.harness import start_raybot
@@ -55,11 +56,13 @@ def raybot(emr, slack, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def fresh(emr, slack):
+async def fresh(emr, slack):
     emr.clear_faults()
     emr.seed(copy.deepcopy(world.SEED))
     slack.set_usergroup(world.EDITORS, [world.EDITOR])
     mark(emr, slack)
+    yield
+    await wait_until_followed(emr, slack)
 
 
 @pytest.fixture

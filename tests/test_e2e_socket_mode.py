@@ -61,7 +61,7 @@ async def test_slash_command_envelope_is_acknowledged_and_handled(raybot, slack,
     done = await slack.wait_for(lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""))
     [update] = emr.calls_for("UpdateRayCluster")
     assert [g["replica"] for g in update.json["workerSpec"]] == [2, 5]
-    [reply] = slack.thread(world.ONCALL_CHANNEL, done.args["ts"])
+    reply = slack.thread(world.ONCALL_CHANNEL, done.args["ts"])[0]
     assert update.request_id in reply["text"] + str(reply.get("blocks"))
     assert world.PROD in reply["text"] + str(reply.get("blocks"))
 
