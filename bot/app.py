@@ -17,6 +17,7 @@ import commands.cancel_revert
 import commands.edit
 import commands.help
 import commands.history
+import commands.lifecycle
 import commands.list
 import commands.message_action
 import commands.resize
@@ -42,6 +43,7 @@ COMMAND_MODULES = (
     commands.autoscale,
     commands.history,
     commands.edit,
+    commands.lifecycle,
     commands.undo,
     commands.approve,
     commands.cancel_revert,

@@ -77,6 +77,20 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class Start:
+    cluster: str
+    action: ClassVar[str | None] = "start"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop a cluster: answered with a confirmation that says what stops."""
+
+    cluster: str
+    action: ClassVar[str | None] = "stop"
+
+
+@dataclass(frozen=True)
 class History:
     cluster: str
     limit: int = 10
@@ -91,7 +105,7 @@ class Autoscale:
     action: ClassVar[str | None] = "autoscale"
 
 
-Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale | History | Edit
+Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale | History | Edit | Start | Stop
 
 HISTORY_MAX = 50
 DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -177,12 +191,6 @@ def _parse_list(args: Sequence[str]) -> ListClusters:
     return ListClusters()
 
 
-def _parse_show(args: Sequence[str]) -> Show:
-    cluster = _cluster(args, "show")
-    _no_more(args[1:])
-    return Show(cluster)
-
-
 _RESIZE_KEYWORDS = {"replicas": "replica", "min": "min_replica", "max": "max_replica"}
 
 
@@ -213,10 +221,15 @@ def _parse_resize(args: Sequence[str]) -> Resize:
     return Resize(cluster, (_resize_keywords(rest[0], rest[1:]),), duration)
 
 
-def _parse_edit(args: Sequence[str]) -> Edit:
-    cluster = _cluster(args, "edit")
-    _no_more(args[1:])
-    return Edit(cluster)
+def _one_cluster(name: str, make: Callable[[str], Command]) -> Callable[[Sequence[str]], Command]:
+    """The parser of `<name> <cluster>`."""
+
+    def parse_one(args: Sequence[str]) -> Command:
+        cluster = _cluster(args, name)
+        _no_more(args[1:])
+        return make(cluster)
+
+    return parse_one
 
 
 def _parse_history(args: Sequence[str]) -> History:
@@ -307,7 +320,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         Subcommand("help", (("help [<command>]", "this help, or the usage of one command"),), _parse_help),
         Subcommand("whoami", (("whoami", "what you may do here, and why"),), _parse_whoami),
         Subcommand("list", (("list", "clusters this channel may see: status and workers per group"),), _parse_list),
-        Subcommand("show", (("show <cluster>", "the current spec: status, head, every worker group"),), _parse_show),
+        Subcommand(
+            "show",
+            (("show <cluster>", "the current spec: status, head, every worker group"),),
+            _one_cluster("show", Show),
+        ),
         Subcommand(
             "resize",
             (
@@ -322,7 +339,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             (("autoscale <cluster> on|off [idle=<seconds>]", "switch head autoscaling, optionally its idle timeout"),),
             _parse_autoscale,
         ),
-        Subcommand("edit", (("edit <cluster>", "edit every field of the cluster in a dialog"),), _parse_edit),
+        Subcommand(
+            "edit", (("edit <cluster>", "edit every field of the cluster in a dialog"),), _one_cluster("edit", Edit)
+        ),
+        Subcommand("start", (("start <cluster>", "start a stopped cluster"),), _one_cluster("start", Start)),
+        Subcommand(
+            "stop", (("stop <cluster>", "stop a running cluster (asks for confirmation)"),), _one_cluster("stop", Stop)
+        ),
         Subcommand("history", (("history <cluster> [<n>]", "the last n changes (default 10)"),), _parse_history),
     )
 }

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.config import load_config
+from bot.emr.credentials import StaticCredentials
+from bot.server import running_services, start_http
+from bot.services import Services
+from bot.settings import load_settings
 from tests import e2e_world as world
-from tests.harness import SIGNING_SECRET, clean_env, signed_headers
+from tests.harness import AK_ID, AK_SECRET, SIGNING_SECRET, clean_env, signed_headers
 
 
 def raybot_env(directory: Path, slack, emr, **extra: str) -> dict[str, str]:
@@ -240,3 +246,35 @@ async def wait_until_followed(emr, slack, timeout: float = 10.0) -> None:
             timeout,
         )
         seen.add(id(call))
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class InProcessRaybot:
+    url: str
+    services: Services
+
+
+@asynccontextmanager
+async def inprocess_raybot(env: dict[str, str], clock: FakeClock):
+    """`raybot serve` in HTTP mode inside the test's event loop, with `clock` as its wall clock."""
+    settings = load_settings(env)
+    credentials = StaticCredentials(AK_ID, AK_SECRET)  # never the default chain in-process: it may ask ECS metadata
+    async with running_services(settings, load_config(settings.config_path), clock=clock, credentials=credentials) as (
+        services,
+        app,
+    ):
+        runner, url = await start_http(app, services, "127.0.0.1", 0)
+        process = InProcessRaybot()
+        process.url = url
+        process.services = services
+        try:
+            yield process
+        finally:
+            await runner.cleanup()

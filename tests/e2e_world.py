@@ -52,6 +52,9 @@ clusters:
   empty:
     workspace: {WORKSPACE}
     cluster: ray-empty00000000000
+  staging:
+    workspace: {WORKSPACE}
+    cluster: ray-p5r7s9u1w3y5a7c9
 roles:
   viewer: {{actions: [list, show, history]}}
   oncall:

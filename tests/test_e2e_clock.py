@@ -7,20 +7,17 @@ raybot still serves real HTTP on loopback and talks to both emulators over socke
 from __future__ import annotations
 
 import copy
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 
-from bot.config import load_config
-from bot.emr.credentials import StaticCredentials
-from bot.server import running_services, start_http
-from bot.settings import load_settings
 from bot.slack.blocks import APPROVE_ACTION, CANCEL_REVERT_ACTION
 from tests import e2e_world as world
 from tests.e2e import (
+    FakeClock,
     button_payload,
     ephemeral_reply,
+    inprocess_raybot,
     mark,
     message_with,
     post_interaction,
@@ -30,40 +27,9 @@ from tests.e2e import (
     updates_of,
     wait_new,
 )
-from tests.harness import AK_ID, AK_SECRET
 
 FLEET = "ray-9w2n4b6c8d0fgh1j"
 HOUR = 3600.0
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class InProcessRaybot:
-    url: str
-
-
-@asynccontextmanager
-async def raybot(env: dict[str, str], clock: FakeClock):
-    """`raybot serve` in HTTP mode inside the test's event loop, with `clock` as its wall clock."""
-    settings = load_settings(env)
-    credentials = StaticCredentials(AK_ID, AK_SECRET)  # never the default chain in-process: it may ask ECS metadata
-    async with running_services(settings, load_config(settings.config_path), clock=clock, credentials=credentials) as (
-        services,
-        app,
-    ):
-        runner, url = await start_http(app, services, "127.0.0.1", 0)
-        process = InProcessRaybot()
-        process.url = url
-        try:
-            yield process
-        finally:
-            await runner.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +59,7 @@ async def http():
 
 async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(http, env, slack, emr):
     clock = FakeClock(1_800_000_000.0)
-    async with raybot(env, clock) as first:
+    async with inprocess_raybot(env, clock) as first:
         await send(http, first, slack, "resize prod WorkerGroup1=3 for 1h")
         done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
         assert "reverts this change" in text_of(done.args)
@@ -101,7 +67,7 @@ async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(h
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3]
 
     clock.now += 2 * HOUR  # raybot was stopped while the resize expired
-    async with raybot(env, clock):
+    async with inprocess_raybot(env, clock):
         reverted = await wait_new(
             slack,
             lambda c: c.method == "chat.update" and "revert #" in c.args.get("text", "") and "✅" in c.args["text"],
@@ -114,7 +80,7 @@ async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(h
 
 async def test_keep_it_cancels_the_automatic_revert(http, env, slack, emr):
     clock = FakeClock(1_800_000_000.0)
-    async with raybot(env, clock) as first:
+    async with inprocess_raybot(env, clock) as first:
         await send(http, first, slack, "resize prod WorkerGroup1=3 for 1h")
         await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
         answer = message_with(slack, world.ONCALL_CHANNEL, CANCEL_REVERT_ACTION)
@@ -128,7 +94,7 @@ async def test_keep_it_cancels_the_automatic_revert(http, env, slack, emr):
             lambda c: c.method == "chat.postMessage" and "cancelled the automatic revert" in c.args.get("text", ""),
         )
     clock.now += 2 * HOUR
-    async with raybot(env, clock) as second:
+    async with inprocess_raybot(env, clock) as second:
         _, url = await send(http, second, slack, "history prod")  # answered after the scheduler's first pass
         await ephemeral_reply(slack, url)
     assert len(updates_of(emr)) == 1
@@ -136,7 +102,7 @@ async def test_keep_it_cancels_the_automatic_revert(http, env, slack, emr):
 
 async def test_approval_after_expiry_is_refused(http, env, slack, emr):
     clock = FakeClock(1_800_000_000.0)
-    async with raybot(env, clock) as bot:
+    async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
         await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)

@@ -192,8 +192,8 @@ def test_unknown_subcommand_suggests_the_closest_and_shows_all_help():
 def test_unknown_subcommand_without_a_close_match_lists_them_all():
     exc = error("frobnicate")
     assert (
-        exc.message
-        == "unknown command 'frobnicate'; commands: help, whoami, list, show, resize, autoscale, edit, history"
+        exc.message == "unknown command 'frobnicate'; commands: "
+        "help, whoami, list, show, resize, autoscale, edit, start, stop, history"
     )
 
 

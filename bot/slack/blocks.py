@@ -59,6 +59,7 @@ UNDO_ACTION = "raybot_undo"
 CANCEL_REVERT_ACTION = "raybot_cancel_revert"
 APPROVE_ACTION = "raybot_approve"
 REJECT_ACTION = "raybot_reject"
+STOP_ACTION = "raybot_stop"
 
 
 class SlackMessage(NamedTuple):
@@ -684,3 +685,50 @@ def follow_timeout(alias: str, minutes: float, progress: Progress | None) -> Sla
     if progress is not None:
         blocks += _group_count_sections(progress, incomplete_only=True)
     return SlackMessage(_fallback(text), blocks)
+
+
+def _workers_by_group(cluster: RayCluster) -> list[tuple[str, int]]:
+    """Running workers per group as the API lists its instances (groups without instances: their replica)."""
+    counts: dict[str, int] = {}
+    instances = cluster.instances or []
+    for instance in instances:
+        extra = instance.model_extra or {}
+        group = extra.get("groupName")
+        if (instance.type or "").lower() == "worker" and (instance.phase or "").lower() == "running" and group:
+            counts[group] = counts.get(group, 0) + 1
+    return [(g.group_name or "?", counts.get(g.group_name or "", g.replica or 0)) for g in cluster.worker_spec or []]
+
+
+def stop_confirmation(alias: str, cluster: RayCluster, value: str) -> SlackMessage:
+    """/ray stop asks first, saying what stops: the state and the workers of every group."""
+    groups = _workers_by_group(cluster)
+    total = sum(n for _, n in groups)
+    head = (
+        f"Stop *{_esc(alias, NAME_MAX)}*? It is {inline_code(cluster.state or 'unknown', 40)} with {total} worker(s) "
+        f"in {len(groups)} group(s) and its head; everything running on it stops."
+    )
+    lines = [_pre_line(f"{name}  {count} worker(s)") for name, count in groups]
+    sections, shown = _pre_sections(lines, max_sections=DIFF_SECTIONS_MAX)
+    blocks = [_section(head), *sections]
+    if shown < len(lines):
+        blocks.append(_context(_more(len(lines) - shown, "group")))
+    button = _button(f"Stop {alias}", STOP_ACTION, value, "danger")
+    button["confirm"] = {
+        "title": {"type": "plain_text", "text": "Stop the cluster?"},
+        "text": {"type": "plain_text", "text": truncate(f"{alias}: {total} workers and the head stop.", 300)},
+        "confirm": {"type": "plain_text", "text": "Stop it"},
+        "deny": {"type": "plain_text", "text": "Keep it running"},
+        "style": "danger",
+    }
+    blocks.append(_actions(button))
+    return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
+
+
+def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str | None) -> SlackMessage:
+    """Thread reply after StartRayCluster / StopRayCluster was accepted: clusterId and requestId."""
+    rid = inline_code(request_id, 64) if request_id else "none"
+    text = (
+        f"✅ *{_esc(alias, NAME_MAX)}*: {verb} accepted · clusterId {inline_code(cluster_id, 64)} · requestId {rid}. "
+        "raybot follows it until it settles."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])

@@ -1,0 +1,181 @@
+"""Following a change until it settles, and start/stop, with raybot in this process and one fake clock shared
+by raybot and the EMR emulator (which takes 10 minutes, on that clock, to move a cluster to a new spec)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import httpx
+import pytest
+
+from bot.sandbox.emr_server import EmrEmulator
+from bot.slack.blocks import STOP_ACTION
+from tests import e2e_world as world
+from tests.e2e import (
+    FakeClock,
+    button_payload,
+    ephemeral_reply,
+    inprocess_raybot,
+    mark,
+    new_emr_calls,
+    post_interaction,
+    raybot_env,
+    send,
+    text_of,
+    wait_new,
+)
+from tests.harness import AK_ID, AK_SECRET
+
+SETTLE = 600.0
+GPU = "ray-k3v8q2m7t5hzxa04"
+STAGING = "ray-p5r7s9u1w3y5a7c9"
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(time.time())
+
+
+@pytest.fixture
+def emr(clock):
+    # raybot signs with the real date; the emulator judges it by the fake clock, which runs ahead: allow it.
+    with EmrEmulator(
+        access_keys={AK_ID: AK_SECRET},
+        clusters=copy.deepcopy(world.SEED),
+        clock=clock,
+        settle_seconds=SETTLE,
+        max_skew_seconds=86400,
+    ) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def slack():
+    with world.slack_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def env(emr, slack, tmp_path):
+    mark(emr, slack)
+    config = raybot_env(tmp_path, slack, emr)
+    # Start and stop rights for the admin in the platform channel (admin holds "*") are all the test needs.
+    return config
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        yield client
+
+
+def root_updates(slack, root_ts):
+    return [c for c in slack.calls if c.method == "chat.update" and c.args.get("ts") == root_ts]
+
+
+async def look_again(raybot, clock, seconds: float) -> None:
+    """Let `seconds` pass on the shared clock and have raybot's follower look now."""
+    clock.now += seconds
+    raybot.services.wake_scheduler()
+
+
+async def test_a_change_is_followed_until_the_new_spec_runs(http, env, slack, emr, clock):
+    async with inprocess_raybot(env, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        applying = await wait_new(
+            slack, lambda c: c.method == "chat.update" and "applying: Running" in c.args.get("text", "")
+        )
+        root_ts = applying.args["ts"]
+        assert "WorkerGroup1 2/4" in applying.args["text"] and "modified" in applying.args["text"]
+        await look_again(raybot, clock, SETTLE / 2)
+        await wait_new(slack, lambda c: c.method == "chat.update" and "WorkerGroup1 3/4" in c.args.get("text", ""))
+        await look_again(raybot, clock, SETTLE)
+        settled = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", "")
+        )
+        assert settled.args["thread_ts"] == root_ts and "WorkerGroup1 4/4" in text_of(settled.args)
+        final = await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""))
+        assert final.args["ts"] == root_ts
+    replies = [c for c in slack.calls if c.method == "chat.postMessage" and c.args.get("thread_ts") == root_ts]
+    assert len(replies) == 2  # accepted, then settled: no stream of edits in the thread
+
+
+async def test_a_change_that_ends_in_error_says_so_with_the_apis_message(http, env, slack, emr, clock):
+    emr.end_in_error(world.WORKSPACE, world.PROD, "Insufficient GPU quota in cn-hangzhou-h")
+    async with inprocess_raybot(env, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        await wait_new(slack, lambda c: c.method == "chat.update" and "applying" in c.args.get("text", ""))
+        await look_again(raybot, clock, SETTLE * 2)
+        failed = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "ended in" in c.args.get("text", "")
+        )
+        assert "Insufficient GPU quota" in failed.args["text"]
+        await wait_new(slack, lambda c: c.method == "chat.update" and "❌" in c.args.get("text", ""))
+
+
+async def test_following_survives_a_restart(http, env, slack, emr, clock):
+    async with inprocess_raybot(env, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        applying = await wait_new(slack, lambda c: c.method == "chat.update" and "applying" in c.args.get("text", ""))
+    clock.now += SETTLE * 2  # settled while raybot was stopped
+    async with inprocess_raybot(env, clock):
+        settled = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", "")
+        )
+        assert settled.args["thread_ts"] == applying.args["ts"]
+
+
+async def test_a_change_that_never_settles_times_out(http, env, slack, emr, clock):
+    async with inprocess_raybot(env | {"RAYBOT_FOLLOW_SECONDS": "300"}, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        await wait_new(slack, lambda c: c.method == "chat.update" and "applying" in c.args.get("text", ""))
+        await look_again(raybot, clock, 301)
+        late = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "not settled" in c.args.get("text", "")
+        )
+        assert "WorkerGroup1" in text_of(late.args)
+
+
+async def test_stop_asks_first_then_stops_and_follows(http, env, slack, emr, clock):
+    async with inprocess_raybot(env, clock) as raybot:
+        _, url = await send(http, raybot, slack, "stop train-gpu", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        ask = await ephemeral_reply(slack, url)
+        assert "Running" in ask["text"] and STOP_ACTION in json.dumps(ask["blocks"])
+        assert "a10-small" in text_of(ask)  # what stops, group by group
+        assert new_emr_calls(emr, "StopRayCluster") == []
+        message = {"type": "message", "ts": "1732601100.000100", "text": ask["text"], "blocks": ask["blocks"]}
+        click = button_payload(slack, message, world.PLATFORM_CHANNEL, STOP_ACTION, user=world.ADMIN)
+        await post_interaction(http, raybot, click)
+        await post_interaction(http, raybot, click)  # a double click stops once
+        accepted = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "stop accepted" in c.args.get("text", "")
+        )
+        [stop] = new_emr_calls(emr, "StopRayCluster")
+        assert stop.request_id in accepted.args["text"]
+        await look_again(raybot, clock, SETTLE)
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", ""))
+        assert emr.cluster(world.WORKSPACE, GPU)["state"] == "Stopped"
+
+
+async def test_start_with_a_client_token_and_permission_checks(http, env, slack, emr, clock):
+    async with inprocess_raybot(env, clock) as raybot:
+        _, url = await send(http, raybot, slack, "start staging")  # the on-call user may not start
+        denied = await ephemeral_reply(slack, url)
+        assert "Not allowed" in denied["text"] and "start" in denied["text"]
+        assert new_emr_calls(emr, "StartRayCluster") == []
+
+        await send(http, raybot, slack, "start staging", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        accepted = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "start accepted" in c.args.get("text", "")
+        )
+        [start] = new_emr_calls(emr, "StartRayCluster")
+        assert len(start.json["clientToken"]) == 32 and start.request_id in accepted.args["text"]
+        await look_again(raybot, clock, SETTLE)
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", ""))
+        assert emr.cluster(world.WORKSPACE, STAGING)["state"] == "Running"
+        _, url = await send(http, raybot, slack, "start staging", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        again = await ephemeral_reply(slack, url)
+        assert "only a Stopped cluster can start" in again["text"]
+    assert len(new_emr_calls(emr, "StartRayCluster")) == 1
