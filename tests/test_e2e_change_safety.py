@@ -79,6 +79,20 @@ def done_updates(slack):
     return lambda c: c.method == "chat.update" and "✅" in c.args.get("text", "")
 
 
+async def finish_held_change(emr, slack) -> None:
+    """Let the hanging read go (it is retried) and wait until that change settled, so nothing of it leaks."""
+    emr.release_hanging()
+    await wait_new(
+        slack,
+        lambda c: (
+            c.method == "chat.update"
+            and "WorkerGroup1 replicas → 3" in c.args.get("text", "")
+            and "✅" in c.args["text"]
+        ),
+        timeout=15,
+    )
+
+
 async def wait_emr(emr, predicate, timeout=5.0):
     return await asyncio.to_thread(emr.wait_for_call, predicate, timeout)
 
@@ -105,11 +119,19 @@ async def test_parallel_resizes_of_one_cluster_are_serialized_and_none_lost(http
     )
     await wait_new(
         slack,
-        lambda c: c.method == "chat.update" and "WorkerGroup1" in c.args.get("text", "") and "✅" in c.args["text"],
+        lambda c: (
+            c.method == "chat.update"
+            and "WorkerGroup1 replicas → 3" in c.args.get("text", "")
+            and "✅" in c.args["text"]
+        ),
     )
     await wait_new(
         slack,
-        lambda c: c.method == "chat.update" and "WorkerGroup2" in c.args.get("text", "") and "✅" in c.args["text"],
+        lambda c: (
+            c.method == "chat.update"
+            and "WorkerGroup2 replicas → 5" in c.args.get("text", "")
+            and "✅" in c.args["text"]
+        ),
     )
     order = [c.action for c in new_emr_calls(emr) if c.path.endswith(world.PROD)]
     # Not interleaved: the second change read the cluster only after the first one's update (the follower's
@@ -128,6 +150,7 @@ async def test_changes_to_two_clusters_do_not_wait_for_each_other(http, raybot, 
         slack, lambda c: c.method == "chat.update" and "fleet" in c.args.get("text", "") and "✅" in c.args["text"]
     )
     assert updates_of(emr, world.PROD) == []  # prod is still waiting for its read
+    await finish_held_change(emr, slack)
 
 
 async def test_a_second_change_to_a_held_cluster_is_told_who_holds_it(http, raybot, slack, emr):
@@ -139,6 +162,7 @@ async def test_a_second_change_to_a_held_cluster_is_told_who_holds_it(http, rayb
     assert "being changed right now" in reply["text"]
     assert f"<@{world.ONCALL_USER}>" in reply["text"]
     assert updates_of(emr) == []
+    await finish_held_change(emr, slack)
 
 
 async def test_undo_puts_the_changed_fields_back(http, raybot, slack, emr):

@@ -1012,11 +1012,12 @@ class EmrEmulator:
             return
         released = self._released
 
-        def swap() -> None:
+        async def swap() -> None:
             released.set()
             self._released = asyncio.Event()
 
-        loop.call_soon_threadsafe(swap)
+        # Done when this returns: a request that arrives afterwards hangs on the new event.
+        asyncio.run_coroutine_threadsafe(swap(), loop).result(timeout=5)
 
     def inject(self, fault: str, *, times: int | None = None, action: str | None = None, seconds: float = 0.0) -> None:
         """Switch a fault on for the next `times` matching requests (None: until cleared).
