@@ -1,4 +1,4 @@
-"""raybot serve | check-config | manifest."""
+"""raybot serve | check-config | manifest | sandbox."""
 
 from __future__ import annotations
 
@@ -63,6 +63,19 @@ def _manifest(_: argparse.Namespace) -> int:
     return 0
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from bot.sandbox.run import main_sandbox
+
+    return main_sandbox(args)
+
+
+def _sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    # The sandbox's own module knows its options; imported here only, so `raybot serve` does not load it.
+    from bot.sandbox.run import add_sandbox_arguments
+
+    add_sandbox_arguments(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="raybot", description="Slack chat-ops for Ray clusters on EMR Serverless Spark"
@@ -73,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("path", nargs="?", help="config file (default: $RAYBOT_CONFIG or raybot.yaml)")
     check.set_defaults(run=_check_config)
     sub.add_parser("manifest", help="print the Slack app manifest").set_defaults(run=_manifest)
+    sandbox = sub.add_parser(
+        "sandbox", help="try raybot in a browser: emulated Slack and cloud, on 127.0.0.1 only, no account needed"
+    )
+    _sandbox_arguments(sandbox)
+    sandbox.set_defaults(run=_sandbox)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -542,12 +542,15 @@ def error_view(alias: str, code: str, message: str, request_id: str | None) -> d
 def result_view(alias: str, text: str, *, failed: bool = False) -> dict[str, Any]:
     """A final view ("Done"/"Failed") with `text`, escaped (it is shown as written, never as markup)."""
     mark = "❌" if failed else "✅"
-    return _modal(
+    view = _modal(
         CALLBACK_RESULT,
         "Failed" if failed else "Done",
         [_section(f"{mark} *{_esc(alias, NAME_SHOWN_MAX)}*\n{_esc(text, 2500)}")],
         close="Close",
     )
+    # Closing the result closes the whole editor: the views under it describe a draft that is gone.
+    view["clear_on_close"] = True
+    return view
 
 
 def picker_view(aliases: Sequence[str], draft_key: str) -> dict[str, Any]:
