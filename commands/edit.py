@@ -38,7 +38,7 @@ log = logging.getLogger("raybot.edit")
 
 OPEN_EDITOR_ACTION = "raybot_edit_open"
 DRAFT_TTL_SECONDS = 3600.0
-STALE_MESSAGE = "the editor was open too long or raybot restarted: open it again"
+STALE_MESSAGE = "this editor is closed: it was applied already, or open too long; open it again if needed"
 
 
 class StaleDraft(Exception):

@@ -303,3 +303,22 @@ async def test_mention_edit_in_a_thread_answers_with_a_button(http, raybot, slac
     note = await slack.wait_for(lambda c: c.method == "chat.postEphemeral" and slack.calls.index(c) >= mark_calls)
     assert note.args["thread_ts"] == root
     assert "raybot_edit_open" in text_of(note.args)
+
+
+async def test_apply_submitted_twice_changes_the_cluster_once(http, raybot, slack, emr):
+    import asyncio
+
+    overview = await open_editor(http, raybot, slack, "prod")
+    values = with_value(untouched_values(overview), modals.BLOCK_DESCRIPTION, "twice")
+    _, confirm_id = await submit_view(http, raybot, slack, overview["id"], world.EDITOR, values)
+    payload = slack.view_submission_payload(confirm_id, user_id=world.EDITOR, values={})
+    await asyncio.gather(post_interaction(http, raybot, payload), post_interaction(http, raybot, payload))
+    await wait_new(slack, lambda c: c.method == "views.update" and "Applied" in text_of(c.args.get("view", {})))
+    await wait_new(
+        slack,
+        lambda c: (
+            c.method == "views.update"
+            and any(said in text_of(c.args.get("view", {})) for said in ("already applied", "applied already"))
+        ),
+    )
+    assert len(updates_of(emr)) == 1
