@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -369,33 +370,39 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
         await services.store.delete_draft(view["private_metadata"])
 
-    @app.action(modals.ACTION_EDIT_GROUP)
-    async def on_pick_group(ack, body):  # noqa: ANN001
-        await ack()
+    async def in_modal(body: dict[str, Any], step: Callable[[dict[str, Any], modals.Draft], Awaitable[None]]) -> None:
+        """An action inside the editor: load its draft and run `step`; a failure ends in the modal."""
         view = body["view"]
         try:
             draft = await load(services, view["private_metadata"], body["user"]["id"])
-            name = modals.selected_group(draft, body["actions"][0]["selected_option"]["value"])
-            await services.slack.views_push(trigger_id=body["trigger_id"], view=modals.group_view(draft, name))
+            await step(view, draft)
         except Exception as error:  # noqa: BLE001
             await _show_failure(services, view, error)
+
+    @app.action(modals.ACTION_EDIT_GROUP)
+    async def on_pick_group(ack, body):  # noqa: ANN001
+        await ack()
+
+        async def push_editor(view: dict[str, Any], draft: modals.Draft) -> None:
+            name = modals.selected_group(draft, body["actions"][0]["selected_option"]["value"])
+            await services.slack.views_push(trigger_id=body["trigger_id"], view=modals.group_view(draft, name))
+
+        await in_modal(body, push_editor)
 
     @app.action(modals.ACTION_ADD_GROUP)
     async def on_add_group(ack, body):  # noqa: ANN001
         await ack()
-        view = body["view"]
-        try:
-            draft = await load(services, view["private_metadata"], body["user"]["id"])
+
+        async def push_new(view: dict[str, Any], draft: modals.Draft) -> None:
             await services.slack.views_push(trigger_id=body["trigger_id"], view=modals.group_view(draft, None))
-        except Exception as error:  # noqa: BLE001
-            await _show_failure(services, view, error)
+
+        await in_modal(body, push_new)
 
     @app.action(modals.ACTION_REMOVE_GROUP)
     async def on_remove_group(ack, body):  # noqa: ANN001
         await ack()
-        view = body["view"]
-        try:
-            draft = await load(services, view["private_metadata"], body["user"]["id"])
+
+        async def remove(view: dict[str, Any], draft: modals.Draft) -> None:
             name = modals.selected_group(draft, body["actions"][0]["selected_option"]["value"])
             if name is None:
                 return
@@ -404,8 +411,8 @@ def register(app: AsyncApp, services: Services) -> None:
             await services.slack.views_update(
                 view_id=view["id"], hash=view.get("hash"), view=modals.overview_view(draft)
             )
-        except Exception as error:  # noqa: BLE001
-            await _show_failure(services, view, error)
+
+        await in_modal(body, remove)
 
 
 async def _update_quietly(services: Services, view_id: str | None, view: dict[str, Any]) -> None:

@@ -1,6 +1,9 @@
 import os
 
+import httpx
 import pytest
+
+from tests import e2e_world as world
 
 # alibabacloud-credentials reads this when it is imported: it must be set before any test imports it, or its
 # default chain may try the ECS metadata service, which is not on loopback.
@@ -18,3 +21,23 @@ def _loopback_only(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     yield
     assert os.environ.get("HTTP_PROXY") is None
+
+
+# The end-to-end modules' emulators: one of each per module (a module may override them).
+@pytest.fixture(scope="module")
+def emr():
+    with world.emr_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def slack():
+    with world.slack_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def http():
+    """A client that talks to loopback servers only (no proxies from the environment)."""
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        yield client

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import copy
 
-import httpx
 import pytest
 
 from bot.slack.blocks import APPROVE_ACTION, UNDO_ACTION
@@ -29,18 +28,6 @@ from tests.e2e import (
 from tests.harness import start_raybot
 
 FLEET = "ray-9w2n4b6c8d0fgh1j"
-
-
-@pytest.fixture(scope="module")
-def emr():
-    with world.emr_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def slack():
-    with world.slack_emulator() as emulator:
-        yield emulator
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +54,6 @@ async def fresh_clusters(emr, slack):
     emr.clear_faults()
     emr.release_hanging()
     await wait_until_followed(emr, slack)
-
-
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
 
 
 def done_updates(slack):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 
-import httpx
 import pytest
 
 from bot.slack.blocks import APPROVE_ACTION, CANCEL_REVERT_ACTION
@@ -32,29 +31,11 @@ FLEET = "ray-9w2n4b6c8d0fgh1j"
 HOUR = 3600.0
 
 
-@pytest.fixture(scope="module")
-def emr():
-    with world.emr_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def slack():
-    with world.slack_emulator() as emulator:
-        yield emulator
-
-
 @pytest.fixture
 def env(emr, slack, tmp_path):
     emr.seed(copy.deepcopy(world.SEED))
     mark(emr, slack)
     return raybot_env(tmp_path, slack, emr)
-
-
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
 
 
 async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(http, env, slack, emr):

@@ -7,7 +7,6 @@ import copy
 import json
 import time
 
-import httpx
 import pytest
 
 from bot.sandbox.emr_server import EmrEmulator
@@ -51,24 +50,12 @@ def emr(clock):
         yield emulator
 
 
-@pytest.fixture(scope="module")
-def slack():
-    with world.slack_emulator() as emulator:
-        yield emulator
-
-
 @pytest.fixture
 def env(emr, slack, tmp_path):
     mark(emr, slack)
     config = raybot_env(tmp_path, slack, emr)
     # Start and stop rights for the admin in the platform channel (admin holds "*") are all the test needs.
     return config
-
-
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
 
 
 def root_updates(slack, root_ts):

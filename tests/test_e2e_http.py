@@ -9,7 +9,6 @@ import sys
 import time
 import urllib.parse
 
-import httpx
 import pytest
 
 from bot.emr.models import dumps_body
@@ -35,18 +34,6 @@ DEADLINE_SECONDS = "2"
 
 
 @pytest.fixture(scope="module")
-def emr():
-    with world.emr_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def slack():
-    with world.slack_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
 def raybot(emr, slack, tmp_path_factory):
     env = raybot_env(tmp_path_factory.mktemp("raybot"), slack, emr, RAYBOT_EMR_DEADLINE_SECONDS=DEADLINE_SECONDS)
     process = start_raybot(env)
@@ -54,12 +41,6 @@ def raybot(emr, slack, tmp_path_factory):
     output = process.stop()
     for secret in (SIGNING_SECRET, world.BOT_TOKEN, world.AK_SECRET):
         assert secret not in output, "a secret reached raybot's output"
-
-
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
 
 
 @pytest.fixture(autouse=True)

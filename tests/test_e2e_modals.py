@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 
-import httpx
 import pytest
 
 from bot.slack import limits, modals
@@ -35,18 +34,6 @@ FLEET = "ray-9w2n4b6c8d0fgh1j"
 
 
 @pytest.fixture(scope="module")
-def emr():
-    with world.emr_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def slack():
-    with world.slack_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
 def raybot(emr, slack, tmp_path_factory):
     # No user-group cache: a membership change is seen by the next request.
     env = raybot_env(tmp_path_factory.mktemp("raybot"), slack, emr, RAYBOT_USERGROUP_CACHE_SECONDS="0")
@@ -63,12 +50,6 @@ async def fresh(emr, slack):
     mark(emr, slack)
     yield
     await wait_until_followed(emr, slack)
-
-
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
 
 
 async def open_editor(http, raybot, slack, alias: str) -> dict:

@@ -9,7 +9,6 @@ import json
 import re
 import signal
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,30 +17,12 @@ from tests.e2e import ephemeral_reply, mark, raybot_env, send, text_of, updates_
 from tests.harness import AK_SECRET, BOT_TOKEN, SIGNING_SECRET, start_raybot
 
 
-@pytest.fixture(scope="module")
-def emr():
-    with world.emr_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def slack():
-    with world.slack_emulator() as emulator:
-        yield emulator
-
-
 @pytest.fixture
 def env(emr, slack, tmp_path):
     emr.clear_faults()
     emr.seed(copy.deepcopy(world.SEED))
     mark(emr, slack)
     return raybot_env(tmp_path, slack, emr, RAYBOT_LOG_FORMAT="json", RAYBOT_LOG_LEVEL="DEBUG")
-
-
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

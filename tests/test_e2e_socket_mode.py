@@ -13,18 +13,6 @@ from tests.harness import clean_env, start_raybot
 
 
 @pytest.fixture(scope="module")
-def emr():
-    with world.emr_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def slack():
-    with world.slack_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
 def raybot(emr, slack, tmp_path_factory):
     config = tmp_path_factory.mktemp("config") / "raybot.yaml"
     config.write_text(world.CONFIG)

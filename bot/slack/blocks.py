@@ -134,6 +134,20 @@ def _pre_section(lines: Sequence[str], head: str | None) -> dict[str, Any]:
     return _section(f"{FENCE}\n{body}\n{FENCE}")
 
 
+def _entry_sections(entries: Sequence[str]) -> list[dict[str, Any]]:
+    """Entries (lines of mrkdwn) packed into as few sections as fit: at most 10 entries and 2800 characters each."""
+    sections: list[dict[str, Any]] = []
+    chunk: list[str] = []
+    for entry in entries:
+        if chunk and (len(chunk) >= LIST_ENTRIES_PER_SECTION_MAX or sum(map(len, chunk)) + len(entry) > 2800):
+            sections.append(_section("\n".join(chunk)))
+            chunk = []
+        chunk.append(entry)
+    if chunk:
+        sections.append(_section("\n".join(chunk)))
+    return sections
+
+
 def _more(count: int, noun: str) -> str:
     return f"{ELLIPSIS} and {count} more {noun}{'' if count == 1 else 's'}"
 
@@ -504,13 +518,7 @@ def history(alias: str, records: Sequence[Any]) -> SlackMessage:
             f"{_esc(record.action, 30)}{undo}: {_esc(record.summary, 300)} · {outcome} {detail}".rstrip()
         )
     blocks = [_section(head)]
-    chunk: list[str] = []
-    for entry in entries:
-        if chunk and (len(chunk) >= LIST_ENTRIES_PER_SECTION_MAX or sum(map(len, chunk)) + len(entry) > 2800):
-            blocks.append(_section("\n".join(chunk)))
-            chunk = []
-        chunk.append(entry)
-    blocks.append(_section("\n".join(chunk)))
+    blocks += _entry_sections(entries)
     return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
 
 
@@ -590,14 +598,7 @@ def whoami(subject_user: str, channel_id: str, grants: Sequence[Any]) -> SlackMe
             f"   _why_: {truncate(grant.why, 500)}"
         )
     blocks = [_section(head)]
-    chunk: list[str] = []
-    for entry in entries:
-        if chunk and (len(chunk) >= LIST_ENTRIES_PER_SECTION_MAX or sum(map(len, chunk)) + len(entry) > 2800):
-            blocks.append(_section("\n".join(chunk)))
-            chunk = []
-        chunk.append(entry)
-    if chunk:
-        blocks.append(_section("\n".join(chunk)))
+    blocks += _entry_sections(entries)
     return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
 
 
