@@ -105,6 +105,25 @@ def _who_plain(binding: Binding) -> str:
     return "; ".join(parts)
 
 
+def approval_text(rule: ApprovalRule | None) -> str:
+    """When a second person must approve, as a short phrase ("" when never)."""
+    if rule is None:
+        return ""
+    if rule.always:
+        return f"approval always ({rule.expires_minutes} min)"
+    parts = []
+    if rule.above_replica is not None:
+        parts.append(f"above {rule.above_replica} replicas")
+    if rule.above_step is not None:
+        parts.append(f"above a step of {rule.above_step}")
+    return f"approval {' or '.join(parts)} ({rule.expires_minutes} min)"
+
+
+def _limits_and_approval(role: Role, binding: Binding) -> str:
+    approval = approval_text(binding.approval or role.approval)
+    return limits_text(role.limits) + (f"; {approval}" if approval else "")
+
+
 def limits_text(limits: Limits) -> str:
     """The limits of a role as a short phrase ("no limits" when there are none)."""
     parts = []
@@ -353,7 +372,7 @@ def grants(config: Config, subject: Subject) -> list[Grant]:
             clusters=b.clusters,
             aliases=tuple(alias for alias in config.clusters if b.covers(alias)),
             actions=role.actions,
-            limits=limits_text(role.limits),
+            limits=_limits_and_approval(role, b),
             why=_why(b, subject),
         )
         for b, role in _bindings(config, subject.channel_id)
@@ -369,7 +388,7 @@ def permission_table(config: Config) -> list[PermissionRow]:
             role=b.role,
             clusters=b.clusters,
             actions=config.roles[b.role].actions,
-            limits=limits_text(config.roles[b.role].limits),
+            limits=_limits_and_approval(config.roles[b.role], b),
             who=_who_plain(b),
         )
         for channel, bindings in config.channels.items()

@@ -459,3 +459,15 @@ def test_denials_say_their_kind(config: Config) -> None:
     assert decide(config, Subject("U0LEAD", "D0SOMEONE"), "show", "prod").kind == "direct_message"
     assert decide(config, MEMBER, "show", "nosuch").kind == "unknown_cluster"
     assert decide(config, MEMBER, "approve", "prod").kind == "not_granted"
+
+
+def test_permission_table_and_whoami_show_approval_rules():
+    from bot.config import parse_config
+    from bot.permissions import Subject, grants, render_permission_table
+
+    config = parse_config(APPROVAL_CONFIG)
+    table = render_permission_table(config)
+    assert "approval above 20 replicas or above a step of 10 (30 min)" in table
+    assert "approval always (30 min)" in table
+    [oncall, *_] = grants(config, Subject("U0SOMEONE", "C0ONCALL01"))
+    assert "approval above 20 replicas" in oncall.limits
