@@ -27,6 +27,16 @@ from bot.store import Approval
 
 log = logging.getLogger("raybot.approvals")
 
+EXPIRED_TEXT = "⌛ The request expired before anyone approved it; nothing was changed."
+
+
+async def expire_due(services: Services) -> None:
+    """Close requests nobody decided before they expired: their buttons go, and they say so."""
+    for approval in await services.store.expired_approvals(services.clock()):
+        expired = await services.store.decide_approval(approval.id, "expired", by=None, reason="expired")
+        if expired is not None:
+            await close_request(services, expired, EXPIRED_TEXT)
+
 
 async def request_approval(
     ctx: CommandContext,
@@ -83,8 +93,8 @@ def _thread(services: Services, approval: Approval) -> StatusThread:
     return StatusThread(services.slack, approval.channel_id, root, approval.thread_ts or root)
 
 
-async def _close(services: Services, approval: Approval, outcome: str) -> None:
-    """Replace the request's buttons by what happened to it."""
+async def close_request(services: Services, approval: Approval, outcome: str) -> None:
+    """Replace the request's buttons by what happened to it (also used when it expires unanswered)."""
     try:
         await _thread(services, approval).set_status(
             *blocks.approval_closed(approval.requester_id, approval.alias, approval.summary, outcome)
@@ -108,7 +118,7 @@ async def approve(ctx: CommandContext, approval_id: int) -> None:
     if services.clock() > approval.expires_at:
         expired = await services.store.decide_approval(approval.id, "expired", by=None, reason="expired")
         if expired is not None:
-            await _close(services, expired, "⌛ The request expired before anyone approved it; nothing was changed.")
+            await close_request(services, expired, EXPIRED_TEXT)
         raise ActionRefused("this request has expired; ask for the change again")
     decided = await services.store.decide_approval(approval.id, "approved", by=subject.user_id)
     if decided is None:
@@ -127,7 +137,7 @@ async def approve(ctx: CommandContext, approval_id: int) -> None:
             await services.store.decide_approval(
                 approval.id, "void", by=None, reason="cluster changed", expected="approved"
             )
-            await _close(
+            await close_request(
                 services,
                 decided,
                 f"🚫 Approved by {mrkdwn.user(subject.user_id)}, but void: *{mrkdwn.escape(approval.alias)}* changed "
@@ -139,7 +149,7 @@ async def approve(ctx: CommandContext, approval_id: int) -> None:
             await services.store.decide_approval(
                 approval.id, "void", by=None, reason="nothing to change", expected="approved"
             )
-            await _close(services, decided, "➖ Approved, but the cluster already matches: nothing was sent.")
+            await close_request(services, decided, "➖ Approved, but the cluster already matches: nothing was sent.")
             return
         request = decided.request
         await apply_plan(
@@ -173,4 +183,6 @@ async def reject(ctx: CommandContext, approval_id: int) -> None:
     if decided is None:
         raise ActionRefused("this request was already decided")
     verb = "withdrawn" if subject.user_id == approval.requester_id else "rejected"
-    await _close(services, decided, f"🚫 {verb.capitalize()} by {mrkdwn.user(subject.user_id)}; nothing was changed.")
+    await close_request(
+        services, decided, f"🚫 {verb.capitalize()} by {mrkdwn.user(subject.user_id)}; nothing was changed."
+    )

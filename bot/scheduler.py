@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 
 from slack_sdk.errors import SlackApiError
 
+from bot.approvals import expire_due
 from bot.emr.changes import RevertConflict, holds_change, revert_plan
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
@@ -32,7 +33,7 @@ IDLE_POLL_SECONDS = 60.0
 
 
 async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
-    """Follow applied changes and revert due temporary resizes, until `stop` is set."""
+    """Follow applied changes, revert due temporary resizes, close expired approval requests; until `stop`."""
     while not stop.is_set():
         for followed in await services.store.due_follows(services.clock()):
             try:
@@ -44,7 +45,16 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
                 await revert_due(services, schedule)
             except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
                 log.exception("scheduled revert #%s failed", schedule.id)
-        due = [t for t in (await services.store.next_due_at(), await services.store.next_follow_at()) if t is not None]
+        try:
+            await expire_due(services)
+        except Exception:  # noqa: BLE001 - closing stale requests must not stop the loop
+            log.exception("closing expired approval requests failed")
+        nexts = (
+            await services.store.next_due_at(),
+            await services.store.next_follow_at(),
+            await services.store.next_approval_expiry(),
+        )
+        due = [t for t in nexts if t is not None]
         delay = IDLE_POLL_SECONDS if not due else min(IDLE_POLL_SECONDS, max(0.0, min(due) - services.clock()))
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(services.scheduler_woken())]
         try:

@@ -251,6 +251,8 @@ class Store(Protocol):
         self, approval_id: int, status: str, *, by: str | None, reason: str | None = None, expected: str = "pending"
     ) -> Approval | None: ...
     async def set_approval_message(self, approval_id: int, *, root_ts: str, thread_ts: str) -> None: ...
+    async def expired_approvals(self, now: float) -> list[Approval]: ...
+    async def next_approval_expiry(self) -> float | None: ...
 
     # scheduled reverts
     async def schedule(
@@ -823,6 +825,21 @@ class SqliteStore:
             lambda conn: conn.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
         )
         return None if row is None else Approval.model_validate(_row(row))
+
+    async def expired_approvals(self, now: float) -> list[Approval]:
+        """Requests still pending past their expiry, oldest first (to be closed as expired)."""
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT * FROM approvals WHERE status = 'pending' AND expires_at <= ? ORDER BY expires_at, id", (now,)
+            ).fetchall()
+        )
+        return [Approval.model_validate(_row(row)) for row in rows]
+
+    async def next_approval_expiry(self) -> float | None:
+        row = await self._call(
+            lambda conn: conn.execute("SELECT MIN(expires_at) FROM approvals WHERE status = 'pending'").fetchone()
+        )
+        return row[0]
 
     async def decide_approval(
         self, approval_id: int, status: str, *, by: str | None, reason: str | None = None, expected: str = "pending"

@@ -96,3 +96,16 @@ async def test_approval_after_expiry_is_refused(http, env, slack, emr):
         closed = await wait_new(slack, lambda c: c.method == "chat.update" and "expired" in c.args.get("text", ""))
         assert "actions" not in text_of(closed.args)  # the buttons are gone
     assert updates_of(emr, FLEET) == []
+
+
+async def test_an_approval_request_nobody_answers_is_closed_when_it_expires(http, env, slack, emr):
+    clock = FakeClock(1_800_000_000.0)
+    async with inprocess_raybot(env, clock) as bot:
+        await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        clock.now += 31 * 60
+        bot.services.wake_scheduler()
+        closed = await wait_new(slack, lambda c: c.method == "chat.update" and "expired" in c.args.get("text", ""))
+        assert closed.args["ts"] == request.response["ts"]
+        assert APPROVE_ACTION not in text_of(closed.args)
+    assert updates_of(emr, FLEET) == []

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.emr.changes import ChangeError, DiffEntry, plan
+from bot.emr.changes import ChangeError, DiffEntry, plan, redact_secrets
 from bot.emr.models import ClusterFields, RayCluster
 from bot.sandbox.slack_server import view_problems
 from bot.slack import limits, modals
@@ -320,7 +320,8 @@ def test_valid_overview_submission_yields_the_body_and_keeps_unknown_fields() ->
         "enableAutoScaling": False,
     }
     assert result.edited == expected
-    assert result.edited["headSpec"]["gftConfig"] == {"redisUrl": "redis://r", "redisPassword": "hunter2"}
+    # The draft keeps secrets masked (it lives in the store); Apply plans against a fresh read.
+    assert result.edited["headSpec"]["gftConfig"] == {"redisUrl": "redis://r", "redisPassword": "••••••"}
     assert result.edited["headSpec"]["headFuture"] == {"x": 1}
     assert result.edited["extraParam"] == draft.original["extraParam"]
     assert draft.edited == draft.original  # worked on a copy
@@ -495,7 +496,7 @@ def test_changes_for_makes_plan_send_exactly_the_draft() -> None:
 
     result = plan(c, modals.changes_for(draft))
     assert result.body is not None
-    assert result.body.wire() == ClusterFields.model_validate(draft.edited).wire()
+    assert redact_secrets(result.body.wire()) == ClusterFields.model_validate(draft.edited).wire()
     assert result.body.wire()["workerSpec"][0]["nodeSelector"] == {"alibabacloud.com/zone": "cn-hangzhou-h"}
     paths = [entry.path for entry in modals.review_diff(draft)]
     assert paths == [
@@ -601,7 +602,7 @@ def test_rebase_keeps_the_users_edits_on_the_new_values() -> None:
     assert "your values are kept: headSpec.memory" in "\n".join(mrkdwn_texts(modals.stale_view(draft, changes, fresh)))
 
     rebased = modals.rebase(draft, fresh)
-    assert rebased.original == fresh.editable() and rebased.modified_time == 1717409999000
+    assert rebased.original == redact_secrets(fresh.editable()) and rebased.modified_time == 1717409999000
     assert modals.stale_diff(rebased, fresh) == []
     assert rebased.edited["description"] == "changed by bob"
     assert rebased.edited["headSpec"]["memory"] == "32Gi"
@@ -671,10 +672,36 @@ def test_picker_is_a_select_up_to_100_clusters_and_a_text_input_beyond() -> None
 def test_new_draft_holds_the_read_and_survives_a_round_trip() -> None:
     c = cluster(2)
     draft = draft_of(c)
-    assert draft.original == c.editable() == draft.edited
+    assert draft.original == redact_secrets(c.editable()) == draft.edited  # as read, secrets masked
     assert draft.edited is not draft.original
     assert draft.modified_time == 1717405200000 and draft.cluster_id == "ray-abc123"
-    assert draft.read_hash == modals.body_hash(c.editable())
+    assert draft.read_hash == modals.body_hash(draft.original)
     assert Draft.model_validate_json(draft.model_dump_json()) == draft
     other = modals.new_draft("prod", c, channel_id="C0OPS", thread_ts=None, user_id="U0ALICE")
     assert other.key != draft.key and len(other.key) >= 16
+
+
+def test_the_draft_keeps_no_secret_and_apply_sends_the_real_one():
+    from bot.emr.changes import plan
+
+    cluster = RayCluster.model_validate(
+        {
+            "clusterId": "ray-1",
+            "name": "prod",
+            "headSpec": {
+                "cpu": "4",
+                "gftEnabled": True,
+                "gftConfig": {"redisUrl": "r:6379", "redisPassword": "s3cr3t"},
+            },
+            "workerSpec": [{"groupName": "g1", "replica": 1, "minReplica": 1, "maxReplica": 4}],
+        }
+    )
+    draft = modals.new_draft("prod", cluster, channel_id="C0ONCALL01", thread_ts=None, user_id="U0EDITOR")
+    assert "s3cr3t" not in json.dumps(draft.model_dump())
+    assert modals.stale_diff(draft, cluster) == []  # masked on both sides: not "changed"
+    edited = copy.deepcopy(draft.edited)
+    edited["description"] = "new"
+    draft = draft.model_copy(update={"edited": edited})
+    body = plan(cluster, modals.changes_for(draft)).body.wire()
+    assert body["headSpec"]["gftConfig"]["redisPassword"] == "s3cr3t"  # the fresh read's value, not the mask
+    assert body["description"] == "new"

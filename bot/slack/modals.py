@@ -47,6 +47,7 @@ from bot.emr.changes import (
     SetFields,
     diff,
     plan,
+    redact_secrets,
 )
 from bot.emr.models import (
     MAX_WORKER_GROUPS,
@@ -167,7 +168,9 @@ def new_draft(
     key: str | None = None,
 ) -> Draft:
     """A draft of `cluster` as just read, nothing edited yet. `key` defaults to a random URL-safe token."""
-    original = cluster.editable()
+    # The draft lives in the store for an hour: secrets (gftConfig's password) stay masked there. The editor never
+    # edits them, and Apply plans against a fresh read, so the masked values are never sent.
+    original = _readable(cluster)
     return Draft(
         key=key if key is not None else secrets.token_urlsafe(16),
         alias=alias,
@@ -180,6 +183,11 @@ def new_draft(
         modified_time=cluster.modified_time,
         read_hash=body_hash(original),
     )
+
+
+def _readable(cluster: RayCluster) -> dict[str, Any]:
+    """The editable body as the editor keeps it: as read, with secret values masked."""
+    return redact_secrets(cluster.editable()) or {}
 
 
 def _groups(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -1055,7 +1063,7 @@ def confirm_view(draft: Draft, entries: Sequence[DiffEntry]) -> dict[str, Any]:
 
 def stale_diff(draft: Draft, fresh: RayCluster) -> list[DiffEntry]:
     """What changed on the cluster between the read that opened the editor and `fresh` (empty: not stale)."""
-    return diff(draft.original, fresh.editable())
+    return diff(draft.original, _readable(fresh))
 
 
 def conflicts(draft: Draft, changes_since_open: Sequence[DiffEntry]) -> list[str]:
@@ -1105,7 +1113,7 @@ def rebase(draft: Draft, fresh: RayCluster) -> Draft:
     Field by field (groups matched by name): what the user changed keeps the user's value, everything else takes
     the fresh value; groups the user removed stay removed, groups others added are added.
     """
-    body = fresh.editable()
+    body = _readable(fresh)
     merged = _merge(draft.original, draft.edited, body)
     return draft.model_copy(
         update={
