@@ -83,7 +83,9 @@ async def test_a_change_is_followed_until_the_new_spec_runs(http, env, slack, em
             slack, lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", "")
         )
         assert settled.args["thread_ts"] == root_ts and "WorkerGroup1 4/4" in text_of(settled.args)
-        final = await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""))
+        final = await wait_new(
+            slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", "") and "done:" in c.args["text"]
+        )
         assert final.args["ts"] == root_ts
     replies = [c for c in slack.calls if c.method == "chat.postMessage" and c.args.get("thread_ts") == root_ts]
     assert len(replies) == 2  # accepted, then settled: no stream of edits in the thread

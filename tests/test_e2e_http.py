@@ -65,7 +65,7 @@ async def test_allowed_resize_answers_in_a_thread(http, raybot, slack, emr):
     response, _ = await send(http, raybot, slack, "resize prod WorkerGroup1=3")
     assert response.status_code == 200
 
-    done = await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""))
+    done = await wait_new(slack, lambda c: c.method == "chat.update" and "done:" in c.args.get("text", ""))
     root_ts = done.args["ts"]
     [update] = updates_of(emr)
     sent = update.json

@@ -52,6 +52,7 @@ async def test_slash_command_envelope_is_acknowledged_and_handled(raybot, slack,
     reply = slack.thread(world.ONCALL_CHANNEL, done.args["ts"])[0]
     assert update.request_id in reply["text"] + str(reply.get("blocks"))
     assert world.PROD in reply["text"] + str(reply.get("blocks"))
+    await slack.wait_for(lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", ""))
 
 
 async def test_syntax_error_comes_back_in_the_ack_payload(raybot, slack, emr):

@@ -317,7 +317,10 @@ def test_follow_status_while_applying() -> None:
     message = blocks.follow_status(
         "U1AB", "prod", "WorkerGroup1 replica 2 → 3", "Running · WorkerGroup1 2/3", "applying"
     )
-    assert message.text == "⏳ <@U1AB> · *prod* · WorkerGroup1 replica 2 → 3 · applying: Running · WorkerGroup1 2/3"
+    assert (
+        message.text
+        == "✅ <@U1AB> · *prod* · WorkerGroup1 replica 2 → 3 · accepted, applying: Running · WorkerGroup1 2/3"
+    )
     requested = blocks.follow_status("U1AB", "prod", "resize", "", "requested")
     assert requested.text.endswith("· resize · requested")
 

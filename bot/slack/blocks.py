@@ -618,7 +618,8 @@ def nothing_to_change(alias: str, summary: str) -> SlackMessage:
 FollowPhase = Literal["requested", "applying", "done", "failed", "timeout"]
 FOLLOW_MARKS: dict[str, tuple[str, str]] = {
     "requested": ("⏳", "requested"),
-    "applying": ("⏳", "applying"),
+    # The API accepted the change (✅, as issue 3 asks of the root message); the cluster is still moving to it.
+    "applying": ("✅", "accepted, applying"),
     "done": ("✅", "done"),
     "failed": ("❌", "failed"),
     "timeout": ("⌛", "not settled"),
