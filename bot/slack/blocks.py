@@ -538,26 +538,21 @@ def outcome_unknown(alias: str, change_id: int, summary: str, state: str, holds:
     return SlackMessage(_fallback(text), [_section(text)])
 
 
+def _cloud_failure(head: str, code: str, message: str, request_id: str | None) -> SlackMessage:
+    """A cloud error as people need it: Code, Message and RequestId ("none" when the API gave none)."""
+    rid = inline_code(request_id, 64) if request_id else "none"
+    text = f"{head}\n*Code* {inline_code(code, 100)} · *RequestId* {rid}\n*Message* {_esc(message, MESSAGE_MAX)}"
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
 def change_failed(alias: str, code: str, message: str, request_id: str | None) -> SlackMessage:
     """Thread reply after a failed change: the cloud error's Code, Message and RequestId (None shown as "none")."""
-    rid = inline_code(request_id, 64) if request_id else "none"
-    text = (
-        f"❌ *{_esc(alias, NAME_MAX)}*: the change failed\n"
-        f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
-        f"*Message* {_esc(message, MESSAGE_MAX)}"
-    )
-    return SlackMessage(_fallback(text), [_section(text)])
+    return _cloud_failure(f"❌ *{_esc(alias, NAME_MAX)}*: the change failed", code, message, request_id)
 
 
 def cloud_error(action: str, code: str, message: str, request_id: str | None) -> SlackMessage:
     """A failed cloud call outside a change thread (a read, or the read before a change): Code, Message, RequestId."""
-    rid = inline_code(request_id, 64) if request_id else "none"
-    text = (
-        f"❌ {inline_code(action, 64)} failed\n"
-        f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
-        f"*Message* {_esc(message, MESSAGE_MAX)}"
-    )
-    return SlackMessage(_fallback(text), [_section(text)])
+    return _cloud_failure(f"❌ {inline_code(action, 64)} failed", code, message, request_id)
 
 
 SLACK_ERROR_HINTS = {
