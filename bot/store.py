@@ -826,20 +826,28 @@ class SqliteStore:
         )
         return None if row is None else Approval.model_validate(_row(row))
 
-    async def expired_approvals(self, now: float) -> list[Approval]:
-        """Requests still pending past their expiry, oldest first (to be closed as expired)."""
+    async def _due(self, table: str, status: str, column: str, now: float) -> list[dict[str, Any]]:
+        """Rows of `table` in `status` whose `column` time is at or before `now`, earliest first."""
         rows = await self._call(
             lambda conn: conn.execute(
-                "SELECT * FROM approvals WHERE status = 'pending' AND expires_at <= ? ORDER BY expires_at, id", (now,)
+                f"SELECT * FROM {table} WHERE status = ? AND {column} <= ? ORDER BY {column}, id", (status, now)
             ).fetchall()
         )
-        return [Approval.model_validate(_row(row)) for row in rows]
+        return [_row(r) for r in rows]
 
-    async def next_approval_expiry(self) -> float | None:
+    async def _earliest(self, table: str, status: str, column: str) -> float | None:
+        """The earliest `column` time of the rows of `table` in `status`; None when there are none."""
         row = await self._call(
-            lambda conn: conn.execute("SELECT MIN(expires_at) FROM approvals WHERE status = 'pending'").fetchone()
+            lambda conn: conn.execute(f"SELECT MIN({column}) FROM {table} WHERE status = ?", (status,)).fetchone()
         )
         return row[0]
+
+    async def expired_approvals(self, now: float) -> list[Approval]:
+        """Requests still pending past their expiry, oldest first (to be closed as expired)."""
+        return [Approval.model_validate(r) for r in await self._due("approvals", "pending", "expires_at", now)]
+
+    async def next_approval_expiry(self) -> float | None:
+        return await self._earliest("approvals", "pending", "expires_at")
 
     async def decide_approval(
         self, approval_id: int, status: str, *, by: str | None, reason: str | None = None, expected: str = "pending"
@@ -890,18 +898,10 @@ class SqliteStore:
 
     async def due_schedules(self, now: float) -> list[Schedule]:
         """Scheduled reverts due at or before `now`, earliest first."""
-        rows = await self._call(
-            lambda conn: conn.execute(
-                "SELECT * FROM schedules WHERE status = 'scheduled' AND due_at <= ? ORDER BY due_at, id", (now,)
-            ).fetchall()
-        )
-        return [Schedule.model_validate(_row(r)) for r in rows]
+        return [Schedule.model_validate(r) for r in await self._due("schedules", "scheduled", "due_at", now)]
 
     async def next_due_at(self) -> float | None:
-        row = await self._call(
-            lambda conn: conn.execute("SELECT MIN(due_at) FROM schedules WHERE status = 'scheduled'").fetchone()
-        )
-        return row[0]
+        return await self._earliest("schedules", "scheduled", "due_at")
 
     async def finish_schedule(
         self, schedule_id: int, status: str, *, note: str | None = None, expected: str = "scheduled"
@@ -964,19 +964,11 @@ class SqliteStore:
 
     async def due_follows(self, now: float) -> list[Follow]:
         """Follows whose next look is due at or before `now`, earliest first."""
-        rows = await self._call(
-            lambda conn: conn.execute(
-                "SELECT * FROM follows WHERE status = 'following' AND next_at <= ? ORDER BY next_at, id", (now,)
-            ).fetchall()
-        )
-        return [Follow.model_validate(_row(r)) for r in rows]
+        return [Follow.model_validate(r) for r in await self._due("follows", "following", "next_at", now)]
 
     async def next_follow_at(self) -> float | None:
         """When the earliest look of any follow is due; None when nothing is followed."""
-        row = await self._call(
-            lambda conn: conn.execute("SELECT MIN(next_at) FROM follows WHERE status = 'following'").fetchone()
-        )
-        return row[0]
+        return await self._earliest("follows", "following", "next_at")
 
     async def reschedule_follow(
         self, follow_id: int, *, next_at: float, attempt: int, last_summary: str | None

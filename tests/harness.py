@@ -137,3 +137,17 @@ async def post_signed(client: httpx.AsyncClient, url: str, body: str, **kwargs) 
 
 async def gather_posts(client: httpx.AsyncClient, url: str, bodies: list[str]) -> list[httpx.Response]:
     return await asyncio.gather(*(post_signed(client, url, b) for b in bodies))
+
+
+# Debian's chromium, driven by Playwright in the browser tests (never a downloaded browser).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

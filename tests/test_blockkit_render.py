@@ -17,8 +17,8 @@ from bot.emr.changes import DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
 from bot.slack import blocks, modals
+from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
 BLOCKKIT_JS = Path(__file__).resolve().parents[1] / "bot" / "sandbox" / "web" / "blockkit.js"
 SEED = json.loads((Path(__file__).resolve().parents[1] / "bot" / "sandbox" / "seed_clusters.json").read_text())
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -28,16 +28,6 @@ pytestmark = pytest.mark.skipif(
 )
 expect = playwright_api.expect
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # The names the page knows, and a recorder of what the renderer reports as a person's actions.
 PAGE_SETUP = """
 window.ACTIONS = [];

@@ -10,13 +10,12 @@ from __future__ import annotations
 import copy
 import os
 import re
-from pathlib import Path
 
 import pytest
 
 from bot.sandbox.run import BackgroundSandbox, Sandbox
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, PROXY_VARS
 
-CHROMIUM = Path("/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -25,17 +24,6 @@ pytestmark = pytest.mark.skipif(
 expect = playwright_api.expect
 expect.set_options(timeout=15_000)  # an upper bound for one step; steps normally take milliseconds
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 WAIT_MS = 15_000
 PROD = "ray-uiulpgow9xljimm1"
 TRAIN_GPU = "ray-k3v8q2m7t5hzxa04"

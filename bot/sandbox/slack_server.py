@@ -719,12 +719,7 @@ class SlackEmulator:
         return {
             "type": "view_submission",
             "team": {"id": self.team_id, "domain": "raybot-sandbox"},
-            "user": {
-                "id": user_id,
-                "username": user.get("name", user_id.lower()),
-                "name": user.get("name", user_id.lower()),
-                "team_id": self.team_id,
-            },
+            "user": self._payload_user(user_id, user),
             "api_app_id": APP_ID,
             "token": "verification-token-unused",
             "trigger_id": self.new_trigger_id(user=user_id, view_id=view_id),
@@ -733,6 +728,11 @@ class SlackEmulator:
             "is_enterprise_install": False,
             "enterprise": None,
         }
+
+    def _payload_user(self, user_id: str, user: JSON) -> JSON:
+        """The `user` object of an interaction payload, as Slack writes it."""
+        name = user.get("name", user_id.lower())
+        return {"id": user_id, "username": name, "name": name, "team_id": self.team_id}
 
     def block_actions_payload(
         self,
@@ -761,12 +761,7 @@ class SlackEmulator:
             raise ValueError("give channel_id (a message) or view_id (a modal)")
         payload: JSON = {
             "type": "block_actions",
-            "user": {
-                "id": user_id,
-                "username": user.get("name", user_id.lower()),
-                "name": user.get("name", user_id.lower()),
-                "team_id": self.team_id,
-            },
+            "user": self._payload_user(user_id, user),
             "api_app_id": APP_ID,
             "token": "verification-token-unused",
             "trigger_id": self.new_trigger_id(user=user_id, view_id=view_id),
