@@ -21,7 +21,7 @@ from bot.sandbox.emr_server import EmrEmulator
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "bot" / "sandbox" / "seed_clusters.json"
-VECTORS = json.loads((REPO.parent / "shared" / "fixtures" / "acs3_vectors.json").read_text())
+VECTORS = json.loads((Path(__file__).with_name("fixtures") / "acs3_vectors.json").read_text())
 WS = "w-d2d82aa09155"
 SMALL = "ray-uiulpgow9xljimm1"
 BIG = "ray-9w2n4b6c8d0fgh1j"

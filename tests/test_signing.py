@@ -5,7 +5,7 @@ import pytest
 
 from bot.emr import signing
 
-VECTORS = json.loads((Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "acs3_vectors.json").read_text())
+VECTORS = json.loads((Path(__file__).with_name("fixtures") / "acs3_vectors.json").read_text())
 
 
 @pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda v: v["name"])
