@@ -1,10 +1,11 @@
-"""The two-person rule: a change that needs approval waits for someone else who may approve.
+"""The two-person rule: a change that needs approval waits, as a recorded change, for someone else who may approve.
 
-The request is posted with Approve and Reject buttons. Approve is taken only from
-another person who holds `approve` in that channel, before the request expires, and
-only once (a compare-and-set in the store: a double click or two approvers at once
-apply it once). Before applying, the cluster is read again: if it changed since the
-request, the approval is void and says what changed.
+The request is a change in state "awaiting_approval", posted with Approve and Reject buttons whose
+value is the change's id. Approve is taken only from another person who holds `approve` in that
+channel, before the request expires, and only once: the move out of "awaiting_approval" is a
+compare-and-set. The cluster is locked and read again *before* that move, so a busy cluster or a
+failed read leaves the request open for another click; if the cluster changed since the request,
+the approval is void and says what changed.
 """
 
 from __future__ import annotations
@@ -13,176 +14,134 @@ import logging
 
 from slack_sdk.errors import SlackApiError
 
-from bot.config import ClusterTarget
 from bot.dispatch import CommandContext
-from bot.emr.changes import Plan, diff
+from bot.emr.changes import diff, redact_secrets
 from bot.errors import ActionRefused
-from bot.flow import Applying, ChangeRequest, apply_plan, hold
-from bot.permissions import Decision
-from bot.replay import planner
+from bot.flow import decide, hold, prepare, send, target_of, thread_of
 from bot.services import Services
 from bot.slack import blocks, mrkdwn
-from bot.slack.conversation import StatusThread
-from bot.store import Approval
+from bot.store import ChangeRecord
 
 log = logging.getLogger("raybot.approvals")
 
 EXPIRED_TEXT = "⌛ The request expired before anyone approved it; nothing was changed."
 
 
-async def expire_due(services: Services) -> None:
-    """Close requests nobody decided before they expired: their buttons go, and they say so."""
-    for approval in await services.store.expired_approvals(services.clock()):
-        expired = await services.store.decide_approval(approval.id, "expired", by=None, reason="expired")
-        if expired is not None:
-            await close_request(services, expired, EXPIRED_TEXT)
+async def expire(services: Services, record: ChangeRecord) -> None:
+    """Close a request nobody decided before it expired: its buttons go, and it says so."""
+    expired = await services.store.move(record.id, "expired", from_="awaiting_approval", next_at=None)
+    if expired is not None:
+        await close_request(services, expired, EXPIRED_TEXT)
 
 
-async def request_approval(
-    ctx: CommandContext,
-    request: ChangeRequest,
-    target: ClusterTarget,
-    before: dict,
-    result: Plan,
-    decision: Decision,
-) -> None:
-    """Record the request and post it with Approve / Reject; nothing is sent to the cloud yet."""
-    services = ctx.services
-    expires_at = services.clock() + decision.approval_minutes * 60
-    approval = await services.store.create_approval(
-        requester_id=ctx.subject.user_id,
-        channel_id=ctx.invocation.channel_id,
-        alias=target.alias,
-        action=request.action,
-        summary=request.summary,
-        request={
-            "replay": request.replay,
-            "undo_of": request.undo_of,
-            "duration_seconds": request.duration_seconds,
-            "team_id": ctx.invocation.team_id,
-        },
-        spec_before=before,
-        expires_at=expires_at,
-        thread_ts=ctx.invocation.thread_ts,
-    )
-    message = blocks.approval_request(
-        ctx.subject.user_id,
-        target.alias,
-        request.summary,
-        decision.approval or "",
-        result.diff,
-        approval.id,
-        expires_at,
-    )
-    thread = await ctx.replies.open_thread(*message)
-    await services.store.set_approval_message(approval.id, root_ts=thread.root_ts, thread_ts=thread.thread_ts)
-    log.info(
-        "approval requested", extra={"cluster": target.alias, "user": ctx.subject.user_id, "approval": approval.id}
-    )
-
-
-async def _approval(services: Services, approval_id: int, channel_id: str) -> Approval:
-    approval = await services.store.get_approval(approval_id)
-    if approval is None or approval.channel_id != channel_id:
-        raise ActionRefused(f"approval request #{approval_id} is not from this channel")
-    return approval
-
-
-def _thread(services: Services, approval: Approval) -> StatusThread:
-    root = approval.root_ts or ""
-    return StatusThread(services.slack, approval.channel_id, root, approval.thread_ts or root)
-
-
-async def close_request(services: Services, approval: Approval, outcome: str) -> None:
+async def close_request(services: Services, record: ChangeRecord, outcome: str | tuple[str, list]) -> None:
     """Replace the request's buttons by what happened to it (also used when it expires unanswered)."""
+    thread = thread_of(services, record)
+    if thread is None:
+        return
+    text = outcome if isinstance(outcome, str) else outcome[0]
     try:
-        await _thread(services, approval).set_status(
-            *blocks.approval_closed(approval.requester_id, approval.alias, approval.summary, outcome)
-        )
+        await thread.set_status(*blocks.approval_closed(record.user_id, record.alias, record.summary, text))
     except SlackApiError as error:
-        log.error("could not update approval request #%s: %s", approval.id, error.response.get("error"))
+        log.error("could not update approval request #%s: %s", record.id, error.response.get("error"))
 
 
-async def approve(ctx: CommandContext, approval_id: int) -> None:
+async def _request(services: Services, change_id: int, channel_id: str) -> ChangeRecord:
+    record = await services.store.get_change(change_id)
+    if record is None or record.channel_id != channel_id or record.expires_at is None:
+        raise ActionRefused(f"approval request #{change_id} is not from this channel")
+    return record
+
+
+async def approve(ctx: CommandContext, change_id: int) -> None:
     """Approve and apply, if this person may, in time, once, and the cluster is as it was when asked."""
     services, subject = ctx.services, ctx.subject
-    approval = await _approval(services, approval_id, ctx.invocation.channel_id)
-    if subject.user_id == approval.requester_id:
+    record = await _request(services, change_id, ctx.invocation.channel_id)
+    if subject.user_id == record.user_id:
         raise ActionRefused(
             "you asked for this change: the two-person rule needs someone else who may approve here to approve it"
         )
-    services.require(subject, "approve", approval.alias)
-    if approval.status != "pending":
-        by = f" by {mrkdwn.user(approval.decided_by)}" if approval.decided_by else ""
-        raise ActionRefused(f"this request is already {approval.status}{by}")
-    if services.clock() > approval.expires_at:
-        expired = await services.store.decide_approval(approval.id, "expired", by=None, reason="expired")
-        if expired is not None:
-            await close_request(services, expired, EXPIRED_TEXT)
+    services.require(subject, "approve", record.alias)
+    _still_open(record)
+    if services.clock() > (record.expires_at or 0):
+        await expire(services, record)
         raise ActionRefused("this request has expired; ask for the change again")
-    decided = await services.store.decide_approval(approval.id, "approved", by=subject.user_id)
-    if decided is None:
-        raise ActionRefused("someone else decided this request a moment ago")
-
-    target = services.cluster(subject, approval.alias)
-    make_plan = await planner(services.store, decided.request["replay"])
-    async with hold(services, target, approval.requester_id, approval.summary):
+    target = target_of(record)
+    async with hold(services, target, record.user_id, record.summary) as fence:
         cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
-        now = cluster.editable()
-        changed = diff(decided.spec_before, now)
+        fresh = cluster.editable()
+        changed = diff(redact_secrets(record.spec_before) or {}, redact_secrets(fresh) or {})
         if changed:
-            lines = "; ".join(
-                f"{d.path}: {mrkdwn.escape(str(d.before))} → {mrkdwn.escape(str(d.after))}" for d in changed[:10]
+            voided = await services.store.move(
+                record.id, "void", from_="awaiting_approval", next_at=None, error_message="the cluster changed"
             )
-            await services.store.decide_approval(
-                approval.id, "void", by=None, reason="cluster changed", expected="approved"
-            )
-            await close_request(
-                services,
-                decided,
-                f"🚫 Approved by {mrkdwn.user(subject.user_id)}, but void: *{mrkdwn.escape(approval.alias)}* changed "
-                f"since the request ({lines}). Nothing was sent; ask again if it is still needed.",
-            )
+            if voided is not None:
+                await close_request(services, voided, blocks.approval_void(subject.user_id, record.alias, changed))
             return
-        result = make_plan(cluster)
-        if not result.changed or result.body is None:
-            await services.store.decide_approval(
-                approval.id, "void", by=None, reason="nothing to change", expected="approved"
+        prepared = await prepare(services, target, record.action, record.replay or {}, cluster)
+        if prepared is None:
+            voided = await services.store.move(
+                record.id, "void", from_="awaiting_approval", next_at=None, error_message="nothing to change"
             )
-            await close_request(services, decided, "➖ Approved, but the cluster already matches: nothing was sent.")
+            if voided is not None:
+                await close_request(services, voided, "➖ Approved, but the cluster already matches: nothing was sent.")
             return
-        request = decided.request
-        await apply_plan(
-            services,
-            Applying(
-                thread=_thread(services, decided),
-                replies=ctx.replies,
-                user_id=approval.requester_id,
-                team_id=request.get("team_id"),
-                target=target,
-                action=approval.action,
-                summary=f"{approval.summary} (approved by {subject.user_id})",
-                undo_of=request.get("undo_of"),
-                approval_id=approval.id,
-                duration_seconds=request.get("duration_seconds"),
-                state_before=cluster.state,
-            ),
-            now,
-            result,
+        # The role's limits still hold for the requester; only the approval itself is what this click gives.
+        decide(
+            services, await services.subject(record.user_id, record.channel_id), record.action, record.alias, prepared
         )
-    await services.store.decide_approval(approval.id, "applied", by=None, expected="approved")
+        applying = await services.store.move(
+            record.id,
+            "applying",
+            from_="awaiting_approval",
+            fence=fence,
+            decided_by=subject.user_id,
+            decided_at=services.clock(),
+            run_id=services.store.run_id,
+            next_at=None,
+            spec_before=prepared.before,
+            body=prepared.body,
+            diff=prepared.diff,
+        )
+        if applying is None:
+            raise ActionRefused("someone else decided this request a moment ago")
+        thread = thread_of(services, applying)
+        assert thread is not None  # a request is posted before it can be approved
+        try:
+            await thread.set_status(
+                *blocks.change_root(
+                    applying.user_id, applying.alias, f"{applying.summary} (approved by {subject.user_id})", "pending"
+                )
+            )
+        except SlackApiError as error:
+            log.error("could not update approval request #%s: %s", record.id, error.response.get("error"))
+        await send(services, applying, thread, ctx.replies, fence, prepared)
 
 
-async def reject(ctx: CommandContext, approval_id: int) -> None:
+def _still_open(record: ChangeRecord) -> None:
+    if record.state != "awaiting_approval":
+        word = {"applying": "being applied", "sending": "being applied"}.get(record.state, record.outcome)
+        by = f" by {mrkdwn.user(record.decided_by)}" if record.decided_by else ""
+        raise ActionRefused(f"this request is already {word}{by}")
+
+
+async def reject(ctx: CommandContext, change_id: int) -> None:
     """Reject (an approver) or withdraw (the requester); nothing is sent."""
     services, subject = ctx.services, ctx.subject
-    approval = await _approval(services, approval_id, ctx.invocation.channel_id)
-    if subject.user_id != approval.requester_id:
-        services.require(subject, "approve", approval.alias)
-    decided = await services.store.decide_approval(approval.id, "rejected", by=subject.user_id)
+    record = await _request(services, change_id, ctx.invocation.channel_id)
+    if subject.user_id != record.user_id:
+        services.require(subject, "approve", record.alias)
+    decided = await services.store.move(
+        record.id,
+        "rejected",
+        from_="awaiting_approval",
+        decided_by=subject.user_id,
+        decided_at=services.clock(),
+        next_at=None,
+    )
     if decided is None:
         raise ActionRefused("this request was already decided")
-    verb = "withdrawn" if subject.user_id == approval.requester_id else "rejected"
+    verb = "withdrawn" if subject.user_id == record.user_id else "rejected"
     await close_request(
         services, decided, f"🚫 {verb.capitalize()} by {mrkdwn.user(subject.user_id)}; nothing was changed."
     )

@@ -1,19 +1,23 @@
-"""The flow of one change (DESIGN.md): claim, lock, read, plan, check, post, audit, update, answer.
+"""The flow of one change: claim, lock, read, plan, check, record, post, send, answer (bot/change_state.py).
 
-Bad input (unknown group, a limit exceeded, nothing to change, a cluster someone else
-holds) is found before anything is posted in the channel and answered only to the
-person who asked; from the moment the root status message exists, every outcome is
-answered in its thread and recorded in the audit log.
+Bad input (unknown group, a limit exceeded, nothing to change, a cluster someone else holds) is
+found before anything is recorded or posted, and answered only to the person who asked; the
+request's exactly-once key is then given back, so the same click may be tried again.
 
-Exactly once: every request that may change a cluster carries a deduplication key
-(the slash command's trigger_id, the event id, the button's change id, the draft key),
-claimed in the store before anything is read: a redelivery, a double click or a second
-replica receiving the same event finds it claimed and does nothing.
+From the moment a change is recorded ("applying", under the cluster's lock) the store owns its
+truth: the root status message is posted only after the record exists, the cloud call happens only
+while the lock is still held (a fenced move to "sending"), and every outcome — applied, refused by
+the cloud, or unknown and then checked by the reconciler (bot/scheduler.py) — is told in its thread.
+
+Exactly once: every request that may change a cluster carries a deduplication key (the slash
+command's trigger_id, the event id, the draft key, the confirmation's message), claimed in the
+store before anything is read; a button on a change acts on the change's row by compare-and-set.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,20 +26,24 @@ from typing import Any, Literal
 from slack_sdk.errors import SlackApiError
 
 from bot.config import ClusterTarget
-from bot.dispatch import CommandContext, describe_error
-from bot.emr.changes import Plan, redact_secrets
+from bot.dispatch import CommandContext
+from bot.emr.changes import DiffEntry, Plan
 from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
-from bot.errors import ClusterBusy, Denied
-from bot.follow import Wanted, wanted_after_update
-from bot.permissions import check_change
+from bot.errors import ActionRefused, ClusterBusy, Denied
+from bot.follow import Wanted, wanted_after_start, wanted_after_stop, wanted_after_update
+from bot.permissions import Decision, Subject, check_change, check_lifecycle
 from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Replies, StatusThread
-from bot.store import ChangeRecord, LockBusy, NewChange
+from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange
 
 log = logging.getLogger("raybot.flow")
+
+# What a start or stop needs the cluster to be in.
+NEEDED_STATE = {"start": "Stopped", "stop": "Running"}
+LIFECYCLE = frozenset(NEEDED_STATE)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class ChangeRequest:
     """A change asked for by a person: what to do to which cluster (`replay`, see bot.replay)."""
 
     alias: str
-    action: str  # the permission action: resize, autoscale, edit, undo
+    action: str  # the permission action: resize, autoscale, edit, undo, start, stop
     summary: str
     replay: dict[str, Any]
     dedup_key: str | None = None
@@ -55,12 +63,113 @@ class ChangeRequest:
     check_read: Callable[[RayCluster], None] | None = None
 
 
-# What became of a request: applied (or failed, or unknown), waiting for approval, nothing to do, a duplicate.
-Outcome = Literal["done", "failed", "unknown", "awaiting_approval", "unchanged", "duplicate"]
+# What became of a request: applied, failed, unknown (being checked), waiting for approval, nothing to do,
+# a duplicate delivery, or stopped before anything was sent.
+Outcome = Literal["done", "failed", "unknown", "awaiting_approval", "unchanged", "duplicate", "cancelled"]
 
 
 def cluster_key(target: ClusterTarget) -> str:
     return f"{target.region}/{target.workspace}/{target.cluster_id}"
+
+
+def target_of(record: ChangeRecord) -> ClusterTarget:
+    """The cluster a recorded change was made on (not whatever its alias points at now)."""
+    return ClusterTarget(
+        alias=record.alias, workspace=record.workspace, cluster_id=record.cluster_id, region=record.region
+    )
+
+
+def lifecycle_replay(verb: str) -> dict[str, Any]:
+    return {"kind": "lifecycle", "verb": verb}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A change planned against a fresh read, ready to record and send.
+
+    `body` is the complete UpdateRayCluster body (unmasked: it is only ever held in memory and sent);
+    `send` makes the cloud call for the recorded change.
+    """
+
+    before: dict[str, Any]
+    body: dict[str, Any] | None
+    diff: list[dict[str, Any]]
+    wanted: Wanted
+    send: Callable[[ChangeRecord], Awaitable[ActionResponse]]
+    plan: Plan | None = None
+
+
+def client_token(change_id: int) -> str:
+    """StartRayCluster's idempotency token: the same for every attempt of one recorded change."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"raybot:change:{change_id}").hex
+
+
+async def prepare(
+    services: Services, target: ClusterTarget, action: str, replay: dict[str, Any], cluster: RayCluster
+) -> Prepared | None:
+    """Plan `replay` against `cluster` as read: None when there is nothing to change.
+
+    A start or stop needs the cluster Stopped or Running (ActionRefused otherwise); any other change is
+    planned by read-modify-write (bot.replay, bot.emr.changes), sending the complete spec.
+    """
+    emr = services.emr
+    before = cluster.editable()
+    if replay.get("kind") == "lifecycle":
+        verb = replay["verb"]
+        if cluster.state != NEEDED_STATE[verb]:
+            raise ActionRefused(
+                f"`{target.alias}` is {cluster.state or 'in an unknown state'}: only a {NEEDED_STATE[verb]} "
+                f"cluster can {verb}"
+            )
+        if verb == "start":
+
+            async def start(record: ChangeRecord) -> ActionResponse:
+                return await emr.start_cluster(
+                    target.workspace, target.cluster_id, client_token=client_token(record.id), region=target.region
+                )
+
+            return Prepared(before, None, [], wanted_after_start(cluster), start)
+
+        async def stop(_: ChangeRecord) -> ActionResponse:
+            return await emr.stop_cluster(target.workspace, target.cluster_id, region=target.region)
+
+        return Prepared(before, None, [], wanted_after_stop(), stop)
+    return planned(services, target, cluster, (await planner(services.store, replay))(cluster))
+
+
+def planned(services: Services, target: ClusterTarget, cluster: RayCluster, result: Plan) -> Prepared | None:
+    """A read-modify-write plan as a Prepared UpdateRayCluster; None when it changes nothing."""
+    if not result.changed or result.body is None:
+        return None
+    body = result.body
+    emr = services.emr
+
+    async def update(_: ChangeRecord) -> ActionResponse:
+        return await emr.update_cluster(target.workspace, target.cluster_id, body, region=target.region)
+
+    wire = body.wire()
+    return Prepared(
+        cluster.editable(),
+        wire,
+        [d.model_dump(mode="json") for d in result.diff],
+        wanted_after_update(wire, state_before=cluster.state),
+        update,
+        result,
+    )
+
+
+def decide(services: Services, subject: Subject, action: str, alias: str, prepared: Prepared) -> Decision:
+    """The policy's word on a planned change (limits, approval); Denied when it says no."""
+    before = ClusterFields.model_validate(prepared.before)
+    if action in LIFECYCLE:
+        decision = check_lifecycle(services.config, subject, action, alias, before)  # type: ignore[arg-type]
+    else:
+        assert prepared.plan is not None and prepared.plan.body is not None
+        decision = check_change(services.config, subject, action, alias, before, prepared.plan.body)
+    if not decision.allowed:
+        services.metrics.denial(decision.kind)  # type: ignore[arg-type]
+        raise Denied(decision.reason)
+    return decision
 
 
 async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
@@ -71,227 +180,305 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
     if request.dedup_key is not None and not await services.store.claim(request.dedup_key):
         log.info("duplicate delivery ignored", extra={"key": request.dedup_key, "cluster": request.alias})
         return "duplicate"
-    make_plan = await planner(services.store, request.replay)
-    async with hold(services, target, subject.user_id, request.summary):
-        if request.precheck is not None:
-            await request.precheck()
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
-        if request.check_read is not None:
-            request.check_read(cluster)
-        result = make_plan(cluster)
-        if not result.changed or result.body is None:
-            await ctx.replies.ephemeral(*blocks.nothing_to_change(request.alias, request.summary))
-            return "unchanged"
-        before = cluster.editable()
-        decision = check_change(
-            services.config, subject, request.action, request.alias, ClusterFields.model_validate(before), result.body
-        )
-        if not decision.allowed:
-            services.metrics.denial(decision.kind)  # type: ignore[arg-type]
-            raise Denied(decision.reason)
-        if decision.approval is not None:
-            from bot.approvals import request_approval  # approvals build on this module
-
-            await request_approval(ctx, request, target, before, result, decision)
-            return "awaiting_approval"
-        thread = await ctx.replies.open_thread(
-            *blocks.change_root(subject.user_id, request.alias, request.summary, "pending")
-        )
-        record = await apply_plan(
-            services,
-            Applying(
-                thread=thread,
-                replies=ctx.replies,
+    recorded = False
+    try:
+        async with hold(services, target, subject.user_id, request.summary) as fence:
+            if request.precheck is not None:
+                await request.precheck()
+            cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+            if request.check_read is not None:
+                request.check_read(cluster)
+            prepared = await prepare(services, target, request.action, request.replay, cluster)
+            if prepared is None:
+                await ctx.replies.ephemeral(*blocks.nothing_to_change(request.alias, request.summary))
+                return "unchanged"
+            decision = decide(services, subject, request.action, request.alias, prepared)
+            new = NewChange(
                 user_id=subject.user_id,
                 team_id=ctx.invocation.team_id,
-                target=target,
+                channel_id=ctx.invocation.channel_id,
+                thread_ts=ctx.invocation.thread_ts,
+                alias=target.alias,
+                workspace=target.workspace,
+                cluster_id=target.cluster_id,
+                region=target.region,
                 action=request.action,
                 summary=request.summary,
+                spec_before=prepared.before,
+                body=prepared.body,
+                diff=prepared.diff,
+                replay=request.replay,
                 undo_of=request.undo_of,
                 duration_seconds=request.duration_seconds,
-                state_before=cluster.state,
-            ),
-            before,
-            result,
-        )
+            )
+            if decision.approval is not None:
+                recorded = True
+                await request_approval(ctx, new, prepared, decision)
+                return "awaiting_approval"
+            record = await services.store.create_change(new, state="applying", fence=fence)
+            recorded = True
+            thread = await open_root(services, record, ctx.replies)
+            final = await send(services, record, thread, ctx.replies, fence, prepared)
+    except BaseException:
+        if not recorded and request.dedup_key is not None:
+            # Nothing was recorded or sent: the same request may be made again (a second click after "busy").
+            await services.store.release_claim(request.dedup_key)
+        raise
+    return _outcome(final)
+
+
+def _outcome(record: ChangeRecord) -> Outcome:
+    if record.state == "cancelled":
+        return "cancelled"
     return record.outcome  # type: ignore[return-value]
 
 
 @asynccontextmanager
-async def hold(services: Services, target: ClusterTarget, user_id: str, summary: str) -> AsyncIterator[str]:
-    """The cluster's lock, waited for a few seconds; ClusterBusy says who holds it when that is not enough."""
+async def hold(services: Services, target: ClusterTarget, user_id: str, summary: str) -> AsyncIterator[Fence]:
+    """The cluster's lock, waited for a few seconds; ClusterBusy says who holds it when that is not enough.
+
+    The store's heartbeat renews it while it is held; writes fenced by it stop if it was lost anyway.
+    """
     try:
-        lock = await services.store.acquire_lock(
+        fence = await services.store.acquire_lock(
             cluster_key(target), user_id=user_id, summary=summary, wait=services.lock_wait_seconds
         )
     except LockBusy as busy:
         holder = busy.holder
         raise ClusterBusy(target.alias, holder.user_id, holder.summary, holder.acquired_at) from None
     try:
-        yield lock
+        yield fence
     finally:
-        await services.store.release_lock(cluster_key(target), lock)
+        await services.store.release_lock(fence)
 
 
-@dataclass(frozen=True)
-class Applying:
-    """Where and for whom a planned change is applied."""
+async def request_approval(ctx: CommandContext, new: NewChange, prepared: Prepared, decision: Decision) -> None:
+    """Record the change as awaiting approval and post it with Approve / Reject; nothing is sent to the cloud."""
+    services = ctx.services
+    expires_at = services.clock() + decision.approval_minutes * 60
+    record = await services.store.create_change(
+        new.model_copy(update={"expires_at": expires_at, "approval_reason": decision.approval}),
+        state="awaiting_approval",
+    )
+    message = blocks.approval_request(
+        new.user_id,
+        new.alias,
+        new.summary,
+        decision.approval or "",
+        prepared.plan.diff if prepared.plan is not None else [],
+        record.id,
+        expires_at,
+    )
+    try:
+        thread = await ctx.replies.open_thread(*message)
+    except BaseException:
+        await services.store.move(record.id, "void", from_="awaiting_approval", error_message="request not posted")
+        raise
+    await services.store.set_thread(record.id, root_ts=thread.root_ts, thread_ts=thread.thread_ts)
+    log.info("approval requested", extra={"cluster": new.alias, "user": new.user_id, "change_id": record.id})
 
-    thread: StatusThread
-    replies: Replies | None  # the requester's ephemeral channel, when there is a requester to tell
-    user_id: str
-    team_id: str | None
-    target: ClusterTarget
-    action: str
-    summary: str
-    undo_of: int | None = None
-    approval_id: int | None = None
-    duration_seconds: int | None = None
-    state_before: str | None = None  # the cluster's state when read: what "settled" means after an update
+
+def thread_of(services: Services, record: ChangeRecord) -> StatusThread | None:
+    """The status message and thread of a recorded change; None when its root was never posted."""
+    if record.root_ts is None:
+        return None
+    return StatusThread(services.slack, record.channel_id, record.root_ts, record.thread_ts or record.root_ts)
 
 
-async def apply_plan(services: Services, applying: Applying, before: dict, result: Plan) -> ChangeRecord:
-    """Audit "pending", send the complete body, audit the outcome, answer in the thread, then follow the cluster.
+async def open_root(services: Services, record: ChangeRecord, replies: Replies | None) -> StatusThread:
+    """Post the root status message of a recorded change and remember it on the record.
 
-    The caller holds the cluster's lock and has posted the root status message.
+    If Slack refuses, the change is cancelled (nothing was sent) and the error goes to the requester.
     """
-    body = result.body
-    assert body is not None
-    target = applying.target
-    record, response = await call_audited(
-        services,
-        applying,
-        before=before,
-        body=body.wire(),
-        diff=[d.model_dump(mode="json") for d in result.diff],
-        call=lambda: services.emr.update_cluster(target.workspace, target.cluster_id, body, region=target.region),
-    )
-    if response is None:
-        return record
-    thread = applying.thread
-    revert_at = schedule_id = None
-    if applying.duration_seconds is not None:
-        revert_at = services.clock() + applying.duration_seconds
-        schedule = await services.store.schedule(
-            change_id=record.id,
-            due_at=revert_at,
-            alias=target.alias,
-            channel_id=thread.channel_id,
-            thread_ts=thread.thread_ts,
+    message = blocks.change_root(record.user_id, record.alias, record.summary, "pending")
+    try:
+        if replies is not None:
+            thread = await replies.open_thread(*message)
+        else:
+            resp = await services.slack.chat_postMessage(
+                channel=record.channel_id, thread_ts=record.thread_ts, text=message[0], blocks=message[1]
+            )
+            thread = StatusThread(services.slack, record.channel_id, resp["ts"], record.thread_ts or resp["ts"])
+        await services.store.set_thread(record.id, root_ts=thread.root_ts, thread_ts=thread.thread_ts)
+    except BaseException:
+        await services.store.move(
+            record.id, "cancelled", from_="applying", error_message="the status message could not be posted"
         )
-        schedule_id = schedule.id
-    done = blocks.change_succeeded(
-        target.alias,
-        response.cluster_id or target.cluster_id,
-        response.request_id,
-        result.diff,
-        change_id=record.id,
-        revert_at=revert_at,
-        schedule_id=schedule_id,
-    )
-    await _answer(thread, applying, done)
-    await follow(services, applying, record, wanted_after_update(body.wire(), state_before=applying.state_before))
-    return record
+        raise
+    return thread
 
 
-async def call_audited(
+async def send(
     services: Services,
-    applying: Applying,
-    *,
-    before: dict,
-    body: dict | None,
-    diff: list[dict],
-    call: Callable[[], Awaitable[ActionResponse]],
-) -> tuple[ChangeRecord, ActionResponse | None]:
-    """One cloud call that changes a cluster, between its two audit writes.
+    record: ChangeRecord,
+    thread: StatusThread,
+    replies: Replies | None,
+    fence: Fence,
+    prepared: Prepared,
+) -> ChangeRecord:
+    """Send a recorded change ("applying") while its lock is held, and tell its thread what became of it.
 
-    A failure is answered in the thread (Code, Message, RequestId) and the root turns ❌; the response is
-    None then. A process that dies inside leaves the record "pending" for the next start to reconcile.
+    The fenced move to "sending" is the last check that this process still holds the cluster: a lock
+    lost meanwhile (a stall past its TTL) cancels the change with nothing sent. After the call the
+    change is "applied" (then followed), "failed" (the cloud said no) or "unknown" (it may have been
+    applied: the reconciler reads the cluster and tells the truth).
     """
-    target, thread = applying.target, applying.thread
-    record = await services.store.record_pending(
-        NewChange(
-            user_id=applying.user_id,
-            team_id=applying.team_id,
-            channel_id=thread.channel_id,
-            thread_ts=thread.thread_ts,
-            root_ts=thread.root_ts,
-            alias=target.alias,
-            workspace=target.workspace,
-            cluster_id=target.cluster_id,
-            region=target.region,
-            action=applying.action,
-            summary=applying.summary,
-            spec_before=redact_secrets(before),
-            body=redact_secrets(body),
-            diff=diff,
-            undo_of=applying.undo_of,
-            approval_id=applying.approval_id,
+    store = services.store
+    fields = {"change_id": record.id, "cluster": record.alias, "user": record.user_id, "action": record.action}
+    try:
+        sending = await store.move(
+            record.id,
+            "sending",
+            from_="applying",
+            fence=fence,
+            call_deadline_at=services.clock() + services.emr.deadline,
+            wanted=prepared.wanted.model_dump(mode="json"),
         )
-    )
-    fields = {"change_id": record.id, "cluster": target.alias, "user": applying.user_id, "action": applying.action}
+    except LockLost:
+        cancelled = await store.move(
+            record.id, "cancelled", from_="applying", error_message="the cluster's lock was lost before sending"
+        )
+        log.warning("change cancelled: lock lost before sending", extra=fields)
+        await tell(thread, replies, blocks.change_cancelled(record.alias, record.id, "its lock on the cluster ran out"))
+        await set_root(thread, record, "cancelled")
+        return cancelled or record
+    except BaseException:
+        await store.move(record.id, "cancelled", from_="applying", error_message="stopped before sending")
+        raise
+    assert sending is not None
     log.info("change requested", extra=fields)
     with services.metrics.change_in_flight():
         try:
-            response = await call()
+            response = await prepared.send(sending)
         except EmrError as error:
-            record = await services.store.record_outcome(
-                record.id, "failed", request_id=error.request_id, error_code=error.code, error_message=error.message
+            if error.maybe_applied:
+                return await became_unknown(services, sending, thread, replies, error.code, error)
+            failed = await store.move(
+                record.id,
+                "failed",
+                from_="sending",
+                request_id=error.request_id,
+                error_code=error.code,
+                error_message=error.message,
             )
             log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
-            await _answer(
-                thread, applying, blocks.change_failed(target.alias, error.code, error.message, error.request_id)
-            )
-            await _set_status(thread, applying, "failed")
-            return record, None
+            await tell(thread, replies, blocks.change_failed(record.alias, error.code, error.message, error.request_id))
+            await set_root(thread, record, "failed")
+            return failed or sending
         except BaseException as error:
-            # Sent or not, nobody knows: "unknown" is what the next start reconciles and reports.
-            await services.store.record_outcome(record.id, "unknown", error_message=type(error).__name__)
-            if isinstance(error, Exception):
-                await _answer(thread, applying, describe_error(error))
-                await _set_status(thread, applying, "unknown")
+            # Cancelled by a drain, or a bug: sent or not, nobody knows. The reconciler finds out.
+            await store.move(
+                record.id, "unknown", from_="sending", next_at=services.clock(), error_message=type(error).__name__
+            )
+            services.wake_scheduler()
             raise
-    record = await services.store.record_outcome(record.id, "done", request_id=response.request_id)
+    applied = await took_effect(services, sending, from_="sending", request_id=response.request_id)
+    if applied is None:
+        return await store.get_change(record.id) or sending
     log.info("change applied", extra=fields | {"request_id": response.request_id})
-    return record, response
-
-
-async def follow(services: Services, applying: Applying, record: ChangeRecord, wanted: Wanted) -> None:
-    """Hand the change to the follower: it reads the cluster until it settles and keeps the root status current."""
-    thread = applying.thread
-    now = services.clock()
-    await services.store.start_follow(
-        change_id=record.id,
-        alias=applying.target.alias,
-        channel_id=thread.channel_id,
-        thread_ts=thread.thread_ts,
-        root_ts=thread.root_ts,
-        wanted=wanted.model_dump(mode="json"),
-        deadline_at=now + services.follow_seconds,
-        next_at=now,
-    )
-    try:
-        await thread.set_status(
-            *blocks.follow_status(applying.user_id, applying.target.alias, applying.summary, "", "applying")
+    await tell(
+        thread,
+        replies,
+        blocks.change_succeeded(
+            record.alias,
+            response.cluster_id or record.cluster_id,
+            response.request_id,
+            _diff_entries(applied),
+            change_id=None if record.action in LIFECYCLE else record.id,
+            revert_at=applied.revert_at if applied.revert_state == "scheduled" else None,
+            schedule_id=applied.id,
         )
-    except SlackApiError as error:
-        log.error("could not update the status message of %s: %s", applying.target.alias, error.response.get("error"))
+        if record.action not in LIFECYCLE
+        else blocks.lifecycle_accepted(
+            record.alias, record.action, response.cluster_id or record.cluster_id, response.request_id
+        ),
+    )
+    await set_following(thread, applied)
     services.wake_scheduler()
+    return applied
 
 
-async def _set_status(thread: StatusThread, applying: Applying, status: str) -> None:
+async def took_effect(
+    services: Services, record: ChangeRecord, *, from_: str, request_id: str | None = None
+) -> ChangeRecord | None:
+    """Move a change to "applied" and start following it (its temporary revert is scheduled with it)."""
+    now = services.clock()
+    return await services.store.move(
+        record.id,
+        "applied",
+        from_=from_,
+        request_id=request_id or record.request_id,
+        next_at=now,
+        attempts=0,
+        follow_started_at=now,
+        follow_deadline_at=now + services.follow_seconds,
+    )
+
+
+async def became_unknown(
+    services: Services,
+    record: ChangeRecord,
+    thread: StatusThread | None,
+    replies: Replies | None,
+    reason: str,
+    error: EmrError | None = None,
+) -> ChangeRecord:
+    """The change may have been applied: record "unknown", say so, and have the reconciler check at once."""
+    unknown = await services.store.move(
+        record.id,
+        "unknown",
+        from_="sending",
+        next_at=services.clock(),
+        attempts=0,
+        request_id=error.request_id if error else None,
+        error_code=error.code if error else None,
+        error_message=error.message if error else reason,
+    )
+    if unknown is None:
+        return await services.store.get_change(record.id) or record
+    log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
+    if thread is not None:
+        await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
+        await set_root(thread, record, "unknown")
+    services.wake_scheduler()
+    return unknown
+
+
+def _diff_entries(record: ChangeRecord) -> list[DiffEntry]:
+    return [DiffEntry.model_validate(d) for d in record.diff]
+
+
+async def set_root(thread: StatusThread | None, record: ChangeRecord, status: str) -> None:
+    """Update the root status message; a refusal is logged (the thread answer already told the outcome)."""
+    if thread is None:
+        return
     try:
-        await thread.set_status(*blocks.change_root(applying.user_id, applying.target.alias, applying.summary, status))
+        await thread.set_status(*blocks.change_root(record.user_id, record.alias, record.summary, status))  # type: ignore[arg-type]
     except SlackApiError as error:
-        log.error("could not update the status message of %s: %s", applying.target.alias, error.response.get("error"))
+        log.error("could not update the status message of %s: %s", record.alias, error.response.get("error"))
 
 
-async def _answer(thread: StatusThread, applying: Applying, message: tuple[str, list]) -> None:
-    """Reply in the thread; if Slack refuses, the requester still learns the outcome (ephemerally)."""
+async def set_following(thread: StatusThread | None, record: ChangeRecord) -> None:
+    """The root says the change is accepted and being applied; the follower keeps it current."""
+    if thread is None:
+        return
+    try:
+        await thread.set_status(*blocks.follow_status(record.user_id, record.alias, record.summary, "", "applying"))
+    except SlackApiError as error:
+        log.error("could not update the status message of %s: %s", record.alias, error.response.get("error"))
+
+
+async def tell(thread: StatusThread, replies: Replies | None, message: tuple[str, list]) -> None:
+    """Reply in the thread; if Slack refuses, the requester still learns the outcome (ephemerally).
+
+    The outcome is already recorded: a refused reply is logged, never turned into a second outcome.
+    """
     try:
         await thread.reply(*message)
-    except SlackApiError:
-        if applying.replies is None:
-            raise
-        await applying.replies.ephemeral(*message)
-        raise
+    except SlackApiError as error:
+        log.error("could not answer in the thread of %s: %s", thread.channel_id, error.response.get("error"))
+        if replies is not None:
+            try:
+                await replies.ephemeral(*message)
+            except Exception as again:  # noqa: BLE001 - the outcome is recorded; nobody else to tell
+                log.error("could not tell the requester either: %s", type(again).__name__)

@@ -166,6 +166,12 @@ class Metrics:
         self.slack_ratelimited_total = Counter(
             "raybot_slack_ratelimited", "Slack Web API answers with HTTP 429, by method.", ["method"], registry=r
         )
+        self.scheduler_passes_total = Counter(
+            "raybot_scheduler_passes",
+            "Passes of the background reconciler, by whether any item in it failed.",
+            ["result"],
+            registry=r,
+        )
         # Outside values → bounded label values.
         self._command_label = BoundedLabel(r"[a-z][a-z0-9_-]{0,31}", cap=40)
         self._cloud_action_label = BoundedLabel(r"[A-Z][A-Za-z]{0,63}", cap=20, known=CLOUD_ACTIONS)
@@ -212,6 +218,9 @@ class Metrics:
             yield
         finally:
             self.change_finished()
+
+    def scheduler_pass(self, failures: int) -> None:
+        self.scheduler_passes_total.labels("failed" if failures else "ok").inc()
 
     def slack_error(self, method: str, error: str | None) -> None:
         """A Slack Web API call failed: `error` is Slack's error string (`channel_not_found`, ...)."""

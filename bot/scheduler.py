@@ -1,8 +1,20 @@
-"""Work raybot does on its own: reverting temporary resizes when they expire, and reconciling
-changes a previous process left "pending" when it stopped.
+"""Work raybot does on its own, as one level-triggered reconcile of wanted against observed state.
 
-Both read their work from the store, so it survives a restart: a temporary resize that
-expired while raybot was stopped is reverted right after it starts.
+Each pass asks the store what is due (`due_changes`, `due_reverts`) and moves each change one step
+towards the truth, by compare-and-set, so a pass that runs twice (or on two replicas) moves nothing
+twice and tells each thread once:
+
+- a change in flight whose process is gone: "applying" → cancelled (nothing was sent), "sending" →
+  unknown (it may have been sent);
+- an unknown outcome: read the cluster; it holds the change → applied (Undo offered, a temporary
+  revert scheduled); it does not, and the dead call's deadline and a grace have passed → failed
+  ("did not take effect"); else look again shortly;
+- an applied change: follow it until it settles (bot/follow.py);
+- an approval request past its expiry: closed as expired;
+- a temporary change whose time is up: reverted, as a change of its own in the same thread.
+
+Failures of background work back off (bounded, exponential), are recorded on the change, are told
+once in its thread, and never make the loop spin.
 """
 
 from __future__ import annotations
@@ -11,51 +23,60 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable
 
 from slack_sdk.errors import SlackApiError
 
-from bot.approvals import expire_due
+from bot.approvals import expire
+from bot.change_state import backoff
 from bot.emr.changes import RevertConflict, holds_change, revert_plan
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
-from bot.flow import Applying, apply_plan, hold
+from bot.errors import ClusterBusy
+from bot.flow import (
+    became_unknown,
+    hold,
+    open_root,
+    planned,
+    send,
+    set_following,
+    set_root,
+    target_of,
+    tell,
+    thread_of,
+    took_effect,
+)
 from bot.follow import Progress, Wanted, next_step, progress
 from bot.services import Services
 from bot.slack import blocks
-from bot.slack.conversation import StatusThread
-from bot.store import ChangeRecord, Follow, Schedule
+from bot.store import ChangeRecord, NewChange, StoreError
 
 log = logging.getLogger("raybot.scheduler")
 
 # Even with nothing due, look again this often: another replica may have scheduled something.
 IDLE_POLL_SECONDS = 60.0
+# After a dead cloud call's deadline, how long the service may still apply what it received.
+CHECK_GRACE_SECONDS = 5.0
+# How often an unknown outcome is read again while the call may still land.
+CHECK_INTERVAL_SECONDS = 2.0
+# The least pause between passes after a pass that failed: a broken store or bug never spins the loop.
+FAILED_PASS_PAUSE_SECONDS = 1.0
+REVERT_MAX_ATTEMPTS = 8  # then the automatic revert gives up, and says so
+BUSY_RETRY_SECONDS = 15.0  # a revert that finds the cluster locked by a person's change looks again this soon
 
 
 async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
-    """Follow applied changes, revert due temporary resizes, close expired approval requests; until `stop`."""
+    """Reconcile until `stop`: each pass handles what is due, then sleeps until the next thing is."""
     while not stop.is_set():
-        for followed in await services.store.due_follows(services.clock()):
-            try:
-                await look(services, followed)
-            except Exception:  # noqa: BLE001 - one bad follow must not stop the others
-                log.exception("following change #%s failed", followed.change_id)
-        for schedule in await services.store.due_schedules(services.clock()):
-            try:
-                await revert_due(services, schedule)
-            except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
-                log.exception("scheduled revert #%s failed", schedule.id)
+        failures = await reconcile(services)
         try:
-            await expire_due(services)
-        except Exception:  # noqa: BLE001 - closing stale requests must not stop the loop
-            log.exception("closing expired approval requests failed")
-        nexts = (
-            await services.store.next_due_at(),
-            await services.store.next_follow_at(),
-            await services.store.next_approval_expiry(),
-        )
-        due = [t for t in nexts if t is not None]
-        delay = IDLE_POLL_SECONDS if not due else min(IDLE_POLL_SECONDS, max(0.0, min(due) - services.clock()))
+            due = await services.store.next_due_at()
+        except StoreError as error:
+            log.warning("cannot read what is due next: %s", error)
+            due, failures = None, failures + 1
+        delay = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - services.clock()))
+        if failures:
+            delay = max(delay, FAILED_PASS_PAUSE_SECONDS)
+        services.metrics.scheduler_pass(failures)
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(services.scheduler_woken())]
         try:
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
@@ -66,14 +87,158 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
                     await waiting
 
 
-async def look(services: Services, followed: Follow) -> None:
-    """One look at a followed change: update its status message, or answer its thread once when it settles."""
-    record = await services.store.get_change(followed.change_id)
-    if record is None or followed.alias not in services.config.clusters:
-        await services.store.finish_follow(followed.id, "cancelled", last_summary="no longer in the config")
+async def reconcile(services: Services) -> int:
+    """One pass over everything due now; returns how many items failed (each already deferred)."""
+    failures = 0
+    now = services.clock()
+    try:
+        changes = await services.store.due_changes(now)
+        reverts = await services.store.due_reverts(now)
+    except StoreError as error:
+        log.warning("cannot read due work: %s", error)
+        return 1
+    for record in changes:
+        try:
+            await reconcile_change(services, record)
+        except Exception as error:  # noqa: BLE001 - one bad change must not stop the others
+            failures += 1
+            log.error("reconciling change #%s failed: %s", record.id, _why(error))
+            await _defer(services, record)
+    for record in reverts:
+        try:
+            await revert_due(services, record)
+        except Exception as error:  # noqa: BLE001
+            failures += 1
+            log.error("the automatic revert of change #%s failed: %s", record.id, _why(error))
+            with contextlib.suppress(Exception):
+                await revert_failed(services, record, _why(error))
+    return failures
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, EmrError):
+        return f"{error.code}: {error.message}"
+    if isinstance(error, SlackApiError):
+        return f"Slack refused ({error.response.get('error')})"
+    return str(error) or type(error).__name__
+
+
+async def _defer(services: Services, record: ChangeRecord) -> None:
+    """Look at a change again later, after a failure: bounded exponential backoff, counted on the change."""
+    if record.state not in ("unknown", "applied", "awaiting_approval"):
         return
-    target = services.config.cluster(followed.alias)
-    wanted = Wanted.model_validate(followed.wanted)
+    attempts = record.attempts + 1
+    with contextlib.suppress(StoreError):
+        await services.store.touch(
+            record.id, state=record.state, attempts=attempts, next_at=services.clock() + backoff(attempts, first=5.0)
+        )
+
+
+async def reconcile_change(services: Services, record: ChangeRecord) -> None:
+    """Move one due change a step towards the truth."""
+    state = record.state
+    if state == "applying":
+        # Its process died after recording it and before sending: nothing reached the cloud.
+        cancelled = await services.store.move(
+            record.id, "cancelled", from_="applying", error_message="raybot stopped before sending it"
+        )
+        thread = thread_of(services, record)
+        if cancelled is not None and thread is not None:
+            await tell(
+                thread, None, blocks.change_cancelled(record.alias, record.id, "raybot stopped before sending it")
+            )
+            await set_root(thread, record, "cancelled")
+    elif state == "sending":
+        await became_unknown(
+            services, record, thread_of(services, record), None, "raybot stopped while the cloud call was in flight"
+        )
+    elif state == "awaiting_approval":
+        if record.root_ts is None:
+            await services.store.move(
+                record.id, "void", from_="awaiting_approval", next_at=None, error_message="request never posted"
+            )
+        else:
+            await expire(services, record)
+    elif state == "unknown":
+        await check_unknown(services, record)
+    elif state == "applied":
+        await look(services, record)
+
+
+def holds(record: ChangeRecord, cluster: RayCluster) -> bool:
+    """Does the cluster as read show that the change took effect?"""
+    state = (cluster.state or "").casefold()
+    if record.action == "start":
+        return state not in ("stopped", "")
+    if record.action == "stop":
+        return state not in ("running", "")
+    if record.spec_before is None or record.body is None:
+        return False
+    return holds_change(cluster, record.spec_before, record.body)
+
+
+async def check_unknown(services: Services, record: ChangeRecord) -> None:
+    """Read the cluster and decide an unknown outcome, or look again while the call may still land."""
+    store, now = services.store, services.clock()
+    target = target_of(record)
+    call_deadline = record.call_deadline_at or (record.updated_at + services.emr.deadline)
+    decide_at = call_deadline + CHECK_GRACE_SECONDS
+    try:
+        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+    except EmrError as error:
+        attempts = record.attempts + 1
+        log.info("checking change #%s: read failed (%s)", record.id, error.code)
+        await store.touch(
+            record.id,
+            state="unknown",
+            attempts=attempts,
+            next_at=now + backoff(attempts, first=CHECK_INTERVAL_SECONDS, cap=300.0),
+        )
+        return
+    thread = thread_of(services, record)
+    if holds(record, cluster):
+        applied = await took_effect(services, record, from_="unknown")
+        if applied is None:
+            return
+        log.info("change took effect", extra={"change_id": record.id, "cluster": record.alias})
+        if thread is not None:
+            await tell(
+                thread,
+                None,
+                blocks.outcome_known(
+                    record.alias,
+                    record.id,
+                    record.summary,
+                    True,
+                    undo=record.action not in ("start", "stop"),
+                    revert_at=applied.revert_at if applied.revert_state == "scheduled" else None,
+                ),
+            )
+            await set_following(thread, applied)
+        services.wake_scheduler()
+    elif now >= decide_at:
+        failed = await store.move(
+            record.id, "failed", from_="unknown", next_at=None, error_message="it did not take effect"
+        )
+        if failed is None:
+            return
+        log.info("change did not take effect", extra={"change_id": record.id, "cluster": record.alias})
+        if thread is not None:
+            await tell(thread, None, blocks.outcome_known(record.alias, record.id, record.summary, False))
+            await set_root(thread, record, "failed")
+    else:
+        await store.touch(record.id, state="unknown", next_at=min(decide_at, now + CHECK_INTERVAL_SECONDS))
+
+
+async def look(services: Services, record: ChangeRecord) -> None:
+    """One look at an applied change: update its status message, or answer its thread once when it settles."""
+    store = services.store
+    thread = thread_of(services, record)
+    if record.wanted is None or record.follow_deadline_at is None:
+        await store.move(record.id, "settled", from_="applied", next_at=None)
+        return
+    wanted = Wanted.model_validate(record.wanted)
+    target = target_of(record)
     try:
         cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
         seen: Progress | None = progress(cluster, wanted)
@@ -81,22 +246,26 @@ async def look(services: Services, followed: Follow) -> None:
         log.info("following change #%s: read failed (%s)", record.id, error.code)
         seen = None
     step = next_step(
-        seen, now=services.clock(), deadline_at=followed.deadline_at, attempt=followed.attempt, draw=random.random()
+        seen, now=services.clock(), deadline_at=record.follow_deadline_at, attempt=record.attempts, draw=random.random()
     )
     summary = seen.summary() if seen is not None else None
-    thread = StatusThread(services.slack, followed.channel_id, followed.root_ts or "", followed.thread_ts or "")
     if step.outcome == "again":
-        await services.store.reschedule_follow(
-            followed.id, next_at=step.next_at or services.clock(), attempt=step.attempt, last_summary=summary
+        await store.touch(
+            record.id,
+            state="applied",
+            next_at=step.next_at or services.clock(),
+            attempts=step.attempt,
+            last_summary=summary or record.last_summary,
         )
-        if summary is not None and summary != followed.last_summary and followed.root_ts:
+        if summary is not None and summary != record.last_summary and thread is not None:
             await _quietly(
                 thread.set_status(
                     *blocks.follow_status(record.user_id, record.alias, record.summary, summary, "applying")
                 )
             )
         return
-    finished = await services.store.finish_follow(followed.id, step.outcome, last_summary=summary)
+    to = {"done": "settled", "failed": "broken"}.get(step.outcome, "not_settled")
+    finished = await store.move(record.id, to, from_="applied", next_at=None, last_summary=summary)
     if finished is None:
         return  # another replica answered it
     if step.outcome == "done" and seen is not None:
@@ -104,126 +273,134 @@ async def look(services: Services, followed: Follow) -> None:
     elif step.outcome == "failed":
         answer = blocks.follow_failed(record.alias, seen.message if seen else None, record.request_id)
     else:
-        minutes = (followed.deadline_at - followed.started_at) / 60
+        minutes = (record.follow_deadline_at - (record.follow_started_at or record.follow_deadline_at)) / 60
         answer = blocks.follow_timeout(record.alias, minutes, seen)
-    log.info("change #%s settled: %s", record.id, step.outcome, extra={"change_id": record.id, "cluster": record.alias})
-    if followed.thread_ts:
-        await _quietly(thread.reply(*answer))
-    if followed.root_ts:
+    log.info("change #%s settled: %s", record.id, to, extra={"change_id": record.id, "cluster": record.alias})
+    if thread is not None:
+        await tell(thread, None, answer)
         phase = {"done": "done", "failed": "failed"}.get(step.outcome, "timeout")
         await _quietly(
             thread.set_status(*blocks.follow_status(record.user_id, record.alias, record.summary, summary or "", phase))
         )
 
 
-async def _quietly(call: Awaitable[object]) -> None:
+async def _quietly(call: object) -> None:
     """A Slack call whose failure has nobody to tell: logged."""
     try:
-        await call
+        await call  # type: ignore[misc]
     except SlackApiError as error:
-        log.error("Slack refused a follow update: %s", error.response.get("error"))
+        log.error("Slack refused a status update: %s", error.response.get("error"))
 
 
-async def _post(services: Services, channel_id: str, thread_ts: str | None, message: tuple[str, list]) -> StatusThread:
-    text, body = message
-    resp = await services.slack.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=text, blocks=body)
-    return StatusThread(services.slack, channel_id, resp["ts"], thread_ts or resp["ts"])
+class RevertNotApplied(Exception):
+    """The revert was recorded and sent, and the cloud refused it (or it was cancelled)."""
 
 
-async def revert_due(services: Services, schedule: Schedule) -> None:
-    """Revert the change of an expired temporary resize, as a change of its own in the same thread."""
-    if not await services.store.claim(f"revert:{schedule.id}"):
-        return  # another replica (or an earlier pass) has it
-    record = await services.store.get_change(schedule.change_id)
-    if record is None or record.spec_before is None or record.body is None:
-        await services.store.finish_schedule(schedule.id, "failed", note="the change is not in the audit log")
+async def revert_due(services: Services, record: ChangeRecord) -> None:
+    """Revert a temporary change whose time is up, as a change of its own in the same thread.
+
+    Claimed under the cluster's lock by moving its revert "scheduled" → "running", so "Keep it" and an
+    Undo (which move it to "cancelled") either win before it or find it running — never both.
+    """
+    store = services.store
+    if record.revert_state == "running":
+        # The run that was reverting it is gone: hand it back, due at once.
+        await store.move_revert(record.id, "scheduled", from_="running", revert_run_id=None)
+        services.wake_scheduler()
         return
-    if schedule.alias not in services.config.clusters:
-        await services.store.finish_schedule(schedule.id, "failed", note="the alias is no longer in the config")
-        await _post(
-            services,
-            schedule.channel_id,
-            schedule.thread_ts,
-            blocks.refused(f"`{schedule.alias}` is no longer in raybot's config: change #{record.id} was not reverted"),
-        )
-        return
-    target = services.config.cluster(schedule.alias)
+    target = target_of(record)
     me = services.bot_user_id
     summary = f"revert #{record.id} (temporary: {record.summary})"
-    thread = await _post(
-        services, schedule.channel_id, schedule.thread_ts, blocks.change_root(me, target.alias, summary, "pending")
-    )
-    async with hold(services, target, me, summary):
-        try:
+    try:
+        async with hold(services, target, me, summary) as fence:
+            claimed = await store.move_revert(record.id, "running", from_="scheduled", revert_run_id=store.run_id)
+            if claimed is None:
+                return  # kept, undone, or another worker has it
+            if record.spec_before is None or record.body is None:
+                await _give_up(services, claimed, "the change is not complete in the audit log")
+                return
             cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
-            result = revert_plan(cluster, record.spec_before, record.body)
-        except (RevertConflict, EmrError) as error:
-            text = str(error) if isinstance(error, RevertConflict) else f"{error.code}: {error.message}"
-            await thread.reply(*blocks.refused(f"The automatic revert of change #{record.id} did not run: {text}"))
-            await thread.set_status(*blocks.change_root(me, target.alias, summary, "failed"))
-            await services.store.finish_schedule(schedule.id, "failed", note=text[:500])
-            return
-        if not result.changed:
-            await thread.set_status(*blocks.change_root(me, target.alias, summary, "unchanged"))
-            await services.store.finish_schedule(schedule.id, "done", note="nothing to revert")
-            return
-        applied = await apply_plan(
-            services,
-            Applying(
-                thread=thread,
-                replies=None,
-                user_id=me,
-                team_id=record.team_id,
-                target=target,
-                action="revert",
-                summary=summary,
-                undo_of=record.id,
-                state_before=cluster.state,
+            try:
+                result = revert_plan(cluster, record.spec_before, record.body)
+            except RevertConflict as conflict:
+                await _give_up(services, claimed, str(conflict))
+                return
+            prepared = planned(services, target, cluster, result)
+            if prepared is None:
+                await store.move_revert(record.id, "done", from_="running", revert_note="nothing to revert")
+                return
+            reverting = await store.create_change(
+                NewChange(
+                    user_id=me,
+                    team_id=record.team_id,
+                    channel_id=record.channel_id,
+                    thread_ts=record.thread_ts,
+                    alias=record.alias,
+                    workspace=record.workspace,
+                    cluster_id=record.cluster_id,
+                    region=record.region,
+                    action="revert",
+                    summary=summary,
+                    spec_before=prepared.before,
+                    body=prepared.body,
+                    diff=prepared.diff,
+                    undo_of=record.id,
+                ),
+                state="applying",
+                fence=fence,
+            )
+            thread = await open_root(services, reverting, None)
+            final = await send(services, reverting, thread, None, fence, prepared)
+            if final.state in ("failed", "cancelled"):
+                raise RevertNotApplied(final.error_message or final.state)
+            await store.move_revert(record.id, "done", from_="running", revert_note=f"change #{final.id}")
+    except ClusterBusy:
+        await store.move_revert(
+            record.id, "scheduled", from_=("scheduled", "running"), revert_at=services.clock() + BUSY_RETRY_SECONDS
+        )
+
+
+async def _give_up(services: Services, record: ChangeRecord, reason: str) -> None:
+    failed = await services.store.move_revert(record.id, "failed", from_="running", revert_note=reason[:500])
+    thread = thread_of(services, record)
+    if failed is not None and thread is not None:
+        await tell(thread, None, blocks.revert_failed(record.id, record.alias, reason))
+
+
+async def revert_failed(services: Services, record: ChangeRecord, reason: str) -> None:
+    """A revert attempt failed: try again later (told once, at the first failure), or give up after the last."""
+    attempts = record.revert_attempts + 1
+    now = services.clock()
+    thread = thread_of(services, record)
+    if attempts >= REVERT_MAX_ATTEMPTS:
+        moved = await services.store.move_revert(
+            record.id, "failed", from_=("scheduled", "running"), revert_attempts=attempts, revert_note=reason[:500]
+        )
+        if moved is not None and thread is not None:
+            await tell(
+                thread,
+                None,
+                blocks.revert_failed(record.id, record.alias, f"{reason} (gave up after {attempts} tries)"),
+            )
+        return
+    retry_at = now + backoff(attempts)
+    moved = await services.store.move_revert(
+        record.id,
+        "scheduled",
+        from_=("scheduled", "running"),
+        revert_at=retry_at,
+        revert_attempts=attempts,
+        revert_note=reason[:500],
+        revert_run_id=None,
+    )
+    if moved is not None and attempts == 1 and thread is not None:
+        await tell(
+            thread,
+            None,
+            blocks.revert_failed(
+                record.id,
+                record.alias,
+                f"{reason}. raybot tries again in {round(retry_at - now)} s, up to {REVERT_MAX_ATTEMPTS} times "
+                "in all; Keep it stops that",
             ),
-            cluster.editable(),
-            result,
         )
-    await services.store.finish_schedule(schedule.id, "done" if applied.outcome == "done" else "failed")
-
-
-async def cancel_revert(services: Services, schedule_id: int, user_id: str) -> Schedule | None:
-    """Cancel a scheduled revert (the change stays); None when it already ran or was cancelled."""
-    return await services.store.finish_schedule(schedule_id, "cancelled", note=f"cancelled by {user_id}")
-
-
-async def reconcile(services: Services) -> list[ChangeRecord]:
-    """Changes a previous process left pending: mark them "unknown" and say so in their threads.
-
-    Run once at start, before taking new work. Each is told with the cluster's actual state
-    and whether it holds what the change set.
-    """
-    handled = []
-    for record in await services.store.pending_changes():
-        record = await services.store.record_outcome(
-            record.id, "unknown", error_message="raybot stopped before the cloud API answered"
-        )
-        handled.append(record)
-        state, holds = "unreadable", None
-        try:
-            target = services.config.cluster(record.alias)
-            cluster: RayCluster = await services.emr.get_cluster(
-                record.workspace, record.cluster_id, region=target.region
-            )
-            state = cluster.state or "unknown"
-            if record.spec_before is not None and record.body is not None:
-                holds = holds_change(cluster, record.spec_before, record.body)
-        except (EmrError, KeyError, LookupError) as error:
-            state = f"unreadable ({getattr(error, 'code', type(error).__name__)})"
-        log.warning("change outcome unknown after a restart", extra={"change_id": record.id, "cluster": record.alias})
-        if record.thread_ts is None:
-            continue
-        try:
-            thread = StatusThread(
-                services.slack, record.channel_id, record.root_ts or record.thread_ts, record.thread_ts
-            )
-            await thread.reply(*blocks.outcome_unknown(record.alias, record.id, record.summary, state, holds))
-            if record.root_ts:
-                await thread.set_status(*blocks.change_root(record.user_id, record.alias, record.summary, "unknown"))
-        except SlackApiError as error:
-            log.error("could not report change #%s: %s", record.id, error.response.get("error"))
-    return handled

@@ -33,7 +33,7 @@ from bot.emr.client import EmrClient
 from bot.emr.credentials import CredentialsProvider, DefaultCredentials
 from bot.emr.errors import EmrError
 from bot.metrics import Metrics, SlackRateLimitObserver
-from bot.scheduler import reconcile, run_scheduler
+from bot.scheduler import run_scheduler
 from bot.services import Services, UsergroupDirectory
 from bot.settings import Settings
 from bot.store import StoreError, open_store
@@ -70,8 +70,8 @@ async def running_services(
     clock: Callable[[], float] = time.time,
     credentials: CredentialsProvider | None = None,
 ) -> AsyncIterator[tuple[Services, AsyncApp]]:
-    """Build everything the app needs, check the Slack token, reconcile what a previous process left
-    unfinished, start the scheduler, and close it all on exit."""
+    """Build everything the app needs, check the Slack token, start the scheduler (whose first pass
+    reconciles what a previous process left unfinished), and close it all on exit."""
     metrics = Metrics()
     slack = slack_client(settings, metrics)
     try:
@@ -91,7 +91,7 @@ async def running_services(
         observe=metrics.cloud_call,
     )
     try:
-        store = await open_store(settings.database, clock=clock)
+        store = await open_store(settings.database, clock=clock, lock_ttl=settings.lock_ttl_seconds)
     except StoreError as error:
         await emr.aclose()
         raise StartupError(f"cannot open RAYBOT_DATABASE: {error}") from None
@@ -112,7 +112,7 @@ async def running_services(
     scheduler: asyncio.Task | None = None
     try:
         app = build_app(settings, services, auth)
-        await reconcile(services)
+        # The scheduler's first pass reconciles what a previous run of this process left in flight.
         scheduler = asyncio.create_task(run_scheduler(services, stop_scheduler), name="raybot-scheduler")
         yield services, app
     finally:
@@ -222,7 +222,7 @@ async def serve(settings: Settings, config: Config, stop: asyncio.Event | None =
                 handler = None
             cut = await services.work.drain(settings.shutdown_seconds)
             if cut:
-                log.warning("stopped with %d request(s) cut off; the next start reconciles their changes", cut)
+                log.warning("stopped with %d request(s) cut off; their changes are checked by the next start", cut)
             print("raybot: stopped", flush=True)
         finally:
             if handler is not None:

@@ -27,6 +27,7 @@ class Settings:
     emr_endpoint: str | None = None
     emr_deadline_seconds: float = 10.0
     lock_wait_seconds: float = 5.0
+    lock_ttl_seconds: float = 15.0
     usergroup_cache_seconds: float = 60.0
     shutdown_seconds: float = 25.0
     follow_seconds: float = 900.0
@@ -80,6 +81,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"RAYBOT_EMR_DEADLINE_SECONDS must be a number of seconds from 0 to 300, not {deadline_text!r}"
         )
     lock_wait = _seconds(env, "RAYBOT_LOCK_WAIT_SECONDS", "5", 60)
+    # A dead holder keeps a cluster locked up to this long (a restart on the same host frees it at once).
+    lock_ttl = _seconds(env, "RAYBOT_LOCK_TTL_SECONDS", "15", 300)
     usergroup_cache = _seconds(env, "RAYBOT_USERGROUP_CACHE_SECONDS", "60", 3600, zero_ok=True)
     shutdown = _seconds(env, "RAYBOT_SHUTDOWN_SECONDS", "25", 600)
     follow = _seconds(env, "RAYBOT_FOLLOW_SECONDS", "900", 86400)
@@ -102,6 +105,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         emr_endpoint=_get(env, "RAYBOT_EMR_ENDPOINT"),
         emr_deadline_seconds=deadline,
         lock_wait_seconds=lock_wait,
+        lock_ttl_seconds=lock_ttl,
         usergroup_cache_seconds=usergroup_cache,
         shutdown_seconds=shutdown,
         follow_seconds=follow,

@@ -1,14 +1,20 @@
-"""raybot's state: the audit log, modal drafts, dedup keys, cluster locks, approvals, scheduled reverts, follows.
+"""raybot's state: every change as one row moving through a state machine, plus drafts, dedup keys and locks.
 
 `Store` is the interface; `SqliteStore` implements it on one SQLite file (a PostgreSQL backend for
-several replicas can implement the same Protocol later). SQLite is used through the stdlib driver on
-ONE dedicated worker thread owned by the store: every statement runs there, so the event loop never
+several replicas can implement the same Protocol). SQLite is used through the stdlib driver on ONE
+dedicated worker thread owned by the store: every statement runs there, so the event loop never
 blocks on disk I/O or `busy_timeout`, and SQLite sees exactly one connection per store.
 
-Several stores (processes, or replicas) may share one file: everything that must be exactly-once —
-dedup claims, lock acquisition, approval and schedule decisions, outcome transitions — is a single
-atomic statement (upsert or compare-and-set `UPDATE … WHERE … RETURNING`), never read-then-write.
+A change is one row from request to settle (bot/change_state.py has the states): it moves only by
+compare-and-set (`UPDATE … WHERE id = ? AND state IN (…)`), its `version` counts the moves, and a move
+made on behalf of a cluster's lock holder is fenced: it happens only while that lock is still held.
+Approvals, temporary reverts and follows are states and columns of that row, not tables of their own.
 
+Locks belong to a *run* (one process's life, `runs` table) that renews them with a heartbeat. A run
+that stops renewing loses its locks within `lock_ttl`; a process that restarts on the same host ends
+its previous run at once, releasing its locks and handing its in-flight changes to the reconciler.
+
+Anything persisted is masked (bot.emr.changes.redact_secrets): secrets never reach the disk.
 All times come from the injected `clock` (epoch seconds), so expiry is testable without waiting.
 """
 
@@ -17,41 +23,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import re
 import secrets
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, get_args
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Outcome = Literal["pending", "done", "failed", "unknown"]
-ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "void", "applied"]
-ScheduleStatus = Literal["scheduled", "done", "cancelled", "failed"]
-FollowStatus = Literal["following", "done", "failed", "timeout", "cancelled"]
+from bot.change_state import (
+    FINAL,
+    REVERT_ALLOWED,
+    REVERT_STATES,
+    STATES,
+    check_move,
+)
+from bot.change_state import outcome as outcome_of_state
+from bot.emr.changes import redact_secrets
 
-MIN_CLAIM_TTL = 600.0  # the issue: exactly-once keys live at least 10 minutes
+log = logging.getLogger("raybot.store")
+
+MIN_CLAIM_TTL = 600.0  # exactly-once keys live at least 10 minutes
 BUSY_TIMEOUT_MS = 5000
 LOCK_RECHECK_SECONDS = 0.5  # how often a waiter re-reads a lock held by another process
+LOCK_TTL_SECONDS = 15.0  # a run that stops renewing loses its locks this long after its last heartbeat
 MAX_DRAFT_KEY = 64
 
-# Which outcome a change may move to from which: a record is written "pending" before the cloud is
-# called; "unknown" is what a restart finds, and may still be reconciled to what really happened.
-_OUTCOME_SOURCES: dict[str, tuple[str, ...]] = {
-    "done": ("pending", "unknown"),
-    "failed": ("pending", "unknown"),
-    "unknown": ("pending",),
-}
-
 T = TypeVar("T")
+
+# Columns that hold JSON.
+_JSON_COLUMNS = frozenset({"spec_before", "body", "diff", "replay", "data", "wanted"})
+# Columns persisted masked.
+_MASKED_COLUMNS = frozenset({"spec_before", "body"})
 
 
 class StoreError(Exception):
     """The store cannot do what was asked: bad database URL, schema too new, a refused transition, I/O."""
+
+
+class LockLost(StoreError):
+    """A fenced write found that its cluster lock is no longer held (it expired, another change took it)."""
 
 
 class _Frozen(BaseModel):
@@ -59,7 +78,7 @@ class _Frozen(BaseModel):
 
 
 class NewChange(_Frozen):
-    """A change attempt as the flow knows it before calling UpdateRayCluster."""
+    """A change as the flow knows it when it is first recorded."""
 
     user_id: str
     channel_id: str
@@ -72,11 +91,14 @@ class NewChange(_Frozen):
     team_id: str | None = None
     thread_ts: str | None = None
     root_ts: str | None = None
-    spec_before: dict[str, Any] | None = None  # editable fields as read (wire form)
-    body: dict[str, Any] | None = None  # the UpdateRayCluster body sent
+    spec_before: dict[str, Any] | None = None  # editable fields as read (wire form); stored masked
+    body: dict[str, Any] | None = None  # the body to send; stored masked
     diff: list[dict[str, Any]] = Field(default_factory=list)  # [{"path","before","after"}]
+    replay: dict[str, Any] | None = None  # what was asked, to plan again later (bot/replay.py)
     undo_of: int | None = None  # the change this one undoes/reverts
-    approval_id: int | None = None
+    duration_seconds: int | None = None  # a temporary change: reverted this long after it took effect
+    expires_at: float | None = None  # awaiting approval until then
+    approval_reason: str | None = None  # why a second person must approve
 
     @field_validator("diff", mode="before")
     @classmethod
@@ -88,11 +110,13 @@ class NewChange(_Frozen):
 
 
 class ChangeRecord(_Frozen):
-    """One row of the audit log."""
+    """One change, from request to settle: the audit log is these rows."""
 
     id: int
     created_at: float
     updated_at: float
+    version: int
+    state: str
     team_id: str | None
     user_id: str
     channel_id: str
@@ -107,71 +131,43 @@ class ChangeRecord(_Frozen):
     spec_before: dict[str, Any] | None
     body: dict[str, Any] | None
     diff: list[dict[str, Any]]
-    outcome: Outcome
-    request_id: str | None
-    error_code: str | None
-    error_message: str | None
+    replay: dict[str, Any] | None = None
     undo_of: int | None = None
-    approval_id: int | None = None
-    finished_at: float | None = None  # when it became done or failed
+    run_id: str | None = None  # the run applying it (applying/sending)
+    call_deadline_at: float | None = None  # a cloud call in flight gives up by then
+    request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    next_at: float | None = None  # when background work looks at it next (unknown, applied, awaiting_approval)
+    attempts: int = 0
+    expires_at: float | None = None
+    approval_reason: str | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    duration_seconds: int | None = None
+    revert_state: str | None = None
+    revert_at: float | None = None
+    revert_attempts: int = 0
+    revert_run_id: str | None = None
+    revert_note: str | None = None
+    wanted: dict[str, Any] | None = None  # bot.follow.Wanted as JSON, while following
+    follow_started_at: float | None = None
+    follow_deadline_at: float | None = None
+    last_summary: str | None = None
+    finished_at: float | None = None  # when it took effect or failed for good
+
+    @property
+    def outcome(self) -> str:
+        """done | failed | unknown | pending | not approved: the coarse outcome."""
+        return outcome_of_state(self.state)
 
 
-class Approval(_Frozen):
-    """A change waiting for (or past) a second person's decision."""
+@dataclass(frozen=True)
+class Fence:
+    """Proof of holding a cluster's lock: writes made with it happen only while the lock is still held."""
 
-    id: int
-    created_at: float
-    expires_at: float
-    requester_id: str
-    channel_id: str
-    thread_ts: str | None
-    root_ts: str | None
-    alias: str
-    action: str
-    summary: str
-    request: dict[str, Any]  # whatever the flow needs to apply it later
-    spec_before: dict[str, Any]
-    status: ApprovalStatus
-    decided_by: str | None
-    decided_at: float | None
-    reason: str | None
-
-
-class Schedule(_Frozen):
-    """A revert due at `due_at` (a temporary resize) of the change `change_id`."""
-
-    id: int
-    created_at: float
-    due_at: float
-    change_id: int
-    alias: str
-    channel_id: str
-    thread_ts: str | None
-    status: ScheduleStatus
-    finished_at: float | None
-    note: str | None
-
-
-class Follow(_Frozen):
-    """raybot following change `change_id` until the cluster settles (bot/follow.py), looking again at `next_at`.
-
-    `wanted` is `bot.follow.Wanted` as JSON; `attempt` counts the looks made so far.
-    """
-
-    id: int
-    change_id: int
-    alias: str
-    channel_id: str
-    thread_ts: str | None
-    root_ts: str | None
-    wanted: dict[str, Any]
-    started_at: float
-    deadline_at: float
-    next_at: float
-    attempt: int
-    status: FollowStatus
-    last_summary: str | None
-    finished_at: float | None
+    cluster_key: str
+    token: str
 
 
 class LockHolder(_Frozen):
@@ -183,6 +179,7 @@ class LockHolder(_Frozen):
     summary: str
     acquired_at: float
     expires_at: float
+    run_id: str | None = None
 
 
 class LockBusy(Exception):
@@ -194,35 +191,38 @@ class LockBusy(Exception):
 
 
 class Store(Protocol):
-    """The state store raybot's flow talks to; SQLite now, PostgreSQL later."""
+    """The state store raybot's flow talks to."""
+
+    run_id: str
+    lock_ttl: float
 
     async def close(self) -> None: ...
 
-    # audit
-    async def record_pending(self, change: NewChange) -> ChangeRecord: ...
-    async def set_thread(self, change_id: int, *, root_ts: str, thread_ts: str) -> None: ...
-    async def record_outcome(
-        self,
-        change_id: int,
-        outcome: Outcome,
-        *,
-        request_id: str | None = None,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> ChangeRecord: ...
-    async def get_change(self, change_id: int) -> ChangeRecord | None: ...
-    async def pending_changes(self) -> list[ChangeRecord]: ...
-    async def history(self, alias: str, limit: int = 10) -> list[ChangeRecord]: ...
-
     # exactly-once
     async def claim(self, key: str, *, ttl: float = MIN_CLAIM_TTL) -> bool: ...
+    async def release_claim(self, key: str) -> None: ...
 
     # locks
-    async def acquire_lock(
-        self, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0, ttl: float = 120.0
-    ) -> str: ...
-    async def release_lock(self, cluster_key: str, holder: str) -> None: ...
-    async def refresh_lock(self, cluster_key: str, holder: str, *, ttl: float = 120.0) -> bool: ...
+    async def acquire_lock(self, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0) -> Fence: ...
+    async def release_lock(self, fence: Fence) -> None: ...
+    async def holds_lock(self, fence: Fence) -> bool: ...
+    async def heartbeat(self) -> int: ...
+
+    # changes
+    async def create_change(self, change: NewChange, *, state: str, fence: Fence | None = None) -> ChangeRecord: ...
+    async def set_thread(self, change_id: int, *, root_ts: str, thread_ts: str) -> None: ...
+    async def move(
+        self, change_id: int, to: str, *, from_: str | tuple[str, ...], fence: Fence | None = None, **fields: Any
+    ) -> ChangeRecord | None: ...
+    async def touch(self, change_id: int, *, state: str, **fields: Any) -> ChangeRecord | None: ...
+    async def move_revert(
+        self, change_id: int, to: str, *, from_: str | tuple[str, ...], **fields: Any
+    ) -> ChangeRecord | None: ...
+    async def get_change(self, change_id: int) -> ChangeRecord | None: ...
+    async def history(self, alias: str, limit: int = 10) -> list[ChangeRecord]: ...
+    async def due_changes(self, now: float) -> list[ChangeRecord]: ...
+    async def due_reverts(self, now: float) -> list[ChangeRecord]: ...
+    async def next_due_at(self) -> float | None: ...
 
     # drafts
     async def put_draft(
@@ -231,63 +231,6 @@ class Store(Protocol):
     async def get_draft(self, key: str) -> dict[str, Any] | None: ...
     async def delete_draft(self, key: str) -> None: ...
 
-    # approvals
-    async def create_approval(
-        self,
-        *,
-        requester_id: str,
-        channel_id: str,
-        alias: str,
-        action: str,
-        summary: str,
-        request: dict[str, Any],
-        spec_before: dict[str, Any],
-        expires_at: float,
-        thread_ts: str | None = None,
-        root_ts: str | None = None,
-    ) -> Approval: ...
-    async def get_approval(self, approval_id: int) -> Approval | None: ...
-    async def decide_approval(
-        self, approval_id: int, status: str, *, by: str | None, reason: str | None = None, expected: str = "pending"
-    ) -> Approval | None: ...
-    async def set_approval_message(self, approval_id: int, *, root_ts: str, thread_ts: str) -> None: ...
-    async def expired_approvals(self, now: float) -> list[Approval]: ...
-    async def next_approval_expiry(self) -> float | None: ...
-
-    # scheduled reverts
-    async def schedule(
-        self, *, change_id: int, due_at: float, alias: str, channel_id: str, thread_ts: str | None
-    ) -> Schedule: ...
-    async def due_schedules(self, now: float) -> list[Schedule]: ...
-    async def next_due_at(self) -> float | None: ...
-    async def finish_schedule(
-        self, schedule_id: int, status: str, *, note: str | None = None, expected: str = "scheduled"
-    ) -> Schedule | None: ...
-    async def get_schedule(self, schedule_id: int) -> Schedule | None: ...
-
-    # following changes until the cluster settles
-    async def start_follow(
-        self,
-        *,
-        change_id: int,
-        alias: str,
-        channel_id: str,
-        thread_ts: str | None,
-        root_ts: str | None,
-        wanted: dict[str, Any],
-        deadline_at: float,
-        next_at: float,
-    ) -> Follow: ...
-    async def due_follows(self, now: float) -> list[Follow]: ...
-    async def next_follow_at(self) -> float | None: ...
-    async def reschedule_follow(
-        self, follow_id: int, *, next_at: float, attempt: int, last_summary: str | None
-    ) -> None: ...
-    async def finish_follow(
-        self, follow_id: int, status: str, *, last_summary: str | None = None, expected: str = "following"
-    ) -> Follow | None: ...
-    async def get_follow(self, follow_id: int) -> Follow | None: ...
-
     async def purge_expired(self) -> int: ...
 
 
@@ -295,7 +238,7 @@ class Store(Protocol):
 
 # Each migration is a sequence of statements; version N is MIGRATIONS[N - 1]. Append only: a released
 # migration is never edited, because databases in the field already ran it.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS_V2: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE approvals (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -400,17 +343,139 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
+
+_STATE_CHECK = ", ".join(f"'{s}'" for s in STATES)
+_REVERT_CHECK = ", ".join(f"'{s}'" for s in REVERT_STATES)
+
+# Version 3: one row per change for its whole life (bot/change_state.py); approvals, schedules and follows
+# become its states and columns, and locks belong to a process run that renews them.
+MIGRATION_3: tuple[str, ...] = (
+    """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        replica TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        stopped_at REAL
+    )""",
+    f"""CREATE TABLE changes_v3 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ({_STATE_CHECK})),
+        team_id TEXT,
+        user_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        thread_ts TEXT,
+        root_ts TEXT,
+        alias TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        cluster_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        action TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        spec_before TEXT,
+        body TEXT,
+        diff TEXT NOT NULL,
+        replay TEXT,
+        undo_of INTEGER,
+        run_id TEXT,
+        call_deadline_at REAL,
+        request_id TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        next_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        expires_at REAL,
+        approval_reason TEXT,
+        decided_by TEXT,
+        decided_at REAL,
+        duration_seconds INTEGER,
+        revert_state TEXT CHECK (revert_state IS NULL OR revert_state IN ({_REVERT_CHECK})),
+        revert_at REAL,
+        revert_attempts INTEGER NOT NULL DEFAULT 0,
+        revert_run_id TEXT,
+        revert_note TEXT,
+        wanted TEXT,
+        follow_started_at REAL,
+        follow_deadline_at REAL,
+        last_summary TEXT,
+        finished_at REAL
+    )""",
+    # An old "pending" change was in flight when its process stopped: "sending" with no live run is
+    # exactly what the reconciler looks for. A done change whose follow ended counts as settled.
+    """INSERT INTO changes_v3 (id, created_at, updated_at, version, state, team_id, user_id, channel_id, thread_ts,
+           root_ts, alias, workspace, cluster_id, region, action, summary, spec_before, body, diff, undo_of,
+           request_id, error_code, error_message, next_at, finished_at)
+       SELECT id, created_at, updated_at, 0,
+           CASE outcome WHEN 'pending' THEN 'sending' WHEN 'done' THEN 'settled' WHEN 'failed' THEN 'failed'
+                ELSE 'unknown' END,
+           team_id, user_id, channel_id, thread_ts, root_ts, alias, workspace, cluster_id, region, action, summary,
+           spec_before, body, diff, undo_of, request_id, error_code, error_message,
+           CASE outcome WHEN 'unknown' THEN updated_at END, finished_at
+       FROM changes""",
+    """UPDATE changes_v3 SET state = 'applied', wanted = f.wanted, follow_started_at = f.started_at,
+           follow_deadline_at = f.deadline_at, next_at = f.next_at, attempts = f.attempt,
+           last_summary = f.last_summary
+       FROM follows AS f
+       WHERE f.change_id = changes_v3.id AND f.status = 'following' AND changes_v3.state = 'settled'""",
+    """UPDATE changes_v3 SET revert_at = s.due_at, revert_note = s.note,
+           revert_state = CASE s.status WHEN 'scheduled' THEN 'scheduled' WHEN 'done' THEN 'done'
+                               WHEN 'cancelled' THEN 'cancelled' ELSE 'failed' END
+       FROM schedules AS s WHERE s.change_id = changes_v3.id""",
+    "DROP TABLE follows",
+    "DROP TABLE schedules",
+    "DROP TABLE changes",
+    # Approval requests of version 2 were keyed by approval id, which now means a change id: they are not
+    # carried over (their buttons answer that the request is closed), so no click can approve another change.
+    "DROP TABLE approvals",
+    "ALTER TABLE changes_v3 RENAME TO changes",
+    "CREATE INDEX changes_by_alias ON changes (alias, created_at DESC, id DESC)",
+    "CREATE INDEX changes_due ON changes (next_at) WHERE next_at IS NOT NULL",
+    "CREATE INDEX changes_in_flight ON changes (state) WHERE state IN ('applying', 'sending')",
+    "CREATE INDEX changes_revert_due ON changes (revert_at) WHERE revert_state IN ('scheduled', 'running')",
+    "ALTER TABLE locks ADD COLUMN run_id TEXT",
+)
+
+MIGRATIONS = (*MIGRATIONS_V2, MIGRATION_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JSON_COLUMNS = frozenset({"spec_before", "body", "diff", "request", "data", "wanted"})
+_CHANGE_COLUMNS = frozenset(ChangeRecord.model_fields) - {"id"}
+# Columns a move may set besides the state (the state machine's own bookkeeping is set by the store).
+_SETTABLE = _CHANGE_COLUMNS - {"created_at", "updated_at", "version", "state"}
 
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _param(column: str, value: Any) -> Any:
+    if column in _MASKED_COLUMNS:
+        value = redact_secrets(value)
+    return _dumps(value) if column in _JSON_COLUMNS else value
+
+
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     return {k: (json.loads(row[k]) if k in _JSON_COLUMNS and row[k] is not None else row[k]) for k in row.keys()}
+
+
+def _record(row: sqlite3.Row | None) -> ChangeRecord | None:
+    return None if row is None else ChangeRecord.model_validate(_row(row))
+
+
+def _states(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -448,12 +513,19 @@ def migrate(conn: sqlite3.Connection, now: float, migrations: Sequence[Sequence[
 
 # --- the SQLite backend ------------------------------------------------------------------------------
 
+# The runs open in this process: a new run on this host ends only runs that are not among them.
+_LIVE_RUNS: set[str] = set()
+
+_LIVE = "SELECT run_id FROM runs WHERE stopped_at IS NULL AND heartbeat_at > ?"
+_FENCE = "EXISTS (SELECT 1 FROM locks WHERE cluster_key = ? AND holder = ? AND expires_at > ?)"
+
 
 class SqliteStore:
     """`Store` on one SQLite file, every call on the store's own single worker thread.
 
     Construct, then `await open()` (or use `open_store`). `sleep` paces the re-check of a lock held by
     another process; waiters for a lock held in this process are woken by `release_lock` directly.
+    `replica` names the host: a run that starts ends the previous runs of its replica that are gone.
     """
 
     def __init__(
@@ -463,16 +535,26 @@ class SqliteStore:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         lock_recheck: float = LOCK_RECHECK_SECONDS,
+        lock_ttl: float = LOCK_TTL_SECONDS,
+        replica: str | None = None,
+        heartbeat: bool = True,
         migrations: Sequence[Sequence[str]] = MIGRATIONS,
     ) -> None:
+        if lock_ttl <= 0:
+            raise ValueError("lock_ttl must be > 0")
         self.path = str(path)
+        self.lock_ttl = lock_ttl
+        self.replica = replica or socket.gethostname()
+        self.run_id = secrets.token_hex(8)
         self._clock = clock
         self._sleep = sleep
         self._lock_recheck = lock_recheck
+        self._beat = heartbeat
         self._migrations = migrations
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False
+        self._heartbeat_task: asyncio.Task | None = None
         self._held: dict[str, str] = {}  # cluster_key -> token this instance holds
         self._released: dict[str, asyncio.Event] = {}  # cluster_key -> set at the next release here
 
@@ -484,15 +566,21 @@ class SqliteStore:
         await self.close()
 
     async def open(self) -> None:
-        """Connect, switch on WAL and foreign keys, and apply missing migrations."""
+        """Connect, switch on WAL and foreign keys, apply missing migrations, and start this process's run."""
         if self._executor is not None:
             raise StoreError("store is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raybot-store")
         try:
             await self._call(self._connect)
+            ended = await self._call(self._start_run)
         except BaseException:
             await self.close()
             raise
+        if ended:
+            log.info("ended %d earlier run(s) of %s: their locks are free", ended, self.replica)
+        _LIVE_RUNS.add(self.run_id)
+        if self._beat:
+            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="raybot-store-heartbeat")
 
     def _connect(self, _unopened: None) -> None:
         # isolation_level=None: no implicit transactions; each statement commits unless we BEGIN.
@@ -501,7 +589,7 @@ class SqliteStore:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: an audit record written "pending" must survive a power cut right after the cloud call.
+            # FULL: a change recorded before the cloud call must survive a power cut right after it.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn, self._clock(), self._migrations)
@@ -510,18 +598,81 @@ class SqliteStore:
             raise
         self._conn = conn
 
+    def _start_run(self, conn: sqlite3.Connection) -> int:
+        """Register this run; end the earlier runs of this replica whose process is gone (or was this pid)."""
+        now = self._clock()
+        with _transaction(conn):
+            earlier = conn.execute(
+                "SELECT run_id, pid FROM runs WHERE replica = ? AND stopped_at IS NULL", (self.replica,)
+            ).fetchall()
+            # A container restarts with the same pid (1) and host name; on a host, a dead pid means a dead run.
+            gone = [
+                r["run_id"]
+                for r in earlier
+                if r["run_id"] not in _LIVE_RUNS and (r["pid"] == os.getpid() or not _pid_alive(r["pid"]))
+            ]
+            for run_id in gone:
+                conn.execute("UPDATE runs SET stopped_at = ? WHERE run_id = ?", (now, run_id))
+                conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+            conn.execute(
+                "INSERT INTO runs (run_id, replica, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+                (self.run_id, self.replica, os.getpid(), now, now),
+            )
+        return len(gone)
+
+    async def _heartbeat_loop(self) -> None:
+        # Real time, not the injected clock: renewal must keep pace with the lock's TTL as time passes.
+        while True:
+            await asyncio.sleep(self.lock_ttl / 3)
+            try:
+                await self.heartbeat()
+            except StoreError as error:
+                log.warning("heartbeat failed: %s", error)
+
+    async def heartbeat(self) -> int:
+        """Tell the others this run is alive and renew every lock it holds; returns how many were renewed."""
+        now = self._clock()
+
+        def beat(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                alive = conn.execute(
+                    "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND stopped_at IS NULL", (now, self.run_id)
+                ).rowcount
+                if not alive:
+                    return 0
+                return conn.execute(
+                    "UPDATE locks SET expires_at = ? WHERE run_id = ?", (now + self.lock_ttl, self.run_id)
+                ).rowcount
+
+        return await self._call(beat)
+
     async def close(self) -> None:
-        """Close the connection and stop the worker thread; idempotent."""
+        """End this run (its locks are released), close the connection and stop the worker thread; idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
         executor, self._executor = self._executor, None
         if executor is None:
             return
         loop = asyncio.get_running_loop()
         with contextlib.suppress(sqlite3.Error):
+            await loop.run_in_executor(executor, self._end_run)
+        _LIVE_RUNS.discard(self.run_id)
+        with contextlib.suppress(sqlite3.Error):
             await loop.run_in_executor(executor, self._disconnect)
         await asyncio.to_thread(executor.shutdown, True)
+
+    def _end_run(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        with _transaction(conn):
+            conn.execute("UPDATE runs SET stopped_at = ? WHERE run_id = ?", (self._clock(), self.run_id))
+            conn.execute("DELETE FROM locks WHERE run_id = ?", (self.run_id,))
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
@@ -541,19 +692,31 @@ class SqliteStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
-    # audit ------------------------------------------------------------------------------------------
+    # changes ----------------------------------------------------------------------------------------
 
-    async def record_pending(self, change: NewChange) -> ChangeRecord:
-        """Write the attempt as "pending"; do this before UpdateRayCluster is called."""
+    async def create_change(self, change: NewChange, *, state: str, fence: Fence | None = None) -> ChangeRecord:
+        """Record a new change as "applying" (fenced by the cluster's lock) or "awaiting_approval".
+
+        Raises LockLost when `fence` is given and the lock is no longer held: nothing is recorded then.
+        """
+        if state not in ("applying", "awaiting_approval"):
+            raise ValueError(f"a change starts as applying or awaiting_approval, not {state}")
+        if state == "awaiting_approval" and change.expires_at is None:
+            raise ValueError("a change awaiting approval needs expires_at")
         now = self._clock()
         values = change.model_dump()
         columns = list(values)
-        params = [_dumps(values[c]) if c in _JSON_COLUMNS else values[c] for c in columns]
-        columns += ["created_at", "updated_at", "outcome"]
-        params += [now, now, "pending"]
-        sql = f"INSERT INTO changes ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING *"
-        row = await self._call(lambda conn: conn.execute(sql, params).fetchone())
-        return ChangeRecord.model_validate(_row(row))
+        params = [_param(c, values[c]) for c in columns]
+        columns += ["created_at", "updated_at", "version", "state", "run_id", "next_at"]
+        params += [now, now, 0, state, self.run_id, change.expires_at if state == "awaiting_approval" else None]
+        where, where_params = "", []
+        if fence is not None:
+            where, where_params = f" WHERE {_FENCE}", [fence.cluster_key, fence.token, now]
+        sql = f"INSERT INTO changes ({', '.join(columns)}) SELECT {', '.join('?' * len(columns))}{where} RETURNING *"
+        record = _record(await self._call(lambda conn: conn.execute(sql, [*params, *where_params]).fetchone()))
+        if record is None:
+            raise LockLost(f"the lock of {fence.cluster_key if fence else '?'} is no longer held")
+        return record
 
     async def set_thread(self, change_id: int, *, root_ts: str, thread_ts: str) -> None:
         now = self._clock()
@@ -568,51 +731,97 @@ class SqliteStore:
         if count == 0:
             raise StoreError(f"no change {change_id}")
 
-    async def record_outcome(
-        self,
-        change_id: int,
-        outcome: Outcome,
-        *,
-        request_id: str | None = None,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> ChangeRecord:
-        """Move a change from pending (or unknown, when reconciled) to `outcome`; StoreError otherwise."""
-        sources = _OUTCOME_SOURCES.get(outcome)
-        if sources is None:
-            raise ValueError(f"a change cannot be set to {outcome!r}; one of {sorted(_OUTCOME_SOURCES)}")
+    async def move(
+        self, change_id: int, to: str, *, from_: str | tuple[str, ...], fence: Fence | None = None, **fields: Any
+    ) -> ChangeRecord | None:
+        """Move a change from one of `from_` to `to` (compare-and-set), setting `fields` with it.
+
+        Returns the moved record, or None when the change was not in `from_` (someone else moved it).
+        With `fence`, the move happens only while that lock is held: LockLost otherwise. Taking effect
+        ("applied") schedules a temporary change's revert and ends the revert of the change it undoes,
+        in the same transaction, so no crash can separate them.
+        """
+        sources = _states(from_)
+        check_move(sources, to)
+        unknown = set(fields) - _SETTABLE
+        if unknown:
+            raise ValueError(f"not settable on a change: {', '.join(sorted(unknown))}")
         now = self._clock()
-        finished = now if outcome in ("done", "failed") else None
+        if to in FINAL or to == "applied":
+            fields.setdefault("finished_at", now)
+        assignments = ["state = ?", "version = version + 1", "updated_at = ?"] + [f"{c} = ?" for c in fields]
+        params: list[Any] = [to, now, *(_param(c, v) for c, v in fields.items())]
+        condition = f"id = ? AND state IN ({', '.join('?' * len(sources))})"
+        params += [change_id, *sources]
+        if fence is not None:
+            condition += f" AND {_FENCE}"
+            params += [fence.cluster_key, fence.token, now]
+        sql = f"UPDATE changes SET {', '.join(assignments)} WHERE {condition} RETURNING *"
 
-        def update(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, str | None]:
+        def run(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, bool]:
+            with _transaction(conn):
+                row = conn.execute(sql, params).fetchone()
+                if row is None:
+                    current = conn.execute("SELECT state FROM changes WHERE id = ?", (change_id,)).fetchone()
+                    return None, fence is not None and current is not None and current[0] in sources
+                if to == "applied":
+                    row = self._took_effect(conn, row, now)
+                return row, False
+
+        row, fenced_out = await self._call(run)
+        if fenced_out:
+            raise LockLost(f"change {change_id}: the lock of {fence.cluster_key if fence else '?'} is no longer held")
+        return _record(row)
+
+    @staticmethod
+    def _took_effect(conn: sqlite3.Connection, row: sqlite3.Row, now: float) -> sqlite3.Row:
+        if row["undo_of"] is not None and row["action"] == "undo":
+            # Undone by a person: the pending automatic revert of that change must not run any more.
+            conn.execute(
+                """UPDATE changes SET revert_state = 'cancelled', revert_note = ?, updated_at = ?
+                   WHERE id = ? AND revert_state = 'scheduled'""",
+                (f"undone by change #{row['id']}", now, row["undo_of"]),
+            )
+        if row["duration_seconds"] is not None and row["revert_state"] is None:
             row = conn.execute(
-                f"""UPDATE changes SET outcome = ?, request_id = ?, error_code = ?, error_message = ?,
-                    updated_at = ?, finished_at = ?
-                    WHERE id = ? AND outcome IN ({", ".join("?" * len(sources))}) RETURNING *""",
-                (outcome, request_id, error_code, error_message, now, finished, change_id, *sources),
+                """UPDATE changes SET revert_state = 'scheduled', revert_at = ? WHERE id = ? RETURNING *""",
+                (now + row["duration_seconds"], row["id"]),
             ).fetchone()
-            if row is not None:
-                return row, None
-            current = conn.execute("SELECT outcome FROM changes WHERE id = ?", (change_id,)).fetchone()
-            return None, None if current is None else current[0]
+        return row
 
-        row, current = await self._call(update)
-        if row is None:
-            if current is None:
-                raise StoreError(f"no change {change_id}")
-            raise StoreError(f"change {change_id} is {current}; it cannot become {outcome}")
-        return ChangeRecord.model_validate(_row(row))
+    async def touch(self, change_id: int, *, state: str, **fields: Any) -> ChangeRecord | None:
+        """Set `fields` of a change still in `state` (e.g. when to look again); None when it moved on."""
+        unknown = set(fields) - _SETTABLE
+        if unknown or not fields:
+            raise ValueError(f"nothing or not settable: {', '.join(sorted(unknown)) or 'no fields'}")
+        now = self._clock()
+        assignments = ["version = version + 1", "updated_at = ?"] + [f"{c} = ?" for c in fields]
+        params = [now, *(_param(c, v) for c, v in fields.items()), change_id, state]
+        sql = f"UPDATE changes SET {', '.join(assignments)} WHERE id = ? AND state = ? RETURNING *"
+        return _record(await self._call(lambda conn: conn.execute(sql, params).fetchone()))
+
+    async def move_revert(
+        self, change_id: int, to: str, *, from_: str | tuple[str, ...], **fields: Any
+    ) -> ChangeRecord | None:
+        """Move a change's automatic revert (compare-and-set on `revert_state`); None when it was not in `from_`."""
+        sources = _states(from_)
+        check_move(sources, to, REVERT_ALLOWED)
+        allowed = {"revert_at", "revert_attempts", "revert_run_id", "revert_note"}
+        if set(fields) - allowed:
+            raise ValueError(f"a revert move sets only {', '.join(sorted(allowed))}")
+        now = self._clock()
+        assignments = ["revert_state = ?", "updated_at = ?"] + [f"{c} = ?" for c in fields]
+        params = [to, now, *fields.values(), change_id, *sources]
+        sql = (
+            f"UPDATE changes SET {', '.join(assignments)} "
+            f"WHERE id = ? AND revert_state IN ({', '.join('?' * len(sources))}) RETURNING *"
+        )
+        return _record(await self._call(lambda conn: conn.execute(sql, params).fetchone()))
 
     async def get_change(self, change_id: int) -> ChangeRecord | None:
-        row = await self._call(lambda conn: conn.execute("SELECT * FROM changes WHERE id = ?", (change_id,)).fetchone())
-        return None if row is None else ChangeRecord.model_validate(_row(row))
-
-    async def pending_changes(self) -> list[ChangeRecord]:
-        """Changes still "pending", oldest first: at start-up these were interrupted mid-flight."""
-        rows = await self._call(
-            lambda conn: conn.execute("SELECT * FROM changes WHERE outcome = 'pending' ORDER BY id").fetchall()
+        return _record(
+            await self._call(lambda conn: conn.execute("SELECT * FROM changes WHERE id = ?", (change_id,)).fetchone())
         )
-        return [ChangeRecord.model_validate(_row(r)) for r in rows]
 
     async def history(self, alias: str, limit: int = 10) -> list[ChangeRecord]:
         """The latest `limit` changes of one cluster alias, newest first."""
@@ -624,6 +833,66 @@ class SqliteStore:
             ).fetchall()
         )
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
+
+    async def due_changes(self, now: float) -> list[ChangeRecord]:
+        """Changes background work must look at now, oldest first.
+
+        Those whose `next_at` has come (an unknown outcome to check, an applied change to follow, an
+        approval request to expire), and those in flight or half-requested by a run that is gone.
+        """
+        live = now - self.lock_ttl
+        rows = await self._call(
+            lambda conn: conn.execute(
+                f"""SELECT * FROM changes
+                    WHERE (next_at IS NOT NULL AND next_at <= ?
+                           AND state IN ('unknown', 'applied', 'awaiting_approval'))
+                       OR (state IN ('applying', 'sending') AND (run_id IS NULL OR run_id NOT IN ({_LIVE})))
+                       OR (state = 'awaiting_approval' AND root_ts IS NULL
+                           AND (run_id IS NULL OR run_id NOT IN ({_LIVE})))
+                    ORDER BY id""",
+                (now, live, live),
+            ).fetchall()
+        )
+        return [ChangeRecord.model_validate(_row(r)) for r in rows]
+
+    async def due_reverts(self, now: float) -> list[ChangeRecord]:
+        """Changes whose automatic revert is due, or was running in a run that is gone, earliest first."""
+        live = now - self.lock_ttl
+        rows = await self._call(
+            lambda conn: conn.execute(
+                f"""SELECT * FROM changes
+                    WHERE (revert_state = 'scheduled' AND revert_at <= ?)
+                       OR (revert_state = 'running' AND (revert_run_id IS NULL OR revert_run_id NOT IN ({_LIVE})))
+                    ORDER BY revert_at, id""",
+                (now, live),
+            ).fetchall()
+        )
+        return [ChangeRecord.model_validate(_row(r)) for r in rows]
+
+    async def next_due_at(self) -> float | None:
+        """When background work is due next: a look, an expiry, a revert, or another run going silent."""
+
+        def earliest(conn: sqlite3.Connection) -> float | None:
+            times = [
+                conn.execute(
+                    """SELECT MIN(next_at) FROM changes
+                       WHERE next_at IS NOT NULL AND state IN ('unknown', 'applied', 'awaiting_approval')"""
+                ).fetchone()[0],
+                conn.execute("SELECT MIN(revert_at) FROM changes WHERE revert_state = 'scheduled'").fetchone()[0],
+                conn.execute(
+                    """SELECT MIN(r.heartbeat_at) FROM runs AS r JOIN changes AS c
+                       ON c.run_id = r.run_id OR c.revert_run_id = r.run_id
+                       WHERE r.stopped_at IS NULL AND r.run_id != ?
+                         AND (c.state IN ('applying', 'sending') OR c.revert_state = 'running')""",
+                    (self.run_id,),
+                ).fetchone()[0],
+            ]
+            if times[2] is not None:
+                times[2] += self.lock_ttl
+            present = [t for t in times if t is not None]
+            return min(present) if present else None
+
+        return await self._call(earliest)
 
     # exactly-once -----------------------------------------------------------------------------------
 
@@ -646,18 +915,20 @@ class SqliteStore:
         )
         return row is not None
 
+    async def release_claim(self, key: str) -> None:
+        """Give a claimed key back: the request it guarded did nothing, so the same request may be made again."""
+        await self._call(lambda conn: conn.execute("DELETE FROM dedup_keys WHERE key = ?", (key,)))
+
     # locks ------------------------------------------------------------------------------------------
 
-    async def acquire_lock(
-        self, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0, ttl: float = 120.0
-    ) -> str:
-        """Take the cluster's lock, waiting up to `wait` seconds; returns the token for `release_lock`.
+    async def acquire_lock(self, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0) -> Fence:
+        """Take the cluster's lock for this run, waiting up to `wait` seconds; returns its Fence.
 
-        A lock past its `expires_at` is stale (its holder died) and is taken over. Raises LockBusy
-        with the holder when the wait runs out.
+        A lock past its `expires_at` (its run stopped renewing) or held by a run that ended is taken
+        over. Raises LockBusy with the holder when the wait runs out.
         """
-        if wait < 0 or ttl <= 0:
-            raise ValueError("wait must be ≥ 0 and ttl > 0")
+        if wait < 0:
+            raise ValueError("wait must be ≥ 0")
         deadline = self._clock() + wait
         while True:
             # Take the wake-up event before looking, so a release between the look and the wait is not lost.
@@ -665,19 +936,11 @@ class SqliteStore:
             token = secrets.token_urlsafe(16)
             now = self._clock()
             holder = await self._call(
-                partial(
-                    self._try_lock,
-                    cluster_key=cluster_key,
-                    token=token,
-                    user_id=user_id,
-                    summary=summary,
-                    now=now,
-                    ttl=ttl,
-                )
+                partial(self._try_lock, cluster_key=cluster_key, token=token, user_id=user_id, summary=summary, now=now)
             )
             if holder.holder == token:
                 self._held[cluster_key] = token
-                return token
+                return Fence(cluster_key, token)
             now = self._clock()
             remaining = deadline - now
             if remaining <= 0:
@@ -688,26 +951,21 @@ class SqliteStore:
                 step = min(step, self._lock_recheck)
             await self._wait_released(released, step)
 
-    @staticmethod
     def _try_lock(
-        conn: sqlite3.Connection, *, cluster_key: str, token: str, user_id: str, summary: str, now: float, ttl: float
+        self, conn: sqlite3.Connection, *, cluster_key: str, token: str, user_id: str, summary: str, now: float
     ) -> LockHolder:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.execute(
-                """INSERT INTO locks (cluster_key, holder, user_id, summary, acquired_at, expires_at)
-                   VALUES (?, ?, ?, ?, ?, ?)
+                """INSERT INTO locks (cluster_key, holder, user_id, summary, acquired_at, expires_at, run_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (cluster_key) DO UPDATE SET holder = excluded.holder, user_id = excluded.user_id,
                        summary = excluded.summary, acquired_at = excluded.acquired_at,
-                       expires_at = excluded.expires_at
-                   WHERE locks.expires_at <= excluded.acquired_at""",
-                (cluster_key, token, user_id, summary, now, now + ttl),
+                       expires_at = excluded.expires_at, run_id = excluded.run_id
+                   WHERE locks.expires_at <= excluded.acquired_at
+                      OR locks.run_id IN (SELECT run_id FROM runs WHERE stopped_at IS NOT NULL)""",
+                (cluster_key, token, user_id, summary, now, now + self.lock_ttl, self.run_id),
             )
             row = conn.execute("SELECT * FROM locks WHERE cluster_key = ?", (cluster_key,)).fetchone()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return LockHolder.model_validate(dict(row))
 
     async def _wait_released(self, released: asyncio.Event, seconds: float) -> None:
@@ -719,35 +977,32 @@ class SqliteStore:
             for task in (wake, nap):
                 task.cancel()
 
-    async def release_lock(self, cluster_key: str, holder: str) -> None:
-        """Release the lock if `holder` still holds it (a stale lock taken over is not touched)."""
+    async def release_lock(self, fence: Fence) -> None:
+        """Release the lock if this fence still holds it (a lock taken over meanwhile is not touched)."""
+        cluster_key, token = fence.cluster_key, fence.token
         try:
             await self._call(
-                lambda conn: (
-                    conn.execute(
-                        "DELETE FROM locks WHERE cluster_key = ? AND holder = ?", (cluster_key, holder)
-                    ).rowcount
+                lambda conn: conn.execute(
+                    "DELETE FROM locks WHERE cluster_key = ? AND holder = ?", (cluster_key, token)
                 )
             )
         finally:
-            if self._held.get(cluster_key) == holder:
+            if self._held.get(cluster_key) == token:
                 del self._held[cluster_key]
             released = self._released.pop(cluster_key, None)
             if released is not None:
                 released.set()
 
-    async def refresh_lock(self, cluster_key: str, holder: str, *, ttl: float = 120.0) -> bool:
-        """Push the holder's expiry to now + ttl; False when `holder` no longer holds the lock."""
+    async def holds_lock(self, fence: Fence) -> bool:
+        """Whether `fence` still holds its lock now."""
         now = self._clock()
-        count = await self._call(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE locks SET expires_at = ? WHERE cluster_key = ? AND holder = ? AND expires_at > ?",
-                    (now + ttl, cluster_key, holder, now),
-                ).rowcount
-            )
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM locks WHERE cluster_key = ? AND holder = ? AND expires_at > ?",
+                (fence.cluster_key, fence.token, now),
+            ).fetchone()
         )
-        return count == 1
+        return row is not None
 
     # drafts -----------------------------------------------------------------------------------------
 
@@ -781,265 +1036,46 @@ class SqliteStore:
     async def delete_draft(self, key: str) -> None:
         await self._call(lambda conn: conn.execute("DELETE FROM drafts WHERE key = ?", (key,)))
 
-    # approvals --------------------------------------------------------------------------------------
-
-    async def create_approval(
-        self,
-        *,
-        requester_id: str,
-        channel_id: str,
-        alias: str,
-        action: str,
-        summary: str,
-        request: dict[str, Any],
-        spec_before: dict[str, Any],
-        expires_at: float,
-        thread_ts: str | None = None,
-        root_ts: str | None = None,
-    ) -> Approval:
-        now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute(
-                """INSERT INTO approvals (created_at, expires_at, requester_id, channel_id, thread_ts, root_ts,
-                       alias, action, summary, request, spec_before, status)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') RETURNING *""",
-                (
-                    now,
-                    expires_at,
-                    requester_id,
-                    channel_id,
-                    thread_ts,
-                    root_ts,
-                    alias,
-                    action,
-                    summary,
-                    _dumps(request),
-                    _dumps(spec_before),
-                ),
-            ).fetchone()
-        )
-        return Approval.model_validate(_row(row))
-
-    async def get_approval(self, approval_id: int) -> Approval | None:
-        row = await self._call(
-            lambda conn: conn.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
-        )
-        return None if row is None else Approval.model_validate(_row(row))
-
-    async def _due(self, table: str, status: str, column: str, now: float) -> list[dict[str, Any]]:
-        """Rows of `table` in `status` whose `column` time is at or before `now`, earliest first."""
-        rows = await self._call(
-            lambda conn: conn.execute(
-                f"SELECT * FROM {table} WHERE status = ? AND {column} <= ? ORDER BY {column}, id", (status, now)
-            ).fetchall()
-        )
-        return [_row(r) for r in rows]
-
-    async def _earliest(self, table: str, status: str, column: str) -> float | None:
-        """The earliest `column` time of the rows of `table` in `status`; None when there are none."""
-        row = await self._call(
-            lambda conn: conn.execute(f"SELECT MIN({column}) FROM {table} WHERE status = ?", (status,)).fetchone()
-        )
-        return row[0]
-
-    async def expired_approvals(self, now: float) -> list[Approval]:
-        """Requests still pending past their expiry, oldest first (to be closed as expired)."""
-        return [Approval.model_validate(r) for r in await self._due("approvals", "pending", "expires_at", now)]
-
-    async def next_approval_expiry(self) -> float | None:
-        return await self._earliest("approvals", "pending", "expires_at")
-
-    async def decide_approval(
-        self, approval_id: int, status: str, *, by: str | None, reason: str | None = None, expected: str = "pending"
-    ) -> Approval | None:
-        """Move the approval from `expected` to `status` atomically; None when it was not `expected`.
-
-        A later step without a person (`by=None`, e.g. approved → applied) keeps who decided and when.
-        """
-        _check_status(status, ApprovalStatus)
-        now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute(
-                """UPDATE approvals SET status = ?,
-                       decided_at = CASE WHEN ? IS NOT NULL OR decided_at IS NULL THEN ? ELSE decided_at END,
-                       decided_by = COALESCE(?, decided_by), reason = COALESCE(?, reason)
-                   WHERE id = ? AND status = ? RETURNING *""",
-                (status, by, now, by, reason, approval_id, expected),
-            ).fetchone()
-        )
-        return None if row is None else Approval.model_validate(_row(row))
-
-    async def set_approval_message(self, approval_id: int, *, root_ts: str, thread_ts: str) -> None:
-        count = await self._call(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE approvals SET root_ts = ?, thread_ts = ? WHERE id = ?", (root_ts, thread_ts, approval_id)
-                ).rowcount
-            )
-        )
-        if count == 0:
-            raise StoreError(f"no approval {approval_id}")
-
-    # scheduled reverts ------------------------------------------------------------------------------
-
-    async def schedule(
-        self, *, change_id: int, due_at: float, alias: str, channel_id: str, thread_ts: str | None
-    ) -> Schedule:
-        """Remember to revert change `change_id` at `due_at` (status "scheduled")."""
-        now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute(
-                """INSERT INTO schedules (created_at, due_at, change_id, alias, channel_id, thread_ts, status)
-                   VALUES (?, ?, ?, ?, ?, ?, 'scheduled') RETURNING *""",
-                (now, due_at, change_id, alias, channel_id, thread_ts),
-            ).fetchone()
-        )
-        return Schedule.model_validate(_row(row))
-
-    async def due_schedules(self, now: float) -> list[Schedule]:
-        """Scheduled reverts due at or before `now`, earliest first."""
-        return [Schedule.model_validate(r) for r in await self._due("schedules", "scheduled", "due_at", now)]
-
-    async def next_due_at(self) -> float | None:
-        return await self._earliest("schedules", "scheduled", "due_at")
-
-    async def finish_schedule(
-        self, schedule_id: int, status: str, *, note: str | None = None, expected: str = "scheduled"
-    ) -> Schedule | None:
-        """Move the schedule from `expected` to `status` atomically; None when it was not `expected`."""
-        _check_status(status, ScheduleStatus)
-        now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute(
-                """UPDATE schedules SET status = ?, finished_at = ?, note = COALESCE(?, note)
-                   WHERE id = ? AND status = ? RETURNING *""",
-                (status, now, note, schedule_id, expected),
-            ).fetchone()
-        )
-        return None if row is None else Schedule.model_validate(_row(row))
-
-    async def get_schedule(self, schedule_id: int) -> Schedule | None:
-        row = await self._call(
-            lambda conn: conn.execute("SELECT * FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
-        )
-        return None if row is None else Schedule.model_validate(_row(row))
-
-    # following changes ------------------------------------------------------------------------------
-
-    async def start_follow(
-        self,
-        *,
-        change_id: int,
-        alias: str,
-        channel_id: str,
-        thread_ts: str | None,
-        root_ts: str | None,
-        wanted: dict[str, Any],
-        deadline_at: float,
-        next_at: float,
-    ) -> Follow:
-        """Start following change `change_id` (status "following", no look made yet), first look at `next_at`.
-
-        A change already being followed is not followed twice: that follow is returned as it is.
-        """
-        now = self._clock()
-        text = _dumps(wanted)
-
-        def start(conn: sqlite3.Connection) -> sqlite3.Row:
-            row = conn.execute(
-                """INSERT INTO follows (change_id, alias, channel_id, thread_ts, root_ts, wanted, started_at,
-                       deadline_at, next_at, attempt, status)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'following')
-                   ON CONFLICT (change_id) WHERE status = 'following' DO NOTHING
-                   RETURNING *""",
-                (change_id, alias, channel_id, thread_ts, root_ts, text, now, deadline_at, next_at),
-            ).fetchone()
-            if row is None:
-                row = conn.execute(
-                    "SELECT * FROM follows WHERE change_id = ? AND status = 'following'", (change_id,)
-                ).fetchone()
-            return row
-
-        return Follow.model_validate(_row(await self._call(start)))
-
-    async def due_follows(self, now: float) -> list[Follow]:
-        """Follows whose next look is due at or before `now`, earliest first."""
-        return [Follow.model_validate(r) for r in await self._due("follows", "following", "next_at", now)]
-
-    async def next_follow_at(self) -> float | None:
-        """When the earliest look of any follow is due; None when nothing is followed."""
-        return await self._earliest("follows", "following", "next_at")
-
-    async def reschedule_follow(
-        self, follow_id: int, *, next_at: float, attempt: int, last_summary: str | None
-    ) -> None:
-        """Set the next look of a follow still "following"; a finished one (e.g. by another replica) is left alone."""
-        await self._call(
-            lambda conn: conn.execute(
-                """UPDATE follows SET next_at = ?, attempt = ?, last_summary = COALESCE(?, last_summary)
-                   WHERE id = ? AND status = 'following'""",
-                (next_at, attempt, last_summary, follow_id),
-            )
-        )
-
-    async def finish_follow(
-        self, follow_id: int, status: str, *, last_summary: str | None = None, expected: str = "following"
-    ) -> Follow | None:
-        """Move the follow from `expected` to `status` atomically; None when it was not `expected`.
-
-        Only the caller that gets the Follow back says so in Slack, so the thread gets one answer.
-        """
-        _check_status(status, FollowStatus)
-        if status == "following":
-            raise ValueError("a follow is finished as done, failed, timeout or cancelled, not following")
-        now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute(
-                """UPDATE follows SET status = ?, finished_at = ?, last_summary = COALESCE(?, last_summary)
-                   WHERE id = ? AND status = ? RETURNING *""",
-                (status, now, last_summary, follow_id, expected),
-            ).fetchone()
-        )
-        return None if row is None else Follow.model_validate(_row(row))
-
-    async def get_follow(self, follow_id: int) -> Follow | None:
-        row = await self._call(lambda conn: conn.execute("SELECT * FROM follows WHERE id = ?", (follow_id,)).fetchone())
-        return None if row is None else Follow.model_validate(_row(row))
-
     async def purge_expired(self) -> int:
-        """Delete dedup keys and drafts past their ttl; returns how many rows went."""
+        """Delete dedup keys and drafts past their ttl, and runs ended over a day ago; returns how many rows went."""
         now = self._clock()
 
         def purge(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 gone = conn.execute("DELETE FROM dedup_keys WHERE expires_at <= ?", (now,)).rowcount
                 gone += conn.execute("DELETE FROM drafts WHERE expires_at <= ?", (now,)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                gone += conn.execute(
+                    """DELETE FROM runs WHERE stopped_at IS NOT NULL AND stopped_at <= ?
+                       AND run_id NOT IN (SELECT run_id FROM locks WHERE run_id IS NOT NULL)""",
+                    (now - 86400,),
+                ).rowcount
             return gone
 
         return await self._call(purge)
 
 
-def _check_status(status: str, allowed: Any) -> None:
-    values = get_args(allowed)
-    if status not in values:
-        raise ValueError(f"status {status!r} is not one of {', '.join(values)}")
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Any:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error: the write lock is taken before the first read."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 @contextlib.asynccontextmanager
 async def cluster_lock(
-    store: Store, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0, ttl: float = 120.0
-) -> AsyncIterator[str]:
+    store: Store, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0
+) -> AsyncIterator[Fence]:
     """Hold the cluster's lock for the body of an `async with`; LockBusy when it cannot be had."""
-    token = await store.acquire_lock(cluster_key, user_id=user_id, summary=summary, wait=wait, ttl=ttl)
+    fence = await store.acquire_lock(cluster_key, user_id=user_id, summary=summary, wait=wait)
     try:
-        yield token
+        yield fence
     finally:
-        await store.release_lock(cluster_key, token)
+        await store.release_lock(fence)
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -1070,8 +1106,10 @@ def sqlite_path(database: str) -> str:
     raise StoreError(f"unsupported database URL scheme {scheme}://: use a SQLite file path or sqlite:///path")
 
 
-async def open_store(database: str, *, clock: Callable[[], float] = time.time) -> Store:
-    """Open the store RAYBOT_DATABASE names, applying missing migrations."""
-    store = SqliteStore(sqlite_path(database), clock=clock)
+async def open_store(
+    database: str, *, clock: Callable[[], float] = time.time, lock_ttl: float = LOCK_TTL_SECONDS
+) -> Store:
+    """Open the store RAYBOT_DATABASE names, applying missing migrations, and start this process's run."""
+    store = SqliteStore(sqlite_path(database), clock=clock, lock_ttl=lock_ttl)
     await store.open()
     return store

@@ -1,4 +1,10 @@
-"""The "Keep it" button of a temporary resize: cancel its automatic revert (action `resize`)."""
+"""The "Keep it" button of a temporary resize: cancel its automatic revert (action `resize`).
+
+The revert is a track of the change's own row: Keep it moves it "scheduled" → "cancelled" by
+compare-and-set, the automatic revert moves it "scheduled" → "running" (under the cluster's lock)
+before it reads anything. Whichever comes first wins; the other is told so, and "the change stays"
+is said only when it does.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +12,35 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
-from bot.scheduler import cancel_revert
 from bot.services import Services
 from bot.slack import mrkdwn
 from bot.slack.blocks import CANCEL_REVERT_ACTION
 from bot.slack.conversation import Invocation, StatusThread
 
+REVERT_WORDS = {
+    "running": "running right now",
+    "done": "done",
+    "cancelled": "cancelled already",
+    "failed": "given up",
+}
 
-async def keep(ctx: CommandContext, schedule_id: int) -> None:
+
+async def keep(ctx: CommandContext, change_id: int) -> None:
     services = ctx.services
-    schedule = await services.store.get_schedule(schedule_id)
-    if schedule is None or schedule.channel_id != ctx.invocation.channel_id:
+    record = await services.store.get_change(change_id)
+    if record is None or record.channel_id != ctx.invocation.channel_id or record.revert_state is None:
         raise ActionRefused("that automatic revert is not from this channel")
-    services.require(ctx.subject, "resize", schedule.alias)
-    cancelled = await cancel_revert(services, schedule_id, ctx.subject.user_id)
-    if cancelled is None:
-        raise ActionRefused(f"the automatic revert is already {schedule.status}; nothing to cancel")
-    thread_ts = schedule.thread_ts or ""
-    await StatusThread(services.slack, schedule.channel_id, thread_ts, thread_ts).reply(
-        f"⏲️ {mrkdwn.user(ctx.subject.user_id)} cancelled the automatic revert of change #{schedule.change_id}: "
-        "the change stays."
+    services.require(ctx.subject, "resize", record.alias)
+    kept = await services.store.move_revert(
+        change_id, "cancelled", from_="scheduled", revert_note=f"kept by {ctx.subject.user_id}"
+    )
+    if kept is None:
+        now = await services.store.get_change(change_id)
+        state = now.revert_state if now is not None else record.revert_state
+        raise ActionRefused(f"the automatic revert is {REVERT_WORDS.get(state or '', state)}; nothing to cancel")
+    thread_ts = record.thread_ts or record.root_ts or ""
+    await StatusThread(services.slack, record.channel_id, thread_ts, thread_ts).reply(
+        f"⏲️ {mrkdwn.user(ctx.subject.user_id)} cancelled the automatic revert of change #{record.id}: the change stays."
     )
 
 
@@ -33,5 +48,5 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(CANCEL_REVERT_ACTION)
     async def on_keep(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        schedule_id = int(body["actions"][0]["value"])
-        await serve(services, Invocation.from_block_action(body), lambda ctx: keep(ctx, schedule_id))
+        change_id = int(body["actions"][0]["value"])
+        await serve(services, Invocation.from_block_action(body), lambda ctx: keep(ctx, change_id))

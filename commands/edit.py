@@ -276,10 +276,11 @@ async def apply(services: Services, view: dict[str, Any], user_id: str) -> None:
             "awaiting_approval": "This change needs a second person's approval: the request is posted in the channel.",
             "unchanged": "The cluster already matches the draft: nothing was sent.",
             "duplicate": "This draft was already applied.",
+            "cancelled": "raybot stopped before sending the change: nothing was sent. See the channel.",
         }
         await services.slack.views_update(
             view_id=view_id,
-            view=modals.result_view(draft.alias, texts[outcome], failed=outcome in ("failed", "unknown")),
+            view=modals.result_view(draft.alias, texts[outcome], failed=outcome in ("failed", "unknown", "cancelled")),
         )
         await services.store.delete_draft(draft.key)
 

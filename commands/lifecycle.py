@@ -1,23 +1,22 @@
 """/ray start <cluster> and /ray stop <cluster> (actions `start` and `stop`).
 
-StartRayCluster and StopRayCluster carry a clientToken derived from the request's
-deduplication key, so a redelivered request is the same request to the cloud too.
-Stop asks first, with a button that says what stops. Both are audited, answered in
-a thread with the requestId, and followed until the cluster settles.
+Both are changes like any other (bot/flow.py): claimed once, locked, checked against the cluster's
+state and the channel's roles — the two-person rule included — recorded, then sent with a
+clientToken derived from the recorded change, answered in a thread with the requestId, and
+followed until the cluster settles. Stop asks first, with a button that says what stops; the
+confirmation is good for a few minutes only.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Literal
 
 from slack_bolt.async_app import AsyncApp
 
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
-from bot.flow import Applying, call_audited, follow, hold
-from bot.follow import wanted_after_start, wanted_after_stop
+from bot.flow import NEEDED_STATE, ChangeRequest, lifecycle_replay, run_change
 from bot.grammar import Start, Stop
 from bot.services import Services
 from bot.slack import blocks
@@ -25,55 +24,17 @@ from bot.slack.blocks import STOP_ACTION
 from bot.slack.conversation import Invocation
 
 Verb = Literal["start", "stop"]
-NEEDED_STATE = {"start": "Stopped", "stop": "Running"}
-
-
-def client_token(dedup_key: str | None) -> str:
-    """The same token for every delivery of one request (a random one when there is no key)."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"raybot:{dedup_key}").hex if dedup_key else uuid.uuid4().hex
+# A stop confirmation older than this is refused: its exactly-once key lives 10 minutes, and a click
+# long after the question was asked is not the decision it was.
+CONFIRMATION_SECONDS = 300.0
 
 
 async def run_lifecycle(ctx: CommandContext, alias: str, verb: Verb, dedup_key: str | None) -> None:
-    """Start or stop `alias` under its lock: audited, answered in a thread, then followed."""
-    services, subject = ctx.services, ctx.subject
-    target = services.cluster(subject, alias)
-    services.require(subject, verb, alias)
-    if dedup_key is not None and not await services.store.claim(dedup_key):
-        return
-    async with hold(services, target, subject.user_id, verb):
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
-        if cluster.state != NEEDED_STATE[verb]:
-            raise ActionRefused(
-                f"`{alias}` is {cluster.state or 'in an unknown state'}: only a {NEEDED_STATE[verb]} cluster can {verb}"
-            )
-        thread = await ctx.replies.open_thread(*blocks.change_root(subject.user_id, alias, verb, "pending"))
-        applying = Applying(
-            thread=thread,
-            replies=ctx.replies,
-            user_id=subject.user_id,
-            team_id=ctx.invocation.team_id,
-            target=target,
-            action=verb,
-            summary=verb,
-        )
-        token = client_token(dedup_key)
-        if verb == "start":
-            call = lambda: services.emr.start_cluster(  # noqa: E731
-                target.workspace, target.cluster_id, client_token=token, region=target.region
-            )
-            body, wanted = {"clientToken": token}, wanted_after_start(cluster)
-        else:
-            call = lambda: services.emr.stop_cluster(target.workspace, target.cluster_id, region=target.region)  # noqa: E731
-            body, wanted = {}, wanted_after_stop()
-        record, response = await call_audited(
-            services, applying, before=cluster.editable(), body=body, diff=[], call=call
-        )
-        if response is None:
-            return
-        await thread.reply(
-            *blocks.lifecycle_accepted(alias, verb, response.cluster_id or target.cluster_id, response.request_id)
-        )
-        await follow(services, applying, record, wanted)
+    """Start or stop `alias` as a change: locked, checked, maybe approved, recorded, sent, followed."""
+    await run_change(
+        ctx,
+        ChangeRequest(alias=alias, action=verb, summary=verb, replay=lifecycle_replay(verb), dedup_key=dedup_key),
+    )
 
 
 async def start(command: Start, ctx: CommandContext) -> None:
@@ -88,8 +49,18 @@ async def ask_to_stop(command: Stop, ctx: CommandContext) -> None:
     cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
     if cluster.state != NEEDED_STATE["stop"]:
         raise ActionRefused(f"`{command.cluster}` is {cluster.state}: only a Running cluster can stop")
-    value = json.dumps({"alias": command.cluster, "thread_ts": ctx.invocation.thread_ts})
+    value = json.dumps({"alias": command.cluster, "thread_ts": ctx.invocation.thread_ts, "at": services.clock()})
     await ctx.replies.ephemeral(*blocks.stop_confirmation(command.cluster, cluster, value))
+
+
+async def confirm_stop(ctx: CommandContext, value: dict, key: str) -> None:
+    """The stop confirmation was clicked: stop, unless the confirmation is too old."""
+    asked_at = value.get("at")
+    if not isinstance(asked_at, int | float) or ctx.services.clock() - asked_at > CONFIRMATION_SECONDS:
+        raise ActionRefused(
+            f"this confirmation is more than {CONFIRMATION_SECONDS / 60:.0f} minutes old: run `/ray stop` again"
+        )
+    await run_lifecycle(ctx, value["alias"], "stop", key)
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -111,4 +82,4 @@ def register(app: AsyncApp, services: Services) -> None:
         )
         container = body.get("container") or {}
         key = f"stop:{clicked.channel_id}:{container.get('message_ts') or body['actions'][0].get('action_ts')}"
-        await serve(services, invocation, lambda ctx: run_lifecycle(ctx, value["alias"], "stop", key))
+        await serve(services, invocation, lambda ctx: confirm_stop(ctx, value, key))

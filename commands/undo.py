@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.change_state import HOLDS_CLUSTER, TOOK_EFFECT
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
 from bot.flow import ChangeRequest, run_change
@@ -24,7 +25,7 @@ async def undo(ctx: CommandContext, change_id: int) -> None:
     record = await services.store.get_change(change_id)
     if record is None or record.channel_id != ctx.invocation.channel_id:
         raise ActionRefused(f"change #{change_id} was not made in this channel; nothing to undo here")
-    if record.outcome != "done":
+    if record.state not in TOOK_EFFECT:
         raise ActionRefused(f"change #{change_id} was not applied ({record.outcome}), so there is nothing to undo")
     target = services.cluster(ctx.subject, record.alias)
     if target.cluster_id != record.cluster_id:
@@ -32,8 +33,9 @@ async def undo(ctx: CommandContext, change_id: int) -> None:
 
     async def not_undone_yet() -> None:
         for later in await services.store.history(record.alias, 50):
-            if later.undo_of == change_id and later.outcome in ("done", "pending"):
-                raise ActionRefused(f"change #{change_id} is already undone (change #{later.id} by <@{later.user_id}>)")
+            if later.undo_of == change_id and later.state in HOLDS_CLUSTER:
+                verb = "reverted" if later.action == "revert" else "undone"
+                raise ActionRefused(f"change #{change_id} is already {verb} (change #{later.id} by <@{later.user_id}>)")
 
     await run_change(
         ctx,

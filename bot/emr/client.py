@@ -369,6 +369,11 @@ class EmrClient:
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id, "stop")
         return await self._call("StopRayCluster", "POST", path, ActionResponse, body=dumps_body({}), region=region)
 
+    @property
+    def deadline(self) -> float:
+        """Seconds one call may take, retries included: after that a change call in flight is given up."""
+        return self._deadline
+
     # -- one call: attempts, backoff, deadline -----------------------------------------------------
 
     async def _call(

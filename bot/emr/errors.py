@@ -34,6 +34,20 @@ class EmrError(Exception):
         self.recommend = recommend
         super().__init__(str(self))
 
+    @property
+    def maybe_applied(self) -> bool:
+        """Whether a change call that failed this way may still have been applied by the service.
+
+        A timeout, a broken connection, an unreadable answer or a 5xx can all follow a request the
+        service received and acted on; throttling, a 4xx and a credentials failure mean it was not.
+        """
+        if self.code == "CredentialsError" or self.code in THROTTLING_CODES or self.code.startswith("Throttling"):
+            return False
+        if self.status is None:
+            return True
+        # A 2xx whose body could not be read was accepted: only its answer is lost.
+        return self.status >= 500 or 200 <= self.status < 300
+
     def __str__(self) -> str:
         rid = f", RequestId {self.request_id}" if self.request_id else ""
         status = f"HTTP {self.status} " if self.status is not None else ""

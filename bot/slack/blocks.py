@@ -43,22 +43,25 @@ MASK = "••••••"
 ABSENT = "—"
 FENCE = "```"
 
-ChangeStatus = Literal["pending", "done", "failed", "unchanged", "unknown", "awaiting", "rejected"]
+ChangeStatus = Literal["pending", "done", "failed", "unchanged", "unknown", "awaiting", "rejected", "cancelled"]
 STATUS_MARKS: dict[str, tuple[str, str]] = {
     "pending": ("⏳", "in progress"),
     "done": ("✅", "done"),
     "failed": ("❌", "failed"),
     "unchanged": ("➖", "nothing to change"),
-    "unknown": ("⚠️", "outcome unknown"),
+    "unknown": ("⚠️", "outcome unknown, checking"),
+    "cancelled": ("🚫", "stopped, nothing sent"),
     "awaiting": ("✋", "waiting for approval"),
     "rejected": ("🚫", "not applied"),
 }
 
 # Action ids of raybot's buttons: the builders below put them on buttons, commands/ listen for them.
 UNDO_ACTION = "raybot_undo"
-CANCEL_REVERT_ACTION = "raybot_cancel_revert"
-APPROVE_ACTION = "raybot_approve"
-REJECT_ACTION = "raybot_reject"
+# The value of Approve, Reject and Keep it is a change's id (schema 3); the ids changed with it, so a button
+# posted by an older raybot, whose value meant an approval or schedule id, is never read as a change id.
+CANCEL_REVERT_ACTION = "raybot_keep_change"
+APPROVE_ACTION = "raybot_approve_change"
+REJECT_ACTION = "raybot_reject_change"
 STOP_ACTION = "raybot_stop"
 
 
@@ -727,5 +730,52 @@ def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str |
     text = (
         f"✅ *{_esc(alias, NAME_MAX)}*: {verb} accepted · clusterId {inline_code(cluster_id, 64)} · requestId {rid}. "
         "raybot follows it until it settles."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def outcome_checking(alias: str, change_id: int, summary: str, reason: str) -> SlackMessage:
+    """Told in a change's thread when its cloud call may or may not have been applied."""
+    text = (
+        f"⏳ raybot does not know yet whether change #{change_id} to *{_esc(alias, NAME_MAX)}* "
+        f"({_esc(summary, 300)}) took effect ({_esc(reason, 300)}). It is reading the cluster and will say here."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def outcome_known(
+    alias: str,
+    change_id: int,
+    summary: str,
+    applied: bool,
+    *,
+    undo: bool = True,
+    revert_at: float | None = None,
+) -> SlackMessage:
+    """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered) or not."""
+    if not applied:
+        text = (
+            f"❌ Change #{change_id} to *{_esc(alias, NAME_MAX)}* ({_esc(summary, 300)}) did not take effect: "
+            "the cluster does not hold it. Nothing changed; ask again if it is still needed."
+        )
+        return SlackMessage(_fallback(text), [_section(text)])
+    text = (
+        f"✅ Change #{change_id} to *{_esc(alias, NAME_MAX)}* ({_esc(summary, 300)}) took effect: the cluster holds it."
+    )
+    body = [_section(text)]
+    buttons = [_button("Undo", UNDO_ACTION, str(change_id))] if undo else []
+    if revert_at is not None:
+        body.append(_context(f"⏲️ Temporary: raybot reverts this change at {slack_date(revert_at)}."))
+        buttons.append(_button("Keep it (cancel the revert)", CANCEL_REVERT_ACTION, str(change_id)))
+    if buttons:
+        body.append(_actions(*buttons))
+    return SlackMessage(_fallback(text), body)
+
+
+def change_cancelled(alias: str, change_id: int, reason: str) -> SlackMessage:
+    """A recorded change that was stopped before anything reached the cloud."""
+    text = (
+        f"🚫 Change #{change_id} to *{_esc(alias, NAME_MAX)}* was stopped before it was sent ({_esc(reason, 300)}). "
+        "Nothing was sent; ask again if it is still needed."
     )
     return SlackMessage(_fallback(text), [_section(text)])
