@@ -14,6 +14,7 @@ user groups as <!subteam^S…>. The caller asks again at every step that acts
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
 from bot.emr.models import ClusterFields, WorkerGroup
@@ -33,8 +34,9 @@ class Subject:
 class Decision:
     """allow/deny; `reason` is human text for Slack; `role` is the role that allowed it.
 
-    `approval` (only from check_change) says why the change needs a second person's
-    approval before it is applied, with `approval_minutes` to get it; None when it needs none.
+    `approval` (from check_change and check_lifecycle) says why the change, start or stop needs a
+    second person's approval before it is applied, with `approval_minutes` to get it; None when it
+    needs none.
     """
 
     allowed: bool
@@ -324,23 +326,139 @@ def check_change(
 
 
 def approval_reason(rule: ApprovalRule, before: ClusterFields, after: ClusterFields) -> str | None:
-    """Why the change before → after needs a second person under `rule`, or None when it does not."""
+    """Why the change before → after needs a second person under `rule`, or None when it does not.
+
+    The thresholds cover everything a change can raise or take away, group by group: replica,
+    minReplica and maxReplica (a raised value above `above_replica`; a step of more than
+    `above_step` either way), added groups (each value steps from 0) and removed groups (each
+    value steps to 0: the running replicas and the maxReplica capacity go). A value absent in the
+    read counts as 0, so an unknown starting point never hides a step.
+    """
     if rule.always:
         return "every change of this role needs a second person's approval"
     old_groups = {g.group_name: g for g in before.worker_spec or []}
-    reasons = []
+    new_names = {g.group_name for g in after.worker_spec or []}
+    reasons: list[str] = []
     for group in after.worker_spec or []:
         old = old_groups.get(group.group_name)
-        new_replica = group.replica or 0
-        old_replica = (old.replica or 0) if old is not None else 0
-        if new_replica == old_replica and old is not None:
-            continue
         name = escape(group.group_name or "?")
-        if rule.above_replica is not None and new_replica > rule.above_replica and new_replica > old_replica:
-            reasons.append(f"{name} would have {new_replica} replicas (approval needed above {rule.above_replica})")
-        if rule.above_step is not None and abs(new_replica - old_replica) > rule.above_step:
+        for key in _REPLICA_FIELDS:
+            new_value = getattr(group, key)
+            if new_value is None:
+                continue  # a field the change leaves out raises nothing
+            old_value = getattr(old, key) if old is not None else None
+            if old is not None and new_value == old_value:
+                continue
+            baseline = old_value or 0
+            if rule.above_replica is not None and new_value > rule.above_replica and new_value > baseline:
+                reasons.append(_above_text(name, key, new_value, rule.above_replica))
+            if rule.above_step is not None and abs(new_value - baseline) > rule.above_step:
+                reasons.append(_step_text(name, key, baseline, new_value, rule.above_step, added=old is None))
+    if rule.above_step is not None:
+        for raw_name, old in old_groups.items():
+            if raw_name in new_names:
+                continue
+            name = escape(raw_name or "?")
+            if (old.replica or 0) > rule.above_step:
+                reasons.append(
+                    f"removing {name} takes away {old.replica} replicas "
+                    f"(approval needed for steps above {rule.above_step})"
+                )
+            if (old.max_replica or 0) > rule.above_step:
+                reasons.append(
+                    f"removing {name} takes away room to autoscale to {old.max_replica} replicas "
+                    f"(approval needed for steps above {rule.above_step})"
+                )
+    return "; ".join(dict.fromkeys(reasons)) or None
+
+
+_REPLICA_FIELDS = ("replica", "min_replica", "max_replica")
+
+
+def _above_text(name: str, field: str, value: int, threshold: int) -> str:
+    """`name` would hold `value` in `field`, above `threshold`, in plain words."""
+    what = {
+        "replica": f"{name} would have {value} replicas",
+        "min_replica": f"{name} would always keep at least {value} replicas",
+        "max_replica": f"{name} could autoscale to {value} replicas",
+    }[field]
+    return f"{what} (approval needed above {threshold})"
+
+
+def _step_text(name: str, field: str, old: int, new: int, threshold: int, *, added: bool) -> str:
+    """`field` of `name` would step from `old` to `new`, more than `threshold`, in plain words."""
+    tail = f"(approval needed for steps above {threshold})"
+    if added:
+        what = {
+            "replica": f"adding {name} brings {new} replicas",
+            "min_replica": f"adding {name} keeps at least {new} replicas",
+            "max_replica": f"adding {name} lets it autoscale to {new} replicas",
+        }[field]
+        return f"{what} {tail}"
+    label = {"replica": "replicas", "min_replica": "minimum replicas", "max_replica": "maximum replicas"}[field]
+    return f"{name} {label} would go from {old} to {new} ({new - old:+d}) {tail}"
+
+
+def check_lifecycle(
+    config: Config,
+    subject: Subject,
+    verb: Literal["start", "stop"],
+    alias: str,
+    cluster: ClusterFields,
+) -> Decision:
+    """May `subject` start or stop `alias`, and does it need a second person's approval?
+
+    The same bindings decide as for `check_change`, and the most permissive one wins (one
+    that needs no approval beats one that does). `cluster` is the cluster as read: stopping
+    takes every running worker away (a step of -replica per group), starting brings each
+    group up to its replica (a step of +replica, and that many replicas). Role limits are
+    not applied: starting or stopping changes no spec.
+    """
+    if verb not in ("start", "stop"):
+        raise ValueError(f"check_lifecycle is for start and stop, not {verb!r}")
+    first = decide(config, subject, verb, alias)
+    if not first.allowed:
+        return first
+    needing_approval: list[Decision] = []
+    for binding, role in _applicable(config, subject, verb, alias):
+        rule = binding.approval or role.approval
+        why = lifecycle_approval_reason(rule, verb, cluster) if rule is not None else None
+        decision = Decision(
+            True,
+            f"{binding.role} in {_channel(subject.channel_id)} allows {verb}",
+            role=binding.role,
+            approval=why,
+            approval_minutes=rule.expires_minutes if rule is not None else 30,
+        )
+        if why is None:
+            return decision
+        needing_approval.append(decision)
+    return needing_approval[0]  # decide() allowed it, so some binding applies
+
+
+def lifecycle_approval_reason(rule: ApprovalRule, verb: Literal["start", "stop"], cluster: ClusterFields) -> str | None:
+    """Why starting or stopping `cluster` needs a second person under `rule`, or None when it does not."""
+    if rule.always:
+        return f"this role needs a second person's approval to {verb} a cluster"
+    reasons: list[str] = []
+    for group in cluster.worker_spec or []:
+        replica = group.replica or 0
+        name = escape(group.group_name or "?")
+        if verb == "stop":
+            if rule.above_step is not None and replica > rule.above_step:
+                reasons.append(
+                    f"stopping takes away the {replica} replicas of {name} "
+                    f"(approval needed for steps above {rule.above_step})"
+                )
+            continue
+        if rule.above_replica is not None and replica > rule.above_replica:
             reasons.append(
-                f"{name} would change by {new_replica - old_replica:+d} (approval needed above {rule.above_step})"
+                f"starting brings {name} up to {replica} replicas (approval needed above {rule.above_replica})"
+            )
+        if rule.above_step is not None and replica > rule.above_step:
+            reasons.append(
+                f"starting brings {name} up from 0 to {replica} replicas "
+                f"(approval needed for steps above {rule.above_step})"
             )
     return "; ".join(reasons) or None
 

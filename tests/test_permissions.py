@@ -471,3 +471,199 @@ def test_permission_table_and_whoami_show_approval_rules():
     assert "approval always (30 min)" in table
     [oncall, *_] = grants(config, Subject("U0SOMEONE", "C0ONCALL01"))
     assert "approval above 20 replicas" in oncall.limits
+
+
+# --- approval thresholds cover min, max, added and removed groups (issue item 8) ---------------------------------
+
+THRESHOLD_CONFIG = """
+region: cn-hangzhou
+clusters:
+  prod: {workspace: w-1, cluster: ray-1}
+roles:
+  ops:
+    actions: [resize, autoscale, edit, start, stop]
+    approval: {above_replica: 20, above_step: 10, expires_minutes: 15}
+  careful: {actions: [resize, start, stop], approval: always}
+  viewer: {actions: [show]}
+channels:
+  C0OPS:
+    - {role: ops}
+  C0CAREFUL:
+    - {role: careful}
+    - {role: ops, users: [U0TRUSTED]}
+  C0VIEW:
+    - {role: viewer}
+"""
+OPS = Subject("U0SOMEONE", "C0OPS")
+
+
+@pytest.fixture(scope="module")
+def thresholds() -> Config:
+    return parse_config(THRESHOLD_CONFIG)
+
+
+def spec(*groups: dict) -> ClusterFields:
+    return ClusterFields.model_validate({"workerSpec": list(groups)})
+
+
+def wg(name: str, replica: int, low: int = 1, high: int = 40) -> dict:
+    return {"groupName": name, "replica": replica, "minReplica": low, "maxReplica": high}
+
+
+def test_raising_max_replica_past_the_threshold_needs_approval(thresholds: Config) -> None:
+    decision = check_change(
+        thresholds, OPS, "autoscale", "prod", spec(wg("WorkerGroup1", 2, high=4)), spec(wg("WorkerGroup1", 2, high=100))
+    )
+    assert decision.allowed and decision.role == "ops" and decision.approval_minutes == 15
+    assert decision.approval == (
+        "WorkerGroup1 could autoscale to 100 replicas (approval needed above 20); "
+        "WorkerGroup1 maximum replicas would go from 4 to 100 (+96) (approval needed for steps above 10)"
+    )
+
+
+def test_a_max_replica_step_alone_needs_approval_and_a_small_one_does_not(thresholds: Config) -> None:
+    before = spec(wg("WorkerGroup1", 2, high=4))
+    step = check_change(thresholds, OPS, "autoscale", "prod", before, spec(wg("WorkerGroup1", 2, high=15)))
+    assert step.approval == (
+        "WorkerGroup1 maximum replicas would go from 4 to 15 (+11) (approval needed for steps above 10)"
+    )
+    small = check_change(thresholds, OPS, "autoscale", "prod", before, spec(wg("WorkerGroup1", 2, high=12)))
+    assert small.allowed and small.approval is None
+    # Lowering the ceiling a lot takes capacity away: a step like any other.
+    down = check_change(thresholds, OPS, "autoscale", "prod", spec(wg("WorkerGroup1", 2, high=40)), before)
+    assert down.approval == (
+        "WorkerGroup1 maximum replicas would go from 40 to 4 (-36) (approval needed for steps above 10)"
+    )
+
+
+def test_raising_min_replica_past_the_threshold_needs_approval(thresholds: Config) -> None:
+    before = spec(wg("WorkerGroup1", 25, low=1))
+    decision = check_change(thresholds, OPS, "autoscale", "prod", before, spec(wg("WorkerGroup1", 25, low=22)))
+    assert decision.approval == (
+        "WorkerGroup1 would always keep at least 22 replicas (approval needed above 20); "
+        "WorkerGroup1 minimum replicas would go from 1 to 22 (+21) (approval needed for steps above 10)"
+    )
+    within = check_change(thresholds, OPS, "autoscale", "prod", before, spec(wg("WorkerGroup1", 25, low=5)))
+    assert within.approval is None
+
+
+def test_removing_a_big_group_needs_approval(thresholds: Config) -> None:
+    before = spec(wg("WorkerGroup1", 2, high=4), wg("WorkerGroup2", 30, high=40))
+    decision = check_change(thresholds, OPS, "edit", "prod", before, spec(wg("WorkerGroup1", 2, high=4)))
+    assert decision.allowed
+    assert decision.approval == (
+        "removing WorkerGroup2 takes away 30 replicas (approval needed for steps above 10); "
+        "removing WorkerGroup2 takes away room to autoscale to 40 replicas (approval needed for steps above 10)"
+    )
+    two = spec(wg("WorkerGroup1", 2, high=4), wg("g2", 2, high=4))
+    small = check_change(thresholds, OPS, "edit", "prod", two, spec(wg("WorkerGroup1", 2, high=4)))
+    assert small.approval is None
+
+
+def test_removing_a_group_whose_ceiling_is_high_needs_approval(thresholds: Config) -> None:
+    before = spec(wg("WorkerGroup1", 2, high=4), wg("WorkerGroup2", 2, high=30))
+    decision = check_change(thresholds, OPS, "edit", "prod", before, spec(wg("WorkerGroup1", 2, high=4)))
+    assert decision.approval == (
+        "removing WorkerGroup2 takes away room to autoscale to 30 replicas (approval needed for steps above 10)"
+    )
+
+
+def test_adding_a_group_steps_every_value_from_zero(thresholds: Config) -> None:
+    before = spec(wg("WorkerGroup1", 2, high=4))
+    big = check_change(thresholds, OPS, "edit", "prod", before, spec(wg("WorkerGroup1", 2, high=4), wg("g3", 5)))
+    assert big.approval == (
+        "g3 could autoscale to 40 replicas (approval needed above 20); "
+        "adding g3 lets it autoscale to 40 replicas (approval needed for steps above 10)"
+    )
+    many = check_change(
+        thresholds, OPS, "edit", "prod", before, spec(wg("WorkerGroup1", 2, high=4), wg("g3", 12, high=12))
+    )
+    assert "adding g3 brings 12 replicas (approval needed for steps above 10)" in many.approval
+    small = check_change(
+        thresholds, OPS, "edit", "prod", before, spec(wg("WorkerGroup1", 2, high=4), wg("g3", 2, high=4))
+    )
+    assert small.approval is None
+
+
+def test_unchanged_groups_and_absent_values_raise_nothing(thresholds: Config) -> None:
+    # Groups already above the thresholds, left alone, need nothing; an edit elsewhere is not a step.
+    before = spec(wg("WorkerGroup1", 30, high=100), wg("g2", 1, high=2))
+    after = spec(wg("WorkerGroup1", 30, high=100), wg("g2", 2, high=2))
+    assert check_change(thresholds, OPS, "resize", "prod", before, after).approval is None
+    # A maxReplica the read did not have counts from 0: the autoscaler's new room is a step.
+    unknown = spec({"groupName": "g", "replica": 2})
+    raised = check_change(thresholds, OPS, "autoscale", "prod", unknown, spec({**wg("g", 2), "maxReplica": 12}))
+    assert raised.approval == "g maximum replicas would go from 0 to 12 (+12) (approval needed for steps above 10)"
+
+
+def test_threshold_reasons_escape_group_names(thresholds: Config) -> None:
+    before = spec(wg("<!channel>", 30))
+    decision = check_change(thresholds, OPS, "edit", "prod", before, spec())
+    assert "<!channel>" not in decision.approval and "&lt;!channel&gt;" in decision.approval
+
+
+# --- start and stop follow the two-person rule (issue item 7) ----------------------------------------------------
+
+
+def test_stop_and_start_under_approval_always() -> None:
+    from bot.permissions import check_lifecycle
+
+    config = parse_config(THRESHOLD_CONFIG)
+    anyone = Subject("U0ANY", "C0CAREFUL")
+    small = spec(wg("WorkerGroup1", 1, high=2))
+    stop = check_lifecycle(config, anyone, "stop", "prod", small)
+    assert stop.allowed and stop.role == "careful" and stop.approval_minutes == 30
+    assert stop.approval == "this role needs a second person's approval to stop a cluster"
+    start = check_lifecycle(config, anyone, "start", "prod", small)
+    assert start.approval == "this role needs a second person's approval to start a cluster"
+
+
+def test_stop_takes_every_running_worker_away(thresholds: Config) -> None:
+    from bot.permissions import check_lifecycle
+
+    running = spec(wg("WorkerGroup1", 4, high=8), wg("WorkerGroup2", 30))
+    stop = check_lifecycle(thresholds, OPS, "stop", "prod", running)
+    assert stop.allowed and stop.approval_minutes == 15
+    assert stop.approval == ("stopping takes away the 30 replicas of WorkerGroup2 (approval needed for steps above 10)")
+    quiet = check_lifecycle(thresholds, OPS, "stop", "prod", spec(wg("WorkerGroup1", 4, high=8), wg("g2", 10)))
+    assert quiet.allowed and quiet.approval is None  # a step of exactly 10 is not above 10
+
+
+def test_start_brings_each_group_up_to_its_replica(thresholds: Config) -> None:
+    from bot.permissions import check_lifecycle
+
+    big = check_lifecycle(thresholds, OPS, "start", "prod", spec(wg("WorkerGroup1", 25)))
+    assert big.approval == (
+        "starting brings WorkerGroup1 up to 25 replicas (approval needed above 20); "
+        "starting brings WorkerGroup1 up from 0 to 25 replicas (approval needed for steps above 10)"
+    )
+    step = check_lifecycle(thresholds, OPS, "start", "prod", spec(wg("WorkerGroup1", 12)))
+    assert step.approval == (
+        "starting brings WorkerGroup1 up from 0 to 12 replicas (approval needed for steps above 10)"
+    )
+    small = check_lifecycle(thresholds, OPS, "start", "prod", spec(wg("WorkerGroup1", 3), wg("g2", 10)))
+    assert small.allowed and small.approval is None
+    assert check_lifecycle(thresholds, OPS, "start", "prod", spec()).approval is None  # nothing to bring up
+
+
+def test_lifecycle_most_permissive_binding_wins(thresholds: Config) -> None:
+    from bot.permissions import check_lifecycle
+
+    trusted = Subject("U0TRUSTED", "C0CAREFUL")
+    small = spec(wg("WorkerGroup1", 3))
+    free = check_lifecycle(thresholds, trusted, "stop", "prod", small)
+    assert free.allowed and free.approval is None and free.role == "ops"
+    # When every binding needs approval, the first one's reason is given.
+    big = check_lifecycle(thresholds, trusted, "stop", "prod", spec(wg("WorkerGroup1", 30)))
+    assert big.allowed and big.role == "careful" and "approval to stop" in big.approval
+
+
+def test_lifecycle_denials_and_bad_verbs(thresholds: Config) -> None:
+    from bot.permissions import check_lifecycle
+
+    denied = check_lifecycle(thresholds, Subject("U0ANY", "C0VIEW"), "stop", "prod", spec(wg("g", 1)))
+    assert not denied.allowed and denied.kind == "not_granted" and denied.approval is None
+    unknown = check_lifecycle(thresholds, OPS, "start", "nosuch", spec())
+    assert not unknown.allowed and unknown.kind == "unknown_cluster"
+    with pytest.raises(ValueError, match="start and stop"):
+        check_lifecycle(thresholds, OPS, "resize", "prod", spec())  # type: ignore[arg-type]
