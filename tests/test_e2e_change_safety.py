@@ -164,7 +164,8 @@ async def test_undo_puts_the_changed_fields_back(http, raybot, slack, emr):
 
 async def test_undo_after_a_conflicting_change_explains_and_changes_nothing(http, raybot, slack, emr):
     await send(http, raybot, slack, "resize prod WorkerGroup1=3")
-    await wait_new(slack, done_updates(slack))
+    # This change's own answer (a root update could be a follow of an earlier test's change settling).
+    await wait_new(slack, lambda c: c.method == "chat.postMessage" and UNDO_ACTION in text_of(c.args))
     changed = emr.cluster(world.WORKSPACE, world.PROD) | {"workspaceId": world.WORKSPACE}
     changed["workerSpec"][0]["replica"] = 4  # someone else resized it since
     emr.seed([changed])
@@ -197,8 +198,8 @@ async def test_approval_refused_to_the_requester_and_applied_once_on_a_double_cl
     assert request.args["channel"] == world.ONCALL_CHANNEL
 
 
-async def test_killed_between_the_audit_writes_is_reported_on_restart(http, env, slack, emr, tmp_path):
-    crash_env = env | {"RAYBOT_DATABASE": str(tmp_path / "crash.db")}
+async def test_killed_during_the_cloud_call_is_checked_and_told_on_restart(http, env, slack, emr, tmp_path):
+    crash_env = env | {"RAYBOT_DATABASE": str(tmp_path / "crash.db"), "RAYBOT_EMR_DEADLINE_SECONDS": "1"}
     first = start_raybot(crash_env)
     try:
         emr.inject("hang", action="UpdateRayCluster")
@@ -212,11 +213,20 @@ async def test_killed_between_the_audit_writes_is_reported_on_restart(http, env,
     emr.release_hanging()  # the hanging update is answered 503: it did not take effect
     second = start_raybot(crash_env)
     try:
+        checking = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "does not know yet" in c.args.get("text", "")
+        )
+        assert checking.args["thread_ts"] == root.response["ts"]
         told = await wait_new(
-            slack, lambda c: c.method == "chat.postMessage" and "outcome is unknown" in c.args.get("text", "")
+            slack,
+            lambda c: c.method == "chat.postMessage" and "did not take effect" in c.args.get("text", ""),
+            timeout=15,
         )
         assert told.args["thread_ts"] == root.response["ts"]
-        assert "did not take effect" in told.args["text"]
-        await wait_new(slack, lambda c: c.method == "chat.update" and "⚠️" in c.args.get("text", ""))
+        final = await wait_new(slack, lambda c: c.method == "chat.update" and "❌" in c.args.get("text", ""))
+        assert final.args["ts"] == root.response["ts"]
+        # The lock the dead process held was freed by the restart: a new change goes through at once.
+        await send(http, second, slack, "resize prod WorkerGroup1=4")
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and UNDO_ACTION in text_of(c.args))
     finally:
         second.stop()
