@@ -53,8 +53,37 @@ def _check_config(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: OK ({len(config.clusters)} clusters, {len(config.roles)} roles, {len(config.channels)} channels)")
+    from bot.store import StoreError, inspect_store
+
+    database = os.environ.get("RAYBOT_DATABASE") or "raybot.db"
+    try:
+        status = asyncio.run(inspect_store(database))
+        print(f"store: {status.describe()}")
+    except StoreError as error:
+        # Not fatal here: the config is what this command checks; `raybot serve` stops on a bad database.
+        print(f"warning: store: {error}", file=sys.stderr)
     print()
     print(render_permission_table(config))
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    """Bring RAYBOT_DATABASE's schema up to date and exit (raybot serve does it too, at start)."""
+    from bot.store import Store, StoreError
+
+    async def run() -> str:
+        store = Store(os.environ.get("RAYBOT_DATABASE") or "raybot.db", heartbeat=False)
+        await store.open()
+        try:
+            return (await store.schema_status()).describe()
+        finally:
+            await store.close()
+
+    try:
+        print(f"raybot: {asyncio.run(run())}")
+    except StoreError as error:
+        print(f"raybot: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -86,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("path", nargs="?", help="config file (default: $RAYBOT_CONFIG or raybot.yaml)")
     check.set_defaults(run=_check_config)
     sub.add_parser("manifest", help="print the Slack app manifest").set_defaults(run=_manifest)
+    sub.add_parser(
+        "migrate", help="bring RAYBOT_DATABASE's schema up to date and exit (a separate migration role's job)"
+    ).set_defaults(run=_migrate)
     sandbox = sub.add_parser(
         "sandbox", help="try raybot in a browser: emulated Slack and cloud, on 127.0.0.1 only, no account needed"
     )

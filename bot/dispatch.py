@@ -24,6 +24,7 @@ from bot.permissions import Subject
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Invocation, Replies, ResponseUrlError, slack_error_text
+from bot.store import StoreUnavailable
 
 log = logging.getLogger("raybot.dispatch")
 
@@ -59,6 +60,9 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
         return blocks.cloud_error(error.action, error.code, error.message, error.request_id)
     if isinstance(error, SlackApiError):
         return blocks.slack_error(_method(error), slack_error_text(error))
+    if isinstance(error, StoreUnavailable):
+        log.warning("request refused: %s", error)
+        return blocks.refused(STORE_DOWN_TEXT)
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error, reference %s", reference, exc_info=error)
     return blocks.internal_error(reference)
@@ -82,6 +86,10 @@ class CommandRouter:
         services.metrics.command(type(command).__name__.lower(), outcome)
 
 
+STORE_DOWN_TEXT = (
+    "raybot cannot record this change right now; nothing was sent. Its database is not answering: "
+    "try again in a minute, and tell whoever runs raybot if it lasts."
+)
 DRAINING_TEXT = "raybot is restarting and takes no new work for a moment; try again in a minute. Nothing was sent."
 
 
@@ -93,7 +101,7 @@ def outcome_of(error: BaseException | None) -> str:
         return "denied"
     if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused):
         return "invalid"
-    if isinstance(error, EmrError | SlackApiError | ClusterBusy):
+    if isinstance(error, EmrError | SlackApiError | ClusterBusy | StoreUnavailable):
         return "failed"
     return "error"
 

@@ -61,7 +61,9 @@ CHECK_INTERVAL_SECONDS = 2.0
 # The least pause between passes after a pass that failed: a broken store or bug never spins the loop.
 FAILED_PASS_PAUSE_SECONDS = 1.0
 REVERT_MAX_ATTEMPTS = 8  # then the automatic revert gives up, and says so
-BUSY_RETRY_SECONDS = 15.0  # a revert that finds the cluster locked by a person's change looks again this soon
+BUSY_RETRY_SECONDS = 15.0
+# How long a replica holds a due change it is working on before another may take it over.
+LEASE_SECONDS = 60.0  # a revert that finds the cluster locked by a person's change looks again this soon
 
 
 async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
@@ -88,30 +90,30 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
 
 
 async def reconcile(services: Services) -> int:
-    """One pass over everything due now; returns how many items failed (each already deferred)."""
+    """One pass over everything due now, leased to this run; returns how many items failed (each deferred)."""
     failures = 0
     now = services.clock()
     try:
-        changes = await services.store.due_changes(now)
-        reverts = await services.store.due_reverts(now)
+        due = await services.store.claim_due(now, lease=LEASE_SECONDS)
     except StoreError as error:
         log.warning("cannot read due work: %s", error)
         return 1
-    for record in changes:
-        try:
-            await reconcile_change(services, record)
-        except Exception as error:  # noqa: BLE001 - one bad change must not stop the others
-            failures += 1
-            log.error("reconciling change #%s failed: %s", record.id, _why(error))
-            await _defer(services, record)
-    for record in reverts:
-        try:
-            await revert_due(services, record)
-        except Exception as error:  # noqa: BLE001
-            failures += 1
-            log.error("the automatic revert of change #%s failed: %s", record.id, _why(error))
-            with contextlib.suppress(Exception):
-                await revert_failed(services, record, _why(error))
+    for record, change_is_due, revert_is_due in due:
+        if change_is_due:
+            try:
+                await reconcile_change(services, record)
+            except Exception as error:  # noqa: BLE001 - one bad change must not stop the others
+                failures += 1
+                log.error("reconciling change #%s failed: %s", record.id, _why(error))
+                await _defer(services, record)
+        if revert_is_due:
+            try:
+                await revert_due(services, record)
+            except Exception as error:  # noqa: BLE001
+                failures += 1
+                log.error("the automatic revert of change #%s failed: %s", record.id, _why(error))
+                with contextlib.suppress(Exception):
+                    await revert_failed(services, record, _why(error))
     return failures
 
 

@@ -91,7 +91,12 @@ async def running_services(
         observe=metrics.cloud_call,
     )
     try:
-        store = await open_store(settings.database, clock=clock, lock_ttl=settings.lock_ttl_seconds)
+        store = await open_store(
+            settings.database,
+            clock=clock,
+            lock_ttl=settings.lock_ttl_seconds,
+            pool_size=settings.database_pool_size,
+        )
     except StoreError as error:
         await emr.aclose()
         raise StartupError(f"cannot open RAYBOT_DATABASE: {error}") from None
@@ -135,13 +140,20 @@ async def readiness(services: Services) -> dict[str, str]:
             checks[name] = f"Slack said {error.response.get('error')}"
         except EmrError as error:
             checks[name] = f"{error.code}"
+        except StoreError as error:
+            checks[name] = str(error)
         except TimeoutError:
             checks[name] = f"no answer within {READY_CHECK_SECONDS:g} s"
         except Exception as error:  # noqa: BLE001 - a probe reports, it does not crash
             checks[name] = type(error).__name__
 
+    async def store() -> None:
+        status = await services.store.schema_status()
+        if not status.up_to_date:
+            raise StoreError(status.describe())
+
     await asyncio.gather(
-        check("store", lambda: services.store.get_change(0)),
+        check("store", store),
         check("slack", services.slack.auth_test),
         check("credentials", services.emr.check_credentials),
     )
@@ -167,7 +179,8 @@ def http_app(app: AsyncApp | None, services: Services) -> web.Application:
     async def readyz(_: web.Request) -> web.Response:
         checks = await readiness(services)
         ready = all(value == "ok" for value in checks.values())
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        body = {"ready": ready, "checks": checks, "store": services.store.description}
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         body, content_type = services.metrics.render()

@@ -28,6 +28,7 @@ class Settings:
     emr_deadline_seconds: float = 10.0
     lock_wait_seconds: float = 5.0
     lock_ttl_seconds: float = 15.0
+    database_pool_size: int = 5
     usergroup_cache_seconds: float = 60.0
     shutdown_seconds: float = 25.0
     follow_seconds: float = 900.0
@@ -83,6 +84,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     lock_wait = _seconds(env, "RAYBOT_LOCK_WAIT_SECONDS", "5", 60)
     # A dead holder keeps a cluster locked up to this long (a restart on the same host frees it at once).
     lock_ttl = _seconds(env, "RAYBOT_LOCK_TTL_SECONDS", "15", 300)
+    pool_text = _get(env, "RAYBOT_DATABASE_POOL_SIZE") or "5"
+    if not (pool_text.isascii() and pool_text.isdigit() and 1 <= int(pool_text) <= 50):
+        raise SettingsError(
+            f"RAYBOT_DATABASE_POOL_SIZE must be a whole number of connections from 1 to 50, not {pool_text!r}"
+        )
     usergroup_cache = _seconds(env, "RAYBOT_USERGROUP_CACHE_SECONDS", "60", 3600, zero_ok=True)
     shutdown = _seconds(env, "RAYBOT_SHUTDOWN_SECONDS", "25", 600)
     follow = _seconds(env, "RAYBOT_FOLLOW_SECONDS", "900", 86400)
@@ -106,6 +112,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         emr_deadline_seconds=deadline,
         lock_wait_seconds=lock_wait,
         lock_ttl_seconds=lock_ttl,
+        database_pool_size=int(pool_text),
         usergroup_cache_seconds=usergroup_cache,
         shutdown_seconds=shutdown,
         follow_seconds=follow,

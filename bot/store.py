@@ -1,18 +1,24 @@
 """raybot's state: every change as one row moving through a state machine, plus drafts, dedup keys and locks.
 
-`Store` is the interface; `SqliteStore` implements it on one SQLite file (a PostgreSQL backend for
-several replicas can implement the same Protocol). SQLite is used through the stdlib driver on ONE
-dedicated worker thread owned by the store: every statement runs there, so the event loop never
-blocks on disk I/O or `busy_timeout`, and SQLite sees exactly one connection per store.
+One implementation for both databases, written once in SQLAlchemy Core (bot/schema.py holds the
+tables) with Alembic migrations (bot/migrations): SQLite — a file, the default for one process and
+for `raybot sandbox` — and PostgreSQL, which several replicas share.
 
 A change is one row from request to settle (bot/change_state.py has the states): it moves only by
 compare-and-set (`UPDATE … WHERE id = ? AND state IN (…)`), its `version` counts the moves, and a move
-made on behalf of a cluster's lock holder is fenced: it happens only while that lock is still held.
+made on behalf of a cluster's lock holder is fenced: in the same transaction the lock row is read
+(`FOR UPDATE` on PostgreSQL) and the move happens only while that lock is still held.
 Approvals, temporary reverts and follows are states and columns of that row, not tables of their own.
 
 Locks belong to a *run* (one process's life, `runs` table) that renews them with a heartbeat. A run
 that stops renewing loses its locks within `lock_ttl`; a process that restarts on the same host ends
 its previous run at once, releasing its locks and handing its in-flight changes to the reconciler.
+Background work is claimed row by row with a lease (`claim_due`: `FOR UPDATE SKIP LOCKED` on
+PostgreSQL), so each due step is taken by one replica and by another when that one dies.
+
+SQLite is used with one pooled connection and `BEGIN IMMEDIATE` transactions (writers queue on the
+file lock instead of failing on a read-then-write upgrade); PostgreSQL with a small pool that checks
+connections before use, so raybot reconnects by itself after the database comes back.
 
 Anything persisted is masked (bot.emr.changes.redact_secrets): secrets never reach the disk.
 All times come from the injected `clock` (epoch seconds), so expiry is testable without waiting.
@@ -28,26 +34,24 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Select, and_, case, delete, event, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from bot.change_state import (
-    FINAL,
-    REVERT_ALLOWED,
-    REVERT_STATES,
-    STATES,
-    check_move,
-)
+from bot.change_state import FINAL, REVERT_ALLOWED, check_move
 from bot.change_state import outcome as outcome_of_state
 from bot.emr.changes import redact_secrets
+from bot.schema import changes, dedup_keys, drafts, locks, runs
 
 log = logging.getLogger("raybot.store")
 
@@ -56,17 +60,27 @@ BUSY_TIMEOUT_MS = 5000
 LOCK_RECHECK_SECONDS = 0.5  # how often a waiter re-reads a lock held by another process
 LOCK_TTL_SECONDS = 15.0  # a run that stops renewing loses its locks this long after its last heartbeat
 MAX_DRAFT_KEY = 64
-
-T = TypeVar("T")
+POOL_SIZE = 5  # PostgreSQL connections per replica (RAYBOT_DATABASE_POOL_SIZE): held a statement or two at a time
+CONNECT_TIMEOUT_SECONDS = 5  # a database that does not answer is reported, not waited for
+STATEMENT_TIMEOUT_MS = 10_000  # no statement of raybot's takes long; a stuck one must not hang a change
+MIGRATION_LOCK = 7_262_001  # the PostgreSQL advisory lock that makes replicas starting together migrate once
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 # Columns that hold JSON.
 _JSON_COLUMNS = frozenset({"spec_before", "body", "diff", "replay", "data", "wanted"})
 # Columns persisted masked.
 _MASKED_COLUMNS = frozenset({"spec_before", "body"})
+# What a background step may be waiting for, by state (see due_changes).
+_TIMED_STATES = ("unknown", "applied", "awaiting_approval")
+_IN_FLIGHT = ("applying", "sending")
 
 
 class StoreError(Exception):
     """The store cannot do what was asked: bad database URL, schema too new, a refused transition, I/O."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now (down, restarting, refusing connections, timing out)."""
 
 
 class LockLost(StoreError):
@@ -155,11 +169,21 @@ class ChangeRecord(_Frozen):
     follow_deadline_at: float | None = None
     last_summary: str | None = None
     finished_at: float | None = None  # when it took effect or failed for good
+    lease_run: str | None = None  # the run handling its background step now …
+    lease_until: float | None = None  # … until then (then another may take over)
 
     @property
     def outcome(self) -> str:
         """done | failed | unknown | pending | not approved: the coarse outcome."""
         return outcome_of_state(self.state)
+
+
+class Due(NamedTuple):
+    """A change leased to this run by `claim_due`, and which of its steps are due: the change's own, its revert's."""
+
+    record: ChangeRecord
+    change: bool
+    revert: bool
 
 
 @dataclass(frozen=True)
@@ -190,260 +214,95 @@ class LockBusy(Exception):
         super().__init__(f"{holder.cluster_key} is locked by {holder.user_id}: {holder.summary}")
 
 
-class Store(Protocol):
-    """The state store raybot's flow talks to."""
+# --- where the database is ----------------------------------------------------------------------------
 
-    run_id: str
-    lock_ttl: float
-
-    async def close(self) -> None: ...
-
-    # exactly-once
-    async def claim(self, key: str, *, ttl: float = MIN_CLAIM_TTL) -> bool: ...
-    async def release_claim(self, key: str) -> None: ...
-
-    # locks
-    async def acquire_lock(self, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0) -> Fence: ...
-    async def release_lock(self, fence: Fence) -> None: ...
-    async def holds_lock(self, fence: Fence) -> bool: ...
-    async def heartbeat(self) -> int: ...
-
-    # changes
-    async def create_change(self, change: NewChange, *, state: str, fence: Fence | None = None) -> ChangeRecord: ...
-    async def set_thread(self, change_id: int, *, root_ts: str, thread_ts: str) -> None: ...
-    async def move(
-        self, change_id: int, to: str, *, from_: str | tuple[str, ...], fence: Fence | None = None, **fields: Any
-    ) -> ChangeRecord | None: ...
-    async def touch(self, change_id: int, *, state: str, **fields: Any) -> ChangeRecord | None: ...
-    async def move_revert(
-        self, change_id: int, to: str, *, from_: str | tuple[str, ...], **fields: Any
-    ) -> ChangeRecord | None: ...
-    async def get_change(self, change_id: int) -> ChangeRecord | None: ...
-    async def history(self, alias: str, limit: int = 10) -> list[ChangeRecord]: ...
-    async def due_changes(self, now: float) -> list[ChangeRecord]: ...
-    async def due_reverts(self, now: float) -> list[ChangeRecord]: ...
-    async def next_due_at(self) -> float | None: ...
-
-    # drafts
-    async def put_draft(
-        self, data: dict[str, Any], *, user_id: str, ttl: float = 3600.0, key: str | None = None
-    ) -> str: ...
-    async def get_draft(self, key: str) -> dict[str, Any] | None: ...
-    async def delete_draft(self, key: str) -> None: ...
-
-    async def purge_expired(self) -> int: ...
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-# --- schema -----------------------------------------------------------------------------------------
+def database_url(database: str) -> URL:
+    """The SQLAlchemy URL a RAYBOT_DATABASE value names.
 
-# Each migration is a sequence of statements; version N is MIGRATIONS[N - 1]. Append only: a released
-# migration is never edited, because databases in the field already ran it.
-MIGRATIONS_V2: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE approvals (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at REAL NOT NULL,
-            expires_at REAL NOT NULL,
-            requester_id TEXT NOT NULL,
-            channel_id TEXT NOT NULL,
-            thread_ts TEXT,
-            root_ts TEXT,
-            alias TEXT NOT NULL,
-            action TEXT NOT NULL,
-            summary TEXT NOT NULL,
-            request TEXT NOT NULL,
-            spec_before TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('pending','approved','rejected','expired','void','applied')),
-            decided_by TEXT,
-            decided_at REAL,
-            reason TEXT
-        )""",
-        """CREATE TABLE changes (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            team_id TEXT,
-            user_id TEXT NOT NULL,
-            channel_id TEXT NOT NULL,
-            thread_ts TEXT,
-            root_ts TEXT,
-            alias TEXT NOT NULL,
-            workspace TEXT NOT NULL,
-            cluster_id TEXT NOT NULL,
-            region TEXT NOT NULL,
-            action TEXT NOT NULL,
-            summary TEXT NOT NULL,
-            spec_before TEXT,
-            body TEXT,
-            diff TEXT NOT NULL,
-            outcome TEXT NOT NULL CHECK (outcome IN ('pending','done','failed','unknown')),
-            request_id TEXT,
-            error_code TEXT,
-            error_message TEXT,
-            undo_of INTEGER REFERENCES changes(id),
-            approval_id INTEGER REFERENCES approvals(id),
-            finished_at REAL
-        )""",
-        "CREATE INDEX changes_by_alias ON changes (alias, created_at DESC, id DESC)",
-        "CREATE INDEX changes_by_outcome ON changes (outcome)",
-        """CREATE TABLE dedup_keys (
-            key TEXT PRIMARY KEY,
-            claimed_at REAL NOT NULL,
-            expires_at REAL NOT NULL
-        )""",
-        """CREATE TABLE locks (
-            cluster_key TEXT PRIMARY KEY,
-            holder TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            summary TEXT NOT NULL,
-            acquired_at REAL NOT NULL,
-            expires_at REAL NOT NULL
-        )""",
-        """CREATE TABLE drafts (
-            key TEXT PRIMARY KEY,
-            user_id TEXT NOT NULL,
-            data TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            expires_at REAL NOT NULL
-        )""",
-        """CREATE TABLE schedules (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created_at REAL NOT NULL,
-            due_at REAL NOT NULL,
-            change_id INTEGER NOT NULL REFERENCES changes(id),
-            alias TEXT NOT NULL,
-            channel_id TEXT NOT NULL,
-            thread_ts TEXT,
-            status TEXT NOT NULL CHECK (status IN ('scheduled','done','cancelled','failed')),
-            finished_at REAL,
-            note TEXT
-        )""",
-        "CREATE INDEX schedules_due ON schedules (status, due_at)",
-    ),
-    (
-        """CREATE TABLE follows (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            change_id INTEGER NOT NULL REFERENCES changes(id),
-            alias TEXT NOT NULL,
-            channel_id TEXT NOT NULL,
-            thread_ts TEXT,
-            root_ts TEXT,
-            wanted TEXT NOT NULL,
-            started_at REAL NOT NULL,
-            deadline_at REAL NOT NULL,
-            next_at REAL NOT NULL,
-            attempt INTEGER NOT NULL DEFAULT 0,
-            status TEXT NOT NULL CHECK (status IN ('following','done','failed','timeout','cancelled')),
-            last_summary TEXT,
-            finished_at REAL
-        )""",
-        "CREATE INDEX follows_due ON follows (status, next_at)",
-        # One change is followed at most once at a time, whichever replica starts it.
-        "CREATE UNIQUE INDEX follows_one_per_change ON follows (change_id) WHERE status = 'following'",
-    ),
-)
+    A plain path or `sqlite:///path` is a SQLite file (`sqlite:///rel.db` relative, `sqlite:////abs/x.db`
+    absolute); `postgresql://` or `postgres://` is PostgreSQL through psycopg 3 (a password may come from
+    the URL or from PGPASSWORD). Messages name only the scheme: the rest may carry a password.
+    """
+    if not database:
+        raise StoreError("RAYBOT_DATABASE is empty: give a SQLite file path or a postgresql:// URL")
+    match = _SCHEME.match(database)
+    if match is None:
+        return URL.create("sqlite+aiosqlite", database=database)
+    scheme = match.group(1).lower()
+    family = scheme.split("+")[0]
+    if family == "sqlite":
+        path = database[len("sqlite:///") :] if database.lower().startswith("sqlite:///") else ""
+        if not path:
+            raise StoreError("a sqlite URL needs a path: sqlite:///relative.db or sqlite:////absolute/path.db")
+        return URL.create("sqlite+aiosqlite", database=path)
+    if family in ("postgresql", "postgres"):
+        try:
+            url = make_url("postgresql" + database[len(match.group(1)) :])
+        except ArgumentError:
+            raise StoreError(
+                f"RAYBOT_DATABASE is a {scheme}:// URL that cannot be read: "
+                "use postgresql://user[:password]@host[:port]/database"
+            ) from None
+        if not url.database:
+            raise StoreError("a postgresql URL needs a database name: postgresql://user@host:5432/raybot")
+        return url.set(drivername="postgresql+psycopg")
+    raise StoreError(
+        f"unsupported database URL scheme {scheme}://: use a SQLite file path, sqlite:///path or postgresql://…"
+    )
 
 
-_STATE_CHECK = ", ".join(f"'{s}'" for s in STATES)
-_REVERT_CHECK = ", ".join(f"'{s}'" for s in REVERT_STATES)
+def describe_database(url: URL) -> str:
+    """The store in use, for people: "SQLite raybot.db" or "PostgreSQL raybot@db.internal:5432/raybot" (no password)."""
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite {url.database}"
+    where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+    return f"PostgreSQL {url.username + '@' if url.username else ''}{where}"
 
-# Version 3: one row per change for its whole life (bot/change_state.py); approvals, schedules and follows
-# become its states and columns, and locks belong to a process run that renews them.
-MIGRATION_3: tuple[str, ...] = (
-    """CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY,
-        replica TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        started_at REAL NOT NULL,
-        heartbeat_at REAL NOT NULL,
-        stopped_at REAL
-    )""",
-    f"""CREATE TABLE changes_v3 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        version INTEGER NOT NULL DEFAULT 0,
-        state TEXT NOT NULL CHECK (state IN ({_STATE_CHECK})),
-        team_id TEXT,
-        user_id TEXT NOT NULL,
-        channel_id TEXT NOT NULL,
-        thread_ts TEXT,
-        root_ts TEXT,
-        alias TEXT NOT NULL,
-        workspace TEXT NOT NULL,
-        cluster_id TEXT NOT NULL,
-        region TEXT NOT NULL,
-        action TEXT NOT NULL,
-        summary TEXT NOT NULL,
-        spec_before TEXT,
-        body TEXT,
-        diff TEXT NOT NULL,
-        replay TEXT,
-        undo_of INTEGER,
-        run_id TEXT,
-        call_deadline_at REAL,
-        request_id TEXT,
-        error_code TEXT,
-        error_message TEXT,
-        next_at REAL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        expires_at REAL,
-        approval_reason TEXT,
-        decided_by TEXT,
-        decided_at REAL,
-        duration_seconds INTEGER,
-        revert_state TEXT CHECK (revert_state IS NULL OR revert_state IN ({_REVERT_CHECK})),
-        revert_at REAL,
-        revert_attempts INTEGER NOT NULL DEFAULT 0,
-        revert_run_id TEXT,
-        revert_note TEXT,
-        wanted TEXT,
-        follow_started_at REAL,
-        follow_deadline_at REAL,
-        last_summary TEXT,
-        finished_at REAL
-    )""",
-    # An old "pending" change was in flight when its process stopped: "sending" with no live run is
-    # exactly what the reconciler looks for. A done change whose follow ended counts as settled.
-    """INSERT INTO changes_v3 (id, created_at, updated_at, version, state, team_id, user_id, channel_id, thread_ts,
-           root_ts, alias, workspace, cluster_id, region, action, summary, spec_before, body, diff, undo_of,
-           request_id, error_code, error_message, next_at, finished_at)
-       SELECT id, created_at, updated_at, 0,
-           CASE outcome WHEN 'pending' THEN 'sending' WHEN 'done' THEN 'settled' WHEN 'failed' THEN 'failed'
-                ELSE 'unknown' END,
-           team_id, user_id, channel_id, thread_ts, root_ts, alias, workspace, cluster_id, region, action, summary,
-           spec_before, body, diff, undo_of, request_id, error_code, error_message,
-           CASE outcome WHEN 'unknown' THEN updated_at END, finished_at
-       FROM changes""",
-    """UPDATE changes_v3 SET state = 'applied', wanted = f.wanted, follow_started_at = f.started_at,
-           follow_deadline_at = f.deadline_at, next_at = f.next_at, attempts = f.attempt,
-           last_summary = f.last_summary
-       FROM follows AS f
-       WHERE f.change_id = changes_v3.id AND f.status = 'following' AND changes_v3.state = 'settled'""",
-    """UPDATE changes_v3 SET revert_at = s.due_at, revert_note = s.note,
-           revert_state = CASE s.status WHEN 'scheduled' THEN 'scheduled' WHEN 'done' THEN 'done'
-                               WHEN 'cancelled' THEN 'cancelled' ELSE 'failed' END
-       FROM schedules AS s WHERE s.change_id = changes_v3.id""",
-    "DROP TABLE follows",
-    "DROP TABLE schedules",
-    "DROP TABLE changes",
-    # Approval requests of version 2 were keyed by approval id, which now means a change id: they are not
-    # carried over (their buttons answer that the request is closed), so no click can approve another change.
-    "DROP TABLE approvals",
-    "ALTER TABLE changes_v3 RENAME TO changes",
-    "CREATE INDEX changes_by_alias ON changes (alias, created_at DESC, id DESC)",
-    "CREATE INDEX changes_due ON changes (next_at) WHERE next_at IS NOT NULL",
-    "CREATE INDEX changes_in_flight ON changes (state) WHERE state IN ('applying', 'sending')",
-    "CREATE INDEX changes_revert_due ON changes (revert_at) WHERE revert_state IN ('scheduled', 'running')",
-    "ALTER TABLE locks ADD COLUMN run_id TEXT",
-)
 
-MIGRATIONS = (*MIGRATIONS_V2, MIGRATION_3)
-SCHEMA_VERSION = len(MIGRATIONS)
+def _engine(url: URL, pool_size: int = POOL_SIZE) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        # One connection: SQLite has one writer anyway, and one connection keeps the old single-thread model.
+        engine = create_async_engine(
+            url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=BUSY_TIMEOUT_MS / 1000
+        )
 
-_CHANGE_COLUMNS = frozenset(ChangeRecord.model_fields) - {"id"}
-# Columns a move may set besides the state (the state machine's own bookkeeping is set by the store).
-_SETTABLE = _CHANGE_COLUMNS - {"created_at", "updated_at", "version", "state"}
+        @event.listens_for(engine.sync_engine, "connect")
+        def _configure(dbapi_connection: Any, _: Any) -> None:
+            # Let us issue BEGIN ourselves (below); the driver's implicit transactions would be DEFERRED.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # FULL: a change recorded before the cloud call must survive a power cut right after it.
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            # Take the write lock first: a read-then-write transaction cannot then fail on the upgrade.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=CONNECT_TIMEOUT_SECONDS,
+        # A connection the server dropped (restart, failover, pg_terminate_backend) is replaced, not used.
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={STATEMENT_TIMEOUT_MS}",
+            "application_name": "raybot",
+        },
+    )
+
+
+# --- rows -------------------------------------------------------------------------------------------------
 
 
 def _dumps(value: Any) -> str | None:
@@ -456,11 +315,16 @@ def _param(column: str, value: Any) -> Any:
     return _dumps(value) if column in _JSON_COLUMNS else value
 
 
-def _row(row: sqlite3.Row) -> dict[str, Any]:
-    return {k: (json.loads(row[k]) if k in _JSON_COLUMNS and row[k] is not None else row[k]) for k in row.keys()}
+def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {c: _param(c, v) for c, v in fields.items()}
 
 
-def _record(row: sqlite3.Row | None) -> ChangeRecord | None:
+def _row(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    return {k: (json.loads(v) if k in _JSON_COLUMNS and v is not None else v) for k, v in data.items()}
+
+
+def _record(row: Any) -> ChangeRecord | None:
     return None if row is None else ChangeRecord.model_validate(_row(row))
 
 
@@ -478,59 +342,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _schema_version(conn: sqlite3.Connection) -> int:
-    (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-    return int(version)
+_CHANGE_COLUMNS = frozenset(c.name for c in changes.columns) - {"id"}
+# Columns a move may set besides the state (the state machine's own bookkeeping is set by the store).
+_SETTABLE = _CHANGE_COLUMNS - {"created_at", "updated_at", "version", "state", "lease_run", "lease_until"}
+_REVERT_FIELDS = frozenset({"revert_at", "revert_attempts", "revert_run_id", "revert_note"})
 
 
-def migrate(conn: sqlite3.Connection, now: float, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> tuple[int, int]:
-    """Bring the schema up to date in one transaction; returns (version found, version now).
-
-    Raises StoreError when the database was written by a newer raybot (it would not understand it).
-    `BEGIN IMMEDIATE` takes the write lock first, so two processes starting together migrate once.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        found = _schema_version(conn)
-        if found > len(migrations):
-            raise StoreError(
-                f"the database has schema version {found}, newer than this raybot knows ({len(migrations)}): "
-                "upgrade raybot, or point RAYBOT_DATABASE at another database"
-            )
-        for version in range(found + 1, len(migrations) + 1):
-            for statement in migrations[version - 1]:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, now))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return found, len(migrations)
-
-
-# --- the SQLite backend ------------------------------------------------------------------------------
+# --- the store ------------------------------------------------------------------------------------------
 
 # The runs open in this process: a new run on this host ends only runs that are not among them.
 _LIVE_RUNS: set[str] = set()
 
-_LIVE = "SELECT run_id FROM runs WHERE stopped_at IS NULL AND heartbeat_at > ?"
-_FENCE = "EXISTS (SELECT 1 FROM locks WHERE cluster_key = ? AND holder = ? AND expires_at > ?)"
 
+class Store:
+    """raybot's store on SQLite or PostgreSQL (`database`: a RAYBOT_DATABASE value or a SQLite path).
 
-class SqliteStore:
-    """`Store` on one SQLite file, every call on the store's own single worker thread.
-
-    Construct, then `await open()` (or use `open_store`). `sleep` paces the re-check of a lock held by
-    another process; waiters for a lock held in this process are woken by `release_lock` directly.
-    `replica` names the host: a run that starts ends the previous runs of its replica that are gone.
+    Construct, then `await open()` (or use `open_store`): it migrates, starts this process's run and
+    its heartbeat. `sleep` paces the re-check of a lock held by another process; waiters for a lock
+    held in this process are woken by `release_lock` directly. `replica` names the host: a run that
+    starts ends the earlier runs of its replica whose process is gone.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        database: str | Path,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -538,41 +373,45 @@ class SqliteStore:
         lock_ttl: float = LOCK_TTL_SECONDS,
         replica: str | None = None,
         heartbeat: bool = True,
-        migrations: Sequence[Sequence[str]] = MIGRATIONS,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         if lock_ttl <= 0:
             raise ValueError("lock_ttl must be > 0")
-        self.path = str(path)
+        self.url = database_url(str(database))
+        self.description = describe_database(self.url)
         self.lock_ttl = lock_ttl
         self.replica = replica or socket.gethostname()
         self.run_id = secrets.token_hex(8)
+        self._postgres = self.url.get_backend_name() == "postgresql"
+        self._upsert = postgresql.insert if self._postgres else sqlite.insert
         self._clock = clock
         self._sleep = sleep
         self._lock_recheck = lock_recheck
         self._beat = heartbeat
-        self._migrations = migrations
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+        self._pool_size = pool_size
+        self._engine: AsyncEngine | None = None
         self._closed = False
         self._heartbeat_task: asyncio.Task | None = None
         self._held: dict[str, str] = {}  # cluster_key -> token this instance holds
         self._released: dict[str, asyncio.Event] = {}  # cluster_key -> set at the next release here
 
-    async def __aenter__(self) -> SqliteStore:
+    async def __aenter__(self) -> Store:
         await self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    # --- life ---------------------------------------------------------------------------------------
+
     async def open(self) -> None:
-        """Connect, switch on WAL and foreign keys, apply missing migrations, and start this process's run."""
-        if self._executor is not None:
+        """Connect, apply missing migrations (once across replicas), start this run and its heartbeat."""
+        if self._engine is not None:
             raise StoreError("store is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raybot-store")
+        self._engine = _engine(self.url, self._pool_size)
         try:
-            await self._call(self._connect)
-            ended = await self._call(self._start_run)
+            await self._migrate()
+            ended = await self._start_run()
         except BaseException:
             await self.close()
             raise
@@ -582,41 +421,82 @@ class SqliteStore:
         if self._beat:
             self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="raybot-store-heartbeat")
 
-    def _connect(self, _unopened: None) -> None:
-        # isolation_level=None: no implicit transactions; each statement commits unless we BEGIN.
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: a change recorded before the cloud call must survive a power cut right after it.
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrate(conn, self._clock(), self._migrations)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+    async def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+        from alembic.util.exc import CommandError
 
-    def _start_run(self, conn: sqlite3.Connection) -> int:
+        def upgrade(sync_connection: Any) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = sync_connection
+            command.upgrade(config, "head")
+
+        try:
+            async with self._connect() as conn:
+                if self._postgres:
+                    # Replicas starting together: the first migrates, the others wait here, then find nothing to do.
+                    await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+                try:
+                    await conn.run_sync(upgrade)
+                except CommandError:
+                    await conn.rollback()
+                    await self._accept_newer_schema(conn)
+                    return
+                await conn.commit()
+        except RuntimeError as error:  # the legacy SQLite path says when a file is too new
+            raise StoreError(str(error)) from None
+
+    async def _accept_newer_schema(self, conn: AsyncConnection) -> None:
+        """A schema newer than this raybot: run on it if its migrations say this version still can (a rollback)."""
+        current = await conn.run_sync(_current_revision)
+        known = _known_revisions()
+        try:
+            oldest = (await conn.exec_driver_sql("SELECT oldest_compatible FROM schema_compat WHERE id = 1")).scalar()
+        except SQLAlchemyError:
+            oldest = None
+        if oldest in known:
+            log.warning(
+                "the database's schema (%s) is newer than this raybot's (%s) and says %s still runs on it: "
+                "running without migrating",
+                current,
+                _head_revision(),
+                oldest,
+            )
+            return
+        raise StoreError(
+            f"the database's schema ({current}) is newer than this raybot knows ({_head_revision()}) and not "
+            "compatible with it: upgrade raybot, or point RAYBOT_DATABASE at another database"
+        )
+
+    async def schema_status(self) -> SchemaStatus:
+        """Which store this is and whether its migrations are current (for /readyz)."""
+        async with self._connect() as conn:
+            current = await conn.run_sync(_current_revision)
+        return SchemaStatus(self.description, current, _head_revision())
+
+    async def _start_run(self) -> int:
         """Register this run; end the earlier runs of this replica whose process is gone (or was this pid)."""
         now = self._clock()
-        with _transaction(conn):
-            earlier = conn.execute(
-                "SELECT run_id, pid FROM runs WHERE replica = ? AND stopped_at IS NULL", (self.replica,)
-            ).fetchall()
+        async with self._begin() as conn:
+            earlier = (
+                await conn.execute(
+                    select(runs.c.run_id, runs.c.pid).where(runs.c.replica == self.replica, runs.c.stopped_at.is_(None))
+                )
+            ).all()
             # A container restarts with the same pid (1) and host name; on a host, a dead pid means a dead run.
             gone = [
-                r["run_id"]
+                r.run_id
                 for r in earlier
-                if r["run_id"] not in _LIVE_RUNS and (r["pid"] == os.getpid() or not _pid_alive(r["pid"]))
+                if r.run_id not in _LIVE_RUNS and (r.pid == os.getpid() or not _pid_alive(r.pid))
             ]
-            for run_id in gone:
-                conn.execute("UPDATE runs SET stopped_at = ? WHERE run_id = ?", (now, run_id))
-                conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
-            conn.execute(
-                "INSERT INTO runs (run_id, replica, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
-                (self.run_id, self.replica, os.getpid(), now, now),
+            if gone:
+                await conn.execute(update(runs).where(runs.c.run_id.in_(gone)).values(stopped_at=now))
+                await conn.execute(delete(locks).where(locks.c.run_id.in_(gone)))
+            await conn.execute(
+                insert(runs).values(
+                    run_id=self.run_id, replica=self.replica, pid=os.getpid(), started_at=now, heartbeat_at=now
+                )
             )
         return len(gone)
 
@@ -632,22 +512,24 @@ class SqliteStore:
     async def heartbeat(self) -> int:
         """Tell the others this run is alive and renew every lock it holds; returns how many were renewed."""
         now = self._clock()
+        async with self._begin() as conn:
+            alive = await conn.execute(
+                update(runs).where(runs.c.run_id == self.run_id, runs.c.stopped_at.is_(None)).values(heartbeat_at=now)
+            )
+            if not alive.rowcount:
+                return 0
+            renewed = await conn.execute(
+                update(locks).where(locks.c.run_id == self.run_id).values(expires_at=now + self.lock_ttl)
+            )
+            return renewed.rowcount
 
-        def beat(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
-                alive = conn.execute(
-                    "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND stopped_at IS NULL", (now, self.run_id)
-                ).rowcount
-                if not alive:
-                    return 0
-                return conn.execute(
-                    "UPDATE locks SET expires_at = ? WHERE run_id = ?", (now + self.lock_ttl, self.run_id)
-                ).rowcount
-
-        return await self._call(beat)
+    async def ping(self) -> None:
+        """One round trip to the database; StoreError when it cannot be reached."""
+        async with self._connect() as conn:
+            await conn.execute(select(1))
 
     async def close(self) -> None:
-        """End this run (its locks are released), close the connection and stop the worker thread; idempotent."""
+        """End this run (its locks are released) and close the connections; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -655,44 +537,58 @@ class SqliteStore:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
-        executor, self._executor = self._executor, None
-        if executor is None:
+        engine, self._engine = self._engine, None
+        if engine is None:
             return
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(sqlite3.Error):
-            await loop.run_in_executor(executor, self._end_run)
         _LIVE_RUNS.discard(self.run_id)
-        with contextlib.suppress(sqlite3.Error):
-            await loop.run_in_executor(executor, self._disconnect)
-        await asyncio.to_thread(executor.shutdown, True)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(update(runs).where(runs.c.run_id == self.run_id).values(stopped_at=self._clock()))
+                await conn.execute(delete(locks).where(locks.c.run_id == self.run_id))
+        except (SQLAlchemyError, OSError) as error:
+            log.warning("could not end run %s cleanly: %s", self.run_id, type(error).__name__)
+        finally:
+            await engine.dispose()
 
-    def _end_run(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        with _transaction(conn):
-            conn.execute("UPDATE runs SET stopped_at = ? WHERE run_id = ?", (self._clock(), self.run_id))
-            conn.execute("DELETE FROM locks WHERE run_id = ?", (self.run_id,))
-
-    def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    async def _call(self, fn: Callable[[Any], T]) -> T:
-        """Run `fn(connection)` on the worker thread; sqlite3 errors become StoreError."""
-        if self._closed or self._executor is None:
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection; database errors (unreachable, dropped, refused) become StoreError."""
+        if self._closed or self._engine is None:
             raise StoreError("the store is closed")
+        try:
+            async with self._engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError, OSError, TimeoutError) as error:
+            raise StoreUnavailable(f"cannot reach {self.description}: {_reason(error)}") from None
+        except SQLAlchemyError as error:
+            raise StoreError(f"database error on {self.description}: {_reason(error)}") from None
 
-        def run() -> T:
-            try:
-                return fn(self._conn)
-            except sqlite3.Error as exc:
-                raise StoreError(f"database error on {self.path}: {exc}") from exc
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction (BEGIN IMMEDIATE on SQLite), committed at the end, rolled back on error."""
+        async with self._connect() as conn:
+            async with conn.begin():
+                yield conn
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+    async def _one(self, statement: Any) -> Any:
+        async with self._begin() as conn:
+            return (await conn.execute(statement)).first()
 
-    # changes ----------------------------------------------------------------------------------------
+    async def _all(self, statement: Any) -> list[Any]:
+        async with self._begin() as conn:
+            return list((await conn.execute(statement)).all())
+
+    async def _fenced(self, conn: AsyncConnection, fence: Fence, now: float) -> None:
+        """Raise LockLost unless `fence` holds its lock now; the lock row stays locked until the commit."""
+        held = await conn.execute(
+            select(locks.c.holder)
+            .where(locks.c.cluster_key == fence.cluster_key, locks.c.holder == fence.token, locks.c.expires_at > now)
+            .with_for_update()
+        )
+        if held.first() is None:
+            raise LockLost(f"the lock of {fence.cluster_key} is no longer held")
+
+    # --- changes ------------------------------------------------------------------------------------
 
     async def create_change(self, change: NewChange, *, state: str, fence: Fence | None = None) -> ChangeRecord:
         """Record a new change as "applying" (fenced by the cluster's lock) or "awaiting_approval".
@@ -704,31 +600,31 @@ class SqliteStore:
         if state == "awaiting_approval" and change.expires_at is None:
             raise ValueError("a change awaiting approval needs expires_at")
         now = self._clock()
-        values = change.model_dump()
-        columns = list(values)
-        params = [_param(c, values[c]) for c in columns]
-        columns += ["created_at", "updated_at", "version", "state", "run_id", "next_at"]
-        params += [now, now, 0, state, self.run_id, change.expires_at if state == "awaiting_approval" else None]
-        where, where_params = "", []
-        if fence is not None:
-            where, where_params = f" WHERE {_FENCE}", [fence.cluster_key, fence.token, now]
-        sql = f"INSERT INTO changes ({', '.join(columns)}) SELECT {', '.join('?' * len(columns))}{where} RETURNING *"
-        record = _record(await self._call(lambda conn: conn.execute(sql, [*params, *where_params]).fetchone()))
-        if record is None:
-            raise LockLost(f"the lock of {fence.cluster_key if fence else '?'} is no longer held")
+        values = _values(change.model_dump()) | {
+            "created_at": now,
+            "updated_at": now,
+            "version": 0,
+            "state": state,
+            "run_id": self.run_id,
+            "next_at": change.expires_at if state == "awaiting_approval" else None,
+        }
+        async with self._begin() as conn:
+            if fence is not None:
+                await self._fenced(conn, fence, now)
+            row = (await conn.execute(insert(changes).values(values).returning(changes))).first()
+        record = _record(row)
+        assert record is not None
         return record
 
     async def set_thread(self, change_id: int, *, root_ts: str, thread_ts: str) -> None:
         now = self._clock()
-        count = await self._call(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE changes SET root_ts = ?, thread_ts = ?, updated_at = ? WHERE id = ?",
-                    (root_ts, thread_ts, now, change_id),
-                ).rowcount
+        async with self._begin() as conn:
+            result = await conn.execute(
+                update(changes)
+                .where(changes.c.id == change_id)
+                .values(root_ts=root_ts, thread_ts=thread_ts, updated_at=now)
             )
-        )
-        if count == 0:
+        if result.rowcount == 0:
             raise StoreError(f"no change {change_id}")
 
     async def move(
@@ -749,44 +645,38 @@ class SqliteStore:
         now = self._clock()
         if to in FINAL or to == "applied":
             fields.setdefault("finished_at", now)
-        assignments = ["state = ?", "version = version + 1", "updated_at = ?"] + [f"{c} = ?" for c in fields]
-        params: list[Any] = [to, now, *(_param(c, v) for c, v in fields.items())]
-        condition = f"id = ? AND state IN ({', '.join('?' * len(sources))})"
-        params += [change_id, *sources]
-        if fence is not None:
-            condition += f" AND {_FENCE}"
-            params += [fence.cluster_key, fence.token, now]
-        sql = f"UPDATE changes SET {', '.join(assignments)} WHERE {condition} RETURNING *"
-
-        def run(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, bool]:
-            with _transaction(conn):
-                row = conn.execute(sql, params).fetchone()
-                if row is None:
-                    current = conn.execute("SELECT state FROM changes WHERE id = ?", (change_id,)).fetchone()
-                    return None, fence is not None and current is not None and current[0] in sources
-                if to == "applied":
-                    row = self._took_effect(conn, row, now)
-                return row, False
-
-        row, fenced_out = await self._call(run)
-        if fenced_out:
-            raise LockLost(f"change {change_id}: the lock of {fence.cluster_key if fence else '?'} is no longer held")
+        statement = (
+            update(changes)
+            .where(changes.c.id == change_id, changes.c.state.in_(sources))
+            .values(state=to, version=changes.c.version + 1, updated_at=now, **_values(fields))
+            .returning(changes)
+        )
+        async with self._begin() as conn:
+            if fence is not None:
+                await self._fenced(conn, fence, now)
+            row = (await conn.execute(statement)).first()
+            if row is not None and to == "applied":
+                row = await self._took_effect(conn, row, now)
         return _record(row)
 
     @staticmethod
-    def _took_effect(conn: sqlite3.Connection, row: sqlite3.Row, now: float) -> sqlite3.Row:
-        if row["undo_of"] is not None and row["action"] == "undo":
+    async def _took_effect(conn: AsyncConnection, row: Any, now: float) -> Any:
+        if row.undo_of is not None and row.action == "undo":
             # Undone by a person: the pending automatic revert of that change must not run any more.
-            conn.execute(
-                """UPDATE changes SET revert_state = 'cancelled', revert_note = ?, updated_at = ?
-                   WHERE id = ? AND revert_state = 'scheduled'""",
-                (f"undone by change #{row['id']}", now, row["undo_of"]),
+            await conn.execute(
+                update(changes)
+                .where(changes.c.id == row.undo_of, changes.c.revert_state == "scheduled")
+                .values(revert_state="cancelled", revert_note=f"undone by change #{row.id}", updated_at=now)
             )
-        if row["duration_seconds"] is not None and row["revert_state"] is None:
-            row = conn.execute(
-                """UPDATE changes SET revert_state = 'scheduled', revert_at = ? WHERE id = ? RETURNING *""",
-                (now + row["duration_seconds"], row["id"]),
-            ).fetchone()
+        if row.duration_seconds is not None and row.revert_state is None:
+            row = (
+                await conn.execute(
+                    update(changes)
+                    .where(changes.c.id == row.id)
+                    .values(revert_state="scheduled", revert_at=now + row.duration_seconds)
+                    .returning(changes)
+                )
+            ).first()
         return row
 
     async def touch(self, change_id: int, *, state: str, **fields: Any) -> ChangeRecord | None:
@@ -795,10 +685,14 @@ class SqliteStore:
         if unknown or not fields:
             raise ValueError(f"nothing or not settable: {', '.join(sorted(unknown)) or 'no fields'}")
         now = self._clock()
-        assignments = ["version = version + 1", "updated_at = ?"] + [f"{c} = ?" for c in fields]
-        params = [now, *(_param(c, v) for c, v in fields.items()), change_id, state]
-        sql = f"UPDATE changes SET {', '.join(assignments)} WHERE id = ? AND state = ? RETURNING *"
-        return _record(await self._call(lambda conn: conn.execute(sql, params).fetchone()))
+        return _record(
+            await self._one(
+                update(changes)
+                .where(changes.c.id == change_id, changes.c.state == state)
+                .values(version=changes.c.version + 1, updated_at=now, **_values(fields))
+                .returning(changes)
+            )
+        )
 
     async def move_revert(
         self, change_id: int, to: str, *, from_: str | tuple[str, ...], **fields: Any
@@ -806,33 +700,55 @@ class SqliteStore:
         """Move a change's automatic revert (compare-and-set on `revert_state`); None when it was not in `from_`."""
         sources = _states(from_)
         check_move(sources, to, REVERT_ALLOWED)
-        allowed = {"revert_at", "revert_attempts", "revert_run_id", "revert_note"}
-        if set(fields) - allowed:
-            raise ValueError(f"a revert move sets only {', '.join(sorted(allowed))}")
-        now = self._clock()
-        assignments = ["revert_state = ?", "updated_at = ?"] + [f"{c} = ?" for c in fields]
-        params = [to, now, *fields.values(), change_id, *sources]
-        sql = (
-            f"UPDATE changes SET {', '.join(assignments)} "
-            f"WHERE id = ? AND revert_state IN ({', '.join('?' * len(sources))}) RETURNING *"
+        if set(fields) - _REVERT_FIELDS:
+            raise ValueError(f"a revert move sets only {', '.join(sorted(_REVERT_FIELDS))}")
+        return _record(
+            await self._one(
+                update(changes)
+                .where(changes.c.id == change_id, changes.c.revert_state.in_(sources))
+                .values(revert_state=to, updated_at=self._clock(), **fields)
+                .returning(changes)
+            )
         )
-        return _record(await self._call(lambda conn: conn.execute(sql, params).fetchone()))
 
     async def get_change(self, change_id: int) -> ChangeRecord | None:
-        return _record(
-            await self._call(lambda conn: conn.execute("SELECT * FROM changes WHERE id = ?", (change_id,)).fetchone())
-        )
+        return _record(await self._one(select(changes).where(changes.c.id == change_id)))
 
     async def history(self, alias: str, limit: int = 10) -> list[ChangeRecord]:
         """The latest `limit` changes of one cluster alias, newest first."""
         if limit < 1:
             return []
-        rows = await self._call(
-            lambda conn: conn.execute(
-                "SELECT * FROM changes WHERE alias = ? ORDER BY created_at DESC, id DESC LIMIT ?", (alias, limit)
-            ).fetchall()
+        rows = await self._all(
+            select(changes)
+            .where(changes.c.alias == alias)
+            .order_by(changes.c.created_at.desc(), changes.c.id.desc())
+            .limit(limit)
         )
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
+
+    # --- background work ----------------------------------------------------------------------------
+
+    def _live_runs(self, now: float) -> Select:
+        return select(runs.c.run_id).where(runs.c.stopped_at.is_(None), runs.c.heartbeat_at > now - self.lock_ttl)
+
+    def _change_due(self, now: float) -> Any:
+        live = self._live_runs(now)
+        orphaned = or_(changes.c.run_id.is_(None), changes.c.run_id.not_in(live))
+        return or_(
+            and_(changes.c.next_at.is_not(None), changes.c.next_at <= now, changes.c.state.in_(_TIMED_STATES)),
+            and_(changes.c.state.in_(_IN_FLIGHT), orphaned),
+            and_(changes.c.state == "awaiting_approval", changes.c.root_ts.is_(None), orphaned),
+        )
+
+    def _revert_due(self, now: float) -> Any:
+        live = self._live_runs(now)
+        return or_(
+            and_(changes.c.revert_state == "scheduled", changes.c.revert_at <= now),
+            and_(
+                changes.c.revert_state == "running",
+                or_(changes.c.revert_run_id.is_(None), changes.c.revert_run_id.not_in(live)),
+            ),
+        )
 
     async def due_changes(self, now: float) -> list[ChangeRecord]:
         """Changes background work must look at now, oldest first.
@@ -840,61 +756,87 @@ class SqliteStore:
         Those whose `next_at` has come (an unknown outcome to check, an applied change to follow, an
         approval request to expire), and those in flight or half-requested by a run that is gone.
         """
-        live = now - self.lock_ttl
-        rows = await self._call(
-            lambda conn: conn.execute(
-                f"""SELECT * FROM changes
-                    WHERE (next_at IS NOT NULL AND next_at <= ?
-                           AND state IN ('unknown', 'applied', 'awaiting_approval'))
-                       OR (state IN ('applying', 'sending') AND (run_id IS NULL OR run_id NOT IN ({_LIVE})))
-                       OR (state = 'awaiting_approval' AND root_ts IS NULL
-                           AND (run_id IS NULL OR run_id NOT IN ({_LIVE})))
-                    ORDER BY id""",
-                (now, live, live),
-            ).fetchall()
-        )
+        rows = await self._all(select(changes).where(self._change_due(now)).order_by(changes.c.id))
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
 
     async def due_reverts(self, now: float) -> list[ChangeRecord]:
         """Changes whose automatic revert is due, or was running in a run that is gone, earliest first."""
-        live = now - self.lock_ttl
-        rows = await self._call(
-            lambda conn: conn.execute(
-                f"""SELECT * FROM changes
-                    WHERE (revert_state = 'scheduled' AND revert_at <= ?)
-                       OR (revert_state = 'running' AND (revert_run_id IS NULL OR revert_run_id NOT IN ({_LIVE})))
-                    ORDER BY revert_at, id""",
-                (now, live),
-            ).fetchall()
-        )
+        rows = await self._all(select(changes).where(self._revert_due(now)).order_by(changes.c.revert_at, changes.c.id))
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
+
+    async def claim_due(self, now: float, *, lease: float, limit: int = 50) -> list[Due]:
+        """Take the lease of up to `limit` due changes for this run, oldest first, saying what is due in each.
+
+        A change leased by another live run is skipped (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the
+        file lock on SQLite); a lease runs out after `lease` seconds, so a dead run's work is taken over.
+        """
+        change_due, revert_due = self._change_due(now), self._revert_due(now)
+        free = or_(changes.c.lease_until.is_(None), changes.c.lease_until <= now, changes.c.lease_run == self.run_id)
+        wanted = (
+            select(
+                changes.c.id,
+                case((change_due, True), else_=False).label("change"),
+                case((revert_due, True), else_=False).label("revert"),
+            )
+            .where(or_(change_due, revert_due), free)
+            .order_by(changes.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=changes)
+        )
+        async with self._begin() as conn:
+            flags = {r.id: (bool(r.change), bool(r.revert)) for r in (await conn.execute(wanted)).all()}
+            if not flags:
+                return []
+            rows = (
+                await conn.execute(
+                    update(changes)
+                    .where(changes.c.id.in_(list(flags)))
+                    .values(lease_run=self.run_id, lease_until=now + lease)
+                    .returning(changes)
+                )
+            ).all()
+        records = sorted((ChangeRecord.model_validate(_row(r)) for r in rows), key=lambda r: r.id)
+        return [Due(r, *flags[r.id]) for r in records]
 
     async def next_due_at(self) -> float | None:
         """When background work is due next: a look, an expiry, a revert, or another run going silent."""
-
-        def earliest(conn: sqlite3.Connection) -> float | None:
+        async with self._begin() as conn:
             times = [
-                conn.execute(
-                    """SELECT MIN(next_at) FROM changes
-                       WHERE next_at IS NOT NULL AND state IN ('unknown', 'applied', 'awaiting_approval')"""
-                ).fetchone()[0],
-                conn.execute("SELECT MIN(revert_at) FROM changes WHERE revert_state = 'scheduled'").fetchone()[0],
-                conn.execute(
-                    """SELECT MIN(r.heartbeat_at) FROM runs AS r JOIN changes AS c
-                       ON c.run_id = r.run_id OR c.revert_run_id = r.run_id
-                       WHERE r.stopped_at IS NULL AND r.run_id != ?
-                         AND (c.state IN ('applying', 'sending') OR c.revert_state = 'running')""",
-                    (self.run_id,),
-                ).fetchone()[0],
+                (
+                    await conn.execute(
+                        select(func.min(changes.c.next_at)).where(
+                            changes.c.next_at.is_not(None), changes.c.state.in_(_TIMED_STATES)
+                        )
+                    )
+                ).scalar(),
+                (
+                    await conn.execute(
+                        select(func.min(changes.c.revert_at)).where(changes.c.revert_state == "scheduled")
+                    )
+                ).scalar(),
+                (
+                    await conn.execute(
+                        select(func.min(runs.c.heartbeat_at))
+                        .select_from(
+                            runs.join(
+                                changes,
+                                or_(changes.c.run_id == runs.c.run_id, changes.c.revert_run_id == runs.c.run_id),
+                            )
+                        )
+                        .where(
+                            runs.c.stopped_at.is_(None),
+                            runs.c.run_id != self.run_id,
+                            or_(changes.c.state.in_(_IN_FLIGHT), changes.c.revert_state == "running"),
+                        )
+                    )
+                ).scalar(),
             ]
-            if times[2] is not None:
-                times[2] += self.lock_ttl
-            present = [t for t in times if t is not None]
-            return min(present) if present else None
+        if times[2] is not None:
+            times[2] += self.lock_ttl
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
 
-        return await self._call(earliest)
-
-    # exactly-once -----------------------------------------------------------------------------------
+    # --- exactly-once -------------------------------------------------------------------------------
 
     async def claim(self, key: str, *, ttl: float = MIN_CLAIM_TTL) -> bool:
         """True for the first claimant of `key` within `ttl` seconds (≥ 600), False for every later one."""
@@ -904,22 +846,20 @@ class SqliteStore:
             raise ValueError("an empty dedup key")
         now = self._clock()
         # One statement: a live key is left alone (no row returned); an expired one is taken over.
-        row = await self._call(
-            lambda conn: conn.execute(
-                """INSERT INTO dedup_keys (key, claimed_at, expires_at) VALUES (?, ?, ?)
-                   ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
-                   WHERE dedup_keys.expires_at <= excluded.claimed_at
-                   RETURNING key""",
-                (key, now, now + ttl),
-            ).fetchone()
-        )
-        return row is not None
+        statement = self._upsert(dedup_keys).values(key=key, claimed_at=now, expires_at=now + ttl)
+        statement = statement.on_conflict_do_update(
+            index_elements=[dedup_keys.c.key],
+            set_={"claimed_at": statement.excluded.claimed_at, "expires_at": statement.excluded.expires_at},
+            where=dedup_keys.c.expires_at <= statement.excluded.claimed_at,
+        ).returning(dedup_keys.c.key)
+        return await self._one(statement) is not None
 
     async def release_claim(self, key: str) -> None:
         """Give a claimed key back: the request it guarded did nothing, so the same request may be made again."""
-        await self._call(lambda conn: conn.execute("DELETE FROM dedup_keys WHERE key = ?", (key,)))
+        async with self._begin() as conn:
+            await conn.execute(delete(dedup_keys).where(dedup_keys.c.key == key))
 
-    # locks ------------------------------------------------------------------------------------------
+    # --- locks --------------------------------------------------------------------------------------
 
     async def acquire_lock(self, cluster_key: str, *, user_id: str, summary: str, wait: float = 5.0) -> Fence:
         """Take the cluster's lock for this run, waiting up to `wait` seconds; returns its Fence.
@@ -934,10 +874,7 @@ class SqliteStore:
             # Take the wake-up event before looking, so a release between the look and the wait is not lost.
             released = self._released.setdefault(cluster_key, asyncio.Event())
             token = secrets.token_urlsafe(16)
-            now = self._clock()
-            holder = await self._call(
-                partial(self._try_lock, cluster_key=cluster_key, token=token, user_id=user_id, summary=summary, now=now)
-            )
+            holder = await self._try_lock(cluster_key, token, user_id, summary, self._clock())
             if holder.holder == token:
                 self._held[cluster_key] = token
                 return Fence(cluster_key, token)
@@ -951,22 +888,29 @@ class SqliteStore:
                 step = min(step, self._lock_recheck)
             await self._wait_released(released, step)
 
-    def _try_lock(
-        self, conn: sqlite3.Connection, *, cluster_key: str, token: str, user_id: str, summary: str, now: float
-    ) -> LockHolder:
-        with _transaction(conn):
-            conn.execute(
-                """INSERT INTO locks (cluster_key, holder, user_id, summary, acquired_at, expires_at, run_id)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (cluster_key) DO UPDATE SET holder = excluded.holder, user_id = excluded.user_id,
-                       summary = excluded.summary, acquired_at = excluded.acquired_at,
-                       expires_at = excluded.expires_at, run_id = excluded.run_id
-                   WHERE locks.expires_at <= excluded.acquired_at
-                      OR locks.run_id IN (SELECT run_id FROM runs WHERE stopped_at IS NOT NULL)""",
-                (cluster_key, token, user_id, summary, now, now + self.lock_ttl, self.run_id),
-            )
-            row = conn.execute("SELECT * FROM locks WHERE cluster_key = ?", (cluster_key,)).fetchone()
-        return LockHolder.model_validate(dict(row))
+    async def _try_lock(self, cluster_key: str, token: str, user_id: str, summary: str, now: float) -> LockHolder:
+        statement = self._upsert(locks).values(
+            cluster_key=cluster_key,
+            holder=token,
+            user_id=user_id,
+            summary=summary,
+            acquired_at=now,
+            expires_at=now + self.lock_ttl,
+            run_id=self.run_id,
+        )
+        new = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[locks.c.cluster_key],
+            set_={c: getattr(new, c) for c in ("holder", "user_id", "summary", "acquired_at", "expires_at", "run_id")},
+            where=or_(
+                locks.c.expires_at <= new.acquired_at,
+                locks.c.run_id.in_(select(runs.c.run_id).where(runs.c.stopped_at.is_not(None))),
+            ),
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
+            row = (await conn.execute(select(locks).where(locks.c.cluster_key == cluster_key))).first()
+        return LockHolder.model_validate(dict(row._mapping))
 
     async def _wait_released(self, released: asyncio.Event, seconds: float) -> None:
         wake = asyncio.ensure_future(released.wait())
@@ -981,11 +925,8 @@ class SqliteStore:
         """Release the lock if this fence still holds it (a lock taken over meanwhile is not touched)."""
         cluster_key, token = fence.cluster_key, fence.token
         try:
-            await self._call(
-                lambda conn: conn.execute(
-                    "DELETE FROM locks WHERE cluster_key = ? AND holder = ?", (cluster_key, token)
-                )
-            )
+            async with self._begin() as conn:
+                await conn.execute(delete(locks).where(locks.c.cluster_key == cluster_key, locks.c.holder == token))
         finally:
             if self._held.get(cluster_key) == token:
                 del self._held[cluster_key]
@@ -996,15 +937,14 @@ class SqliteStore:
     async def holds_lock(self, fence: Fence) -> bool:
         """Whether `fence` still holds its lock now."""
         now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute(
-                "SELECT 1 FROM locks WHERE cluster_key = ? AND holder = ? AND expires_at > ?",
-                (fence.cluster_key, fence.token, now),
-            ).fetchone()
+        row = await self._one(
+            select(locks.c.holder).where(
+                locks.c.cluster_key == fence.cluster_key, locks.c.holder == fence.token, locks.c.expires_at > now
+            )
         )
         return row is not None
 
-    # drafts -----------------------------------------------------------------------------------------
+    # --- drafts -------------------------------------------------------------------------------------
 
     async def put_draft(
         self, data: dict[str, Any], *, user_id: str, ttl: float = 3600.0, key: str | None = None
@@ -1015,55 +955,105 @@ class SqliteStore:
         elif not key or len(key) > MAX_DRAFT_KEY:
             raise ValueError(f"a draft key is 1–{MAX_DRAFT_KEY} characters")
         now = self._clock()
-        text = _dumps(data)
-        await self._call(
-            lambda conn: conn.execute(
-                """INSERT INTO drafts (key, user_id, data, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (key) DO UPDATE SET user_id = excluded.user_id, data = excluded.data,
-                       created_at = excluded.created_at, expires_at = excluded.expires_at""",
-                (key, user_id, text, now, now + ttl),
-            )
+        statement = self._upsert(drafts).values(
+            key=key, user_id=user_id, data=_dumps(data), created_at=now, expires_at=now + ttl
         )
+        new = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[drafts.c.key],
+            set_={c: getattr(new, c) for c in ("user_id", "data", "created_at", "expires_at")},
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
         return key
 
     async def get_draft(self, key: str) -> dict[str, Any] | None:
-        now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute("SELECT data FROM drafts WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
-        )
-        return None if row is None else json.loads(row[0])
+        row = await self._one(select(drafts.c.data).where(drafts.c.key == key, drafts.c.expires_at > self._clock()))
+        return None if row is None else json.loads(row.data)
 
     async def delete_draft(self, key: str) -> None:
-        await self._call(lambda conn: conn.execute("DELETE FROM drafts WHERE key = ?", (key,)))
+        async with self._begin() as conn:
+            await conn.execute(delete(drafts).where(drafts.c.key == key))
 
     async def purge_expired(self) -> int:
         """Delete dedup keys and drafts past their ttl, and runs ended over a day ago; returns how many rows went."""
         now = self._clock()
+        async with self._begin() as conn:
+            gone = (await conn.execute(delete(dedup_keys).where(dedup_keys.c.expires_at <= now))).rowcount
+            gone += (await conn.execute(delete(drafts).where(drafts.c.expires_at <= now))).rowcount
+            gone += (
+                await conn.execute(
+                    delete(runs).where(
+                        runs.c.stopped_at.is_not(None),
+                        runs.c.stopped_at <= now - 86400,
+                        ~exists().where(locks.c.run_id == runs.c.run_id),
+                    )
+                )
+            ).rowcount
+        return gone
 
-        def purge(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
-                gone = conn.execute("DELETE FROM dedup_keys WHERE expires_at <= ?", (now,)).rowcount
-                gone += conn.execute("DELETE FROM drafts WHERE expires_at <= ?", (now,)).rowcount
-                gone += conn.execute(
-                    """DELETE FROM runs WHERE stopped_at IS NOT NULL AND stopped_at <= ?
-                       AND run_id NOT IN (SELECT run_id FROM locks WHERE run_id IS NOT NULL)""",
-                    (now - 86400,),
-                ).rowcount
-            return gone
 
-        return await self._call(purge)
+class SchemaStatus(NamedTuple):
+    """The store in use and its migrations: `current` is None on a database raybot never migrated."""
+
+    store: str
+    current: str | None
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+    def describe(self) -> str:
+        if self.up_to_date:
+            return f"{self.store}, migrations current ({self.head})"
+        at = self.current or "none"
+        return f"{self.store}, migrations pending: the database is at {at}, this raybot at {self.head} (run at start)"
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Any:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any error: the write lock is taken before the first read."""
-    conn.execute("BEGIN IMMEDIATE")
+def _head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head() or ""
+
+
+def _known_revisions() -> set[str]:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+
+
+def _current_revision(sync_connection: Any) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(sync_connection).get_current_revision()
+
+
+async def inspect_store(database: str) -> SchemaStatus:
+    """The store RAYBOT_DATABASE names and its migrations, read without changing anything (check-config)."""
+    url = database_url(database)
+    engine = _engine(url)
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        async with engine.connect() as conn:
+            current = await conn.run_sync(_current_revision)
+    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        raise StoreUnavailable(f"cannot reach {describe_database(url)}: {_reason(error)}") from None
+    finally:
+        await engine.dispose()
+    return SchemaStatus(describe_database(url), current, _head_revision())
+
+
+def _reason(error: BaseException) -> str:
+    """What the database said, in one line, without the statement or its parameters (they may hold data)."""
+    orig = getattr(error, "orig", None) or error
+    text = str(orig).strip().splitlines()
+    return (text[0] if text else type(orig).__name__)[:300]
 
 
 @contextlib.asynccontextmanager
@@ -1078,38 +1068,14 @@ async def cluster_lock(
         await store.release_lock(fence)
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-def sqlite_path(database: str) -> str:
-    """The SQLite file a RAYBOT_DATABASE value names: a plain path or `sqlite:///path`.
-
-    `sqlite:///rel.db` is relative, `sqlite:////abs/x.db` absolute (SQLAlchemy's convention).
-    The message for an unsupported URL names only its scheme: the rest may carry a password.
-    """
-    if not database:
-        raise StoreError("RAYBOT_DATABASE is empty: give a SQLite file path")
-    match = _SCHEME.match(database)
-    if match is None:
-        return database
-    scheme = match.group(1).lower()
-    if scheme == "sqlite":
-        path = database[len("sqlite:///") :] if database.startswith("sqlite:///") else ""
-        if not path:
-            raise StoreError("a sqlite URL needs a path: sqlite:///relative.db or sqlite:////absolute/path.db")
-        return path
-    if scheme.split("+")[0] in ("postgresql", "postgres"):
-        raise StoreError(
-            f"PostgreSQL is not supported yet: RAYBOT_DATABASE is a {scheme}:// URL; "
-            "use a SQLite file path (or sqlite:///path) until the PostgreSQL backend exists"
-        )
-    raise StoreError(f"unsupported database URL scheme {scheme}://: use a SQLite file path or sqlite:///path")
-
-
 async def open_store(
-    database: str, *, clock: Callable[[], float] = time.time, lock_ttl: float = LOCK_TTL_SECONDS
+    database: str,
+    *,
+    clock: Callable[[], float] = time.time,
+    lock_ttl: float = LOCK_TTL_SECONDS,
+    pool_size: int = POOL_SIZE,
 ) -> Store:
     """Open the store RAYBOT_DATABASE names, applying missing migrations, and start this process's run."""
-    store = SqliteStore(sqlite_path(database), clock=clock, lock_ttl=lock_ttl)
+    store = Store(database, clock=clock, lock_ttl=lock_ttl, pool_size=pool_size)
     await store.open()
     return store

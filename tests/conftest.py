@@ -41,3 +41,15 @@ async def http():
     """A client that talks to loopback servers only (no proxies from the environment)."""
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         yield client
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """A RAYBOT_DATABASE value for each backend: a fresh SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "raybot.db")
+        return
+    from tests.postgres import fresh_database
+
+    with fresh_database() as url:
+        yield url
