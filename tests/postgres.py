@@ -29,6 +29,16 @@ def _admin() -> psycopg.Connection:
     return psycopg.connect(server_url(), autocommit=True, connect_timeout=3)
 
 
+def postgres_reachable() -> bool:
+    """Whether the PostgreSQL server of the tests answers."""
+    try:
+        with _admin() as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
 def require_postgres() -> None:
     """Skip (fail in CI) when the PostgreSQL server of the tests cannot be reached."""
     try:

@@ -43,7 +43,8 @@ def test_ack_latency_benchmark_runs():
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    assert re.search(r"^raybot serve\s+p50\s+[\d.]+ ms\s+p99", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^raybot SQLite\s+p50\s+[\d.]+ ms\s+p99", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^p99 ratio Postgres/SQLite: ", done.stdout, re.MULTILINE), done.stdout
     assert re.search(r"^bare Bolt app\s+p50", done.stdout, re.MULTILINE), done.stdout
     assert re.search(r"^p99 ratio raybot/bare: \d+\.\d\d", done.stdout, re.MULTILINE), done.stdout
     assert re.search(r"^idle RSS of raybot serve: [\d.]+ MiB", done.stdout, re.MULTILINE), done.stdout
