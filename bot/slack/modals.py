@@ -62,7 +62,7 @@ from bot.emr.models import (
 )
 from bot.slack import limits
 from bot.slack.blocks import diff_lines, worker_table
-from bot.slack.mrkdwn import ELLIPSIS, escape, truncate
+from bot.slack.mrkdwn import ELLIPSIS, escape, one_line, truncate
 from bot.slack.mrkdwn import code as inline_code
 
 # --- ids --------------------------------------------------------------------------------------------------------------
@@ -242,6 +242,11 @@ def _esc(raw: str | None, limit: int) -> str:
     return truncate(escape(raw or ""), limit)
 
 
+def _line(raw: str | None, limit: int) -> str:
+    """Like `_esc`, on one line: for a name inside a sentence."""
+    return truncate(escape(one_line(raw or "")), limit)
+
+
 def _plain(text: str, limit: int = 2000) -> dict[str, Any]:
     return {"type": "plain_text", "text": _cut(text, limit) or " ", "emoji": True}
 
@@ -321,7 +326,7 @@ def _pre_sections(lines: Sequence[str], max_sections: int, head: str | None = No
 
 def _pre_line(raw: str) -> str:
     # A backtick fence inside a preformatted block would end it early.
-    return escape(raw).replace("`", "\u02cb").replace("\n", " ")
+    return escape(one_line(raw)).replace("`", "\u02cb")
 
 
 def _more(count: int, noun: str) -> str:
@@ -526,7 +531,7 @@ def loading_view(alias: str) -> dict[str, Any]:
     return _modal(
         CALLBACK_LOADING,
         _edit_title(alias),
-        [_section(f"⏳ Reading *{_esc(alias, NAME_SHOWN_MAX)}* from the cloud{ELLIPSIS}")],
+        [_section(f"⏳ Reading *{_line(alias, NAME_SHOWN_MAX)}* from the cloud{ELLIPSIS}")],
         close="Cancel",
     )
 
@@ -535,7 +540,7 @@ def error_view(alias: str, code: str, message: str, request_id: str | None) -> d
     """A cloud error, readable: Code, Message and RequestId; a Close button only."""
     rid = inline_code(request_id, 64) if request_id else "none"
     text = (
-        f"❌ *{_esc(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error\n"
+        f"❌ *{_line(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error\n"
         f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
         f"*Message* {_esc(message, MESSAGE_SHOWN_MAX)}"
     )
@@ -553,7 +558,7 @@ def result_view(alias: str, text: str, *, failed: bool = False) -> dict[str, Any
     view = _modal(
         CALLBACK_RESULT,
         "Failed" if failed else "Done",
-        [_section(f"{mark} *{_esc(alias, NAME_SHOWN_MAX)}*\n{_esc(text, 2500)}")],
+        [_section(f"{mark} *{_line(alias, NAME_SHOWN_MAX)}*\n{_esc(text, 2500)}")],
         close="Close",
     )
     # Closing the result closes the whole editor: the views under it describe a draft that is gone.
@@ -643,7 +648,7 @@ def _group_table(draft: Draft) -> list[dict[str, Any]]:
         notes.append("`+` new, `~` changed since you opened this")
     removed = [name for name in before if name not in {_group_name(g) for g in groups}]
     if removed:
-        notes.append("removed: " + _esc(", ".join(removed), 1000))
+        notes.append("removed: " + _line(", ".join(removed), 1000))
     if notes:
         blocks.append(_context(" · ".join(notes)))
     return blocks
@@ -698,10 +703,10 @@ def overview_view(draft: Draft) -> dict[str, Any]:
     """
     edited = draft.edited
     head = edited.get("headSpec") if isinstance(edited.get("headSpec"), dict) else {}
-    title = f"*Editing {_esc(draft.alias, NAME_SHOWN_MAX)}*"
+    title = f"*Editing {_line(draft.alias, NAME_SHOWN_MAX)}*"
     name = edited.get("name")
     if isinstance(name, str) and name and name != draft.alias:
-        title += f" · {_esc(name, NAME_SHOWN_MAX)}"
+        title += f" · {_line(name, NAME_SHOWN_MAX)}"
     if draft.cluster_id:
         title += f" · clusterId {inline_code(draft.cluster_id, 64)}"
     staged = len(diff(draft.original, edited))
@@ -807,7 +812,7 @@ def group_view(draft: Draft, group_name: str | None) -> dict[str, Any]:
     edited is remembered in the first block's id (index and a digest of its name): read it with group_target.
     """
     groups = _groups(draft.edited)
-    alias = f"*{_esc(draft.alias, NAME_SHOWN_MAX)}*"
+    alias = f"*{_line(draft.alias, NAME_SHOWN_MAX)}*"
     blocks: list[dict[str, Any]]
     if group_name is None:
         template = groups[-1] if groups else {}
@@ -815,7 +820,7 @@ def group_view(draft: Draft, group_name: str | None) -> dict[str, Any]:
         base |= {"replica": 1, "minReplica": 1, "maxReplica": 1}
         intro = f"New worker group for {alias}."
         if template:
-            intro += f" Prefilled from {_esc(_group_name(template), NAME_SHOWN_MAX)}."
+            intro += f" Prefilled from {_line(_group_name(template), NAME_SHOWN_MAX)}."
         blocks = [_section(intro, block_id=_TARGET_NEW)]
         if len(groups) >= MAX_WORKER_GROUPS:
             blocks.append(_context(f"⚠️ This cluster already has {len(groups)} groups, the most allowed."))
@@ -824,7 +829,7 @@ def group_view(draft: Draft, group_name: str | None) -> dict[str, Any]:
         index = _group_index(groups, group_name)
         base = groups[index]
         target = f"{_TARGET_PREFIX}{index}.{_digest(group_name)}"
-        blocks = [_section(f"Worker group *{_esc(group_name, NAME_SHOWN_MAX)}* of {alias}.", block_id=target)]
+        blocks = [_section(f"Worker group *{_line(group_name, NAME_SHOWN_MAX)}* of {alias}.", block_id=target)]
         title = "Edit worker group"
     blocks += [_input(spec, base) for spec in (GROUP_INPUTS if group_name is None else _EXISTING_GROUP_INPUTS)]
     if group_name is not None:
@@ -902,8 +907,8 @@ def parse_group(state_values: Mapping[str, Any], draft: Draft, group_name: str |
     if group_name is not None:
         try:
             index = _group_index(groups, group_name)
-        except UnknownGroupError as exc:
-            return GroupResult(errors={BLOCK_GROUP_NAME: str(exc)})
+        except UnknownGroupError as exc:  # its message names the group: user or cloud text
+            return GroupResult(errors={BLOCK_GROUP_NAME: truncate(escape(str(exc)), ERROR_TEXT_MAX)})
         remove = _state_entry(state_values, BLOCK_GROUP_REMOVE) or {}
         if any(o.get("value") == REMOVE_VALUE for o in remove.get("selected_options") or [] if isinstance(o, Mapping)):
             del groups[index]
@@ -1042,7 +1047,7 @@ def _diff_blocks(entries: Sequence[DiffEntry], noun: str = "change") -> list[dic
 
 def confirm_view(draft: Draft, entries: Sequence[DiffEntry]) -> dict[str, Any]:
     """The change before → after (secrets masked) with Apply; without entries, "nothing changed" and no Apply."""
-    alias = f"*{_esc(draft.alias, NAME_SHOWN_MAX)}*"
+    alias = f"*{_line(draft.alias, NAME_SHOWN_MAX)}*"
     if not entries:
         blocks = [
             _section(f"➖ Nothing changed: the draft is {alias} as read. Nothing will be sent."),
@@ -1083,11 +1088,11 @@ def stale_view(draft: Draft, changes_since_open: Sequence[DiffEntry], new_cluste
     Show it with the draft as it was (before rebase), so the conflicts are the user's edits against the others'.
     """
     who = new_cluster.modifier_name or new_cluster.modifier
-    by = f" by {_esc(who, NAME_SHOWN_MAX)}" if who else ""
+    by = f" by {_line(who, NAME_SHOWN_MAX)}" if who else ""
     count = len(changes_since_open)
     blocks = [
         _section(
-            f"⚠️ *{_esc(draft.alias, NAME_SHOWN_MAX)}* was changed{by} since you opened the editor, "
+            f"⚠️ *{_line(draft.alias, NAME_SHOWN_MAX)}* was changed{by} since you opened the editor, "
             f"so nothing was sent. {count} field{'' if count == 1 else 's'} changed (as opened → now):"
         ),
         *_diff_blocks(changes_since_open),
@@ -1095,7 +1100,7 @@ def stale_view(draft: Draft, changes_since_open: Sequence[DiffEntry], new_cluste
     both = conflicts(draft, changes_since_open)
     if both:
         listed = ", ".join(both)
-        blocks.append(_section(f"You changed these too; your values are kept: {_esc(listed, 2000)}"))
+        blocks.append(_section(f"You changed these too; your values are kept: {_line(listed, 2000)}"))
     blocks.append(
         _context("*Review again* shows your edits applied to the cluster as it is now; Apply only after that.")
     )
