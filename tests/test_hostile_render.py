@@ -31,6 +31,7 @@ from bot.emr.models import ClusterFields, RayCluster
 from bot.sandbox.slack_server import blocks_problems, view_problems
 from bot.slack import blocks, limits, modals, mrkdwn
 from bot.slack.blocks import SlackMessage
+from bot.change_state import STATES
 from bot.store import ChangeRecord
 
 SEED = json.loads((Path(__file__).resolve().parents[1] / "bot" / "sandbox" / "seed_clusters.json").read_text())
@@ -162,7 +163,7 @@ def progress_of(s: Sample) -> follow.Progress:
 
 
 def records_of(s: Sample) -> list[ChangeRecord]:
-    outcomes = ("done", "failed", "pending", "unknown")
+    states = STATES
     return [
         ChangeRecord(
             id=index + 1,
@@ -182,7 +183,8 @@ def records_of(s: Sample) -> list[ChangeRecord]:
             spec_before=None,
             body=None,
             diff=[],
-            outcome=outcomes[index % 4],
+            version=index,
+            state=states[index % len(states)],
             request_id=s.text if index % 3 else None,
             error_code=s.text if index % 2 else None,
             error_message=s.text,
@@ -292,7 +294,13 @@ MESSAGE_CASES: dict[str, Cases] = {
     ],
     "approval_void": lambda s: [call(APPROVER, s.text, diff_of(s)), call(APPROVER, s.text, diff_of(s)[:1])],
     "history": lambda s: [call(s.text, records_of(s)), call(s.text, [])],
-    "outcome_unknown": lambda s: [call(s.text, 7, s.text, s.text, holds) for holds in (None, True, False)],
+    "outcome_checking": lambda s: [call(s.text, 7, s.text, s.text)],
+    "outcome_known": lambda s: [
+        call(s.text, 7, s.text, True, revert_at=NOW),
+        call(s.text, 7, s.text, True, undo=False),
+        call(s.text, 7, s.text, False),
+    ],
+    "change_cancelled": lambda s: [call(s.text, 7, s.text)],
     "change_failed": lambda s: [call(s.text, s.text, s.text, s.text), call(s.text, s.text, s.text, None)],
     "cloud_error": lambda s: [call(s.text, s.text, s.text, s.text)],
     "slack_error": lambda s: [call(s.text, s.text), call("chat.postMessage", f"not_in_channel {s.text}")],

@@ -605,22 +605,6 @@ def history(alias: str, records: Sequence[Any]) -> SlackMessage:
     return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
 
 
-def outcome_unknown(alias: str, change_id: int, summary: str, state: str, holds: bool | None) -> SlackMessage:
-    """Told in a change's thread after a restart: raybot stopped between sending the change and its answer."""
-    if holds is None:
-        now = "raybot could not read the cluster to tell."
-    elif holds:
-        now = "The cluster now holds every value this change set: it most likely took effect."
-    else:
-        now = "The cluster does *not* hold the values this change set: it most likely did not take effect."
-    text = (
-        f"⚠️ raybot stopped while applying change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}): "
-        f"its outcome is unknown. State now: {_line(state, 200)}. {now} "
-        f"{inline_code(grammar.PREFIX + ' show ' + alias, 100)} has the details."
-    )
-    return SlackMessage(_fallback(text), [_section(text)])
-
-
 def _cloud_failure(head: str, code: str, message: str, request_id: str | None) -> SlackMessage:
     """A cloud error as people need it: Code, Message and RequestId ("none" when the API gave none)."""
     rid = inline_code(request_id, 64) if request_id else "none"
