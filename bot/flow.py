@@ -117,10 +117,7 @@ async def prepare(
     if replay.get("kind") == "lifecycle":
         verb = replay["verb"]
         if cluster.state != NEEDED_STATE[verb]:
-            raise ActionRefused(
-                f"`{target.alias}` is {cluster.state or 'in an unknown state'}: only a {NEEDED_STATE[verb]} "
-                f"cluster can {verb}"
-            )
+            raise ActionRefused(blocks.wrong_state_reason(target.alias, cluster.state, NEEDED_STATE[verb], verb))
         if verb == "start":
 
             async def start(record: ChangeRecord) -> ActionResponse:

@@ -13,7 +13,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
 from bot.services import Services
-from bot.slack import mrkdwn
+from bot.slack import blocks
 from bot.slack.blocks import CANCEL_REVERT_ACTION
 from bot.slack.conversation import Invocation, StatusThread
 

@@ -48,7 +48,7 @@ async def ask_to_stop(command: Stop, ctx: CommandContext) -> None:
     services.require(subject, "stop", command.cluster)
     cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
     if cluster.state != NEEDED_STATE["stop"]:
-        raise ActionRefused(f"`{command.cluster}` is {cluster.state}: only a Running cluster can stop")
+        raise ActionRefused(blocks.wrong_state_reason(command.cluster, cluster.state, NEEDED_STATE["stop"], "stop"))
     value = json.dumps({"alias": command.cluster, "thread_ts": ctx.invocation.thread_ts, "at": services.clock()})
     await ctx.replies.ephemeral(*blocks.stop_confirmation(command.cluster, cluster, value))
 

@@ -16,6 +16,7 @@ from bot.errors import ActionRefused
 from bot.flow import ChangeRequest, run_change
 from bot.replay import undo_replay
 from bot.services import Services
+from bot.slack import blocks
 from bot.slack.blocks import UNDO_ACTION
 from bot.slack.conversation import Invocation
 
@@ -29,13 +30,12 @@ async def undo(ctx: CommandContext, change_id: int) -> None:
         raise ActionRefused(f"change #{change_id} was not applied ({record.outcome}), so there is nothing to undo")
     target = services.cluster(ctx.subject, record.alias)
     if target.cluster_id != record.cluster_id:
-        raise ActionRefused(f"`{record.alias}` points at another cluster now; undo change #{change_id} by hand")
+        raise ActionRefused(blocks.alias_moved_reason(record.alias, change_id))
 
     async def not_undone_yet() -> None:
         for later in await services.store.history(record.alias, 50):
             if later.undo_of == change_id and later.state in HOLDS_CLUSTER:
-                verb = "reverted" if later.action == "revert" else "undone"
-                raise ActionRefused(f"change #{change_id} is already {verb} (change #{later.id} by <@{later.user_id}>)")
+                raise ActionRefused(blocks.already_undone_reason(change_id, later.id, later.user_id))
 
     await run_change(
         ctx,
