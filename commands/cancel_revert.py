@@ -40,7 +40,7 @@ async def keep(ctx: CommandContext, change_id: int) -> None:
         raise ActionRefused(f"the automatic revert is {REVERT_WORDS.get(state or '', state)}; nothing to cancel")
     thread_ts = record.thread_ts or record.root_ts or ""
     await StatusThread(services.slack, record.channel_id, thread_ts, thread_ts).reply(
-        f"⏲️ {mrkdwn.user(ctx.subject.user_id)} cancelled the automatic revert of change #{record.id}: the change stays."
+        *blocks.revert_cancelled(ctx.subject.user_id, record.id)
     )
 
 

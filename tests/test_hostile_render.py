@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from bot import follow, grammar, permissions
+from bot.change_state import STATES
 from bot.config import ApprovalRule, Limits
 from bot.emr.changes import DiffEntry, RevertConflict, diff
 from bot.emr.errors import EmrError
@@ -31,7 +32,6 @@ from bot.emr.models import ClusterFields, RayCluster
 from bot.sandbox.slack_server import blocks_problems, view_problems
 from bot.slack import blocks, limits, modals, mrkdwn
 from bot.slack.blocks import SlackMessage
-from bot.change_state import STATES
 from bot.store import ChangeRecord
 
 SEED = json.loads((Path(__file__).resolve().parents[1] / "bot" / "sandbox" / "seed_clusters.json").read_text())

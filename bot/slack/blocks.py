@@ -828,7 +828,8 @@ def outcome_known(
         )
         return SlackMessage(_fallback(text), [_section(text)])
     text = (
-        f"✅ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) took effect: the cluster holds it."
+        f"✅ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) took effect: "
+        "the cluster holds it."
     )
     body = [_section(text)]
     buttons = [_button("Undo", UNDO_ACTION, str(change_id))] if undo else []
