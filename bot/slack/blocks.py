@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -24,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot import grammar
-from bot.emr.changes import DiffEntry
+from bot.emr.changes import MASK, SECRET_KEY, DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster, WorkerGroup
 from bot.follow import Progress
@@ -38,8 +37,6 @@ MESSAGE_MAX = 1500  # an error message from the cloud API, escaped
 LIST_ENTRIES_PER_SECTION_MAX = 10  # beyond this many clusters per section, entries become too short to read
 DIFF_SECTIONS_MAX = 10  # preformatted sections a diff may take
 DIFF_VALUE_MAX = 200  # characters of one value in a diff line, before escaping
-SECRET_KEY = re.compile(r"password|secret|token|accesskey", re.IGNORECASE)
-MASK = "••••••"
 ABSENT = "—"
 FENCE = "```"
 
