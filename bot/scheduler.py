@@ -321,7 +321,7 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
                 return
             cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
             try:
-                result = revert_plan(cluster, record.spec_before, record.body)
+                result = revert_plan(cluster, record.spec_before, record.body, change_id=record.id)
             except RevertConflict as conflict:
                 await _give_up(services, claimed, str(conflict))
                 return

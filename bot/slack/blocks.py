@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -24,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot import grammar
-from bot.emr.changes import DiffEntry
+from bot.emr.changes import MASK, SECRET_KEY, DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster, WorkerGroup
 from bot.follow import Progress
@@ -42,8 +41,6 @@ DIFF_VALUE_MAX = 200  # characters of one value in a diff line, before escaping
 REASON_MAX = 2000  # a refusal's reason (raybot's mrkdwn)
 VOID_ENTRIES_MAX = 10  # changed fields a void approval names
 VOID_ENTRY_MAX = 110  # characters of each, escaped (10 of them and the sentence stay within OUTCOME_MAX)
-SECRET_KEY = re.compile(r"password|secret|token|accesskey", re.IGNORECASE)
-MASK = "••••••"
 ABSENT = "—"
 FENCE = "```"
 

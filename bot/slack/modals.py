@@ -168,8 +168,9 @@ def new_draft(
     key: str | None = None,
 ) -> Draft:
     """A draft of `cluster` as just read, nothing edited yet. `key` defaults to a random URL-safe token."""
-    # The draft lives in the store for an hour: secrets (gftConfig's password) stay masked there. The editor never
-    # edits them, and Apply plans against a fresh read, so the masked values are never sent.
+    # The draft lives in the store for an hour: secrets (gftConfig's password, a group's imagePullSecret) stay masked
+    # there. The editor never edits them, changes_for carries only the fields the person changed, and Apply plans
+    # against a fresh read, which takes any masked value from the read or refuses: the mask is never sent.
     original = _readable(cluster)
     return Draft(
         key=key if key is not None else secrets.token_urlsafe(16),
@@ -992,8 +993,13 @@ def role_limit_errors(violations: Sequence[str], *, group_name: str | None = Non
 def changes_for(draft: Draft) -> list[Change]:
     """The changes that turn the cluster as read into the draft: plan(cluster, changes_for(draft)) sends `edited`.
 
-    Groups are matched by name: a renamed group is removed and added. Raises ChangeError for an edit the
-    change vocabulary cannot express (a field outside TOP_LEVEL_FIELDS/HEAD_FIELDS, which the views never edit).
+    Each change carries only what the person changed: the fields that differ, and for an edited group only its
+    fields that differ (an explicit None for a field the edit left out). Fields nobody touched, secrets among them,
+    are then sent as the fresh read has them, never as the masked draft shows them. Groups are matched by name; a
+    group renamed in place (its slot among the groups kept, and a field the editor does not show, tell it from a
+    new one) is one ReplaceGroup, so its secrets follow it; any other group the draft gains is added as drafted
+    (plan refuses one that carries a masked secret). Raises ChangeError for an edit the change vocabulary cannot
+    express (a field outside TOP_LEVEL_FIELDS/HEAD_FIELDS, which the views never edit).
     """
     before, after = draft.original, draft.edited
     values: dict[str, Any] = {}
@@ -1017,16 +1023,58 @@ def changes_for(draft: Draft) -> list[Change]:
     for group in _groups(before):
         old.setdefault(_group_name(group), group)
     new_names = {_group_name(g) for g in _groups(after)}
-    changes += [RemoveGroup(group=name) for name in old if name not in new_names]
+    renamed = _renamed_groups(_groups(before), _groups(after))  # new name → old name
+    changes += [RemoveGroup(group=name) for name in old if name not in new_names and name not in renamed.values()]
     for group in _groups(after):
         name = _group_name(group)
-        if name not in old:
+        source = renamed.get(name, name)
+        if source not in old:
             changes.append(AddGroup(spec=WorkerGroup.model_validate(group)))
-        elif old[name] != group:
-            # An explicit None removes a field the edit left out; every other field is sent as edited.
-            spec = {k: None for k in old[name] if k not in group} | group
-            changes.append(ReplaceGroup(group=name, spec=WorkerGroup.model_validate(spec)))
+        elif old[source] != group:
+            changes.append(
+                ReplaceGroup(group=source, spec=WorkerGroup.model_validate(_group_delta(old[source], group)))
+            )
     return changes
+
+
+def _group_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a group that the edit changed, with None for those it left out (ReplaceGroup removes them)."""
+    return {key: new.get(key) for key in dict.fromkeys([*old, *new]) if old.get(key) != new.get(key)}
+
+
+_FORM_KEYS = frozenset(spec.key for spec in GROUP_INPUTS)
+
+
+def _renamed_groups(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Groups of `after` that are a group of `before` renamed in place: new name → old name.
+
+    The group editor renames a group where it stands and appends new groups, so a renamed group is the only
+    group gone from its slot (between the same kept neighbours) and the only one new there; and it still holds
+    some field the editor does not show (a new group has none). Anything less certain is left a remove and an add.
+    """
+    kept = {_group_name(g) for g in before} & {_group_name(g) for g in after}
+
+    def slots(groups: Sequence[Mapping[str, Any]]) -> dict[tuple[str | None, str | None], list[Mapping[str, Any]]]:
+        names = [_group_name(g) for g in groups]
+        out: dict[tuple[str | None, str | None], list[Mapping[str, Any]]] = {}
+        for index, group in enumerate(groups):
+            if names[index] in kept:
+                continue
+            previous = next((n for n in reversed(names[:index]) if n in kept), None)
+            following = next((n for n in names[index + 1 :] if n in kept), None)
+            out.setdefault((previous, following), []).append(group)
+        return out
+
+    added = slots(after)
+    pairs: dict[str, str] = {}
+    for slot, gone in slots(before).items():
+        new = added.get(slot, [])
+        if len(gone) != 1 or len(new) != 1:
+            continue
+        old_group, new_group = gone[0], new[0]
+        if any(key not in _FORM_KEYS and new_group.get(key) == value for key, value in old_group.items()):
+            pairs[_group_name(new_group)] = _group_name(old_group)
+    return pairs
 
 
 def review_diff(draft: Draft) -> list[DiffEntry]:
