@@ -41,3 +41,12 @@ async def http():
     """A client that talks to loopback servers only (no proxies from the environment)."""
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def forks():
+    """`raybot serve` processes forked from one process that imported raybot once (see tests/forkserver.py)."""
+    from tests.forkserver import ForkServer
+
+    with ForkServer() as server:
+        yield server

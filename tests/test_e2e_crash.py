@@ -31,8 +31,6 @@ import random
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-import pytest
-
 from bot.sandbox.emr_server import UPDATE, EmrEmulator, RecordedCall
 from bot.sandbox.slack_server import SlackEmulator
 from bot.slack.blocks import UNDO_ACTION
@@ -173,6 +171,16 @@ async def after_restart(lane: Lane, roots: list, emr_mark: int, *, n: int, old2:
             problems.append(f"timed out waiting for {what}")
             return None
 
+    async def without_hourglass(ts: str, what: str, timeout: float) -> str:
+        """The root message `ts` once it no longer shows ⏳ (its text as it is after `timeout` otherwise)."""
+        if "⏳" in (slack.message(CHANNEL, ts) or {}).get("text", ""):
+            await waited(
+                f"{what} to leave ⏳",
+                lambda c: c.method == "chat.update" and c.args.get("ts") == ts and "⏳" not in c.args.get("text", ""),
+                timeout,
+            )
+        return (slack.message(CHANNEL, ts) or {}).get("text", "")
+
     health = await http.get(f"{lane.raybot.url}/healthz")
     if health.status_code != 200:
         problems.append(f"/healthz answered {health.status_code} after the restart")
@@ -215,6 +223,7 @@ async def after_restart(lane: Lane, roots: list, emr_mark: int, *, n: int, old2:
             lambda c: c.method == "chat.postMessage" and c.args.get("thread_ts") == verify_ts and says_settled(c.args),
             10,
         )
+        await without_hourglass(verify_ts, "the new resize's root status message", 10)
 
     holds = replica(prod_spec(emr), "WorkerGroup1") == n
     truth = TOOK if holds else NOT_TOOK
@@ -233,15 +242,7 @@ async def after_restart(lane: Lane, roots: list, emr_mark: int, *, n: int, old2:
             )
         if not holds and any(has_button(r, UNDO_ACTION) for r in replies):
             problems.append("a change that did not take effect is offered Undo")
-        if "⏳" in (slack.message(CHANNEL, ts) or {}).get("text", ""):
-            await waited(
-                "the root status message to leave ⏳",
-                lambda c, ts=ts: (
-                    c.method == "chat.update" and c.args.get("ts") == ts and "⏳" not in c.args.get("text", "")
-                ),
-                outcome_by - loop.time(),
-            )
-        final = (slack.message(CHANNEL, ts) or {}).get("text", "")
+        final = await without_hourglass(ts, "the root status message", outcome_by - loop.time())
         if "⏳" not in final and ("✅" in final) != holds:
             problems.append(f"the change {truth} but its root says {final!r}")
     left = [m["text"] for m in slack.channel_messages(CHANNEL) if "⏳" in m.get("text", "")]
@@ -274,9 +275,10 @@ def logged_errors(raybot: ForkedRaybot | None, most: int = 3) -> str:
     return "".join(f"\n    raybot logged: {line}" for line in errors)
 
 
-async def run_lane(number: int, trials: list[Trial], forks: ForkServer, http, tmp_path) -> list[str]:
-    """Run `trials` one after the other on one emulator pair and one database; the failures, as text."""
+async def run_lane(number: int, trials: list[Trial], forks: ForkServer, http, tmp_path) -> tuple[int, list[str]]:
+    """Run `trials` one after the other on one emulator pair and one database: how many ran, the failures."""
     failures: list[str] = []
+    ran = 0
     directory = tmp_path / f"lane{number}"
     directory.mkdir()
     with ExitStack() as stack:
@@ -287,31 +289,36 @@ async def run_lane(number: int, trials: list[Trial], forks: ForkServer, http, tm
         lane.raybot = await forks.start_async(env)
         try:
             for trial in trials:
+                ran += 1
                 try:
                     await run_trial(lane, trial)
-                except AssertionError as failure:
-                    failures.append(f"{trial}, lane {number}: {failure}{logged_errors(lane.raybot)}")
+                except Exception as failure:  # noqa: BLE001 - every lane reports, none stops the others
+                    shown = failure if isinstance(failure, AssertionError) else repr(failure)
+                    failures.append(f"{trial}, lane {number}: {shown}{logged_errors(lane.raybot)}")
                     break  # the lane's raybot and cluster are in no known state: its other trials would say nothing
         finally:
             if lane.raybot is not None and not lane.raybot.exited.is_set():
                 await asyncio.to_thread(lane.raybot.kill)
             emr.release_hanging()
-    return failures
-
-
-@pytest.fixture(scope="module")
-def forks():
-    with ForkServer() as server:
-        yield server
+    return ran, failures
 
 
 async def test_crash_trials_end_with_the_truth_in_every_thread(forks, http, tmp_path):
     trials = plan()
     lanes = [trials[i::LANES] for i in range(LANES)]
-    results = await asyncio.gather(*(run_lane(i, lane, forks, http, tmp_path) for i, lane in enumerate(lanes, 1)))
-    failures = [f for lane in results for f in lane]
-    ran = sum(len(lane) for lane in lanes)
-    assert not failures, f"{len(failures)} of {LANES} lanes failed ({ran} trials planned):\n" + "\n".join(failures)
+    results = await asyncio.gather(
+        *(run_lane(i, lane, forks, http, tmp_path) for i, lane in enumerate(lanes, 1)), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    ran = sum(count for count, _ in results)
+    failures = [failure for _, lane_failures in results for failure in lane_failures]
+    assert not failures, (
+        f"{len(failures)} of {LANES} lanes failed; {ran} of {TRIALS} trials ran (a lane stops at its first failure):\n"
+        + "\n".join(failures)
+    )
+    assert ran == TRIALS
 
 
 async def test_a_kill_with_no_change_in_flight_restarts_cleanly(forks, http, tmp_path):

@@ -1,6 +1,6 @@
-"""Cloud faults after which raybot cannot know at once whether UpdateRayCluster took effect, against a real
-`raybot serve`: a call slower than the cluster lock's TTL, an update held past raybot's deadline and applied later
-(or never), and a 503 after the service applied the update.
+"""Cloud faults after which raybot cannot know at once whether UpdateRayCluster took effect, against real
+`raybot serve` processes (forked from tests.forkserver): a call slower than the cluster lock's TTL, an update held
+past raybot's deadline and applied later (or never), and a 503 after the service applied the update.
 
 raybot runs with RAYBOT_LOCK_TTL_SECONDS=1 (its locks must be renewed while a change is in flight) and
 RAYBOT_EMR_DEADLINE_SECONDS=2 (6 for the lock test, whose slow call must finish). Verdicts are read with
@@ -11,7 +11,6 @@ tests.e2e.verdict: "took effect" / "did not take effect" (or the usual ✅ / ❌
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import copy
 
 import pytest
@@ -31,7 +30,6 @@ from tests.e2e import (
     verdict,
     wait_new,
 )
-from tests.harness import start_raybot
 
 DEADLINE = 2.0  # RAYBOT_EMR_DEADLINE_SECONDS
 GRACE = 5.0  # what raybot waits past a call's deadline before it says the change did not take effect
@@ -41,20 +39,20 @@ PATIENT_DEADLINE = 6.0  # the deadline of the raybot that lets that slow call fi
 
 
 @pytest.fixture(scope="module")
-def raybots(emr, slack, tmp_path_factory):
-    """Two raybots with their own databases, started at once: one with a deadline the slow call fits in."""
-    envs = [
-        raybot_env(
-            tmp_path_factory.mktemp("raybot"),
-            slack,
-            emr,
-            RAYBOT_EMR_DEADLINE_SECONDS=f"{deadline:g}",
-            RAYBOT_LOCK_TTL_SECONDS="1",
+def raybots(emr, slack, forks, tmp_path_factory):
+    """Two raybots with their own databases: one with a deadline the slow call of the lock test fits in."""
+    processes = [
+        forks.start(
+            raybot_env(
+                tmp_path_factory.mktemp("raybot"),
+                slack,
+                emr,
+                RAYBOT_EMR_DEADLINE_SECONDS=f"{deadline:g}",
+                RAYBOT_LOCK_TTL_SECONDS="1",
+            )
         )
         for deadline in (DEADLINE, PATIENT_DEADLINE)
     ]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        processes = list(pool.map(start_raybot, envs))
     yield processes
     for process in processes:
         process.stop()
