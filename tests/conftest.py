@@ -45,8 +45,9 @@ async def http():
 
 @pytest.fixture(scope="session")
 def forks():
-    """`raybot serve` processes forked from one process that imported raybot once (see tests/forkserver.py)."""
-    from tests.forkserver import ForkServer
+    """`raybot serve` processes forked from one process that imported raybot once (see tests/forkserver.py);
+    plain `python -m bot.cli serve` starts with RAYBOT_TESTS_NO_FORK=1."""
+    from tests.forkserver import raybot_starter
 
-    with ForkServer() as server:
+    with raybot_starter() as server:
         yield server

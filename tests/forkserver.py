@@ -28,7 +28,7 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 
-from tests.harness import REPO, clean_env
+from tests.harness import REPO, clean_env, start_raybot
 
 LISTENING = "raybot: listening on "
 
@@ -79,6 +79,8 @@ def zygote_main() -> None:
     import commands
 
     for package in (bot, commands):
+        if not os.path.realpath(package.__file__).startswith(str(REPO) + os.sep):
+            raise RuntimeError(f"raybot imported from {package.__file__}, not from {REPO}")
         for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             importlib.import_module(module.name)
 
@@ -146,7 +148,7 @@ def zygote_main() -> None:
 class ForkedRaybot:
     """A `raybot serve` forked from the zygote; `url` is its base URL in HTTP mode."""
 
-    server: ForkServer = field(repr=False)
+    server: ForkServer | PlainStarter = field(repr=False)
     pid: int
     url: str | None = None
     output: list[str] = field(default_factory=list, repr=False)
@@ -263,3 +265,46 @@ class ForkServer:
                     del self._children[raybot.pid]
                 raybot.exited.set()
                 raybot.listening.set()  # whoever waits for it to listen learns it never will
+
+
+class PlainStarter:
+    """The same interface as ForkServer, starting each raybot as `python -m bot.cli serve` (tests.harness): for
+    checking that the forked ones behave the same (RAYBOT_TESTS_NO_FORK=1), at ~2 s of imports a start."""
+
+    def __init__(self) -> None:
+        self._processes: dict[int, subprocess.Popen] = {}
+
+    def __enter__(self) -> PlainStarter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def start(self, env: dict[str, str], timeout: float = 30.0) -> ForkedRaybot:
+        process = start_raybot(env, timeout=timeout)
+        raybot = ForkedRaybot(self, process.proc.pid, process.url, [line.rstrip("\n") for line in process.output])
+        raybot.listening.set()
+
+        def drain() -> None:  # read its output as it comes, so a chatty raybot never blocks on a full pipe
+            assert process.proc.stdout is not None
+            for line in process.proc.stdout:
+                raybot.output.append(line.rstrip("\n"))
+            raybot.exit_code = process.proc.wait()
+            raybot.exited.set()
+
+        threading.Thread(target=drain, name=f"raybot-{raybot.pid}", daemon=True).start()
+        self._processes[raybot.pid] = process.proc
+        return raybot
+
+    async def start_async(self, env: dict[str, str], timeout: float = 30.0) -> ForkedRaybot:
+        return await asyncio.to_thread(self.start, env, timeout)
+
+    def signal(self, pid: int, signum: int) -> None:
+        process = self._processes[pid]
+        if process.poll() is None:  # never a pid that was already reaped
+            process.send_signal(signum)
+
+
+def raybot_starter() -> ForkServer | PlainStarter:
+    """The fork server, or plain `python -m bot.cli serve` starts when RAYBOT_TESTS_NO_FORK=1."""
+    return PlainStarter() if os.environ.get("RAYBOT_TESTS_NO_FORK") == "1" else ForkServer()

@@ -21,7 +21,8 @@ Then raybot is started again on the same database, and the trial checks:
 
 Runtime: the trials run in LANES lanes at once, each with its own emulator pair and database; within a lane the
 raybot started after one trial's kill is the one the next trial kills. raybots are forked from tests.forkserver
-(~0.3 s a start instead of ~2 s of imports per `python -m bot.cli serve`).
+(~0.3 s a start instead of ~2 s of imports per `python -m bot.cli serve`; RAYBOT_TESTS_NO_FORK=1 starts them plainly,
+which takes minutes on two cores).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from bot.sandbox.slack_server import SlackEmulator
 from bot.slack.blocks import UNDO_ACTION
 from tests import e2e_world as world
 from tests.e2e import NOT_TOOK, TOOK, has_button, raybot_env, says_settled, send, verdict
-from tests.forkserver import ForkedRaybot, ForkServer
+from tests.forkserver import ForkedRaybot, ForkServer, PlainStarter
 
 SEED = 20240611
 TRIALS = 20
@@ -83,7 +84,7 @@ class Lane:
     emr: EmrEmulator
     slack: SlackEmulator
     env: dict[str, str]
-    forks: ForkServer
+    forks: ForkServer | PlainStarter
     http: object
     raybot: ForkedRaybot | None = None
 
@@ -275,7 +276,9 @@ def logged_errors(raybot: ForkedRaybot | None, most: int = 3) -> str:
     return "".join(f"\n    raybot logged: {line}" for line in errors)
 
 
-async def run_lane(number: int, trials: list[Trial], forks: ForkServer, http, tmp_path) -> tuple[int, list[str]]:
+async def run_lane(
+    number: int, trials: list[Trial], forks: ForkServer | PlainStarter, http, tmp_path
+) -> tuple[int, list[str]]:
     """Run `trials` one after the other on one emulator pair and one database: how many ran, the failures."""
     failures: list[str] = []
     ran = 0
