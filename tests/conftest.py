@@ -41,3 +41,13 @@ async def http():
     """A client that talks to loopback servers only (no proxies from the environment)."""
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def forks():
+    """`raybot serve` processes forked from one process that imported raybot once (see tests/forkserver.py);
+    plain `python -m bot.cli serve` starts with RAYBOT_TESTS_NO_FORK=1."""
+    from tests.forkserver import raybot_starter
+
+    with raybot_starter() as server:
+        yield server

@@ -16,6 +16,7 @@ from bot.emr.credentials import StaticCredentials
 from bot.server import running_services, start_http
 from bot.services import Services
 from bot.settings import load_settings
+from bot.slack.blocks import UNDO_ACTION
 from tests import e2e_world as world
 from tests.harness import AK_ID, AK_SECRET, SIGNING_SECRET, clean_env, signed_headers
 
@@ -70,6 +71,37 @@ async def ephemeral_reply(slack, response_url, timeout=5.0):
 
 def text_of(message: dict) -> str:
     return message.get("text", "") + json.dumps(message.get("blocks") or [], ensure_ascii=False)
+
+
+TOOK, NOT_TOOK = "took effect", "did not take effect"
+
+
+def verdict(message: dict) -> str | None:
+    """What a thread reply says became of its change: TOOK, NOT_TOOK, or None (no verdict, or still checking).
+
+    The usual answer of a change raybot saw through ("✅ … updated", with Undo) is TOOK; a "❌" answer is NOT_TOOK.
+    """
+    text, whole = message.get("text", ""), text_of(message)
+    if "⏳" in text:
+        return None  # "does not know yet whether change #N took effect … checking"
+    if NOT_TOOK in whole:  # it contains TOOK: look for it first
+        return NOT_TOOK
+    if TOOK in whole:
+        return TOOK
+    if text.startswith("✅") and has_button(message, UNDO_ACTION):
+        return TOOK
+    if "❌" in text:
+        return NOT_TOOK
+    return None
+
+
+def has_button(message: dict, action_id: str) -> bool:
+    return any(
+        element.get("action_id") == action_id
+        for block in message.get("blocks") or []
+        if block.get("type") == "actions"
+        for element in block.get("elements") or []
+    )
 
 
 def updates_of(emr, cluster_id=world.PROD):
@@ -226,6 +258,11 @@ def with_value(values: dict, block_id: str, value: str) -> dict:
 
 
 SETTLED_MARKERS = ("settled", "ended in", "still not settled", "not settled")
+
+
+def says_settled(message: dict) -> bool:
+    """Whether a thread reply is the follower's last word on a change (see SETTLED_MARKERS)."""
+    return any(marker in message.get("text", "") for marker in SETTLED_MARKERS)
 
 
 async def wait_until_followed(emr, slack, timeout: float = 10.0) -> None:
