@@ -344,6 +344,20 @@ async def send(
         raise
     assert sending is not None
     log.info("change requested", extra=fields)
+    with services.holding(record.id):
+        return await _call_and_tell(services, sending, thread, replies, prepared, fields)
+
+
+async def _call_and_tell(
+    services: Services,
+    sending: ChangeRecord,
+    thread: StatusThread,
+    replies: Replies | None,
+    prepared: Prepared,
+    fields: dict[str, Any],
+) -> ChangeRecord:
+    """The cloud call of a change in "sending", the move its answer decides, and telling the thread."""
+    store, record = services.store, sending
     with services.metrics.change_in_flight():
         try:
             response = await prepared.send(sending)

@@ -98,6 +98,8 @@ async def reconcile(services: Services) -> int:
         log.warning("cannot read due work: %s", error)
         return 1
     for record in changes:
+        if record.id in services.in_hand:
+            continue  # a request of this process is still telling its thread; it wakes us when done
         try:
             await reconcile_change(services, record)
         except Exception as error:  # noqa: BLE001 - one bad change must not stop the others

@@ -50,7 +50,7 @@ STATUS_MARKS: dict[str, tuple[str, str]] = {
     "done": ("✅", "done"),
     "failed": ("❌", "failed"),
     "unchanged": ("➖", "nothing to change"),
-    "unknown": ("⚠️", "outcome unknown, checking"),
+    "unknown": ("⏳", "outcome unknown, checking"),
     "cancelled": ("🚫", "stopped, nothing sent"),
     "awaiting": ("✋", "waiting for approval"),
     "rejected": ("🚫", "not applied"),
