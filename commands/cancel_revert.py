@@ -8,9 +8,9 @@ from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
 from bot.scheduler import cancel_revert
 from bot.services import Services
-from bot.slack import mrkdwn
+from bot.slack import mrkdwn, payloads
 from bot.slack.blocks import CANCEL_REVERT_ACTION
-from bot.slack.conversation import Invocation, StatusThread
+from bot.slack.conversation import Invocation, StatusThread, invocation_or_none
 
 
 async def keep(ctx: CommandContext, schedule_id: int) -> None:
@@ -33,5 +33,5 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(CANCEL_REVERT_ACTION)
     async def on_keep(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        schedule_id = int(body["actions"][0]["value"])
-        await serve(services, Invocation.from_block_action(body), lambda ctx: keep(ctx, schedule_id))
+        if invocation := invocation_or_none(Invocation.from_block_action, body):
+            await serve(services, invocation, lambda ctx: keep(ctx, payloads.button_value_id(body)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from typing import Literal
 
 from slack_bolt.async_app import AsyncApp
@@ -20,9 +21,9 @@ from bot.flow import Applying, call_audited, follow, hold
 from bot.follow import wanted_after_start, wanted_after_stop
 from bot.grammar import Start, Stop
 from bot.services import Services
-from bot.slack import blocks
+from bot.slack import blocks, payloads
 from bot.slack.blocks import STOP_ACTION
-from bot.slack.conversation import Invocation
+from bot.slack.conversation import Invocation, Replies, invocation_or_none
 
 Verb = Literal["start", "stop"]
 NEEDED_STATE = {"start": "Stopped", "stop": "Running"}
@@ -99,16 +100,22 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(STOP_ACTION)
     async def on_stop(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        value = json.loads(body["actions"][0]["value"])
-        clicked = Invocation.from_block_action(body)
-        # The confirmation is ephemeral: the change goes to the thread the command came from, if any.
-        invocation = Invocation(
-            user_id=clicked.user_id,
-            channel_id=clicked.channel_id,
-            text="",
-            team_id=clicked.team_id,
-            thread_ts=value.get("thread_ts"),
-        )
-        container = body.get("container") or {}
-        key = f"stop:{clicked.channel_id}:{container.get('message_ts') or body['actions'][0].get('action_ts')}"
-        await serve(services, invocation, lambda ctx: run_lifecycle(ctx, value["alias"], "stop", key))
+        clicked = invocation_or_none(Invocation.from_block_action, body)
+        if clicked is None:
+            return
+
+        async def confirmed(ctx: CommandContext) -> None:
+            value = payloads.json_button_value(body)
+            alias = payloads.text(value, "alias", "button", field="value.alias")
+            # The confirmation is ephemeral: the change goes to the thread the command came from, if any.
+            invocation = replace(ctx.invocation, thread_ts=payloads.optional_ts(value, "thread_ts"), trigger_id=None)
+            # One stop per confirmation message, however often its button is clicked.
+            clicked_at = payloads.optional_text(body.get("container"), "message_ts") or payloads.optional_text(
+                payloads.first_action(body), "action_ts"
+            )
+            key = f"stop:{clicked.channel_id}:{clicked_at}" if clicked_at else None
+            await run_lifecycle(
+                replace(ctx, invocation=invocation, replies=Replies(services.slack, invocation)), alias, "stop", key
+            )
+
+        await serve(services, clicked, confirmed)
