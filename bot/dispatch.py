@@ -18,11 +18,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.emr.changes import ChangeError
 from bot.emr.errors import EmrError
-from bot.errors import ActionRefused, ClusterBusy, Denied, UnknownCluster
+from bot.errors import ActionRefused, ClusterBusy, Denied, MalformedPayload, UnknownCluster
 from bot.grammar import UsageError
 from bot.permissions import Subject
 from bot.services import Services
-from bot.slack import blocks
+from bot.slack import blocks, mrkdwn
 from bot.slack.conversation import Invocation, Replies, ResponseUrlError, slack_error_text
 
 log = logging.getLogger("raybot.dispatch")
@@ -59,6 +59,15 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
         return blocks.cloud_error(error.action, error.code, error.message, error.request_id)
     if isinstance(error, SlackApiError):
         return blocks.slack_error(_method(error), slack_error_text(error))
+    if isinstance(error, MalformedPayload):
+        # Forged or corrupted input, not a bug in raybot: said plainly, no reference, no traceback in the log.
+        value = f" ({mrkdwn.code(error.shown, 40)})" if error.shown is not None else ""
+        return blocks.refused(
+            f"raybot could not read that {mrkdwn.escape(error.what)}: {mrkdwn.escape(error.field)} "
+            f"{mrkdwn.escape(error.problem)}{value}. Nothing was changed."
+        )
+    if isinstance(error, ResponseUrlError):
+        return blocks.slack_error("response_url", str(error))
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error, reference %s", reference, exc_info=error)
     return blocks.internal_error(reference)
@@ -91,9 +100,9 @@ def outcome_of(error: BaseException | None) -> str:
         return "ok"
     if isinstance(error, Denied):
         return "denied"
-    if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused):
+    if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused | MalformedPayload):
         return "invalid"
-    if isinstance(error, EmrError | SlackApiError | ClusterBusy):
+    if isinstance(error, EmrError | SlackApiError | ClusterBusy | ResponseUrlError):
         return "failed"
     return "error"
 
@@ -127,15 +136,37 @@ def _method(error: SlackApiError) -> str:
 
 
 async def report(replies: Replies, error: BaseException) -> None:
-    """Tell the requester about `error`; if even that fails, log it (there is nobody else to tell)."""
+    """Tell the requester about `error`; if even that fails, log it (there is nobody else to tell).
+
+    A response_url that fails (expired, used up, or not a URL at all) is one log line, and the answer goes through
+    chat.postEphemeral instead: the invocation always knows the user and the channel.
+    """
     text, body = describe_error(error)
     try:
         await replies.ephemeral(text, body)
-    except (SlackApiError, ResponseUrlError) as failure:
-        log.error(
-            "could not tell %s in %s about %s: %s",
+        return
+    except ResponseUrlError as failure:
+        log.warning(
+            "could not tell %s in %s about %s through response_url (%s); using chat.postEphemeral",
             replies.invocation.user_id,
             replies.invocation.channel_id,
             type(error).__name__,
             failure,
         )
+    except SlackApiError as failure:
+        _unanswered(replies, error, failure)
+        return
+    try:
+        await replies.without_response_url().ephemeral(text, body)
+    except SlackApiError as failure:
+        _unanswered(replies, error, failure)
+
+
+def _unanswered(replies: Replies, error: BaseException, failure: Exception) -> None:
+    log.error(
+        "could not tell %s in %s about %s: %s",
+        replies.invocation.user_id,
+        replies.invocation.channel_id,
+        type(error).__name__,
+        failure,
+    )

@@ -13,9 +13,9 @@ from slack_bolt.async_app import AsyncApp
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
 from bot.services import Services
-from bot.slack import blocks
+from bot.slack import blocks, payloads
 from bot.slack.blocks import CANCEL_REVERT_ACTION
-from bot.slack.conversation import Invocation, StatusThread
+from bot.slack.conversation import Invocation, StatusThread, invocation_or_none
 
 REVERT_WORDS = {
     "running": "running right now",
@@ -48,5 +48,5 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(CANCEL_REVERT_ACTION)
     async def on_keep(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        change_id = int(body["actions"][0]["value"])
-        await serve(services, Invocation.from_block_action(body), lambda ctx: keep(ctx, change_id))
+        if invocation := invocation_or_none(Invocation.from_block_action, body):
+            await serve(services, invocation, lambda ctx: keep(ctx, payloads.button_value_id(body)))

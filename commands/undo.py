@@ -16,9 +16,9 @@ from bot.errors import ActionRefused
 from bot.flow import ChangeRequest, run_change
 from bot.replay import undo_replay
 from bot.services import Services
-from bot.slack import blocks
+from bot.slack import blocks, payloads
 from bot.slack.blocks import UNDO_ACTION
-from bot.slack.conversation import Invocation
+from bot.slack.conversation import Invocation, invocation_or_none
 
 
 async def undo(ctx: CommandContext, change_id: int) -> None:
@@ -54,5 +54,5 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(UNDO_ACTION)
     async def on_undo(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        change_id = int(body["actions"][0]["value"])
-        await serve(services, Invocation.from_block_action(body), lambda ctx: undo(ctx, change_id))
+        if invocation := invocation_or_none(Invocation.from_block_action, body):
+            await serve(services, invocation, lambda ctx: undo(ctx, payloads.button_value_id(body)))

@@ -307,7 +307,7 @@ async def inprocess_raybot(env: dict[str, str], clock: FakeClock):
         services,
         app,
     ):
-        runner, url = await start_http(app, services, "127.0.0.1", 0)
+        runner, url = await start_http(app, services, "127.0.0.1", 0, signing_secret=settings.signing_secret)
         process = InProcessRaybot()
         process.url = url
         process.services = services

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -50,6 +51,19 @@ class RaybotProcess:
     url: str | None
     output: list[str] = field(default_factory=list)
     probe_url: str | None = None  # Socket Mode: the probes listener (/healthz, /readyz, /metrics)
+    _reader: threading.Thread | None = None
+
+    def follow_output(self) -> None:
+        """Read the process's output as it comes (into `output`): a test that makes it log a lot must, or the
+        process blocks writing to a full pipe."""
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+
+        self._reader = threading.Thread(target=read, name="raybot-output", daemon=True)
+        self._reader.start()
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -59,7 +73,10 @@ class RaybotProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None:
+        if self._reader is not None:
+            self._reader.join()  # the pipe ends with the process
+            self._reader = None
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
             self.output.append(self.proc.stdout.read())
             self.proc.stdout.close()
         return "".join(self.output)

@@ -200,6 +200,15 @@ def _group_name(group: Mapping[str, Any]) -> str:
     return str(group.get("groupName") or "")
 
 
+_INDEX = re.compile(r"[0-9]{1,6}")
+
+
+def _index(text: str) -> int | None:
+    """A list index raybot wrote into a view ("0", "12"), or None: only ASCII digits, as str.isdigit() also accepts
+    "²" and "１２" (and int() fails on the first)."""
+    return int(text) if _INDEX.fullmatch(text) else None
+
+
 class UnknownGroupError(LookupError):
     """A select value, view or name that names no group of the draft (it changed since the view was built)."""
 
@@ -209,9 +218,10 @@ def selected_group(draft: Draft, value: str) -> str | None:
     if value == NEW_GROUP_VALUE:
         return None
     groups = _groups(draft.edited)
-    if not value.isdigit() or int(value) >= len(groups):
+    index = _index(value)
+    if index is None or index >= len(groups):
         raise UnknownGroupError(f"no worker group at {value!r} in this draft; open the editor again")
-    return _group_name(groups[int(value)])
+    return _group_name(groups[index])
 
 
 def _group_index(groups: Sequence[Mapping[str, Any]], name: str) -> int:
@@ -453,7 +463,8 @@ def _number(raw: str) -> float | None:
 
 
 def _memory_advice(raw: str) -> str:
-    match = re.fullmatch(r"\s*([0-9]+)\s*(g|gb|gib|gi)?\s*", raw, re.IGNORECASE)
+    # Bounded: int() refuses more than 4300 digits, and no memory size has more than a few.
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*(g|gb|gib|gi)?\s*", raw, re.IGNORECASE)
     advice = f" (write {int(match.group(1))}Gi)" if match and int(match.group(1)) > 0 else ""
     return f"Memory is a whole number of GiB written like 16Gi, not {escape(raw)}{advice}"
 
@@ -607,8 +618,9 @@ def parse_picker(state_values: Mapping[str, Any], aliases: Sequence[str]) -> Pic
     option = entry.get("selected_option")
     raw = option.get("value") if isinstance(option, Mapping) else entry.get("value")
     text = (raw or "").strip() if isinstance(raw, str) else ""
-    if text.startswith("#") and text[1:].isdigit() and int(text[1:]) < len(aliases):
-        return PickResult(alias=aliases[int(text[1:])])
+    index = _index(text[1:]) if text.startswith("#") else None
+    if index is not None and index < len(aliases):
+        return PickResult(alias=aliases[index])
     if text in aliases:
         return PickResult(alias=text)
     if not text:
@@ -861,8 +873,9 @@ def group_target(view: Mapping[str, Any], draft: Draft) -> str | None:
         if isinstance(block_id, str) and block_id.startswith(_TARGET_PREFIX):
             index_text, _, digest = block_id.removeprefix(_TARGET_PREFIX).partition(".")
             names = [_group_name(g) for g in _groups(draft.edited)]
-            if index_text.isdigit() and int(index_text) < len(names) and _digest(names[int(index_text)]) == digest:
-                return names[int(index_text)]
+            index = _index(index_text)
+            if index is not None and index < len(names) and _digest(names[index]) == digest:
+                return names[index]
             for name in names:
                 if _digest(name) == digest:
                     return name
