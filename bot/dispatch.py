@@ -87,8 +87,7 @@ class CommandRouter:
     async def run(self, command: Any, invocation: Invocation, services: Services) -> None:
         """Run one command for one invocation; every failure ends in a message to the requester."""
         handler = self._handlers[type(command)]
-        outcome = await serve(services, invocation, lambda ctx: handler(command, ctx))
-        services.metrics.command(type(command).__name__.lower(), outcome)
+        await serve(services, invocation, lambda ctx: handler(command, ctx), command=type(command).__name__.lower())
 
 
 DRAINING_TEXT = "raybot is restarting and takes no new work for a moment; try again in a minute. Nothing was sent."
@@ -108,15 +107,21 @@ def outcome_of(error: BaseException | None) -> str:
 
 
 async def serve(
-    services: Services, invocation: Invocation, handler: Callable[[CommandContext], Awaitable[None]]
+    services: Services,
+    invocation: Invocation,
+    handler: Callable[[CommandContext], Awaitable[None]],
+    *,
+    command: str | None = None,
 ) -> str:
     """Run `handler` for one request (a command, a button click); every failure ends in a message to the requester.
 
-    Returns the outcome ("ok", "denied", "invalid", "failed", "error"). While raybot drains for a stop, new
-    requests are turned away with a message rather than started.
+    Returns the outcome ("ok", "denied", "invalid", "failed", "error"), counted for `command` when named —
+    before the person is told, so whoever reads /metrics after the answer finds it counted. While raybot
+    drains for a stop, new requests are turned away with a message rather than started.
     """
     replies = Replies(services.slack, invocation)
     if services.work.draining:
+        _count(services, command, "failed")
         await replies.ephemeral(DRAINING_TEXT)
         return "failed"
     async with services.work.track():
@@ -126,9 +131,17 @@ async def serve(
         except Exception as error:  # noqa: BLE001 - this is the one place errors become messages
             if isinstance(error, SlackApiError):
                 services.metrics.slack_error(_method(error), error.response.get("error"))
+            outcome = outcome_of(error)
+            _count(services, command, outcome)
             await report(replies, error)
-            return outcome_of(error)
+            return outcome
+    _count(services, command, "ok")
     return "ok"
+
+
+def _count(services: Services, command: str | None, outcome: str) -> None:
+    if command is not None:
+        services.metrics.command(command, outcome)  # type: ignore[arg-type]
 
 
 def _method(error: SlackApiError) -> str:
