@@ -51,7 +51,7 @@ STATUS_MARKS: dict[str, tuple[str, str]] = {
     "failed": ("❌", "failed"),
     "unchanged": ("➖", "nothing to change"),
     "unknown": ("⏳", "outcome unknown, checking"),
-    "cancelled": ("🚫", "stopped, nothing sent"),
+    "cancelled": ("❌", "stopped before it was sent"),
     "awaiting": ("✋", "waiting for approval"),
     "rejected": ("🚫", "not applied"),
 }
@@ -841,8 +841,8 @@ def outcome_known(
 def change_cancelled(alias: str, change_id: int, reason: str) -> SlackMessage:
     """A recorded change that was stopped before anything reached the cloud."""
     text = (
-        f"🚫 Change #{change_id} to *{_line(alias, NAME_MAX)}* was stopped before it was sent ({_esc(reason, 300)}). "
-        "Nothing was sent; ask again if it is still needed."
+        f"❌ Change #{change_id} to *{_line(alias, NAME_MAX)}* did not take effect: it was stopped before it was "
+        f"sent ({_line(reason, 300)}). Nothing was sent; ask again if it is still needed."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
