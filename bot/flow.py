@@ -344,8 +344,7 @@ async def send(
         raise
     assert sending is not None
     log.info("change requested", extra=fields)
-    with services.holding(record.id):
-        return await _call_and_tell(services, sending, thread, replies, prepared, fields)
+    return await _call_and_tell(services, sending, thread, replies, prepared, fields)
 
 
 async def _call_and_tell(
@@ -383,10 +382,10 @@ async def _call_and_tell(
             )
             services.wake_scheduler()
             raise
-    applied = await took_effect(services, sending, from_="sending", request_id=response.request_id)
-    if applied is None:
-        return await store.get_change(record.id) or sending
     log.info("change applied", extra=fields | {"request_id": response.request_id})
+    # Told first, then moved: once "applied", the follower may answer at once, and its answer must come last.
+    # A crash in between leaves "sending", which the reconciler checks and tells again, truthfully.
+    revert_at = services.clock() + record.duration_seconds if record.duration_seconds is not None else None
     await tell(
         thread,
         replies,
@@ -394,19 +393,20 @@ async def _call_and_tell(
             record.alias,
             response.cluster_id or record.cluster_id,
             response.request_id,
-            _diff_entries(applied),
-            change_id=None if record.action in LIFECYCLE else record.id,
-            revert_at=applied.revert_at if applied.revert_state == "scheduled" else None,
-            schedule_id=applied.id,
+            _diff_entries(record),
+            change_id=record.id,
+            revert_at=revert_at,
+            schedule_id=record.id,
         )
         if record.action not in LIFECYCLE
         else blocks.lifecycle_accepted(
             record.alias, record.action, response.cluster_id or record.cluster_id, response.request_id
         ),
     )
-    await set_following(thread, applied)
+    await set_following(thread, record)
+    applied = await took_effect(services, sending, from_="sending", request_id=response.request_id)
     services.wake_scheduler()
-    return applied
+    return applied or await store.get_change(record.id) or sending
 
 
 async def took_effect(
@@ -434,7 +434,15 @@ async def became_unknown(
     reason: str,
     error: EmrError | None = None,
 ) -> ChangeRecord:
-    """The change may have been applied: record "unknown", say so, and have the reconciler check at once."""
+    """The change may have been applied: say so, record "unknown", and have the reconciler check at once.
+
+    Told before the move, so the reconciler's verdict comes after "checking"; a crash in between leaves
+    the change "sending", and the next pass says it again.
+    """
+    log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
+    if thread is not None:
+        await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
+        await set_root(thread, record, "unknown")
     unknown = await services.store.move(
         record.id,
         "unknown",
@@ -445,14 +453,8 @@ async def became_unknown(
         error_code=error.code if error else None,
         error_message=error.message if error else reason,
     )
-    if unknown is None:
-        return await services.store.get_change(record.id) or record
-    log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
-    if thread is not None:
-        await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
-        await set_root(thread, record, "unknown")
     services.wake_scheduler()
-    return unknown
+    return unknown or await services.store.get_change(record.id) or record
 
 
 def _diff_entries(record: ChangeRecord) -> list[DiffEntry]:

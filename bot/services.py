@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -128,24 +128,11 @@ class Services:
     bot_user_id: str = ""
     lock_wait_seconds: float = 5.0  # how long a change waits for another one on the same cluster
     follow_seconds: float = 900.0  # how long raybot follows a change before saying it did not settle
-    # Changes a request of this process is still telling Slack about: the reconciler leaves them alone until
-    # it is done, so its own answer (a follow settling at once, say) never comes before the request's.
-    in_hand: set[int] = field(default_factory=set)
     _usergroup_refs: set[str] = field(default_factory=set)
     _scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._usergroup_refs = referenced_usergroups(self.config)
-
-    @contextmanager
-    def holding(self, change_id: int) -> Iterator[None]:
-        """While the body runs, the reconciler of this process does not touch change `change_id`."""
-        self.in_hand.add(change_id)
-        try:
-            yield
-        finally:
-            self.in_hand.discard(change_id)
-            self.wake_scheduler()
 
     def wake_scheduler(self) -> None:
         """A revert was scheduled: let the scheduler look again at what is due next."""

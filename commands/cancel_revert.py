@@ -28,12 +28,10 @@ REVERT_WORDS = {
 async def keep(ctx: CommandContext, change_id: int) -> None:
     services = ctx.services
     record = await services.store.get_change(change_id)
-    if record is None or record.channel_id != ctx.invocation.channel_id or record.revert_state is None:
+    if record is None or record.channel_id != ctx.invocation.channel_id or record.duration_seconds is None:
         raise ActionRefused("that automatic revert is not from this channel")
     services.require(ctx.subject, "resize", record.alias)
-    kept = await services.store.move_revert(
-        change_id, "cancelled", from_="scheduled", revert_note=f"kept by {ctx.subject.user_id}"
-    )
+    kept = await services.store.cancel_revert(change_id, note=f"kept by {ctx.subject.user_id}")
     if kept is None:
         now = await services.store.get_change(change_id)
         state = now.revert_state if now is not None else record.revert_state

@@ -314,4 +314,6 @@ async def inprocess_raybot(env: dict[str, str], clock: FakeClock):
         try:
             yield process
         finally:
+            # As `raybot serve` does on SIGTERM: what is in flight finishes before the process goes.
+            await services.work.drain(10)
             await runner.cleanup()

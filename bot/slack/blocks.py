@@ -847,6 +847,16 @@ def change_cancelled(alias: str, change_id: int, reason: str) -> SlackMessage:
     return SlackMessage(_fallback(text), [_section(text)])
 
 
+def change_cancelled_unposted(user_id: str, alias: str, change_id: int, summary: str) -> SlackMessage:
+    """A change whose process died around posting its status message, which cannot be found again."""
+    text = (
+        f"❌ {user(user_id)} · *{_line(alias, NAME_MAX)}* · {_line(summary, 300)}: change #{change_id} did not "
+        "take effect: raybot restarted before sending it, and nothing was sent. If a status message of it above "
+        "still says in progress, that message is stale. Ask again if it is still needed."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
 def edit_prompt(alias: str, value: str) -> SlackMessage:
     """/ray edit without a trigger_id (a mention): only a button click can open a modal, so offer one (ephemeral).
 
