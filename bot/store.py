@@ -570,6 +570,9 @@ class SqliteStore:
         if self._executor is not None:
             raise StoreError("store is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raybot-store")
+        # Known as live in this process before its row exists: another store of this process and replica
+        # starting at the same moment must not take this run for a previous life of the process and end it.
+        _LIVE_RUNS.add(self.run_id)
         try:
             await self._call(self._connect)
             ended = await self._call(self._start_run)
@@ -578,7 +581,6 @@ class SqliteStore:
             raise
         if ended:
             log.info("ended %d earlier run(s) of %s: their locks are free", ended, self.replica)
-        _LIVE_RUNS.add(self.run_id)
         if self._beat:
             self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="raybot-store-heartbeat")
 
