@@ -881,16 +881,21 @@ class SqliteStore:
                        WHERE next_at IS NOT NULL AND state IN ('unknown', 'applied', 'awaiting_approval')"""
                 ).fetchone()[0],
                 conn.execute("SELECT MIN(revert_at) FROM changes WHERE revert_state = 'scheduled'").fetchone()[0],
+                # Work another run is doing (as due_changes and due_reverts see it): due when that run goes
+                # silent, or at once when it ended or is not known at all.
                 conn.execute(
-                    """SELECT MIN(r.heartbeat_at) FROM runs AS r JOIN changes AS c
-                       ON c.run_id = r.run_id OR c.revert_run_id = r.run_id
-                       WHERE r.stopped_at IS NULL AND r.run_id != ?
-                         AND (c.state IN ('applying', 'sending') OR c.revert_state = 'running')""",
-                    (self.run_id,),
+                    """SELECT MIN(CASE WHEN r.run_id IS NULL THEN w.updated_at
+                                       WHEN r.stopped_at IS NOT NULL THEN r.stopped_at
+                                       ELSE r.heartbeat_at + ? END)
+                       FROM (SELECT run_id AS owner, updated_at FROM changes
+                             WHERE state IN ('applying', 'sending') OR (state = 'awaiting_approval' AND root_ts IS NULL)
+                             UNION ALL
+                             SELECT revert_run_id, updated_at FROM changes WHERE revert_state = 'running') AS w
+                       LEFT JOIN runs AS r ON r.run_id = w.owner
+                       WHERE w.owner IS NULL OR w.owner != ?""",
+                    (self.lock_ttl, self.run_id),
                 ).fetchone()[0],
             ]
-            if times[2] is not None:
-                times[2] += self.lock_ttl
             present = [t for t in times if t is not None]
             return min(present) if present else None
 
