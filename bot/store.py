@@ -749,10 +749,12 @@ class SqliteStore:
         if unknown:
             raise ValueError(f"not settable on a change: {', '.join(sorted(unknown))}")
         now = self._clock()
-        if to in FINAL or to == "applied":
-            fields.setdefault("finished_at", now)
         assignments = ["state = ?", "version = version + 1", "updated_at = ?"] + [f"{c} = ?" for c in fields]
         params: list[Any] = [to, now, *(_param(c, v) for c, v in fields.items())]
+        if (to in FINAL or to == "applied") and "finished_at" not in fields:
+            # When it took effect or failed for good: settling later does not move it.
+            assignments.append("finished_at = COALESCE(finished_at, ?)")
+            params.append(now)
         condition = f"id = ? AND state IN ({', '.join('?' * len(sources))})"
         params += [change_id, *sources]
         if fence is not None:
