@@ -478,6 +478,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """PRAGMA journal_mode = WAL, waiting like busy_timeout would for another connection's lock.
+
+    SQLite answers "database is locked" at once, without calling the busy handler, when another
+    connection holds a lock on a file not yet in WAL mode: two processes opening a new file together.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
+
+
 def _schema_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
     return int(version)
@@ -590,7 +607,7 @@ class SqliteStore:
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
             # FULL: a change recorded before the cloud call must survive a power cut right after it.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
