@@ -494,6 +494,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """PRAGMA journal_mode = WAL, waiting like busy_timeout would for another connection's lock.
+
+    SQLite answers "database is locked" at once, without calling the busy handler, when another
+    connection holds a lock on a file not yet in WAL mode: two processes opening a new file together.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
+
+
 def _schema_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
     return int(version)
@@ -586,6 +603,9 @@ class SqliteStore:
         if self._executor is not None:
             raise StoreError("store is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raybot-store")
+        # Known as live in this process before its row exists: another store of this process and replica
+        # starting at the same moment must not take this run for a previous life of the process and end it.
+        _LIVE_RUNS.add(self.run_id)
         try:
             await self._call(self._connect)
             ended = await self._call(self._start_run)
@@ -594,7 +614,6 @@ class SqliteStore:
             raise
         if ended:
             log.info("ended %d earlier run(s) of %s: their locks are free", ended, self.replica)
-        _LIVE_RUNS.add(self.run_id)
         if self._beat:
             self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="raybot-store-heartbeat")
 
@@ -604,7 +623,7 @@ class SqliteStore:
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
             # FULL: a change recorded before the cloud call must survive a power cut right after it.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -763,10 +782,12 @@ class SqliteStore:
         if unknown:
             raise ValueError(f"not settable on a change: {', '.join(sorted(unknown))}")
         now = self._clock()
-        if to in FINAL or to == "applied":
-            fields.setdefault("finished_at", now)
         assignments = ["state = ?", "version = version + 1", "updated_at = ?"] + [f"{c} = ?" for c in fields]
         params: list[Any] = [to, now, *(_param(c, v) for c, v in fields.items())]
+        if (to in FINAL or to == "applied") and "finished_at" not in fields:
+            # When it took effect or failed for good: settling later does not move it.
+            assignments.append("finished_at = COALESCE(finished_at, ?)")
+            params.append(now)
         condition = f"id = ? AND state IN ({', '.join('?' * len(sources))})"
         params += [change_id, *sources]
         if fence is not None:
@@ -895,16 +916,21 @@ class SqliteStore:
                        WHERE next_at IS NOT NULL AND state IN ('unknown', 'applied', 'awaiting_approval')"""
                 ).fetchone()[0],
                 conn.execute("SELECT MIN(revert_at) FROM changes WHERE revert_state = 'scheduled'").fetchone()[0],
+                # Work another run is doing (as due_changes and due_reverts see it): due when that run goes
+                # silent, or at once when it ended or is not known at all.
                 conn.execute(
-                    """SELECT MIN(r.heartbeat_at) FROM runs AS r JOIN changes AS c
-                       ON c.run_id = r.run_id OR c.revert_run_id = r.run_id
-                       WHERE r.stopped_at IS NULL AND r.run_id != ?
-                         AND (c.state IN ('applying', 'sending') OR c.revert_state = 'running')""",
-                    (self.run_id,),
+                    """SELECT MIN(CASE WHEN r.run_id IS NULL THEN w.updated_at
+                                       WHEN r.stopped_at IS NOT NULL THEN r.stopped_at
+                                       ELSE r.heartbeat_at + ? END)
+                       FROM (SELECT run_id AS owner, updated_at FROM changes
+                             WHERE state IN ('applying', 'sending') OR (state = 'awaiting_approval' AND root_ts IS NULL)
+                             UNION ALL
+                             SELECT revert_run_id, updated_at FROM changes WHERE revert_state = 'running') AS w
+                       LEFT JOIN runs AS r ON r.run_id = w.owner
+                       WHERE w.owner IS NULL OR w.owner != ?""",
+                    (self.lock_ttl, self.run_id),
                 ).fetchone()[0],
             ]
-            if times[2] is not None:
-                times[2] += self.lock_ttl
             present = [t for t in times if t is not None]
             return min(present) if present else None
 
