@@ -218,22 +218,7 @@ class Store(Protocol):
     async def move_revert(
         self, change_id: int, to: str, *, from_: str | tuple[str, ...], **fields: Any
     ) -> ChangeRecord | None: ...
-    async def cancel_revert(self, change_id: int, *, note: str) -> ChangeRecord | None:
-        """Keep a temporary change: its revert ends "cancelled", whether it is scheduled already or will be
-        when the change takes effect (Keep it clicked while the change is still being sent). None when there
-        is no revert left to cancel (it runs, ran, or was cancelled)."""
-        now = self._clock()
-        row = await self._call(
-            lambda conn: conn.execute(
-                """UPDATE changes SET revert_state = 'cancelled', revert_note = ?, updated_at = ?
-                   WHERE id = ? AND (revert_state = 'scheduled' OR (revert_state IS NULL
-                         AND duration_seconds IS NOT NULL AND state IN ('applying', 'sending', 'unknown')))
-                   RETURNING *""",
-                (note, now, change_id),
-            ).fetchone()
-        )
-        return _record(row)
-
+    async def cancel_revert(self, change_id: int, *, note: str) -> ChangeRecord | None: ...
     async def get_change(self, change_id: int) -> ChangeRecord | None: ...
     async def history(self, alias: str, limit: int = 10) -> list[ChangeRecord]: ...
     async def due_changes(self, now: float) -> list[ChangeRecord]: ...
@@ -854,6 +839,22 @@ class SqliteStore:
             f"WHERE id = ? AND revert_state IN ({', '.join('?' * len(sources))}) RETURNING *"
         )
         return _record(await self._call(lambda conn: conn.execute(sql, params).fetchone()))
+
+    async def cancel_revert(self, change_id: int, *, note: str) -> ChangeRecord | None:
+        """Keep a temporary change: its revert ends "cancelled", whether it is scheduled already or will be
+        when the change takes effect (Keep it clicked while the change is still being sent). None when there
+        is no revert left to cancel (it runs, ran, or was cancelled)."""
+        now = self._clock()
+        row = await self._call(
+            lambda conn: conn.execute(
+                """UPDATE changes SET revert_state = 'cancelled', revert_note = ?, updated_at = ?
+                   WHERE id = ? AND (revert_state = 'scheduled' OR (revert_state IS NULL
+                         AND duration_seconds IS NOT NULL AND state IN ('applying', 'sending', 'unknown')))
+                   RETURNING *""",
+                (note, now, change_id),
+            ).fetchone()
+        )
+        return _record(row)
 
     async def get_change(self, change_id: int) -> ChangeRecord | None:
         return _record(
