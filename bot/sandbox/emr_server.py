@@ -6,7 +6,7 @@ request must carry a valid ACS3-HMAC-SHA256 signature (checked with
 by raybot's own wire models in strict mode, and errors have Alibaba's shape
 (`RequestId`, `HostId`, `Code`, `Message`, `Recommend`, plus the
 `x-acs-request-id` header). State is in memory, keyed by (workspaceId, clusterId).
-Faults (latency, hang, 5xx, throttling, non-JSON, internal error) can be switched
+Faults (latency, hang, 5xx, throttling, non-JSON, internal error, a RAM refusal) can be switched
 on to look like service-side failures: they apply after the signature check.
 
 Codes the public documentation does not pin down, chosen here:
@@ -106,7 +106,7 @@ START = "StartRayCluster"
 STOP = "StopRayCluster"
 ACTIONS = (LIST, GET, UPDATE, START, STOP)
 
-FAULTS = frozenset({"latency", "hang", "5xx", "throttle", "not_json", "error"})
+FAULTS = frozenset({"latency", "hang", "5xx", "throttle", "not_json", "error", "forbidden"})
 
 # Headers every request must carry and sign (content-type too when there is a body).
 REQUIRED_HEADERS = (
@@ -914,6 +914,7 @@ def _fault_answer(kind: str, request_id: str, host_id: str) -> Answer:
         "throttle": (400, "Throttling.User", "Request was denied due to user flow control."),
         "error": (500, "InternalError", "The request processing has failed due to some unknown error."),
         "hang": (503, "ServiceUnavailable", "The emulator stopped before answering."),
+        "forbidden": (403, "Forbidden.RAM", "User not authorized to operate on the specified resource."),
     }[kind]
     return error_answer(ApiError(status, code, message), request_id, host_id)
 
@@ -1022,9 +1023,10 @@ class EmrEmulator:
     def inject(self, fault: str, *, times: int | None = None, action: str | None = None, seconds: float = 0.0) -> None:
         """Switch a fault on for the next `times` matching requests (None: until cleared).
 
-        latency: wait `seconds`, then answer normally; hang: never answer until stop();
-        5xx: 503 ServiceUnavailable; throttle: 400 Throttling.User; not_json: 502 with
-        an HTML body; error: 500 InternalError. Faults apply after the signature check.
+        latency: wait `seconds` (or until `release_hanging()`), then answer normally; hang: never
+        answer until stop(); 5xx: 503 ServiceUnavailable; throttle: 400 Throttling.User; not_json:
+        502 with an HTML body; error: 500 InternalError; forbidden: 403 Forbidden.RAM (a refusal
+        that is not retried and was not applied). Faults apply after the signature check.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
