@@ -449,6 +449,13 @@ def change_succeeded(
     return SlackMessage(_fallback(text), blocks)
 
 
+def revert_failed(change_id: int, alias: str, reason: str) -> SlackMessage:
+    """Thread reply when the automatic revert of a temporary change did not run (this time, or for good): why."""
+    why = _esc(reason, 1500)
+    text = f"🚫 The automatic revert of change #{change_id} on *{_esc(alias, NAME_MAX)}* did not run: {why}"
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
 def cluster_busy(alias: str, user_id: str, summary: str) -> SlackMessage:
     """Another change holds the cluster: who, and what they are doing."""
     text = (
@@ -498,6 +505,19 @@ def approval_closed(requester: str, alias: str, summary: str, outcome: str) -> S
     """The approval request once decided: its buttons are gone and it says what happened."""
     text = (
         f"{user(requester)} asked to change *{_esc(alias, NAME_MAX)}*: {_esc(summary, 500)}\n{truncate(outcome, 1500)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) -> SlackMessage:
+    """An approval that came too late: the cluster changed since the request (what changed, secrets masked)."""
+    shown = [inline_code(line, 200) for line in diff_lines(changed[:5])]
+    if len(changed) > 5:
+        shown.append(_more(len(changed) - 5, "change"))
+    what = f" ({'; '.join(shown)})" if shown else ""
+    text = (
+        f"🚫 Approved by {user(approver_id)}, but void: *{_esc(alias, NAME_MAX)}* changed since the request{what}. "
+        "Nothing was sent; ask again if it is still needed."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
