@@ -27,7 +27,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config import ClusterTarget
 from bot.dispatch import CommandContext
-from bot.emr.changes import DiffEntry, Plan
+from bot.emr.changes import DiffEntry, Plan, unmasked
 from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
 from bot.errors import ActionRefused, ClusterBusy, Denied
@@ -138,7 +138,11 @@ async def prepare(
 
 
 def planned(services: Services, target: ClusterTarget, cluster: RayCluster, result: Plan) -> Prepared | None:
-    """A read-modify-write plan as a Prepared UpdateRayCluster; None when it changes nothing."""
+    """A read-modify-write plan as a Prepared UpdateRayCluster; None when it changes nothing.
+
+    A masked secret in the plan (from a draft or the audit log) is sent as the cluster holds it, never as the mask.
+    """
+    result = unmasked(result, cluster)
     if not result.changed or result.body is None:
         return None
     body = result.body

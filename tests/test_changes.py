@@ -747,3 +747,43 @@ def test_revert_refuses_when_a_changed_field_was_changed_again():
     [conflict] = caught.value.conflicts
     assert (conflict.path, conflict.before, conflict.after) == ("workerSpec[WorkerGroup1].replica", 3, 7)
     assert "it is now 7" in str(caught.value)
+
+
+# --- unmasked: a masked secret is never sent --------------------------------------------------------------------------
+
+
+def with_secrets() -> RayCluster:
+    first = group("WorkerGroup1", imagePullSecret="real-secret")
+    head = read()["headSpec"] | {"gftConfig": {"redisUrl": "redis://r:6379", "redisPassword": "real-password"}}
+    return cluster(headSpec=head, workerSpec=[first, group("WorkerGroup2")])
+
+
+def test_unmasked_sends_a_masked_value_as_the_cluster_holds_it_and_diffs_again():
+    from bot.emr.changes import redact_secrets, unmasked
+
+    c = with_secrets()
+    masked_group = redact_secrets(c.editable())["workerSpec"][0] | {"replica": 3}  # as the editor's draft has it
+    result = unmasked(plan(c, [ReplaceGroup(group="WorkerGroup1", spec=WorkerGroup.model_validate(masked_group))]), c)
+    sent = body(result)
+    assert sent["workerSpec"][0]["imagePullSecret"] == "real-secret"
+    assert sent["headSpec"]["gftConfig"]["redisPassword"] == "real-password"
+    assert result.diff == [DiffEntry(path="workerSpec[WorkerGroup1].replica", before=2, after=3)]
+
+
+def test_unmasked_refuses_a_masked_value_the_cluster_has_nothing_for():
+    from bot.emr.changes import redact_secrets, revert_plan, unmasked
+
+    before = with_secrets()
+    removed = plan(before, [RemoveGroup(group="WorkerGroup1")])
+    now = cluster(headSpec=before.editable()["headSpec"], workerSpec=body(removed)["workerSpec"])
+    undo = revert_plan(now, redact_secrets(before.editable()), redact_secrets(body(removed)))  # the audit log's
+    with pytest.raises(ChangeError, match=r"workerSpec\[WorkerGroup1\]\.imagePullSecret"):
+        unmasked(undo, now)
+
+
+def test_unmasked_leaves_a_plan_without_masks_as_it_is():
+    from bot.emr.changes import unmasked
+
+    c = with_secrets()
+    result = plan(c, [SetReplicas(group="WorkerGroup2", replica=3)])
+    assert unmasked(result, c) is result

@@ -579,6 +579,41 @@ def redact_secrets(body: dict[str, Any] | None) -> dict[str, Any] | None:
     return masked
 
 
+def unmasked(result: Plan, cluster: RayCluster) -> Plan:
+    """`result` with every masked value of its body put back to the value `cluster` holds there as read.
+
+    The audit log and the editor's drafts keep secrets masked (`redact_secrets`), so a body planned from them can hold
+    the mask where it means "as it is": that value is taken from the read, and the diff is made again. A masked value
+    the read has nothing for (an Undo that puts back a removed group with its secret) cannot be sent: ChangeError.
+    """
+    if result.body is None:
+        return result
+    before = cluster.editable()
+    body = result.body.wire()
+    missing: list[str] = []
+    restored = _unmask(body, (), before, missing)
+    if missing:
+        raise ChangeError(
+            f"this change would send {', '.join(missing)} masked: raybot keeps secrets only masked, and the cluster "
+            "has no value there to keep. Nothing was sent; set it in the console instead"
+        )
+    return result if restored == body else _finish(before, restored)
+
+
+def _unmask(node: Any, loc: Location, read: dict[str, Any], missing: list[str]) -> Any:
+    if node == _REDACTED:
+        real = _lookup(read, loc)
+        if real is None or real == _REDACTED:
+            missing.append(_path_text(loc))
+            return node
+        return copy.deepcopy(real)
+    if isinstance(node, dict):
+        return {k: _unmask(v, (*loc, k), read, missing) for k, v in node.items()}
+    if isinstance(node, list) and loc == ("workerSpec",):
+        return [_unmask(group, (*loc, key), read, missing) for key, group in _keyed_groups(node)]
+    return node
+
+
 def _redact(path: str, value: Any) -> Any:
     leaf = path.rsplit(".", 1)[-1].lower()
     if value is not None and any(word in leaf for word in _SECRET_WORDS):
