@@ -99,9 +99,16 @@ class Prepared:
     plan: Plan | None = None
 
 
-def client_token(change_id: int) -> str:
-    """StartRayCluster's idempotency token: the same for every attempt of one recorded change."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"raybot:change:{change_id}").hex
+def client_token(record: ChangeRecord) -> str:
+    """StartRayCluster's idempotency token: the same for every attempt of the call that sends a recorded change.
+
+    Not the change id alone: ids start at 1 in every database, and another raybot (or this one after its database
+    was recreated) starting with the same access key would send the same token, which the cloud takes as a repeat
+    and does nothing. The run that sends it (`run_id`, random per process) makes it unique; a change is sent by one
+    run only (after a restart the reconciler reads the cluster, it never sends again).
+    """
+    key = f"raybot:change:{record.id}:{record.run_id}:{record.workspace}/{record.cluster_id}"
+    return uuid.uuid5(uuid.NAMESPACE_URL, key).hex
 
 
 async def prepare(
@@ -122,7 +129,7 @@ async def prepare(
 
             async def start(record: ChangeRecord) -> ActionResponse:
                 return await emr.start_cluster(
-                    target.workspace, target.cluster_id, client_token=client_token(record.id), region=target.region
+                    target.workspace, target.cluster_id, client_token=client_token(record), region=target.region
                 )
 
             return Prepared(before, None, [], wanted_after_start(cluster), start)
@@ -135,7 +142,10 @@ async def prepare(
 
 
 def planned(services: Services, target: ClusterTarget, cluster: RayCluster, result: Plan) -> Prepared | None:
-    """A read-modify-write plan as a Prepared UpdateRayCluster; None when it changes nothing."""
+    """A read-modify-write plan as a Prepared UpdateRayCluster; None when it changes nothing.
+
+    The plan never holds a mask (bot.emr.changes.plan takes it from the fresh read, or refuses).
+    """
     if not result.changed or result.body is None:
         return None
     body = result.body

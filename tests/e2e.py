@@ -3,6 +3,7 @@ would and watches what it did (only the calls made during the current test; see 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 
+import bot.scheduler
 from bot.config import load_config
 from bot.emr.credentials import StaticCredentials
 from bot.server import running_services, start_http
@@ -21,10 +23,10 @@ from tests import e2e_world as world
 from tests.harness import AK_ID, AK_SECRET, SIGNING_SECRET, clean_env, signed_headers
 
 
-def raybot_env(directory: Path, slack, emr, **extra: str) -> dict[str, str]:
+def raybot_env(directory: Path, slack, emr, *, config_text: str = world.CONFIG, **extra: str) -> dict[str, str]:
     """The environment of an HTTP-mode `raybot serve` wired to both emulators, with its own config and database."""
     config = directory / "raybot.yaml"
-    config.write_text(world.CONFIG)
+    config.write_text(config_text)
     return clean_env(
         SLACK_BOT_TOKEN=world.BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
@@ -317,3 +319,38 @@ async def inprocess_raybot(env: dict[str, str], clock: FakeClock):
             # As `raybot serve` does on SIGTERM: what is in flight finishes before the process goes.
             await services.work.drain(10)
             await runner.cleanup()
+
+
+class SchedulerPasses:
+    """The passes of the scheduler of an in-process raybot, counted by wrapping `bot.scheduler.reconcile` (one call
+    a pass), so a test can wake the scheduler and await a whole pass that began after the wake."""
+
+    def __init__(self) -> None:
+        self.begun = 0
+        self.ended: list[int] = []
+        self._changed = asyncio.Condition()
+
+    @classmethod
+    def install(cls, monkeypatch) -> SchedulerPasses:
+        passes = cls()
+        reconcile = bot.scheduler.reconcile
+
+        async def counted(services: Services) -> int:
+            passes.begun += 1
+            number = passes.begun
+            try:
+                return await reconcile(services)
+            finally:
+                async with passes._changed:
+                    passes.ended.append(number)
+                    passes._changed.notify_all()
+
+        monkeypatch.setattr(bot.scheduler, "reconcile", counted)
+        return passes
+
+    async def wake_and_wait(self, raybot: InProcessRaybot, timeout: float = 5.0) -> None:
+        """Wake the scheduler and return once a pass that began after this call has ended."""
+        after = self.begun
+        raybot.services.wake_scheduler()
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: any(n > after for n in self.ended))

@@ -649,6 +649,26 @@ def test_accepted_updates_are_counted_per_cluster(emulator: EmrEmulator) -> None
     assert len(emulator.accepted()) == 3
 
 
+def test_forbidden_refuses_and_changes_nothing(emulator: EmrEmulator) -> None:
+    emulator.inject("forbidden", action="UpdateRayCluster")
+    before = emulator.cluster(WS, PROD)
+    resp = send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emulator, replica=3))
+    assert_error(emulator, resp, 403, "Forbidden.RAM")
+    assert emulator.cluster(WS, PROD) == before
+    assert get_prod(emulator).status_code == 200  # only the named action
+
+
+def test_a_latency_released_early_is_served_even_after_the_client_gave_up(emulator: EmrEmulator) -> None:
+    emulator.inject("latency", action="UpdateRayCluster", seconds=60, times=1)
+    with pytest.raises(httpx.ReadTimeout):
+        send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emulator, replica=3), timeout=0.2)
+    held = emulator.calls[-1]
+    assert held.status == 0
+    emulator.release_hanging()
+    emulator.wait_for_call(lambda c: c is held and c.status == 200)
+    assert emulator.cluster(WS, PROD)["workerSpec"][0]["replica"] == 3  # applied, as a service that received it would
+
+
 def test_faults_apply_after_the_signature_check(emulator: EmrEmulator) -> None:
     emulator.inject("5xx", times=1)
     wrong = signing.Credential("testid", "nope")

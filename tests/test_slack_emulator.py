@@ -181,6 +181,18 @@ async def test_post_message_rejects_what_slack_rejects(client: AsyncWebClient) -
     assert dm["channel"].startswith("D")
 
 
+async def test_the_bot_taken_out_of_a_channel_cannot_post_there(emulator: SlackEmulator, client: AsyncWebClient):
+    posted = await client.chat_postMessage(channel=CHANNEL, text="before")
+    emulator.set_member(CHANNEL, False)
+    assert (await slack_error(client.chat_postMessage(channel=CHANNEL, text="x")))["error"] == "not_in_channel"
+    error = await slack_error(client.chat_postEphemeral(channel=CHANNEL, user=ALICE, text="x"))
+    assert error["error"] == "not_in_channel"
+    assert (await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="edited"))["ok"]
+    assert (await client.conversations_info(channel=CHANNEL))["channel"]["is_member"] is False
+    emulator.set_member(CHANNEL, True)
+    assert (await client.chat_postMessage(channel=CHANNEL, text="back"))["ok"]
+
+
 async def test_post_ephemeral(emulator: SlackEmulator, client: AsyncWebClient) -> None:
     root = await client.chat_postMessage(channel=CHANNEL, text="root")
     response = await client.chat_postEphemeral(channel=CHANNEL, user=ALICE, text="only you", thread_ts=root["ts"])

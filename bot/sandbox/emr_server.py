@@ -6,7 +6,7 @@ request must carry a valid ACS3-HMAC-SHA256 signature (checked with
 by raybot's own wire models in strict mode, and errors have Alibaba's shape
 (`RequestId`, `HostId`, `Code`, `Message`, `Recommend`, plus the
 `x-acs-request-id` header). State is in memory, keyed by (workspaceId, clusterId).
-Faults (latency, hang, 5xx, throttling, non-JSON, internal error, and the ones
+Faults (latency, hang, 5xx, throttling, non-JSON, internal error, a RAM refusal, and the ones
 below where the service did the work but the client never learns it) can be
 switched on to look like service-side failures: they apply after the signature
 check. `inject(kind, times=, action=, seconds=)` switches one on.
@@ -130,7 +130,9 @@ START = "StartRayCluster"
 STOP = "StopRayCluster"
 ACTIONS = (LIST, GET, UPDATE, START, STOP)
 
-FAULTS = frozenset({"latency", "hang", "hang_apply", "5xx", "5xx_after_apply", "throttle", "not_json", "error"})
+FAULTS = frozenset(
+    {"latency", "hang", "hang_apply", "5xx", "5xx_after_apply", "throttle", "not_json", "error", "forbidden"}
+)
 HOLDING_FAULTS = frozenset({"hang", "hang_apply"})
 
 # Headers every request must carry and sign (content-type too when there is a body).
@@ -970,6 +972,7 @@ def _fault_answer(kind: str, request_id: str, host_id: str) -> Answer:
         "error": (500, "InternalError", "The request processing has failed due to some unknown error."),
         "hang": (503, "ServiceUnavailable", "The emulator stopped before answering."),
         "5xx_after_apply": (503, "ServiceUnavailable", UNAVAILABLE),
+        "forbidden": (403, "Forbidden.RAM", "User not authorized to operate on the specified resource."),
     }[kind]
     return error_answer(ApiError(status, code, message), request_id, host_id)
 
@@ -1119,12 +1122,13 @@ class EmrEmulator:
     def inject(self, fault: str, *, times: int | None = None, action: str | None = None, seconds: float = 0.0) -> None:
         """Switch a fault on for the next `times` matching requests (None: until cleared).
 
-        latency: wait `seconds`, then answer normally; hang: hold until `release_hanging()`
-        or stop(), then 503, never carried out; hang_apply: hold until released or the
-        client goes away (then `seconds` more), carry the request out, lose the answer;
-        5xx: 503 ServiceUnavailable; 5xx_after_apply: carry it out, then answer 503;
-        throttle: 400 Throttling.User; not_json: 502 with an HTML body; error: 500
-        InternalError. Faults apply after the signature check (see the module docstring).
+        latency: wait `seconds` (or until `release_hanging()`), then answer normally, even to a client that
+        gave up; hang: hold until `release_hanging()` or stop(), then 503, never carried out; hang_apply:
+        hold until released or the client goes away (then `seconds` more), carry the request out, lose the
+        answer; 5xx: 503 ServiceUnavailable; 5xx_after_apply: carry it out, then answer 503; throttle: 400
+        Throttling.User; not_json: 502 with an HTML body; error: 500 InternalError; forbidden: 403
+        Forbidden.RAM (a refusal that is not retried and was not applied). Faults apply after the signature
+        check (see the module docstring).
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")

@@ -824,6 +824,12 @@ class SlackEmulator:
         with self._lock:
             self._usergroups[usergroup] = list(members)
 
+    def set_member(self, channel: str, is_member: bool) -> None:
+        """Add the bot to `channel` or take it out, as a channel manager would. Out of it, chat.postMessage and
+        chat.postEphemeral there answer `not_in_channel` (chat.update of its earlier messages still works)."""
+        with self._lock:
+            self._channels.setdefault(channel, {"name": channel.lower()})["is_member"] = is_member
+
     def close_view(self, view_id: str) -> None:
         """Close a modal as the user would: the view and any views pushed on top of it leave their stack."""
         with self._lock:
