@@ -162,13 +162,23 @@ async def run_trial(lane: Lane, trial: Trial) -> None:
         if c.method == "chat.postMessage" and c.ok and not c.args.get("thread_ts") and c.args.get("channel") == CHANNEL
     ]
 
+    restart_mark = len(slack.calls)
     lane.raybot = await lane.forks.start_async(lane.env)
-    problems = await after_restart(lane, roots, emr_mark, n=n, old2=old2, m=m)
+    problems = await after_restart(lane, roots, emr_mark, restart_mark, n=n, old2=old2, m=m)
     if problems:
         raise TrialFailed(f"n={n}, m={m}: " + "; ".join(problems))
 
 
-async def after_restart(lane: Lane, roots: list, emr_mark: int, *, n: int, old2: int | None, m: int) -> list[str]:
+def beside(message: dict, root: dict) -> bool:
+    """A channel message (not in a thread) naming the same change as `root`: what raybot posts when it cannot
+    find that root again. It names who asked and what ("<@U…> · *prod* · WorkerGroup1 replicas → 4")."""
+    summary = root.get("text", "").split("· ", 1)[-1].rsplit(" · ", 1)[0]
+    return not message.get("thread_ts") and message.get("ts") != root.get("ts") and summary in message.get("text", "")
+
+
+async def after_restart(
+    lane: Lane, roots: list, emr_mark: int, restart_mark: int, *, n: int, old2: int | None, m: int
+) -> list[str]:
     """The checks after the restart, each on its own: every problem found, as text."""
     emr, slack, http = lane.emr, lane.slack, lane.http
     assert lane.raybot is not None
@@ -220,15 +230,23 @@ async def after_restart(lane: Lane, roots: list, emr_mark: int, *, n: int, old2:
         verify_ts = first.response["ts"]
 
     # Every root the killed raybot posted gets a verdict in its thread.
+    # Killed between Slack posting a root and raybot recording where it is, a root cannot be found again (raybot
+    # may not read the channel): then, and only then, the truth comes as a message beside it, naming the change.
+    unfindable: dict[str, dict] = {}
+    restarted = since(slack.calls, restart_mark)
     for root in roots:
         ts = root.response["ts"]
-        await waited(
+        said = await waited(
             f"a verdict in the thread of {root.args.get('text', '')[:80]!r} within {OUTCOME_WITHIN:g} s",
-            lambda c, ts=ts: (
-                c.method == "chat.postMessage" and c.args.get("thread_ts") == ts and verdict(c.args) is not None
+            lambda c, ts=ts, root=root: (
+                c.method == "chat.postMessage"
+                and verdict(c.args) is not None
+                and (c.args.get("thread_ts") == ts or (restarted(c) and beside(c.args, root.args)))
             ),
             outcome_by - loop.time(),
         )
+        if said is not None and said.args.get("thread_ts") != ts:
+            unfindable[ts] = said.args
     if verify_ts is not None:
         await waited(
             "the new resize to settle",
@@ -242,6 +260,10 @@ async def after_restart(lane: Lane, roots: list, emr_mark: int, *, n: int, old2:
     for root in roots:
         ts = root.response["ts"]
         replies = slack.thread(CHANNEL, ts)
+        if ts in unfindable:
+            if holds or verdict(unfindable[ts]) != NOT_TOOK:
+                problems.append(f"the cluster holds WorkerGroup1={n}: {holds}, yet raybot said {unfindable[ts]}")
+            continue
         verdicts = [v for v in map(verdict, replies) if v is not None]
         if verdicts and set(verdicts) != {truth}:
             problems.append(
@@ -257,7 +279,9 @@ async def after_restart(lane: Lane, roots: list, emr_mark: int, *, n: int, old2:
         final = await without_hourglass(ts, "the root status message", outcome_by - loop.time())
         if "⏳" not in final and ("✅" in final) != holds:
             problems.append(f"the change {truth} but its root says {final!r}")
-    left = [m["text"] for m in slack.channel_messages(CHANNEL) if "⏳" in m.get("text", "")]
+    left = [
+        m["text"] for m in slack.channel_messages(CHANNEL) if "⏳" in m.get("text", "") and m["ts"] not in unfindable
+    ]
     if left:
         problems.append(f"root messages still show ⏳: {left}")
 
