@@ -1,6 +1,9 @@
 # raybot: Slack chat-ops for Ray clusters on EMR Serverless Spark.
 #   docker build -t raybot .
 #   docker run --rm -e SLACK_BOT_TOKEN -e SLACK_APP_TOKEN -v "$PWD/raybot.yaml:/etc/raybot/raybot.yaml:ro" raybot
+# One image for both stores: left as is, RAYBOT_DATABASE is a SQLite file under /data (one process;
+# mount a volume there to keep it); several replicas set it to a postgresql:// URL instead
+# (deploy/kubernetes/deployment.yaml). No VOLUME: the image does not decide where state lives.
 # Linted by .ci/lint-deploy (hadolint). Production builds may pin the base image by digest (@sha256:...) on top of the tag.
 
 # --- build: turn the project and its dependencies into wheels -----------------------------------
@@ -28,7 +31,8 @@ ENV PYTHONUNBUFFERED=1 \
     RAYBOT_DATABASE=/data/raybot.db \
     RAYBOT_HTTP_PORT=3000
 
-# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it; /data is the one writable place.
+# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it; /data is writable by it, for
+# the default SQLite file only (with PostgreSQL nothing is written there).
 RUN groupadd --system --gid 10001 raybot \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin raybot \

@@ -9,6 +9,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 import commands.approve
@@ -29,8 +30,8 @@ from bot.dispatch import report
 from bot.logs import log_context
 from bot.services import Services
 from bot.settings import Settings
-from bot.slack import blocks
-from bot.slack.conversation import Invocation, Replies
+from bot.slack import blocks, payloads
+from bot.slack.conversation import Invocation, Replies, invocation_or_none
 
 log = logging.getLogger("raybot.app")
 
@@ -63,10 +64,13 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
     app = AsyncApp(
         client=services.slack,
         signing_secret=settings.signing_secret or "",
-        # Socket Mode requests arrive over the app-token WebSocket and carry no signature.
-        request_verification_enabled=settings.signing_secret is not None,
+        # bot.server checks the signature of every HTTP request on its raw bytes before anything parses them, then
+        # hands Bolt the payload it checked; Socket Mode requests arrive over the app-token WebSocket, unsigned.
+        request_verification_enabled=False,
         authorize=authorize,
         logger=logging.getLogger("raybot.bolt"),
+        # A request no listener takes goes to on_error (one line) instead of Bolt's warning, which quotes the body.
+        raise_error_for_unhandled_request=True,
     )
 
     @app.middleware
@@ -75,9 +79,9 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
         started = time.perf_counter()
         body = req.body
         fields = {
-            "team": req.context.team_id,
-            "channel": req.context.channel_id,
-            "user": req.context.user_id,
+            "team": payloads.loggable_id(req.context.team_id),
+            "channel": payloads.loggable_id(req.context.channel_id),
+            "user": payloads.loggable_id(req.context.user_id),
         }
         with log_context(**{k: v for k, v in fields.items() if v}):
             response = await next()
@@ -89,7 +93,10 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
 
     @app.command(SLASH_COMMAND)
     async def on_ray(ack, body):  # noqa: ANN001 - Bolt injects by name
-        invocation = Invocation.from_slash_command(body)
+        invocation = invocation_or_none(Invocation.from_slash_command, body)
+        if invocation is None:
+            await ack()
+            return
         try:
             command = grammar.parse(invocation.text)
         except grammar.UsageError as error:
@@ -102,8 +109,13 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
 
     @app.event("app_mention")
     async def on_mention(event, body, context):  # noqa: ANN001
-        text = _MENTION.sub(" ", event.get("text") or "", count=1).strip()
-        invocation = Invocation.from_mention(event, text, context.team_id, body.get("event_id"))
+        # Bolt acknowledges events itself, before this runs.
+        text = _MENTION.sub(" ", payloads.optional_text(event, "text") or "", count=1).strip()
+        invocation = invocation_or_none(
+            lambda e: Invocation.from_mention(e, text, context.team_id, body.get("event_id")), event
+        )
+        if invocation is None:
+            return
         try:
             command = grammar.parse(text)
         except grammar.UsageError as error:
@@ -113,6 +125,10 @@ def build_app(settings: Settings, services: Services, auth_test: AsyncSlackRespo
 
     @app.error
     async def on_error(error, body):  # noqa: ANN001
+        if isinstance(error, BoltUnhandledRequestError):
+            # Signed, well-formed, and for nobody here (an action id or event raybot never registered).
+            log.warning("no listener for a Slack %s request; answered 404", _kind(body))
+            return
         # Listeners answer their own failures (bot.dispatch); reaching here means a bug in wiring.
         log.error("unhandled error in a Slack listener (%s)", type(error).__name__, exc_info=error)
 

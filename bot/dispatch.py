@@ -18,11 +18,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.emr.changes import ChangeError
 from bot.emr.errors import EmrError
-from bot.errors import ActionRefused, ClusterBusy, Denied, UnknownCluster
+from bot.errors import ActionRefused, ClusterBusy, Denied, MalformedPayload, UnknownCluster
 from bot.grammar import UsageError
 from bot.permissions import Subject
 from bot.services import Services
-from bot.slack import blocks
+from bot.slack import blocks, mrkdwn
 from bot.slack.conversation import Invocation, Replies, ResponseUrlError, slack_error_text
 from bot.store import StoreUnavailable
 
@@ -60,6 +60,15 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
         return blocks.cloud_error(error.action, error.code, error.message, error.request_id)
     if isinstance(error, SlackApiError):
         return blocks.slack_error(_method(error), slack_error_text(error))
+    if isinstance(error, MalformedPayload):
+        # Forged or corrupted input, not a bug in raybot: said plainly, no reference, no traceback in the log.
+        value = f" ({mrkdwn.code(error.shown, 40)})" if error.shown is not None else ""
+        return blocks.refused(
+            f"raybot could not read that {mrkdwn.escape(error.what)}: {mrkdwn.escape(error.field)} "
+            f"{mrkdwn.escape(error.problem)}{value}. Nothing was changed."
+        )
+    if isinstance(error, ResponseUrlError):
+        return blocks.slack_error("response_url", str(error))
     if isinstance(error, StoreUnavailable):
         log.warning("request refused: %s", error)
         return blocks.refused(STORE_DOWN_TEXT)
@@ -82,8 +91,7 @@ class CommandRouter:
     async def run(self, command: Any, invocation: Invocation, services: Services) -> None:
         """Run one command for one invocation; every failure ends in a message to the requester."""
         handler = self._handlers[type(command)]
-        outcome = await serve(services, invocation, lambda ctx: handler(command, ctx))
-        services.metrics.command(type(command).__name__.lower(), outcome)
+        await serve(services, invocation, lambda ctx: handler(command, ctx), command=type(command).__name__.lower())
 
 
 STORE_DOWN_TEXT = (
@@ -99,23 +107,29 @@ def outcome_of(error: BaseException | None) -> str:
         return "ok"
     if isinstance(error, Denied):
         return "denied"
-    if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused):
+    if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused | MalformedPayload):
         return "invalid"
-    if isinstance(error, EmrError | SlackApiError | ClusterBusy | StoreUnavailable):
+    if isinstance(error, EmrError | SlackApiError | ClusterBusy | ResponseUrlError | StoreUnavailable):
         return "failed"
     return "error"
 
 
 async def serve(
-    services: Services, invocation: Invocation, handler: Callable[[CommandContext], Awaitable[None]]
+    services: Services,
+    invocation: Invocation,
+    handler: Callable[[CommandContext], Awaitable[None]],
+    *,
+    command: str | None = None,
 ) -> str:
     """Run `handler` for one request (a command, a button click); every failure ends in a message to the requester.
 
-    Returns the outcome ("ok", "denied", "invalid", "failed", "error"). While raybot drains for a stop, new
-    requests are turned away with a message rather than started.
+    Returns the outcome ("ok", "denied", "invalid", "failed", "error"), counted for `command` when named —
+    before the person is told, so whoever reads /metrics after the answer finds it counted. While raybot
+    drains for a stop, new requests are turned away with a message rather than started.
     """
     replies = Replies(services.slack, invocation)
     if services.work.draining:
+        _count(services, command, "failed")
         await replies.ephemeral(DRAINING_TEXT)
         return "failed"
     async with services.work.track():
@@ -125,9 +139,17 @@ async def serve(
         except Exception as error:  # noqa: BLE001 - this is the one place errors become messages
             if isinstance(error, SlackApiError):
                 services.metrics.slack_error(_method(error), error.response.get("error"))
+            outcome = outcome_of(error)
+            _count(services, command, outcome)
             await report(replies, error)
-            return outcome_of(error)
+            return outcome
+    _count(services, command, "ok")
     return "ok"
+
+
+def _count(services: Services, command: str | None, outcome: str) -> None:
+    if command is not None:
+        services.metrics.command(command, outcome)  # type: ignore[arg-type]
 
 
 def _method(error: SlackApiError) -> str:
@@ -135,15 +157,37 @@ def _method(error: SlackApiError) -> str:
 
 
 async def report(replies: Replies, error: BaseException) -> None:
-    """Tell the requester about `error`; if even that fails, log it (there is nobody else to tell)."""
+    """Tell the requester about `error`; if even that fails, log it (there is nobody else to tell).
+
+    A response_url that fails (expired, used up, or not a URL at all) is one log line, and the answer goes through
+    chat.postEphemeral instead: the invocation always knows the user and the channel.
+    """
     text, body = describe_error(error)
     try:
         await replies.ephemeral(text, body)
-    except (SlackApiError, ResponseUrlError) as failure:
-        log.error(
-            "could not tell %s in %s about %s: %s",
+        return
+    except ResponseUrlError as failure:
+        log.warning(
+            "could not tell %s in %s about %s through response_url (%s); using chat.postEphemeral",
             replies.invocation.user_id,
             replies.invocation.channel_id,
             type(error).__name__,
             failure,
         )
+    except SlackApiError as failure:
+        _unanswered(replies, error, failure)
+        return
+    try:
+        await replies.without_response_url().ephemeral(text, body)
+    except SlackApiError as failure:
+        _unanswered(replies, error, failure)
+
+
+def _unanswered(replies: Replies, error: BaseException, failure: Exception) -> None:
+    log.error(
+        "could not tell %s in %s about %s: %s",
+        replies.invocation.user_id,
+        replies.invocation.channel_id,
+        type(error).__name__,
+        failure,
+    )

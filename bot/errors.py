@@ -44,3 +44,19 @@ class ActionRefused(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class MalformedPayload(Exception):
+    """A field raybot needs from a Slack payload is missing or is not what Slack sends (forged, corrupted, stale).
+
+    `what` is the thing the person used ("button", "editor", "request"), `field` the payload field, `problem` what
+    is wrong with it (plain text for a person) and `shown` a short printable preview of the value, if any. None of
+    it is trusted markup: `bot.dispatch` escapes it.
+    """
+
+    def __init__(self, what: str, field: str, problem: str, shown: str | None = None) -> None:
+        self.what = what
+        self.field = field
+        self.problem = problem
+        self.shown = shown
+        super().__init__(f"{what}: {field} {problem}" + (f" ({shown})" if shown is not None else ""))

@@ -99,9 +99,16 @@ class Prepared:
     plan: Plan | None = None
 
 
-def client_token(change_id: int) -> str:
-    """StartRayCluster's idempotency token: the same for every attempt of one recorded change."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"raybot:change:{change_id}").hex
+def client_token(record: ChangeRecord) -> str:
+    """StartRayCluster's idempotency token: the same for every attempt of the call that sends a recorded change.
+
+    Not the change id alone: ids start at 1 in every database, and another raybot (or this one after its database
+    was recreated) starting with the same access key would send the same token, which the cloud takes as a repeat
+    and does nothing. The run that sends it (`run_id`, random per process) makes it unique; a change is sent by one
+    run only (after a restart the reconciler reads the cluster, it never sends again).
+    """
+    key = f"raybot:change:{record.id}:{record.run_id}:{record.workspace}/{record.cluster_id}"
+    return uuid.uuid5(uuid.NAMESPACE_URL, key).hex
 
 
 async def prepare(
@@ -117,15 +124,12 @@ async def prepare(
     if replay.get("kind") == "lifecycle":
         verb = replay["verb"]
         if cluster.state != NEEDED_STATE[verb]:
-            raise ActionRefused(
-                f"`{target.alias}` is {cluster.state or 'in an unknown state'}: only a {NEEDED_STATE[verb]} "
-                f"cluster can {verb}"
-            )
+            raise ActionRefused(blocks.wrong_state_reason(target.alias, cluster.state, NEEDED_STATE[verb], verb))
         if verb == "start":
 
             async def start(record: ChangeRecord) -> ActionResponse:
                 return await emr.start_cluster(
-                    target.workspace, target.cluster_id, client_token=client_token(record.id), region=target.region
+                    target.workspace, target.cluster_id, client_token=client_token(record), region=target.region
                 )
 
             return Prepared(before, None, [], wanted_after_start(cluster), start)
@@ -138,7 +142,10 @@ async def prepare(
 
 
 def planned(services: Services, target: ClusterTarget, cluster: RayCluster, result: Plan) -> Prepared | None:
-    """A read-modify-write plan as a Prepared UpdateRayCluster; None when it changes nothing."""
+    """A read-modify-write plan as a Prepared UpdateRayCluster; None when it changes nothing.
+
+    The plan never holds a mask (bot.emr.changes.plan takes it from the fresh read, or refuses).
+    """
     if not result.changed or result.body is None:
         return None
     body = result.body
@@ -347,6 +354,19 @@ async def send(
         raise
     assert sending is not None
     log.info("change requested", extra=fields)
+    return await _call_and_tell(services, sending, thread, replies, prepared, fields)
+
+
+async def _call_and_tell(
+    services: Services,
+    sending: ChangeRecord,
+    thread: StatusThread,
+    replies: Replies | None,
+    prepared: Prepared,
+    fields: dict[str, Any],
+) -> ChangeRecord:
+    """The cloud call of a change in "sending", the move its answer decides, and telling the thread."""
+    store, record = services.store, sending
     with services.metrics.change_in_flight():
         try:
             response = await prepared.send(sending)
@@ -372,10 +392,10 @@ async def send(
             )
             services.wake_scheduler()
             raise
-    applied = await took_effect(services, sending, from_="sending", request_id=response.request_id)
-    if applied is None:
-        return await store.get_change(record.id) or sending
     log.info("change applied", extra=fields | {"request_id": response.request_id})
+    # Told first, then moved: once "applied", the follower may answer at once, and its answer must come last.
+    # A crash in between leaves "sending", which the reconciler checks and tells again, truthfully.
+    revert_at = services.clock() + record.duration_seconds if record.duration_seconds is not None else None
     await tell(
         thread,
         replies,
@@ -383,19 +403,20 @@ async def send(
             record.alias,
             response.cluster_id or record.cluster_id,
             response.request_id,
-            _diff_entries(applied),
-            change_id=None if record.action in LIFECYCLE else record.id,
-            revert_at=applied.revert_at if applied.revert_state == "scheduled" else None,
-            schedule_id=applied.id,
+            _diff_entries(record),
+            change_id=record.id,
+            revert_at=revert_at,
+            schedule_id=record.id,
         )
         if record.action not in LIFECYCLE
         else blocks.lifecycle_accepted(
             record.alias, record.action, response.cluster_id or record.cluster_id, response.request_id
         ),
     )
-    await set_following(thread, applied)
+    await set_following(thread, record)
+    applied = await took_effect(services, sending, from_="sending", request_id=response.request_id)
     services.wake_scheduler()
-    return applied
+    return applied or await store.get_change(record.id) or sending
 
 
 async def took_effect(
@@ -423,7 +444,15 @@ async def became_unknown(
     reason: str,
     error: EmrError | None = None,
 ) -> ChangeRecord:
-    """The change may have been applied: record "unknown", say so, and have the reconciler check at once."""
+    """The change may have been applied: say so, record "unknown", and have the reconciler check at once.
+
+    Told before the move, so the reconciler's verdict comes after "checking"; a crash in between leaves
+    the change "sending", and the next pass says it again.
+    """
+    log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
+    if thread is not None:
+        await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
+        await set_root(thread, record, "unknown")
     unknown = await services.store.move(
         record.id,
         "unknown",
@@ -434,14 +463,8 @@ async def became_unknown(
         error_code=error.code if error else None,
         error_message=error.message if error else reason,
     )
-    if unknown is None:
-        return await services.store.get_change(record.id) or record
-    log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
-    if thread is not None:
-        await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
-        await set_root(thread, record, "unknown")
     services.wake_scheduler()
-    return unknown
+    return unknown or await services.store.get_change(record.id) or record
 
 
 def _diff_entries(record: ChangeRecord) -> list[DiffEntry]:

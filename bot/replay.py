@@ -37,5 +37,5 @@ async def planner(store: Store, replay: dict[str, Any]) -> Callable[[RayCluster]
         if record is None or record.outcome != "done" or record.spec_before is None or record.body is None:
             raise ChangeError(f"change #{replay['change_id']} was not applied, so there is nothing to undo")
         before, applied = record.spec_before, record.body
-        return lambda cluster: revert_plan(cluster, before, applied)
+        return lambda cluster: revert_plan(cluster, before, applied, change_id=record.id)
     raise ValueError(f"unknown replay kind {replay.get('kind')!r}")

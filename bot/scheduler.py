@@ -144,12 +144,19 @@ async def reconcile_change(services: Services, record: ChangeRecord) -> None:
         cancelled = await services.store.move(
             record.id, "cancelled", from_="applying", error_message="raybot stopped before sending it"
         )
+        if cancelled is None:
+            return
         thread = thread_of(services, record)
-        if cancelled is not None and thread is not None:
+        if thread is not None:
             await tell(
                 thread, None, blocks.change_cancelled(record.alias, record.id, "raybot stopped before sending it")
             )
             await set_root(thread, record, "cancelled")
+        else:
+            # It may have died between Slack posting its status message and recording where: that message
+            # cannot be found again (raybot cannot read the channel), so the truth is posted beside it.
+            unposted = blocks.change_cancelled_unposted(record.user_id, record.alias, record.id, record.summary)
+            await _post_quietly(services, record, unposted)
     elif state == "sending":
         await became_unknown(
             services, record, thread_of(services, record), None, "raybot stopped while the cloud call was in flight"
@@ -199,10 +206,8 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
         return
     thread = thread_of(services, record)
     if holds(record, cluster):
-        applied = await took_effect(services, record, from_="unknown")
-        if applied is None:
-            return
         log.info("change took effect", extra={"change_id": record.id, "cluster": record.alias})
+        # Told first, then moved (as in bot.flow): the follower's answers come after this one.
         if thread is not None:
             await tell(
                 thread,
@@ -213,10 +218,11 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
                     record.summary,
                     True,
                     undo=record.action not in ("start", "stop"),
-                    revert_at=applied.revert_at if applied.revert_state == "scheduled" else None,
+                    revert_at=now + record.duration_seconds if record.duration_seconds is not None else None,
                 ),
             )
-            await set_following(thread, applied)
+            await set_following(thread, record)
+        await took_effect(services, record, from_="unknown")
         services.wake_scheduler()
     elif now >= decide_at:
         failed = await store.move(
@@ -286,6 +292,16 @@ async def look(services: Services, record: ChangeRecord) -> None:
         )
 
 
+async def _post_quietly(services: Services, record: ChangeRecord, message: tuple[str, list]) -> None:
+    """A message in the change's channel (and the thread it was asked in); a refusal is logged."""
+    try:
+        await services.slack.chat_postMessage(
+            channel=record.channel_id, thread_ts=record.thread_ts, text=message[0], blocks=message[1]
+        )
+    except SlackApiError as error:
+        log.error("could not tell %s about change #%s: %s", record.channel_id, record.id, error.response.get("error"))
+
+
 async def _quietly(call: object) -> None:
     """A Slack call whose failure has nobody to tell: logged."""
     try:
@@ -323,7 +339,7 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
                 return
             cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
             try:
-                result = revert_plan(cluster, record.spec_before, record.body)
+                result = revert_plan(cluster, record.spec_before, record.body, change_id=record.id)
             except RevertConflict as conflict:
                 await _give_up(services, claimed, str(conflict))
                 return

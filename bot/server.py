@@ -9,6 +9,9 @@ RAYBOT_SHUTDOWN_SECONDS, and exits 0.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import signal
 import time
@@ -16,9 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -36,11 +40,13 @@ from bot.metrics import Metrics, SlackRateLimitObserver
 from bot.scheduler import run_scheduler
 from bot.services import Services, UsergroupDirectory
 from bot.settings import Settings
+from bot.slack import payloads
 from bot.store import StoreError, open_store
 
 log = logging.getLogger("raybot.server")
 
 EVENTS_PATH = "/slack/events"
+SIGNATURE_MAX_AGE_SECONDS = 300  # Slack's advice, and what Bolt allows: older signed requests may be replays
 READY_CHECK_SECONDS = 5.0
 
 
@@ -162,15 +168,52 @@ async def readiness(services: Services) -> dict[str, str]:
     return checks
 
 
-def http_app(app: AsyncApp | None, services: Services) -> web.Application:
-    """Probes and metrics; with `app` (HTTP mode) also Slack's `POST /slack/events`."""
+def slack_signature_ok(
+    secret: str, timestamp: str | None, signature: str | None, raw: bytes, *, now: float | None = None
+) -> bool:
+    """Whether `signature` is Slack's `v0=HMAC-SHA256(secret, "v0:<timestamp>:<raw body>")` of a fresh request.
+
+    Checked on the raw bytes, before anything parses them. A timestamp that is absent, not ASCII digits, or more
+    than SIGNATURE_MAX_AGE_SECONDS away from now (a replay) fails like a wrong signature: nothing here raises.
+    """
+    if not timestamp or not signature or len(timestamp) > 12 or not (timestamp.isascii() and timestamp.isdigit()):
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > SIGNATURE_MAX_AGE_SECONDS:
+        return False
+    base = b"v0:" + timestamp.encode("ascii") + b":" + raw
+    expected = b"v0=" + hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest().encode("ascii")
+    return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
+
+
+def http_app(app: AsyncApp | None, services: Services, signing_secret: str | None = None) -> web.Application:
+    """Probes and metrics; with `app` (HTTP mode, which needs `signing_secret`) also Slack's `POST /slack/events`."""
+    if app is not None and not signing_secret:
+        raise ValueError("serving Slack's requests over HTTP needs the signing secret")
 
     async def events(request: web.Request) -> web.Response:
         if services.work.draining:
             # Slack retries events elsewhere; a slash command shows its own error and can be run again.
             return web.json_response({"error": "raybot is stopping"}, status=503)
-        assert app is not None
-        bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        assert app is not None and signing_secret is not None
+        raw = await request.read()  # aiohttp refuses bodies over client_max_size (1 MiB) with a 413
+        headers = request.headers
+        if not slack_signature_ok(
+            signing_secret, headers.get("X-Slack-Request-Timestamp"), headers.get("X-Slack-Signature"), raw
+        ):
+            # Not from Slack: no log line, or anyone who can reach this port could fill the log.
+            return web.Response(status=401, text="invalid or missing Slack signature")
+        try:
+            payload = payloads.read_request(raw, headers.get("Content-Type"))
+        except payloads.UnreadableRequest as error:
+            log.warning("refused a signed Slack request: %s", error.reason)
+            return web.Response(status=400, text=error.reason)
+        # Bolt gets exactly the payload checked above, as JSON (its own verification is off: done here).
+        bolt_request = AsyncBoltRequest(
+            body=json.dumps(payload),
+            query=request.query_string,
+            headers={**{k.lower(): v for k, v in headers.items()}, "content-type": payloads.JSON_TYPE},
+        )
+        bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -194,9 +237,11 @@ def http_app(app: AsyncApp | None, services: Services) -> web.Application:
     return web_app
 
 
-async def start_http(app: AsyncApp | None, services: Services, host: str, port: int) -> tuple[web.AppRunner, str]:
+async def start_http(
+    app: AsyncApp | None, services: Services, host: str, port: int, *, signing_secret: str | None = None
+) -> tuple[web.AppRunner, str]:
     """Listen on host:port; returns the runner and the base URL actually bound."""
-    runner = web.AppRunner(http_app(app, services), access_log=None)
+    runner = web.AppRunner(http_app(app, services, signing_secret), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -223,7 +268,9 @@ async def serve(settings: Settings, config: Config, stop: asyncio.Event | None =
             log.info("connected to Slack in Socket Mode")
             print("raybot: connected to Slack in Socket Mode", flush=True)
         else:
-            runner, url = await start_http(app, services, settings.http_host, settings.http_port)
+            runner, url = await start_http(
+                app, services, settings.http_host, settings.http_port, signing_secret=settings.signing_secret
+            )
             log.info("listening on %s%s", url, EVENTS_PATH)
             # Tests and scripts read this line to learn the port when RAYBOT_HTTP_PORT=0.
             print(f"raybot: listening on {url}{EVENTS_PATH}", flush=True)

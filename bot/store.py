@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Select, and_, case, delete, event, exists, func, insert, or_, select, update
+from sqlalchemy import Select, and_, case, delete, event, exists, func, insert, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
@@ -275,7 +275,7 @@ def _engine(url: URL, pool_size: int = POOL_SIZE) -> AsyncEngine:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor)
             # FULL: a change recorded before the cloud call must survive a power cut right after it.
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -300,6 +300,23 @@ def _engine(url: URL, pool_size: int = POOL_SIZE) -> AsyncEngine:
             "application_name": "raybot",
         },
     )
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """PRAGMA journal_mode = WAL, waiting like busy_timeout would for another connection's lock.
+
+    SQLite answers "database is locked" at once, without calling the busy handler, when another
+    connection holds a lock on a file not yet in WAL mode: two processes opening a new file together.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError; this runs inside the driver's thread
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
 
 
 # --- rows -------------------------------------------------------------------------------------------------
@@ -409,6 +426,8 @@ class Store:
         if self._engine is not None:
             raise StoreError("store is already open")
         self._engine = _engine(self.url, self._pool_size)
+        # Known live in this process before its row exists: a store opening beside it must not end it.
+        _LIVE_RUNS.add(self.run_id)
         try:
             await self._migrate()
             ended = await self._start_run()
@@ -417,7 +436,6 @@ class Store:
             raise
         if ended:
             log.info("ended %d earlier run(s) of %s: their locks are free", ended, self.replica)
-        _LIVE_RUNS.add(self.run_id)
         if self._beat:
             self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="raybot-store-heartbeat")
 
@@ -643,12 +661,14 @@ class Store:
         if unknown:
             raise ValueError(f"not settable on a change: {', '.join(sorted(unknown))}")
         now = self._clock()
-        if to in FINAL or to == "applied":
-            fields.setdefault("finished_at", now)
+        values = _values(fields)
+        if (to in FINAL or to == "applied") and "finished_at" not in values:
+            # When it took effect (or ended otherwise) is kept when it settles later.
+            values["finished_at"] = func.coalesce(changes.c.finished_at, now)
         statement = (
             update(changes)
             .where(changes.c.id == change_id, changes.c.state.in_(sources))
-            .values(state=to, version=changes.c.version + 1, updated_at=now, **_values(fields))
+            .values(state=to, version=changes.c.version + 1, updated_at=now, **values)
             .returning(changes)
         )
         async with self._begin() as conn:
@@ -707,6 +727,24 @@ class Store:
                 update(changes)
                 .where(changes.c.id == change_id, changes.c.revert_state.in_(sources))
                 .values(revert_state=to, updated_at=self._clock(), **fields)
+                .returning(changes)
+            )
+        )
+
+    async def cancel_revert(self, change_id: int, *, note: str) -> ChangeRecord | None:
+        """Keep a temporary change: its revert ends "cancelled", whether it is scheduled already or will be
+        when the change takes effect (Keep it clicked while the change is still being sent). None when there
+        is no revert left to cancel (it runs, ran, or was cancelled)."""
+        not_yet = and_(
+            changes.c.revert_state.is_(None),
+            changes.c.duration_seconds.is_not(None),
+            changes.c.state.in_(("applying", "sending", "unknown")),
+        )
+        return _record(
+            await self._one(
+                update(changes)
+                .where(changes.c.id == change_id, or_(changes.c.revert_state == "scheduled", not_yet))
+                .values(revert_state="cancelled", revert_note=note, updated_at=self._clock())
                 .returning(changes)
             )
         )
@@ -799,7 +837,27 @@ class Store:
         return [Due(r, *flags[r.id]) for r in records]
 
     async def next_due_at(self) -> float | None:
-        """When background work is due next: a look, an expiry, a revert, or another run going silent."""
+        """When background work is due next: a look, an expiry, a revert, or another run's work falling to us.
+
+        Work another run is doing (as due_changes and due_reverts see it) is due when that run goes silent,
+        or at once when it ended or is not known at all.
+        """
+        owned = union_all(
+            select(changes.c.run_id.label("owner"), changes.c.updated_at).where(
+                or_(
+                    changes.c.state.in_(_IN_FLIGHT),
+                    and_(changes.c.state == "awaiting_approval", changes.c.root_ts.is_(None)),
+                )
+            ),
+            select(changes.c.revert_run_id.label("owner"), changes.c.updated_at).where(
+                changes.c.revert_state == "running"
+            ),
+        ).subquery("w")
+        falls_due = case(
+            (runs.c.run_id.is_(None), owned.c.updated_at),
+            (runs.c.stopped_at.is_not(None), runs.c.stopped_at),
+            else_=runs.c.heartbeat_at + self.lock_ttl,
+        )
         async with self._begin() as conn:
             times = [
                 (
@@ -816,23 +874,12 @@ class Store:
                 ).scalar(),
                 (
                     await conn.execute(
-                        select(func.min(runs.c.heartbeat_at))
-                        .select_from(
-                            runs.join(
-                                changes,
-                                or_(changes.c.run_id == runs.c.run_id, changes.c.revert_run_id == runs.c.run_id),
-                            )
-                        )
-                        .where(
-                            runs.c.stopped_at.is_(None),
-                            runs.c.run_id != self.run_id,
-                            or_(changes.c.state.in_(_IN_FLIGHT), changes.c.revert_state == "running"),
-                        )
+                        select(func.min(falls_due))
+                        .select_from(owned.outerjoin(runs, runs.c.run_id == owned.c.owner))
+                        .where(or_(owned.c.owner.is_(None), owned.c.owner != self.run_id))
                     )
                 ).scalar(),
             ]
-        if times[2] is not None:
-            times[2] += self.lock_ttl
         present = [t for t in times if t is not None]
         return min(present) if present else None
 

@@ -13,9 +13,9 @@ from slack_bolt.async_app import AsyncApp
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
 from bot.services import Services
-from bot.slack import mrkdwn
+from bot.slack import blocks, payloads
 from bot.slack.blocks import CANCEL_REVERT_ACTION
-from bot.slack.conversation import Invocation, StatusThread
+from bot.slack.conversation import Invocation, StatusThread, invocation_or_none
 
 REVERT_WORDS = {
     "running": "running right now",
@@ -28,19 +28,17 @@ REVERT_WORDS = {
 async def keep(ctx: CommandContext, change_id: int) -> None:
     services = ctx.services
     record = await services.store.get_change(change_id)
-    if record is None or record.channel_id != ctx.invocation.channel_id or record.revert_state is None:
+    if record is None or record.channel_id != ctx.invocation.channel_id or record.duration_seconds is None:
         raise ActionRefused("that automatic revert is not from this channel")
     services.require(ctx.subject, "resize", record.alias)
-    kept = await services.store.move_revert(
-        change_id, "cancelled", from_="scheduled", revert_note=f"kept by {ctx.subject.user_id}"
-    )
+    kept = await services.store.cancel_revert(change_id, note=f"kept by {ctx.subject.user_id}")
     if kept is None:
         now = await services.store.get_change(change_id)
         state = now.revert_state if now is not None else record.revert_state
         raise ActionRefused(f"the automatic revert is {REVERT_WORDS.get(state or '', state)}; nothing to cancel")
     thread_ts = record.thread_ts or record.root_ts or ""
     await StatusThread(services.slack, record.channel_id, thread_ts, thread_ts).reply(
-        f"⏲️ {mrkdwn.user(ctx.subject.user_id)} cancelled the automatic revert of change #{record.id}: the change stays."
+        *blocks.revert_cancelled(ctx.subject.user_id, record.id)
     )
 
 
@@ -48,5 +46,5 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(CANCEL_REVERT_ACTION)
     async def on_keep(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        change_id = int(body["actions"][0]["value"])
-        await serve(services, Invocation.from_block_action(body), lambda ctx: keep(ctx, change_id))
+        if invocation := invocation_or_none(Invocation.from_block_action, body):
+            await serve(services, invocation, lambda ctx: keep(ctx, payloads.button_value_id(body)))

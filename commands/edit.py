@@ -22,18 +22,18 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from bot.dispatch import CommandContext, describe_error, report, serve
+from bot.dispatch import CommandContext, describe_error, serve
 from bot.emr.changes import ChangeError, DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import ClusterFields, RayCluster
-from bot.errors import ActionRefused
+from bot.errors import ActionRefused, MalformedPayload
 from bot.flow import ChangeRequest, run_change
 from bot.grammar import Edit
 from bot.permissions import check_change, visible_aliases
 from bot.replay import changes_replay
 from bot.services import Services
-from bot.slack import blocks, modals, mrkdwn
-from bot.slack.conversation import Invocation, Replies
+from bot.slack import blocks, modals, mrkdwn, payloads
+from bot.slack.conversation import Invocation, invocation_or_none
 
 log = logging.getLogger("raybot.edit")
 
@@ -60,8 +60,10 @@ async def save(services: Services, draft: modals.Draft) -> None:
     )
 
 
-async def load(services: Services, key: str, user_id: str) -> modals.Draft:
-    data = await services.store.get_draft(key)
+async def load(services: Services, key: Any, user_id: str) -> modals.Draft:
+    """The draft `key` (a view's private_metadata) of `user_id`; raises MalformedPayload for a key raybot never
+    made, ActionRefused when it is gone or someone else's."""
+    data = await services.store.get_draft(payloads.draft_key(key))
     if data is None:
         raise ActionRefused(STALE_MESSAGE)
     draft = modals.Draft.model_validate(data)
@@ -137,33 +139,33 @@ async def handle(command: Edit, ctx: CommandContext) -> None:
 
 async def open_from_shortcut(services: Services, body: dict[str, Any]) -> None:
     """The message shortcut: the editor (or a cluster picker first); results go to the message's thread."""
-    message = body.get("message") or {}
-    user_id, channel_id = body["user"]["id"], body["channel"]["id"]
-    thread_ts = message.get("thread_ts") or message.get("ts")
-    invocation = Invocation(user_id=user_id, channel_id=channel_id, text="", thread_ts=thread_ts)
-    try:
-        subject = await services.subject(user_id, channel_id)
-        aliases = visible_aliases(services.config, subject, "edit")
-        if not aliases:
-            services.require(subject, "edit")  # raises Denied with the reason
-        if len(aliases) == 1:
-            await open_editor(
-                services,
-                user_id=user_id,
-                channel_id=channel_id,
-                thread_ts=thread_ts,
-                alias=aliases[0],
-                trigger_id=body["trigger_id"],
-            )
-            return
-        key = await services.store.put_draft(
-            {"picking": True, "channel_id": channel_id, "thread_ts": thread_ts, "aliases": aliases},
-            user_id=user_id,
-            ttl=DRAFT_TTL_SECONDS,
+    invocation = invocation_or_none(Invocation.from_message_shortcut, body)
+    if invocation is not None:
+        await serve(services, invocation, lambda ctx: _open_for_message(ctx, body))
+
+
+async def _open_for_message(ctx: CommandContext, body: dict[str, Any]) -> None:
+    services, inv = ctx.services, ctx.invocation
+    aliases = visible_aliases(services.config, ctx.subject, "edit")
+    if not aliases:
+        services.require(ctx.subject, "edit")  # raises Denied with the reason
+    trigger_id = payloads.trigger_id(body, "shortcut")
+    if len(aliases) == 1:
+        await open_editor(
+            services,
+            user_id=inv.user_id,
+            channel_id=inv.channel_id,
+            thread_ts=inv.thread_ts,
+            alias=aliases[0],
+            trigger_id=trigger_id,
         )
-        await services.slack.views_open(trigger_id=body["trigger_id"], view=modals.picker_view(aliases, key))
-    except Exception as error:  # noqa: BLE001 - told to the person in the thread
-        await report(Replies(services.slack, invocation), error)
+        return
+    key = await services.store.put_draft(
+        {"picking": True, "channel_id": inv.channel_id, "thread_ts": inv.thread_ts, "aliases": aliases},
+        user_id=inv.user_id,
+        ttl=DRAFT_TTL_SECONDS,
+    )
+    await services.slack.views_open(trigger_id=trigger_id, view=modals.picker_view(aliases, key))
 
 
 # --- submissions and actions inside the modal ---------------------------------------------------------------------
@@ -193,8 +195,8 @@ async def _limits(services: Services, draft: modals.Draft, edited: dict[str, Any
 
 
 async def submit_overview(services: Services, view: dict[str, Any], user_id: str) -> dict[str, Any]:
-    draft = await load(services, view["private_metadata"], user_id)
-    result = modals.parse_overview(view["state"]["values"], draft)
+    draft = await load(services, view.get("private_metadata"), user_id)
+    result = modals.parse_overview(payloads.state_values(view), draft)
     if not result.ok:
         return _errors(result.errors)
     violations = await _limits(services, draft, result.edited or {})
@@ -211,12 +213,12 @@ async def submit_overview(services: Services, view: dict[str, Any], user_id: str
 
 async def submit_group(services: Services, view: dict[str, Any], user_id: str) -> tuple[dict[str, Any], Any]:
     """Save a group: errors, or a plain ack (pops the editor) plus the overview to update underneath."""
-    draft = await load(services, view["private_metadata"], user_id)
+    draft = await load(services, view.get("private_metadata"), user_id)
     try:
         name = modals.group_target(view, draft)
     except modals.UnknownGroupError as error:
         return _errors({modals.BLOCK_GROUP_NAME: str(error)}), None
-    result = modals.parse_group(view["state"]["values"], draft, name)
+    result = modals.parse_group(payloads.state_values(view), draft, name)
     if not result.ok:
         return _errors(result.errors), None
     violations = await _limits(services, draft, result.edited or {})
@@ -227,10 +229,8 @@ async def submit_group(services: Services, view: dict[str, Any], user_id: str) -
     return {}, modals.overview_view(draft)
 
 
-async def apply(services: Services, view: dict[str, Any], user_id: str) -> None:
-    """Apply the draft (the modal already shows "Applying…"); the modal ends with the outcome."""
-    view_id = view["id"]
-    draft = await load(services, view["private_metadata"], user_id)
+async def apply(services: Services, view_id: str, draft: modals.Draft, user_id: str) -> None:
+    """Apply `draft` (the modal `view_id` already shows "Applying…"); the modal ends with the outcome."""
     invocation = Invocation(
         user_id=user_id,
         channel_id=draft.channel_id,
@@ -293,34 +293,40 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(OPEN_EDITOR_ACTION)
     async def on_open(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        value = json.loads(body["actions"][0]["value"])
-        invocation = Invocation.from_block_action(body)
+        invocation = invocation_or_none(Invocation.from_block_action, body)
+        if invocation is None:
+            return
 
         async def run(ctx: CommandContext) -> None:
+            value = payloads.json_button_value(body)
             await open_editor(
                 services,
                 user_id=ctx.invocation.user_id,
                 channel_id=ctx.invocation.channel_id,
-                thread_ts=value.get("thread_ts"),
-                alias=value["alias"],
-                trigger_id=body["trigger_id"],
+                thread_ts=payloads.optional_ts(value, "thread_ts"),
+                alias=payloads.text(value, "alias", "button", field="value.alias"),
+                trigger_id=payloads.trigger_id(body, "button"),
             )
 
         await serve(services, invocation, run)
 
+    # A view submission is answered in its acknowledgement (the modal shows the outcome), so each one reads the
+    # payload inside its try block, and every failure, a forged field included, ends in the modal.
+
     @app.view_submission(modals.CALLBACK_OVERVIEW)
     async def on_review(ack, body, view):  # noqa: ANN001
         try:
-            await ack(**await submit_overview(services, view, body["user"]["id"]))
+            answer = await submit_overview(services, view, payloads.user_id(body, "editor"))
         except Exception as error:  # noqa: BLE001
-            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+            answer = _failed(error)
+        await ack(**answer)
 
     @app.view_submission(modals.CALLBACK_GROUP)
     async def on_save_group(ack, body, view):  # noqa: ANN001
         try:
-            response, overview = await submit_group(services, view, body["user"]["id"])
+            response, overview = await submit_group(services, view, payloads.user_id(body, "editor"))
         except Exception as error:  # noqa: BLE001
-            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+            await ack(**_failed(error))
             return
         await ack(**response)
         if overview is not None:
@@ -328,54 +334,69 @@ def register(app: AsyncApp, services: Services) -> None:
 
     @app.view_submission(modals.CALLBACK_CONFIRM)
     async def on_apply(ack, body, view):  # noqa: ANN001
-        user_id = body["user"]["id"]
         try:
-            draft = await load(services, view["private_metadata"], user_id)
+            user_id = payloads.user_id(body, "editor")
+            view_id = payloads.view_id(view)
+            draft = await load(services, view.get("private_metadata"), user_id)
         except Exception as error:  # noqa: BLE001
-            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+            await ack(**_failed(error))
             return
         await ack(**_update(modals.result_view(draft.alias, "Applying… the result is also posted in the channel.")))
-        await apply(services, view, user_id)
+        await apply(services, view_id, draft, user_id)
 
     @app.view_submission(modals.CALLBACK_STALE)
     async def on_review_again(ack, body, view):  # noqa: ANN001
         try:
-            draft = await load(services, view["private_metadata"], body["user"]["id"])
-            await ack(**_update(modals.confirm_view(draft, modals.review_diff(draft))))
+            draft = await load(services, view.get("private_metadata"), payloads.user_id(body, "editor"))
+            answer = _update(modals.confirm_view(draft, modals.review_diff(draft)))
         except Exception as error:  # noqa: BLE001
-            await ack(**_update(modals.result_view("raybot", describe_error(error)[0], failed=True)))
+            answer = _failed(error)
+        await ack(**answer)
 
     @app.view_submission(modals.CALLBACK_PICKER)
     async def on_pick(ack, body, view):  # noqa: ANN001
-        user_id = body["user"]["id"]
-        data = await services.store.get_draft(view["private_metadata"])
-        if data is None:
-            await ack(**_update(modals.result_view("raybot", STALE_MESSAGE, failed=True)))
+        try:
+            user_id = payloads.user_id(body, "editor")
+            view_id = payloads.view_id(view)
+            data = await services.store.get_draft(payloads.view_draft_key(view))
+            if data is None or not data.get("picking"):
+                raise ActionRefused(STALE_MESSAGE)
+            picked = modals.parse_picker(payloads.state_values(view), data["aliases"])
+        except Exception as error:  # noqa: BLE001
+            await ack(**_failed(error))
             return
-        picked = modals.parse_picker(view["state"]["values"], data["aliases"])
         if picked.alias is None:
             await ack(**_errors(picked.errors))
             return
         await ack(**_update(modals.loading_view(picked.alias)))
-        await fill_editor(
-            services,
-            view_id=view["id"],
-            user_id=user_id,
-            channel_id=data["channel_id"],
-            thread_ts=data["thread_ts"],
-            alias=picked.alias,
-        )
+        try:
+            await fill_editor(
+                services,
+                view_id=view_id,
+                user_id=user_id,
+                channel_id=data["channel_id"],
+                thread_ts=data["thread_ts"],
+                alias=picked.alias,
+            )
+        except SlackApiError as failure:
+            log.error("could not fill the editor: %s", failure.response.get("error"))
 
     @app.view_closed(modals.CALLBACK_OVERVIEW)
     async def on_close(ack, view):  # noqa: ANN001
         await ack()
-        await services.store.delete_draft(view["private_metadata"])
+        try:
+            key = payloads.view_draft_key(view)
+        except MalformedPayload as error:
+            # Closing needs no answer; a key raybot never made names no draft to delete.
+            log.warning("ignored a closed editor: its %s is unreadable", error.field)
+            return
+        await services.store.delete_draft(key)
 
     async def in_modal(body: dict[str, Any], step: Callable[[dict[str, Any], modals.Draft], Awaitable[None]]) -> None:
         """An action inside the editor: load its draft and run `step`; a failure ends in the modal."""
-        view = body["view"]
+        view = body.get("view")
         try:
-            draft = await load(services, view["private_metadata"], body["user"]["id"])
+            draft = await load(services, payloads.view_draft_key(view), payloads.user_id(body))
             await step(view, draft)
         except Exception as error:  # noqa: BLE001
             await _show_failure(services, view, error)
@@ -385,8 +406,9 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
 
         async def push_editor(view: dict[str, Any], draft: modals.Draft) -> None:
-            name = modals.selected_group(draft, body["actions"][0]["selected_option"]["value"])
-            await services.slack.views_push(trigger_id=body["trigger_id"], view=modals.group_view(draft, name))
+            name = modals.selected_group(draft, payloads.selected_value(body))
+            trigger_id = payloads.trigger_id(body, "editor")
+            await services.slack.views_push(trigger_id=trigger_id, view=modals.group_view(draft, name))
 
         await in_modal(body, push_editor)
 
@@ -395,7 +417,8 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
 
         async def push_new(view: dict[str, Any], draft: modals.Draft) -> None:
-            await services.slack.views_push(trigger_id=body["trigger_id"], view=modals.group_view(draft, None))
+            trigger_id = payloads.trigger_id(body, "editor")
+            await services.slack.views_push(trigger_id=trigger_id, view=modals.group_view(draft, None))
 
         await in_modal(body, push_new)
 
@@ -404,16 +427,21 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
 
         async def remove(view: dict[str, Any], draft: modals.Draft) -> None:
-            name = modals.selected_group(draft, body["actions"][0]["selected_option"]["value"])
+            name = modals.selected_group(draft, payloads.selected_value(body))
             if name is None:
                 return
             draft = draft.model_copy(update={"edited": modals.remove_group(draft, name)})
             await save(services, draft)
             await services.slack.views_update(
-                view_id=view["id"], hash=view.get("hash"), view=modals.overview_view(draft)
+                view_id=payloads.view_id(view), hash=view.get("hash"), view=modals.overview_view(draft)
             )
 
         await in_modal(body, remove)
+
+
+def _failed(error: BaseException) -> dict[str, Any]:
+    """The acknowledgement of a submission that failed: the modal turns into what went wrong."""
+    return _update(modals.result_view("raybot", describe_error(error)[0], failed=True))
 
 
 async def _update_quietly(services: Services, view_id: str | None, view: dict[str, Any]) -> None:
@@ -425,11 +453,14 @@ async def _update_quietly(services: Services, view_id: str | None, view: dict[st
         log.error("could not refresh the editor overview: %s", error.response.get("error"))
 
 
-async def _show_failure(services: Services, view: dict[str, Any], error: BaseException) -> None:
-    """A failed action inside a modal ends in the modal as a readable message."""
+async def _show_failure(services: Services, view: Any, error: BaseException) -> None:
+    """A failed action inside a modal ends in the modal as a readable message (if there is a modal to show it in)."""
+    text = describe_error(error)[0]
+    view_id = payloads.optional_text(view, "id")
+    if view_id is None:
+        log.warning("could not show a failure (%s): the action carries no view to show it in", type(error).__name__)
+        return
     try:
-        await services.slack.views_update(
-            view_id=view["id"], view=modals.result_view("raybot", describe_error(error)[0], failed=True)
-        )
+        await services.slack.views_update(view_id=view_id, view=modals.result_view("raybot", text, failed=True))
     except SlackApiError as failure:
         log.error("could not show a failure in a modal: %s", failure.response.get("error"))

@@ -10,6 +10,7 @@ confirmation is good for a few minutes only.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Literal
 
 from slack_bolt.async_app import AsyncApp
@@ -19,9 +20,9 @@ from bot.errors import ActionRefused
 from bot.flow import NEEDED_STATE, ChangeRequest, lifecycle_replay, run_change
 from bot.grammar import Start, Stop
 from bot.services import Services
-from bot.slack import blocks
+from bot.slack import blocks, payloads
 from bot.slack.blocks import STOP_ACTION
-from bot.slack.conversation import Invocation
+from bot.slack.conversation import Invocation, Replies, invocation_or_none
 
 Verb = Literal["start", "stop"]
 # A stop confirmation older than this is refused: its exactly-once key lives 10 minutes, and a click
@@ -48,19 +49,18 @@ async def ask_to_stop(command: Stop, ctx: CommandContext) -> None:
     services.require(subject, "stop", command.cluster)
     cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
     if cluster.state != NEEDED_STATE["stop"]:
-        raise ActionRefused(f"`{command.cluster}` is {cluster.state}: only a Running cluster can stop")
+        raise ActionRefused(blocks.wrong_state_reason(command.cluster, cluster.state, NEEDED_STATE["stop"], "stop"))
     value = json.dumps({"alias": command.cluster, "thread_ts": ctx.invocation.thread_ts, "at": services.clock()})
     await ctx.replies.ephemeral(*blocks.stop_confirmation(command.cluster, cluster, value))
 
 
-async def confirm_stop(ctx: CommandContext, value: dict, key: str) -> None:
-    """The stop confirmation was clicked: stop, unless the confirmation is too old."""
-    asked_at = value.get("at")
+async def confirm_stop(ctx: CommandContext, alias: str, asked_at: object, key: str | None) -> None:
+    """The stop confirmation was clicked: stop, unless the confirmation is too old (or carries no time)."""
     if not isinstance(asked_at, int | float) or ctx.services.clock() - asked_at > CONFIRMATION_SECONDS:
         raise ActionRefused(
             f"this confirmation is more than {CONFIRMATION_SECONDS / 60:.0f} minutes old: run `/ray stop` again"
         )
-    await run_lifecycle(ctx, value["alias"], "stop", key)
+    await run_lifecycle(ctx, alias, "stop", key)
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -70,16 +70,25 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(STOP_ACTION)
     async def on_stop(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        value = json.loads(body["actions"][0]["value"])
-        clicked = Invocation.from_block_action(body)
-        # The confirmation is ephemeral: the change goes to the thread the command came from, if any.
-        invocation = Invocation(
-            user_id=clicked.user_id,
-            channel_id=clicked.channel_id,
-            text="",
-            team_id=clicked.team_id,
-            thread_ts=value.get("thread_ts"),
-        )
-        container = body.get("container") or {}
-        key = f"stop:{clicked.channel_id}:{container.get('message_ts') or body['actions'][0].get('action_ts')}"
-        await serve(services, invocation, lambda ctx: confirm_stop(ctx, value, key))
+        clicked = invocation_or_none(Invocation.from_block_action, body)
+        if clicked is None:
+            return
+
+        async def confirmed(ctx: CommandContext) -> None:
+            value = payloads.json_button_value(body)
+            alias = payloads.text(value, "alias", "button", field="value.alias")
+            # The confirmation is ephemeral: the change goes to the thread the command came from, if any.
+            invocation = replace(ctx.invocation, thread_ts=payloads.optional_ts(value, "thread_ts"), trigger_id=None)
+            # One stop per confirmation message, however often its button is clicked.
+            clicked_at = payloads.optional_text(body.get("container"), "message_ts") or payloads.optional_text(
+                payloads.first_action(body), "action_ts"
+            )
+            key = f"stop:{clicked.channel_id}:{clicked_at}" if clicked_at else None
+            await confirm_stop(
+                replace(ctx, invocation=invocation, replies=Replies(services.slack, invocation)),
+                alias,
+                value.get("at"),
+                key,
+            )
+
+        await serve(services, clicked, confirmed)

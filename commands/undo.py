@@ -16,8 +16,9 @@ from bot.errors import ActionRefused
 from bot.flow import ChangeRequest, run_change
 from bot.replay import undo_replay
 from bot.services import Services
+from bot.slack import blocks, payloads
 from bot.slack.blocks import UNDO_ACTION
-from bot.slack.conversation import Invocation
+from bot.slack.conversation import Invocation, invocation_or_none
 
 
 async def undo(ctx: CommandContext, change_id: int) -> None:
@@ -29,13 +30,12 @@ async def undo(ctx: CommandContext, change_id: int) -> None:
         raise ActionRefused(f"change #{change_id} was not applied ({record.outcome}), so there is nothing to undo")
     target = services.cluster(ctx.subject, record.alias)
     if target.cluster_id != record.cluster_id:
-        raise ActionRefused(f"`{record.alias}` points at another cluster now; undo change #{change_id} by hand")
+        raise ActionRefused(blocks.alias_moved_reason(record.alias, change_id))
 
     async def not_undone_yet() -> None:
         for later in await services.store.history(record.alias, 50):
             if later.undo_of == change_id and later.state in HOLDS_CLUSTER:
-                verb = "reverted" if later.action == "revert" else "undone"
-                raise ActionRefused(f"change #{change_id} is already {verb} (change #{later.id} by <@{later.user_id}>)")
+                raise ActionRefused(blocks.already_undone_reason(change_id, later.id, later.user_id))
 
     await run_change(
         ctx,
@@ -54,5 +54,5 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.action(UNDO_ACTION)
     async def on_undo(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()
-        change_id = int(body["actions"][0]["value"])
-        await serve(services, Invocation.from_block_action(body), lambda ctx: undo(ctx, change_id))
+        if invocation := invocation_or_none(Invocation.from_block_action, body):
+            await serve(services, invocation, lambda ctx: undo(ctx, payloads.button_value_id(body)))

@@ -53,3 +53,13 @@ def database(request, tmp_path):
 
     with fresh_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def forks():
+    """`raybot serve` processes forked from one process that imported raybot once (see tests/forkserver.py);
+    plain `python -m bot.cli serve` starts with RAYBOT_TESTS_NO_FORK=1."""
+    from tests.forkserver import raybot_starter
+
+    with raybot_starter() as server:
+        yield server

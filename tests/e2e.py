@@ -3,6 +3,7 @@ would and watches what it did (only the calls made during the current test; see 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 from contextlib import asynccontextmanager
@@ -11,19 +12,21 @@ from pathlib import Path
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 
+import bot.scheduler
 from bot.config import load_config
 from bot.emr.credentials import StaticCredentials
 from bot.server import running_services, start_http
 from bot.services import Services
 from bot.settings import load_settings
+from bot.slack.blocks import UNDO_ACTION
 from tests import e2e_world as world
 from tests.harness import AK_ID, AK_SECRET, SIGNING_SECRET, clean_env, signed_headers
 
 
-def raybot_env(directory: Path, slack, emr, **extra: str) -> dict[str, str]:
+def raybot_env(directory: Path, slack, emr, *, config_text: str = world.CONFIG, **extra: str) -> dict[str, str]:
     """The environment of an HTTP-mode `raybot serve` wired to both emulators, with its own config and database."""
     config = directory / "raybot.yaml"
-    config.write_text(world.CONFIG)
+    config.write_text(config_text)
     return clean_env(
         SLACK_BOT_TOKEN=world.BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
@@ -70,6 +73,37 @@ async def ephemeral_reply(slack, response_url, timeout=5.0):
 
 def text_of(message: dict) -> str:
     return message.get("text", "") + json.dumps(message.get("blocks") or [], ensure_ascii=False)
+
+
+TOOK, NOT_TOOK = "took effect", "did not take effect"
+
+
+def verdict(message: dict) -> str | None:
+    """What a thread reply says became of its change: TOOK, NOT_TOOK, or None (no verdict, or still checking).
+
+    The usual answer of a change raybot saw through ("✅ … updated", with Undo) is TOOK; a "❌" answer is NOT_TOOK.
+    """
+    text, whole = message.get("text", ""), text_of(message)
+    if "⏳" in text:
+        return None  # "does not know yet whether change #N took effect … checking"
+    if NOT_TOOK in whole:  # it contains TOOK: look for it first
+        return NOT_TOOK
+    if TOOK in whole:
+        return TOOK
+    if text.startswith("✅") and has_button(message, UNDO_ACTION):
+        return TOOK
+    if "❌" in text:
+        return NOT_TOOK
+    return None
+
+
+def has_button(message: dict, action_id: str) -> bool:
+    return any(
+        element.get("action_id") == action_id
+        for block in message.get("blocks") or []
+        if block.get("type") == "actions"
+        for element in block.get("elements") or []
+    )
 
 
 def updates_of(emr, cluster_id=world.PROD):
@@ -228,6 +262,11 @@ def with_value(values: dict, block_id: str, value: str) -> dict:
 SETTLED_MARKERS = ("settled", "ended in", "still not settled", "not settled")
 
 
+def says_settled(message: dict) -> bool:
+    """Whether a thread reply is the follower's last word on a change (see SETTLED_MARKERS)."""
+    return any(marker in message.get("text", "") for marker in SETTLED_MARKERS)
+
+
 async def wait_until_followed(emr, slack, timeout: float = 10.0) -> None:
     """Wait until every change applied during this test was followed to its end (one final thread answer each),
     so no follower read of this test lands in the next one."""
@@ -270,11 +309,48 @@ async def inprocess_raybot(env: dict[str, str], clock: FakeClock):
         services,
         app,
     ):
-        runner, url = await start_http(app, services, "127.0.0.1", 0)
+        runner, url = await start_http(app, services, "127.0.0.1", 0, signing_secret=settings.signing_secret)
         process = InProcessRaybot()
         process.url = url
         process.services = services
         try:
             yield process
         finally:
+            # As `raybot serve` does on SIGTERM: what is in flight finishes before the process goes.
+            await services.work.drain(10)
             await runner.cleanup()
+
+
+class SchedulerPasses:
+    """The passes of the scheduler of an in-process raybot, counted by wrapping `bot.scheduler.reconcile` (one call
+    a pass), so a test can wake the scheduler and await a whole pass that began after the wake."""
+
+    def __init__(self) -> None:
+        self.begun = 0
+        self.ended: list[int] = []
+        self._changed = asyncio.Condition()
+
+    @classmethod
+    def install(cls, monkeypatch) -> SchedulerPasses:
+        passes = cls()
+        reconcile = bot.scheduler.reconcile
+
+        async def counted(services: Services) -> int:
+            passes.begun += 1
+            number = passes.begun
+            try:
+                return await reconcile(services)
+            finally:
+                async with passes._changed:
+                    passes.ended.append(number)
+                    passes._changed.notify_all()
+
+        monkeypatch.setattr(bot.scheduler, "reconcile", counted)
+        return passes
+
+    async def wake_and_wait(self, raybot: InProcessRaybot, timeout: float = 5.0) -> None:
+        """Wake the scheduler and return once a pass that began after this call has ended."""
+        after = self.begun
+        raybot.services.wake_scheduler()
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: any(n > after for n in self.ended))

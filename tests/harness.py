@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -50,6 +52,34 @@ class RaybotProcess:
     url: str | None
     output: list[str] = field(default_factory=list)
     probe_url: str | None = None  # Socket Mode: the probes listener (/healthz, /readyz, /metrics)
+    _reader: threading.Thread | None = field(default=None, repr=False)
+
+    def follow_output(self) -> None:
+        """Read the output as it comes, in a thread: `wait_for_output` can then wait for a line."""
+        stdout = self.proc.stdout
+        assert stdout is not None and self._reader is None
+
+        def read() -> None:
+            for line in stdout:
+                with _OUTPUT_SEEN:
+                    self.output.append(line)
+                    _OUTPUT_SEEN.notify_all()
+
+        self._reader = threading.Thread(target=read, name=f"raybot-{self.proc.pid}-output", daemon=True)
+        self._reader.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP, returning once the process is stopped: what reaches its sockets now waits in the kernel."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        os.waitpid(self.proc.pid, os.WUNTRACED)  # the child's stop is reported to its parent, this process
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: the process ends at once, its sockets closed by the kernel, nothing of it cleaned up."""
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -59,10 +89,64 @@ class RaybotProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None:
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+        elif self.proc.stdout is not None:
             self.output.append(self.proc.stdout.read())
             self.proc.stdout.close()
         return "".join(self.output)
+
+
+_OUTPUT_SEEN = threading.Condition()  # notified by every output line of a followed process
+
+
+def output_marks(processes: list[RaybotProcess]) -> list[int]:
+    """How many lines each of `processes` has printed so far: `wait_for_output(..., after=)` looks past them."""
+    with _OUTPUT_SEEN:
+        return [len(process.output) for process in processes]
+
+
+def wait_for_output(
+    processes: list[RaybotProcess], text: str, timeout: float = 10.0, *, after: list[int] | None = None
+) -> tuple[RaybotProcess, str]:
+    """The first of `processes` (each following its output) to print a line containing `text`, and that line;
+    with `after` (from `output_marks`), only lines printed since count."""
+    deadline = time.monotonic() + timeout
+    skip = after or [0] * len(processes)
+    with _OUTPUT_SEEN:
+        while True:
+            for process, start in zip(processes, skip, strict=True):
+                line = next((line for line in process.output[start:] if text in line), None)
+                if line is not None:
+                    return process, line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no raybot printed {text!r} within {timeout}s")
+            _OUTPUT_SEEN.wait(remaining)
+
+
+def local_tcp_ports(pid: int) -> set[int]:
+    """The local ports of the TCP sockets process `pid` holds (Linux): which process holds which connection."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for row in path.read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def start_raybot(

@@ -10,17 +10,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.emr.changes import (
+    MASK,
     AddGroup,
     ChangeError,
     DiffEntry,
     Plan,
     RemoveGroup,
     ReplaceGroup,
+    RevertConflict,
+    SecretNotKept,
     SetAutoscaling,
     SetFields,
     SetReplicas,
     diff,
+    holds_change,
+    mask_secrets,
     plan,
+    redact_secrets,
+    revert_plan,
     summarize,
 )
 from bot.emr.models import RayCluster, WorkerGroup, dumps_body
@@ -747,3 +754,231 @@ def test_revert_refuses_when_a_changed_field_was_changed_again():
     [conflict] = caught.value.conflicts
     assert (conflict.path, conflict.before, conflict.after) == ("workerSpec[WorkerGroup1].replica", 3, 7)
     assert "it is now 7" in str(caught.value)
+
+
+# --- secrets: a mask is never sent (issue item 9) ----------------------------------------------------------------
+
+
+def secret_cluster(**overrides: Any) -> RayCluster:
+    """A cluster whose groups carry an image pull secret and whose head holds a Redis password."""
+    wire = read(
+        workerSpec=[
+            group("WorkerGroup1", imagePullSecret="real"),
+            group("WorkerGroup2", replica=30, maxReplica=40, imagePullSecret="real-2"),
+        ]
+    )
+    wire["headSpec"]["gftConfig"] = {"redisUrl": "redis://r:6379", "redisPassword": "hunter2"}
+    wire.update(overrides)
+    return RayCluster.model_validate(wire)
+
+
+def test_an_edit_of_a_replica_sends_every_secret_as_read():
+    c = secret_cluster()
+    sent = body(plan(c, [SetReplicas(group="WorkerGroup1", replica=3)]))
+    assert [g["imagePullSecret"] for g in sent["workerSpec"]] == ["real", "real-2"]
+    assert sent["headSpec"]["gftConfig"]["redisPassword"] == "hunter2"
+    assert MASK not in dumps_body(sent).decode()
+
+
+def test_a_whole_group_copied_from_a_masked_draft_sends_the_secret_as_read():
+    c = secret_cluster()
+    drafted = redact_secrets(c.editable())["workerSpec"][0] | {"replica": 3}
+    assert drafted["imagePullSecret"] == MASK
+    result = plan(c, [ReplaceGroup(group="WorkerGroup1", spec=WorkerGroup.model_validate(drafted))])
+    sent = groups_by_name(body(result))["WorkerGroup1"]
+    assert sent["imagePullSecret"] == "real" and sent["replica"] == 3
+    assert [d.path for d in result.diff] == ["workerSpec[WorkerGroup1].replica"]
+
+
+def test_a_renamed_group_keeps_its_secret():
+    c = secret_cluster()
+    drafted = redact_secrets(c.editable())["workerSpec"][1] | {"groupName": "big"}
+    sent = body(plan(c, [ReplaceGroup(group="WorkerGroup2", spec=WorkerGroup.model_validate(drafted))]))
+    assert sent["workerSpec"][1]["groupName"] == "big" and sent["workerSpec"][1]["imagePullSecret"] == "real-2"
+
+
+def test_masked_values_nested_in_a_group_come_from_the_read():
+    c = cluster(
+        workerSpec=[
+            group("WorkerGroup1", registry={"user": "u", "token": "t0k", "mirrors": [{"accessKeySecret": "k"}]})
+        ]
+    )
+    drafted = redact_secrets(c.editable())["workerSpec"][0] | {"replica": 3}
+    assert drafted["registry"] == {"user": "u", "token": MASK, "mirrors": [{"accessKeySecret": MASK}]}
+    sent = body(plan(c, [ReplaceGroup(group="WorkerGroup1", spec=WorkerGroup.model_validate(drafted))]))
+    assert sent["workerSpec"][0]["registry"] == {"user": "u", "token": "t0k", "mirrors": [{"accessKeySecret": "k"}]}
+
+
+def test_a_masked_value_in_set_fields_is_the_value_as_read():
+    sent = body(plan(cluster(), [SetFields(values={"description": MASK, "name": "renamed"})]))
+    assert sent["description"] == "the production cluster" and sent["name"] == "renamed"
+
+
+def test_adding_a_group_with_a_masked_secret_is_refused():
+    c = secret_cluster()
+    copied = redact_secrets(c.editable())["workerSpec"][0] | {"groupName": "WorkerGroup3"}
+    with pytest.raises(ChangeError) as caught:
+        plan(c, [AddGroup(spec=WorkerGroup.model_validate(copied))])
+    message = str(caught.value)
+    assert message.startswith("workerSpec[WorkerGroup3].imagePullSecret is a secret raybot cannot send")
+    assert "Nothing was sent; leave that field out of WorkerGroup3 and set it in the EMR console" in message
+
+
+def test_a_masked_field_the_group_never_had_is_refused():
+    c = cluster()  # no secrets anywhere
+    spec = WorkerGroup.model_validate({"imagePullSecret": MASK})
+    with pytest.raises(
+        ChangeError, match=r"workerSpec\[WorkerGroup1\]\.imagePullSecret is a secret raybot cannot send"
+    ):
+        plan(c, [ReplaceGroup(group="WorkerGroup1", spec=spec)])
+
+
+def test_a_read_that_holds_the_mask_itself_is_sent_back_as_read():
+    # A cluster a masked value already reached (before this was fixed) is not made uneditable: untouched is as read.
+    c = cluster(workerSpec=[group("WorkerGroup1", imagePullSecret=MASK), group("WorkerGroup2")])
+    sent = body(plan(c, [SetReplicas(group="WorkerGroup2", replica=3)]))
+    assert sent["workerSpec"][0]["imagePullSecret"] == MASK
+
+
+def test_redact_secrets_masks_every_secret_at_any_depth():
+    wire = {
+        "name": "prod",
+        "headSpec": {"gftConfig": {"redisUrl": "r", "redisPassword": "p"}, "cpu": "4"},
+        "workerSpec": [
+            {
+                "groupName": "token-workers",  # a value, not a key: kept
+                "imagePullSecret": "s",
+                "env": [{"name": "A", "token": "t"}, {"name": "B", "value": "v"}],
+                "auth": {"accessKeyId": "id", "accessKeySecret": "k", "passwd": "p"},
+                "secrets": {"a": "b"},  # a secret field holding a mapping is masked whole
+                "emptyToken": None,
+            }
+        ],
+    }
+    original = copy.deepcopy(wire)
+    masked = redact_secrets(wire)
+    assert wire == original  # a copy
+    assert masked["headSpec"] == {"gftConfig": {"redisUrl": "r", "redisPassword": MASK}, "cpu": "4"}
+    [g] = masked["workerSpec"]
+    assert g["groupName"] == "token-workers" and g["imagePullSecret"] == MASK
+    assert g["env"] == [{"name": "A", "token": MASK}, {"name": "B", "value": "v"}]
+    assert g["auth"] == {"accessKeyId": MASK, "accessKeySecret": MASK, "passwd": MASK}
+    assert g["secrets"] == MASK and g["emptyToken"] is None
+    assert redact_secrets(None) is None
+    assert mask_secrets("x", "redisPassword") == MASK and mask_secrets("x", "name") == "x"
+
+
+def test_a_masked_record_compared_with_a_fresh_read_shows_no_change():
+    c = secret_cluster()
+    assert diff(redact_secrets(c.editable()), c.editable()) == []
+    assert diff(c.editable(), redact_secrets(c.editable())) == []
+    # A secret that is gone, or a real change next to it, still shows.
+    fresh = c.editable()
+    del fresh["workerSpec"][0]["imagePullSecret"]
+    fresh["workerSpec"][1]["replica"] = 31
+    assert [(d.path, d.before, d.after) for d in diff(redact_secrets(c.editable()), fresh)] == [
+        ("workerSpec[WorkerGroup1].imagePullSecret", MASK, None),
+        ("workerSpec[WorkerGroup2].replica", 30, 31),
+    ]
+
+
+def test_diff_masks_by_field_name_not_by_group_name():
+    before = {"workerSpec": [{"groupName": "token-workers", "replica": 1}]}
+    [entry] = diff(before, {"workerSpec": []})
+    assert entry.before == {"groupName": "token-workers", "replica": 1}
+
+
+def _audited(c: RayCluster, changes: list[Any]) -> tuple[dict[str, Any], dict[str, Any], RayCluster]:
+    """The change as the audit log keeps it (masked, as flow.call_audited stores it), and the cluster after it."""
+    sent = body(plan(c, changes))
+    return redact_secrets(c.editable()), redact_secrets(sent), RayCluster.model_validate(sent)
+
+
+def test_undo_of_a_resize_sends_the_real_secrets_as_read():
+    c = secret_cluster()
+    before, applied, now = _audited(c, [SetReplicas(group="WorkerGroup1", replica=3)])
+    assert applied["headSpec"]["gftConfig"]["redisPassword"] == MASK  # what the log keeps
+    assert holds_change(now, before, applied)
+    undo = revert_plan(now, before, applied, change_id=7)
+    sent = body(undo)
+    assert sent["headSpec"]["gftConfig"]["redisPassword"] == "hunter2"
+    assert [g["imagePullSecret"] for g in sent["workerSpec"]] == ["real", "real-2"]
+    assert sent["workerSpec"][0]["replica"] == 2
+    assert [d.path for d in undo.diff] == ["workerSpec[WorkerGroup1].replica"]
+
+
+def test_undo_of_a_removed_group_with_a_secret_is_refused():
+    c = secret_cluster()
+    before, applied, now = _audited(c, [RemoveGroup(group="WorkerGroup2")])
+    with pytest.raises(SecretNotKept) as caught:
+        revert_plan(now, before, applied, change_id=7)
+    assert str(caught.value) == (
+        "change #7 removed WorkerGroup2, whose imagePullSecret raybot does not keep; "
+        "restore it by hand (nothing was sent)"
+    )
+    assert isinstance(caught.value, RevertConflict) and caught.value.conflicts == []  # callers explain it as one
+    with pytest.raises(SecretNotKept, match="^the change removed WorkerGroup2"):
+        revert_plan(now, before, applied)
+
+
+def test_undo_that_would_put_back_a_removed_secret_field_is_refused():
+    c = secret_cluster()
+    gone = WorkerGroup.model_validate({"imagePullSecret": None})
+    before, applied, now = _audited(c, [ReplaceGroup(group="WorkerGroup1", spec=gone)])
+    with pytest.raises(SecretNotKept) as caught:
+        revert_plan(now, before, applied, change_id=3)
+    assert str(caught.value) == (
+        "change #3 removed workerSpec[WorkerGroup1].imagePullSecret, a secret raybot does not keep; "
+        "restore it by hand (nothing was sent)"
+    )
+
+
+def test_undo_of_an_added_group_with_a_secret_removes_it():
+    c = secret_cluster()
+    new = WorkerGroup.model_validate(group("WorkerGroup3", imagePullSecret="fresh"))
+    before, applied, now = _audited(c, [AddGroup(spec=new)])
+    assert applied["workerSpec"][2]["imagePullSecret"] == MASK
+    assert holds_change(now, before, applied)  # the masked record matches the real secret
+    sent = body(revert_plan(now, before, applied))
+    assert [g["groupName"] for g in sent["workerSpec"]] == ["WorkerGroup1", "WorkerGroup2"]
+    assert sent["workerSpec"][1]["imagePullSecret"] == "real-2"
+
+
+def test_a_revert_conflict_never_shows_a_secret():
+    c = secret_cluster()
+    new = WorkerGroup.model_validate(group("WorkerGroup3", imagePullSecret="fresh"))
+    before, applied, now = _audited(c, [AddGroup(spec=new)])
+    later = now.editable()
+    later["workerSpec"][2]["replica"] = 3  # someone resized the added group since
+    later_cluster = RayCluster.model_validate(later)
+    assert not holds_change(later_cluster, before, applied)
+    with pytest.raises(RevertConflict) as caught:
+        revert_plan(later_cluster, before, applied)
+    assert "workerSpec[WorkerGroup3]: the change set" in str(caught.value)  # a whole group, added by the change
+    assert '"replica": 3' in str(caught.value) and MASK in str(caught.value)
+    assert "fresh" not in str(caught.value) and "fresh" not in repr(caught.value.conflicts)
+
+
+def test_holds_change_is_false_when_a_masked_secret_is_gone():
+    c = secret_cluster()
+    new = WorkerGroup.model_validate(group("WorkerGroup3", imagePullSecret="fresh"))
+    before, applied, now = _audited(c, [AddGroup(spec=new)])
+    without = now.editable()
+    del without["workerSpec"][2]["imagePullSecret"]
+    assert not holds_change(RayCluster.model_validate(without), before, applied)
+
+
+def test_kept_group_changes_survive_a_round_trip_unchanged():
+    from pydantic import TypeAdapter
+
+    from bot.emr.changes import Change
+
+    adapter = TypeAdapter(list[Change])
+    changes = [
+        ReplaceGroup(group="WorkerGroup1", spec=WorkerGroup.model_validate({"replica": 3, "gpuSpec": None})),
+        AddGroup(spec=WorkerGroup(group_name="g3", replica=1)),
+    ]
+    again = adapter.validate_python(adapter.dump_python(changes, mode="json"))
+    assert [c.spec.wire() for c in again] == [{"replica": 3, "gpuSpec": None}, {"groupName": "g3", "replica": 1}]
+    # Planned again (an approval's replay), only what was set changes: the other fields stay as read.
+    assert body(plan(cluster(), again)) == body(plan(cluster(), changes))

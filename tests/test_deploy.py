@@ -1,4 +1,5 @@
-"""The deployment artefacts keep their promises: non-root, read-only, probed, bounded, no secrets in config.
+"""The deployment artefacts keep their promises: non-root, read-only, probed, bounded, no secrets in config,
+and several replicas on one PostgreSQL database that survive a rollout, a drain and a lost node.
 
 Schema validity and Dockerfile style are checked by .ci/lint-deploy (kubernetes-validate,
 hadolint); these tests check what those tools cannot know about raybot.
@@ -6,20 +7,25 @@ hadolint); these tests check what those tools cannot know about raybot.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
 from bot.config import load_config
+from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
-SIGTERM_BOUND_SECONDS = 25  # how long raybot lets changes in flight finish after SIGTERM
 UID = 10001
+SLACK_SECRET = "raybot-slack"
+DATABASE_SECRET = "raybot-database"
+SOCKET_MODE_CONNECTIONS_PER_APP = 10  # Slack's limit; each replica opens one
 SECRET_LOOKING = re.compile(
     r"xox[a-z]-|xapp-|LTAI[0-9A-Za-z]{8,}|-----BEGIN|(secret|password|token|access_key)\s*:", re.IGNORECASE
 )
@@ -35,6 +41,22 @@ def documents() -> list[dict[str, Any]]:
 
 def one(kind: str) -> dict[str, Any]:
     (found,) = [d for d in documents() if d["kind"] == kind]
+    return found
+
+
+def secret(name: str) -> dict[str, Any]:
+    (found,) = [d for d in documents() if d["kind"] == "Secret" and d["metadata"]["name"] == name]
+    return found
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels only: the manifests use nothing else) selects pods with these labels."""
+    assert set(selector) == {"matchLabels"}, selector
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def setting_default(name: str) -> Any:
+    (found,) = [f.default for f in dataclasses.fields(Settings) if f.name == name]
     return found
 
 
@@ -63,10 +85,41 @@ def test_every_manifest_is_in_the_raybot_namespace_and_labelled() -> None:
         assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "raybot", doc["kind"]
 
 
-def test_one_replica_and_never_two_side_by_side() -> None:
+def test_several_replicas_rolled_out_without_ever_losing_one() -> None:
     spec = one("Deployment")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
+    assert spec["replicas"] >= 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    rolling = spec["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] == 0
+    assert rolling["maxSurge"] == 1  # an integer: a percentage of 2 replicas would round in surprising ways
+    # In Socket Mode every pod, surge included, holds one of the app's connections.
+    assert spec["replicas"] + rolling["maxSurge"] <= SOCKET_MODE_CONNECTIONS_PER_APP
+    assert spec.get("minReadySeconds", 0) > 0
+
+
+def test_a_disruption_budget_keeps_one_pod_of_the_deployment() -> None:
+    budget = one("PodDisruptionBudget")
+    deployment = one("Deployment")
+    assert budget["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in budget["spec"]
+    assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]  # else no drain could ever evict one
+    assert selects(budget["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    # ...and only the Deployment's: the selector is the Deployment's own.
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_replicas_prefer_different_nodes(pod: dict) -> None:
+    anti = pod["affinity"]["podAntiAffinity"]
+    # Preferred, not required: a required rule would strand the surge pod on a small pool (see deployment.yaml).
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    terms = [
+        t["podAffinityTerm"]
+        for t in anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        if t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    ]
+    assert any(selects(term["labelSelector"], labels) for term in terms)
 
 
 def test_the_pod_runs_as_non_root_on_a_read_only_root_filesystem(pod: dict, container: dict) -> None:
@@ -82,17 +135,30 @@ def test_the_pod_runs_as_non_root_on_a_read_only_root_filesystem(pod: dict, cont
     assert sc.get("privileged", False) is False
 
 
-def test_the_writable_paths_are_volumes_and_the_database_lives_on_one(pod: dict, container: dict) -> None:
+def test_nothing_is_kept_on_the_pod_and_the_database_is_a_verified_postgresql_url(pod: dict, container: dict) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
-    writable = {
-        m["mountPath"]
-        for m in container["volumeMounts"]
-        if not m.get("readOnly") and ({"emptyDir", "persistentVolumeClaim"} & volumes[m["name"]].keys())
-    }
-    assert {"/data", "/tmp"} <= writable
-    database = env_of(container)["RAYBOT_DATABASE"]["value"]
-    assert any(database.startswith(path + "/") for path in writable)
-    config_path = env_of(container)["RAYBOT_CONFIG"]["value"]
+    writable = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"] if not m.get("readOnly")}
+    # /tmp only, in memory (the root filesystem is read-only): no SQLite file, no PersistentVolumeClaim.
+    assert set(writable) == {"/tmp"}
+    assert "emptyDir" in writable["/tmp"]
+    assert not any("persistentVolumeClaim" in v for v in volumes.values())
+
+    env = env_of(container)
+    assert "value" not in env["RAYBOT_DATABASE"]
+    assert env["RAYBOT_DATABASE"]["valueFrom"]["secretKeyRef"] == {"name": DATABASE_SECRET, "key": "url"}
+    url = urlsplit(secret(DATABASE_SECRET)["stringData"]["url"])
+    assert url.scheme in ("postgresql", "postgres")
+    assert url.password is None  # the example keeps the password in its own key (PGPASSWORD)
+    query = parse_qs(url.query)
+    assert query["sslmode"] == ["verify-full"]
+    # The CA the URL names is a file of the read-only ConfigMap mounted for it.
+    (ca_path,) = query["sslrootcert"]
+    (ca_mount,) = [m for m in container["volumeMounts"] if ca_path.startswith(m["mountPath"] + "/")]
+    assert ca_mount["readOnly"] is True
+    ca_volume = volumes[ca_mount["name"]]["configMap"]
+    assert ca_volume.get("optional", False) is False  # no CA, no start: never an unverified server
+
+    config_path = env["RAYBOT_CONFIG"]["value"]
     (config_mount,) = [m for m in container["volumeMounts"] if config_path.startswith(m["mountPath"] + "/")]
     assert config_mount["readOnly"] is True
     assert volumes[config_mount["name"]]["configMap"]["name"] == one("ConfigMap")["metadata"]["name"]
@@ -108,8 +174,17 @@ def test_probes_ask_readyz_and_healthz_on_the_http_port(container: dict) -> None
     assert container["livenessProbe"]["httpGet"]["path"] != container["readinessProbe"]["httpGet"]["path"]
 
 
-def test_the_grace_period_outlasts_the_sigterm_bound(pod: dict) -> None:
-    assert pod["terminationGracePeriodSeconds"] > SIGTERM_BOUND_SECONDS
+def test_the_grace_period_outlasts_the_pre_stop_pause_and_the_sigterm_bound(pod: dict, container: dict) -> None:
+    env = env_of(container)
+    shutdown = float(env.get("RAYBOT_SHUTDOWN_SECONDS", {}).get("value") or setting_default("shutdown_seconds"))
+    pause = 0.0
+    pre_stop = container.get("lifecycle", {}).get("preStop")
+    if pre_stop is not None:
+        command = pre_stop["exec"]["command"]
+        assert command[0] == "sleep", command
+        pause = float(command[1])
+    # The grace period counts from the start of preStop; SIGTERM (and the drain) comes after it.
+    assert pod["terminationGracePeriodSeconds"] > pause + shutdown
 
 
 def test_requests_and_limits_are_set(container: dict) -> None:
@@ -118,12 +193,17 @@ def test_requests_and_limits_are_set(container: dict) -> None:
         assert set(resources[kind]) == {"cpu", "memory"}, kind
 
 
-def test_slack_tokens_come_from_the_secret_never_from_plain_values(container: dict) -> None:
+def test_slack_tokens_and_the_database_come_from_secrets_never_from_plain_values(container: dict) -> None:
     env = env_of(container)
-    secret_name = one("Secret")["metadata"]["name"]
     for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
         assert "value" not in env[name]
-        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == secret_name
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == secret(SLACK_SECRET)["metadata"]["name"]
+    for name in ("RAYBOT_DATABASE", "PGPASSWORD"):
+        assert "value" not in env[name]
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret(DATABASE_SECRET)["metadata"]["name"]
+        assert ref["key"] in secret(DATABASE_SECRET)["stringData"]
+    assert env["RAYBOT_DATABASE"]["valueFrom"]["secretKeyRef"].get("optional", False) is False
     for entry in env.values():
         assert not SECRET_LOOKING.search(str(entry.get("value", "")))
     # Not the node's RAM role, which every pod on the node shares.
@@ -141,11 +221,13 @@ def test_the_config_map_holds_a_valid_config_and_nothing_secret(tmp_path: Path) 
     assert config.clusters and config.roles and config.channels
 
 
-def test_the_example_secret_holds_only_placeholders() -> None:
-    secret = one("Secret")
-    assert "data" not in secret
-    assert secret["stringData"]
-    assert all("replace-me" in value for value in secret["stringData"].values())
+def test_the_example_secrets_hold_only_placeholders() -> None:
+    secrets = [d for d in documents() if d["kind"] == "Secret"]
+    assert {s["metadata"]["name"] for s in secrets} == {SLACK_SECRET, DATABASE_SECRET}
+    for s in secrets:
+        assert "data" not in s
+        assert s["stringData"]
+        assert all("replace-me" in value for value in s["stringData"].values()), s["metadata"]["name"]
 
 
 def test_the_service_account_is_bound_to_a_ram_role_through_rrsa(pod: dict) -> None:
@@ -222,12 +304,17 @@ def test_the_final_stage_runs_as_the_non_root_uid_with_a_healthcheck() -> None:
     assert instructions(final, "CMD") == ['["serve"]']
     env = " ".join(instructions(final, "ENV"))
     assert "RAYBOT_LOG_FORMAT=json" in env and "PYTHONUNBUFFERED=1" in env
-    assert f"RAYBOT_DATABASE={env_of_deployment_database()}" in env
 
 
-def env_of_deployment_database() -> str:
-    (c,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
-    return env_of(c)["RAYBOT_DATABASE"]["value"]
+def test_the_image_decides_no_store() -> None:
+    """Left alone the image is one process on a SQLite file under /data; it declares no VOLUME, so
+    several replicas that set RAYBOT_DATABASE to PostgreSQL get no anonymous volume they do not use."""
+    final = stages()[-1]
+    env = " ".join(instructions(final, "ENV"))
+    (database,) = re.findall(r"RAYBOT_DATABASE=(\S+)", env)
+    assert database.startswith("/data/") and "://" not in database
+    for stage in stages():
+        assert instructions(stage, "VOLUME") == []
 
 
 def test_the_final_stage_installs_no_compilers_and_fetches_nothing() -> None:

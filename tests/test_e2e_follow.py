@@ -95,7 +95,7 @@ async def test_a_change_that_ends_in_error_says_so_with_the_apis_message(http, e
     emr.end_in_error(world.WORKSPACE, world.PROD, "Insufficient GPU quota in cn-hangzhou-h")
     async with inprocess_raybot(env, clock) as raybot:
         await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
-        await wait_new(slack, lambda c: c.method == "chat.update" and "applying" in c.args.get("text", ""))
+        await wait_new(slack, lambda c: c.method == "chat.update" and "applying: " in c.args.get("text", ""))
         await look_again(raybot, clock, SETTLE * 2)
         failed = await wait_new(
             slack, lambda c: c.method == "chat.postMessage" and "ended in" in c.args.get("text", "")
@@ -107,7 +107,7 @@ async def test_a_change_that_ends_in_error_says_so_with_the_apis_message(http, e
 async def test_following_survives_a_restart(http, env, slack, emr, clock):
     async with inprocess_raybot(env, clock) as raybot:
         await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
-        applying = await wait_new(slack, lambda c: c.method == "chat.update" and "applying" in c.args.get("text", ""))
+        applying = await wait_new(slack, lambda c: c.method == "chat.update" and "applying: " in c.args.get("text", ""))
     clock.now += SETTLE * 2  # settled while raybot was stopped
     async with inprocess_raybot(env, clock):
         settled = await wait_new(
@@ -119,7 +119,7 @@ async def test_following_survives_a_restart(http, env, slack, emr, clock):
 async def test_a_change_that_never_settles_times_out(http, env, slack, emr, clock):
     async with inprocess_raybot(env | {"RAYBOT_FOLLOW_SECONDS": "300"}, clock) as raybot:
         await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
-        await wait_new(slack, lambda c: c.method == "chat.update" and "applying" in c.args.get("text", ""))
+        await wait_new(slack, lambda c: c.method == "chat.update" and "applying: " in c.args.get("text", ""))
         await look_again(raybot, clock, 301)
         late = await wait_new(
             slack, lambda c: c.method == "chat.postMessage" and "not settled" in c.args.get("text", "")

@@ -228,17 +228,44 @@ async def test_client_signature_matches_the_shared_vectors(vector):
 
 async def test_5xx_twice_then_success_retries_with_fresh_signatures(make_client, emulator):
     sleep = RecordedSleep()
+    emulator.inject("5xx", times=2, action="GetRayCluster")
+    client = make_client(sleep=sleep, random=lambda: 0.5)
+
+    answer = await client.get_cluster(WS, SMALL)
+
+    calls = emulator.calls_for("GetRayCluster")
+    assert [c.status for c in calls] == [503, 503, 200]
+    assert len({c.headers["x-acs-signature-nonce"] for c in calls}) == 3
+    assert len({signing.parse_authorization(c.headers["authorization"])["Signature"] for c in calls}) == 3
+    assert sleep.delays == [backoff_delay(1, 0.5), backoff_delay(2, 0.5)] == [0.1, 0.2]
+    assert answer.cluster_id == SMALL
+
+
+async def test_an_update_answered_5xx_is_not_sent_again(make_client, emulator):
+    """A 5xx may follow an update the service applied: sending it again could apply it twice. The flow reads."""
+    sleep = RecordedSleep()
     emulator.inject("5xx", times=2, action="UpdateRayCluster")
+    client = make_client(sleep=sleep, random=lambda: 0.5)
+
+    with pytest.raises(EmrError) as caught:
+        await client.update_cluster(WS, SMALL, UpdateRayClusterRequest(description="once"))
+
+    assert [c.status for c in emulator.calls_for("UpdateRayCluster")] == [503]
+    assert caught.value.maybe_applied and sleep.delays == []
+
+
+async def test_a_throttled_update_is_sent_again_with_fresh_signatures(make_client, emulator):
+    """Throttling means the service did not apply it: retrying is safe, and re-signed each time."""
+    sleep = RecordedSleep()
+    emulator.inject("throttle", times=2, action="UpdateRayCluster")
     client = make_client(sleep=sleep, random=lambda: 0.5)
 
     answer = await client.update_cluster(WS, SMALL, UpdateRayClusterRequest(description="retry me"))
 
     calls = emulator.calls_for("UpdateRayCluster")
-    assert [c.status for c in calls] == [503, 503, 200]
+    assert [c.status for c in calls][-1] == 200 and len(calls) == 3
     assert len({c.headers["x-acs-signature-nonce"] for c in calls}) == 3
-    assert len({signing.parse_authorization(c.headers["authorization"])["Signature"] for c in calls}) == 3
     assert len({c.body for c in calls}) == 1
-    assert sleep.delays == [backoff_delay(1, 0.5), backoff_delay(2, 0.5)] == [0.1, 0.2]
     assert answer.request_id == calls[-1].request_id
 
 

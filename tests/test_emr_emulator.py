@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import json
 import subprocess
@@ -508,6 +509,16 @@ def test_latency_still_answers(emulator: EmrEmulator) -> None:
     assert get_prod(emulator).status_code == 200
 
 
+def test_a_slowed_request_is_held_while_it_waits(emulator: EmrEmulator) -> None:
+    emulator.inject("latency", seconds=5, times=1, action="UpdateRayCluster")
+    answer = in_background(update_prod, emulator, 3)
+    held = emulator.wait_for_held("UpdateRayCluster")
+    assert prod_replica(emulator) == 2
+    emulator.release_hanging()  # ends the wait early; a slowed request is then answered normally
+    assert answer.result(timeout=5).status_code == 200
+    assert (held.held, held.applied, held.status) == (False, True, 200)
+
+
 def test_hang_until_the_client_gives_up_and_stop_releases_it(emulator: EmrEmulator) -> None:
     emulator.inject("hang", times=1)
     with pytest.raises(httpx.ReadTimeout):
@@ -517,6 +528,145 @@ def test_hang_until_the_client_gives_up_and_stop_releases_it(emulator: EmrEmulat
     assert get_prod(emulator).status_code == 200  # times=1: only the first hangs
     emulator.stop()
     assert hung.status == 503
+
+
+def update_prod(emu: EmrEmulator, replica: int, **options: Any) -> httpx.Response:
+    return send(emu, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emu, replica=replica), **options)
+
+
+def in_background(fn: Any, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn, *args, **kwargs)
+    pool.shutdown(wait=False)
+    return future
+
+
+def prod_replica(emu: EmrEmulator) -> int:
+    return emu.cluster(WS, PROD)["workerSpec"][0]["replica"]
+
+
+def test_hang_apply_released_applies_the_update_and_loses_the_answer(emulator: EmrEmulator) -> None:
+    emulator.inject("hang_apply", times=1, action="UpdateRayCluster")
+    answer = in_background(update_prod, emulator, 3)
+    held = emulator.wait_for_held("UpdateRayCluster")
+    assert (held.held, held.status, held.applied) == (True, 0, False)
+    assert prod_replica(emulator) == 2  # nothing applied while it is held
+    emulator.release_hanging()
+    with pytest.raises(httpx.RemoteProtocolError):  # the connection closes without an answer
+        answer.result(timeout=5)
+    assert prod_replica(emulator) == 3
+    assert (held.held, held.applied, held.answer_lost, held.status) == (False, True, True, 200)
+    assert emulator.accepted_updates(WS, PROD) == 1
+    assert emulator.accepted() == [held]
+    assert update_prod(emulator, 4).status_code == 200  # times=1: the next one is answered
+    assert emulator.accepted_updates(WS, PROD) == 2
+
+
+def test_hang_apply_applies_when_the_client_gives_up(emulator: EmrEmulator) -> None:
+    emulator.inject("hang_apply", action="UpdateRayCluster")
+    with pytest.raises(httpx.ReadTimeout):
+        update_prod(emulator, 3, timeout=0.2)
+    call = emulator.wait_for_call(lambda c: c.applied)
+    assert call.client_gone and call.answer_lost and not call.held
+    assert prod_replica(emulator) == 3
+    assert emulator.accepted_updates(WS, PROD) == 1
+
+
+def test_hang_apply_with_seconds_applies_that_long_after_the_client_left(emulator: EmrEmulator) -> None:
+    emulator.inject("hang_apply", times=1, action="UpdateRayCluster", seconds=0.5)
+    with pytest.raises(httpx.ReadTimeout):
+        update_prod(emulator, 3, timeout=0.1)
+    call = emulator.wait_for_call(lambda c: c.client_gone)
+    assert not call.applied and prod_replica(emulator) == 2  # the service has it but has not applied it yet
+    emulator.wait_for_call(lambda c: c is call and c.applied)
+    assert prod_replica(emulator) == 3
+
+
+def test_hang_never_applies_even_after_the_client_gave_up(emulator: EmrEmulator) -> None:
+    emulator.inject("hang", times=1, action="UpdateRayCluster")
+    with pytest.raises(httpx.ReadTimeout):
+        update_prod(emulator, 3, timeout=0.2)
+    call = emulator.wait_for_call(lambda c: c.client_gone)
+    assert call.held
+    emulator.release_hanging()
+    emulator.wait_for_call(lambda c: c is call and c.status == 503)
+    assert (call.held, call.applied, call.answer_lost) == (False, False, False)
+    assert prod_replica(emulator) == 2
+    assert emulator.accepted_updates(WS, PROD) == 0
+
+
+def test_stop_lets_a_hang_apply_go_and_applies_it(emulator: EmrEmulator) -> None:
+    emulator.inject("hang_apply", times=1, action="UpdateRayCluster")
+    answer = in_background(update_prod, emulator, 4)
+    held = emulator.wait_for_held()
+    emulator.stop()
+    with pytest.raises(httpx.TransportError):
+        answer.result(timeout=5)
+    assert held.applied and prod_replica(emulator) == 4
+
+
+async def test_held_is_awaitable_and_only_matches_the_held_action(emulator: EmrEmulator) -> None:
+    emulator.inject("hang", times=1, action="UpdateRayCluster")
+    answer = in_background(update_prod, emulator, 3)
+    held = await emulator.held("UpdateRayCluster")
+    assert held.action == "UpdateRayCluster" and held.held
+    with pytest.raises(TimeoutError):
+        await emulator.held("GetRayCluster", timeout=0.05)
+    emulator.release_hanging()
+    assert answer.result(timeout=5).status_code == 503
+    assert (await emulator.wait_for(lambda c: c is held and c.status == 503)) is held
+    assert not held.held and prod_replica(emulator) == 2
+
+
+def test_5xx_after_apply_applies_then_answers_503(emulator: EmrEmulator) -> None:
+    emulator.inject("5xx_after_apply", times=2, action="UpdateRayCluster")
+    resp = update_prod(emulator, 3)
+    assert_error(emulator, resp, 503, "ServiceUnavailable")
+    assert prod_replica(emulator) == 3
+    assert emulator.calls[-1].applied and emulator.accepted_updates(WS, PROD) == 1
+    # A request the service refuses is answered with its own error and applies nothing.
+    refused = send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=b'{"workerSpec": 3}')
+    assert_error(emulator, refused, 400, "InvalidParameter")
+    assert not emulator.calls[-1].applied and emulator.accepted_updates(WS, PROD) == 1
+    assert get_prod(emulator).status_code == 200  # only UpdateRayCluster was named
+
+
+def test_accepted_updates_are_counted_per_cluster(emulator: EmrEmulator) -> None:
+    emulator.inject("throttle", times=1, action="UpdateRayCluster")
+    assert update_prod(emulator, 3).status_code == 400  # throttled: not applied
+    assert update_prod(emulator, 3).status_code == 200
+    assert update_prod(emulator, 4).status_code == 200
+    fleet = emulator.cluster(WS, FLEET)["workerSpec"]
+    resp = send(
+        emulator, "POST", f"{CLUSTER_PATH}/{FLEET}", action="UpdateRayCluster", body=dumps_body({"workerSpec": fleet})
+    )
+    assert resp.status_code == 200
+    assert get_prod(emulator).status_code == 200  # a read is never "accepted"
+    assert emulator.accepted_updates(WS, PROD) == 2
+    assert emulator.accepted_updates(WS, FLEET) == 1
+    assert emulator.accepted_updates(WS, GPU) == 0
+    assert [c.json["workerSpec"][0]["replica"] for c in emulator.accepted(cluster_id=PROD)] == [3, 4]
+    assert len(emulator.accepted()) == 3
+
+
+def test_forbidden_refuses_and_changes_nothing(emulator: EmrEmulator) -> None:
+    emulator.inject("forbidden", action="UpdateRayCluster")
+    before = emulator.cluster(WS, PROD)
+    resp = send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emulator, replica=3))
+    assert_error(emulator, resp, 403, "Forbidden.RAM")
+    assert emulator.cluster(WS, PROD) == before
+    assert get_prod(emulator).status_code == 200  # only the named action
+
+
+def test_a_latency_released_early_is_served_even_after_the_client_gave_up(emulator: EmrEmulator) -> None:
+    emulator.inject("latency", action="UpdateRayCluster", seconds=60, times=1)
+    with pytest.raises(httpx.ReadTimeout):
+        send(emulator, "POST", PROD_PATH, action="UpdateRayCluster", body=update_body(emulator, replica=3), timeout=0.2)
+    held = emulator.calls[-1]
+    assert held.status == 0
+    emulator.release_hanging()
+    emulator.wait_for_call(lambda c: c is held and c.status == 200)
+    assert emulator.cluster(WS, PROD)["workerSpec"][0]["replica"] == 3  # applied, as a service that received it would
 
 
 def test_faults_apply_after_the_signature_check(emulator: EmrEmulator) -> None:

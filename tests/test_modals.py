@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.emr.changes import ChangeError, DiffEntry, plan, redact_secrets
-from bot.emr.models import ClusterFields, RayCluster
+from bot.emr.changes import ChangeError, DiffEntry, ReplaceGroup, SetFields, plan, redact_secrets
+from bot.emr.models import ClusterFields, RayCluster, WorkerGroup
 from bot.sandbox.slack_server import view_problems
 from bot.slack import limits, modals
 from bot.slack.modals import Draft
@@ -705,3 +705,103 @@ def test_the_draft_keeps_no_secret_and_apply_sends_the_real_one():
     body = plan(cluster, modals.changes_for(draft)).body.wire()
     assert body["headSpec"]["gftConfig"]["redisPassword"] == "s3cr3t"  # the fresh read's value, not the mask
     assert body["description"] == "new"
+
+
+# --- the editor never sends a masked secret (issue item 9) ------------------------------------------------------------
+
+
+def secret_cluster(groups: int = 3) -> RayCluster:
+    """Groups that carry an image pull secret, which the draft only holds masked."""
+    return cluster(workerSpec=[group(i, imagePullSecret=f"real-{i}") for i in range(1, groups + 1)])
+
+
+def edited_draft(c: RayCluster, edit: Any) -> Draft:
+    draft = draft_of(c)
+    edited = copy.deepcopy(draft.edited)
+    edit(edited)
+    return draft.model_copy(update={"edited": edited})
+
+
+def test_an_edited_group_carries_only_the_fields_the_person_changed() -> None:
+    c = secret_cluster()
+    draft = draft_of(c)
+    assert draft.edited["workerSpec"][0]["imagePullSecret"] == "••••••"
+    edit = modals.parse_group(state_of(modals.group_view(draft, "g1"), group__replica="3"), draft, "g1")
+    draft = draft.model_copy(update={"edited": edit.edited})
+
+    [change] = modals.changes_for(draft)
+    assert change == ReplaceGroup(group="g1", spec=WorkerGroup(replica=3))
+    sent = plan(c, [change]).body.wire()
+    assert [g["imagePullSecret"] for g in sent["workerSpec"]] == ["real-1", "real-2", "real-3"]
+    assert "••••••" not in json.dumps(sent)
+    assert sent["headSpec"]["gftConfig"]["redisPassword"] == "hunter2"
+
+
+def test_an_edited_group_can_still_drop_a_field() -> None:
+    c = secret_cluster()
+    draft = edited_draft(c, lambda e: e["workerSpec"][0].pop("rayStartParams"))
+    [change] = modals.changes_for(draft)
+    assert change.spec.wire() == {"rayStartParams": None}
+    sent = plan(c, [change]).body.wire()
+    assert "rayStartParams" not in sent["workerSpec"][0] and sent["workerSpec"][0]["imagePullSecret"] == "real-1"
+
+
+def test_a_group_renamed_in_place_keeps_its_secret() -> None:
+    c = secret_cluster()
+    draft = draft_of(c)
+    edit = modals.parse_group(state_of(modals.group_view(draft, "g2"), group__name="g2-big"), draft, "g2")
+    draft = draft.model_copy(update={"edited": edit.edited})
+
+    [change] = modals.changes_for(draft)
+    assert change == ReplaceGroup(group="g2", spec=WorkerGroup(group_name="g2-big"))
+    sent = plan(c, [change]).body.wire()
+    assert [(g["groupName"], g["imagePullSecret"]) for g in sent["workerSpec"]] == [
+        ("g1", "real-1"),
+        ("g2-big", "real-2"),
+        ("g3", "real-3"),
+    ]
+    assert [e.path for e in modals.review_diff(draft)] == ["workerSpec[g2]", "workerSpec[g2-big]"]
+
+
+def test_a_removed_group_and_a_new_one_in_its_place_are_not_a_rename() -> None:
+    c = secret_cluster(2)
+    draft = draft_of(c)
+    draft = draft.model_copy(update={"edited": modals.remove_group(draft, "g2")})
+    new = modals.parse_group(state_of(modals.group_view(draft, None), group__name="g9"), draft, None)
+    draft = draft.model_copy(update={"edited": new.edited})
+
+    changes = modals.changes_for(draft)
+    assert [type(c).__name__ for c in changes] == ["RemoveGroup", "AddGroup"]
+    sent = plan(c, changes).body.wire()
+    assert [g["groupName"] for g in sent["workerSpec"]] == ["g1", "g9"] and "imagePullSecret" not in sent["workerSpec"][
+        1
+    ]
+
+
+def test_a_group_copied_with_a_masked_secret_is_refused_not_sent() -> None:
+    c = secret_cluster()
+
+    def rename_two(edited: dict[str, Any]) -> None:
+        # Two groups renamed side by side: which is which cannot be told, so they are removed and added.
+        edited["workerSpec"][1]["groupName"] = "x2"
+        edited["workerSpec"][2]["groupName"] = "x3"
+
+    draft = edited_draft(c, rename_two)
+    assert [type(c).__name__ for c in modals.changes_for(draft)] == [
+        "RemoveGroup",
+        "RemoveGroup",
+        "AddGroup",
+        "AddGroup",
+    ]
+    with pytest.raises(ChangeError, match=r"^workerSpec\[x2\]\.imagePullSecret is a secret raybot cannot send"):
+        modals.review_diff(draft)  # the review says so before Apply
+    with pytest.raises(ChangeError, match="Nothing was sent"):
+        plan(c, modals.changes_for(draft))
+
+
+def test_a_changed_head_field_is_the_only_thing_sent_for_the_head() -> None:
+    c = secret_cluster()
+    draft = edited_draft(c, lambda e: e["headSpec"].update(memory="32Gi"))
+    assert modals.changes_for(draft) == [SetFields(values={"headSpec.memory": "32Gi"})]
+    sent = plan(c, modals.changes_for(draft)).body.wire()
+    assert sent["headSpec"]["gftConfig"]["redisPassword"] == "hunter2" and sent["headSpec"]["memory"] == "32Gi"

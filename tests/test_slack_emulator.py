@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import websockets.asyncio.client
+import websockets.exceptions
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -15,8 +18,9 @@ from slack_sdk.http_retry import builtin_async_handlers
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from websockets.asyncio.client import ClientConnection
 
-from bot.sandbox.slack_server import ApiCall, SlackEmulator, SocketModeError
+from bot.sandbox.slack_server import ApiCall, SlackEmulator, SocketGiveUp, SocketModeError
 
 BOT_TOKEN = "xoxb-emulator-test"
 APP_TOKEN = "xapp-emulator-test"
@@ -175,6 +179,18 @@ async def test_post_message_rejects_what_slack_rejects(client: AsyncWebClient) -
     assert by_name["channel"] == CHANNEL
     dm = await client.chat_postMessage(channel=ALICE, text="psst")
     assert dm["channel"].startswith("D")
+
+
+async def test_the_bot_taken_out_of_a_channel_cannot_post_there(emulator: SlackEmulator, client: AsyncWebClient):
+    posted = await client.chat_postMessage(channel=CHANNEL, text="before")
+    emulator.set_member(CHANNEL, False)
+    assert (await slack_error(client.chat_postMessage(channel=CHANNEL, text="x")))["error"] == "not_in_channel"
+    error = await slack_error(client.chat_postEphemeral(channel=CHANNEL, user=ALICE, text="x"))
+    assert error["error"] == "not_in_channel"
+    assert (await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="edited"))["ok"]
+    assert (await client.conversations_info(channel=CHANNEL))["channel"]["is_member"] is False
+    emulator.set_member(CHANNEL, True)
+    assert (await client.chat_postMessage(channel=CHANNEL, text="back"))["ok"]
 
 
 async def test_post_ephemeral(emulator: SlackEmulator, client: AsyncWebClient) -> None:
@@ -463,6 +479,314 @@ async def test_bolt_socket_mode_handler_acks_and_runs_the_listener(emulator: Sla
         assert (posted.args["channel"], posted.args["text"]) == (CHANNEL, "resized resize prod")
         await listener_done.wait()
         assert [m["text"] for m in emulator.channel_messages(CHANNEL)] == ["resized resize prod"]
+    finally:
+        await handler.close_async()
+        socket_client = handler.client
+        background = [
+            socket_client.message_processor,
+            socket_client.current_session_monitor,
+            socket_client.message_receiver,
+        ]
+        await asyncio.gather(*(task for task in background if task is not None), return_exceptions=True)
+
+
+# -- Socket Mode: several connections, acknowledgement, redelivery ----------------------------------------------------
+
+
+class SocketClient:
+    """A bare Socket Mode client over `websockets`: it acknowledges an envelope only when the test says so."""
+
+    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
+        self.ws = ws
+        self.hello = hello
+        self.id: str = hello["debug_info"]["connection_id"]
+
+    @classmethod
+    async def connect(cls, emulator: SlackEmulator) -> SocketClient:
+        ws = await cls.open_raw(emulator)
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "hello", hello
+        return cls(ws, hello)
+
+    @staticmethod
+    async def open_raw(emulator: SlackEmulator) -> ClientConnection:
+        opened = await AsyncWebClient(token=APP_TOKEN, base_url=emulator.api_url).apps_connections_open(
+            app_token=APP_TOKEN
+        )
+        return await websockets.asyncio.client.connect(opened["url"], proxy=None, open_timeout=5)
+
+    async def receive(self) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), 5))
+
+    async def ack(self, envelope: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"envelope_id": envelope["envelope_id"]}
+        if payload is not None:
+            message["payload"] = payload
+        await self.ws.send(json.dumps(message))
+
+
+class SocketWorld:
+    """Emulators and bare clients made by one test, all closed after it."""
+
+    def __init__(self) -> None:
+        self.emulators: list[SlackEmulator] = []
+        self.clients: list[SocketClient] = []
+
+    def emulator(self, **options: Any) -> SlackEmulator:
+        emulator = SlackEmulator(bot_token=BOT_TOKEN, app_token=APP_TOKEN, seed=7, **options)
+        emulator.start()
+        self.emulators.append(emulator)
+        return emulator
+
+    async def connect(self, emulator: SlackEmulator) -> SocketClient:
+        client = await SocketClient.connect(emulator)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+async def socket_world() -> AsyncIterator[SocketWorld]:
+    world = SocketWorld()
+    yield world
+    for client in world.clients:
+        await client.ws.close()
+    for emulator in world.emulators:
+        emulator.stop()
+
+
+def mention(n: int) -> dict[str, Any]:
+    """An events_api payload; copies of it share its event_id, as Slack's duplicate deliveries do."""
+    return {"type": "event_callback", "event_id": f"Ev{n:04d}", "event": {"type": "app_mention", "text": f"#{n}"}}
+
+
+def chain_of(emulator: SlackEmulator, first_envelope_id: str) -> list[tuple[str, int, str]]:
+    """(connection, retry_attempt, retry_reason) of every delivery of one envelope, oldest first."""
+    return [
+        (d.connection_id, d.retry_attempt, d.retry_reason)
+        for d in emulator.socket_deliveries
+        if d.first_envelope_id == first_envelope_id
+    ]
+
+
+async def test_envelopes_go_round_robin_over_the_open_connections(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(ack_timeout=None)
+    clients = [await socket_world.connect(emulator) for _ in range(3)]
+    assert [c.id for c in clients] == ["conn-1", "conn-2", "conn-3"]
+    assert [c.hello["num_connections"] for c in clients] == [1, 2, 3]
+    assert await emulator.wait_for_socket_clients(3) == ["conn-1", "conn-2", "conn-3"]
+    assert emulator.socket_client_count == 3
+
+    envelope_ids = [(await emulator.deliver_socket_event("events_api", mention(n)))[0] for n in range(6)]
+    received: dict[str, list[str]] = {}
+    for client in clients:
+        for _ in range(2):
+            envelope = await client.receive()
+            assert envelope["type"] == "events_api" and envelope["accepts_response_payload"] is False
+            assert (envelope["retry_attempt"], envelope["retry_reason"]) == (0, "")
+            received.setdefault(client.id, []).append(envelope["payload"]["event"]["text"])
+            await client.ack(envelope)
+    assert received == {"conn-1": ["#0", "#3"], "conn-2": ["#1", "#4"], "conn-3": ["#2", "#5"]}
+
+    acks = [await emulator.wait_for_ack(envelope_id) for envelope_id in envelope_ids]
+    assert [a.connection_id for a in acks] == ["conn-1", "conn-2", "conn-3"] * 2
+    assert [a.envelope_id for a in acks] == envelope_ids
+    connections = emulator.socket_connections
+    assert [c.delivered for c in connections] == [tuple(envelope_ids[i::3]) for i in range(3)]
+    assert [c.acked for c in connections] == [c.delivered for c in connections]
+    assert emulator.socket_give_ups == []
+
+
+async def test_an_envelope_may_go_to_a_chosen_connection_or_to_several(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(ack_timeout=None)
+    first, second = [await socket_world.connect(emulator) for _ in range(2)]
+
+    sending = asyncio.ensure_future(emulator.send_socket_event("slash_commands", {"text": "hi"}, connection="conn-2"))
+    envelope = await second.receive()
+    assert envelope["type"] == "slash_commands" and envelope["accepts_response_payload"] is True
+    assert "retry_attempt" not in envelope, "only events carry retry fields on their first delivery"
+    await second.ack(envelope, {"text": "Working…"})
+    assert await sending == {"envelope_id": envelope["envelope_id"], "payload": {"text": "Working…"}}
+
+    copies = await emulator.deliver_socket_event("events_api", mention(7), copies=2)
+    one, other = await first.receive(), await second.receive()
+    assert {one["envelope_id"], other["envelope_id"]} == set(copies) and len(set(copies)) == 2
+    assert one["payload"] == other["payload"] == mention(7)
+    await first.ack(one)
+    await second.ack(other)
+    acks = [await emulator.wait_for_ack(envelope_id) for envelope_id in copies]
+    assert {a.connection_id for a in acks} == {"conn-1", "conn-2"}
+
+    named = await emulator.deliver_socket_event("interactive", {"type": "block_actions"}, connections=["conn-1"])
+    assert (await first.receive())["envelope_id"] == named[0]
+
+    with pytest.raises(SocketModeError, match="3 copies need 3 open connections; 2 open"):
+        await emulator.deliver_socket_event("events_api", mention(8), copies=3)
+    with pytest.raises(KeyError):
+        await emulator.deliver_socket_event("events_api", mention(8), connections=["conn-9"])
+    with pytest.raises(ValueError):
+        await emulator.deliver_socket_event("alerts", mention(8))
+    await first.ws.close()
+    await emulator.wait_for_socket_clients(1)
+    with pytest.raises(SocketModeError, match="conn-1 is not open"):
+        await emulator.send_socket_event("events_api", mention(8), connection="conn-1")
+
+
+async def test_an_envelope_not_acknowledged_in_time_goes_to_another_connection(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(ack_timeout=None)  # only expire_envelope times an envelope out
+    slow, quick = [await socket_world.connect(emulator) for _ in range(2)]
+    [first_id] = await emulator.deliver_socket_event("events_api", mention(1), connections=[slow.id])
+    first = await slow.receive()
+
+    await emulator.expire_envelope(first_id)
+    again = await quick.receive()
+    assert again["envelope_id"] != first_id, "a redelivery is a new envelope"
+    assert (again["retry_attempt"], again["retry_reason"]) == (1, "timeout")
+    assert again["payload"] == first["payload"]
+    await quick.ack(again)
+    ack = await emulator.wait_for_ack(first_id)
+    assert (ack.envelope_id, ack.first_envelope_id, ack.connection_id) == (again["envelope_id"], first_id, quick.id)
+    assert chain_of(emulator, first_id) == [("conn-1", 0, ""), ("conn-2", 1, "timeout")]
+
+    # The slow replica's late ack is recorded and changes nothing. A round trip on the same connection after it
+    # proves the emulator has read it (frames of one connection are read in order).
+    await slow.ack(first)
+    [probe] = await emulator.deliver_socket_event("events_api", mention(2), connections=[slow.id])
+    await slow.ack(await slow.receive())
+    await emulator.wait_for_ack(probe)
+    late = [a for a in emulator.socket_ack_log if a.envelope_id == first_id]
+    assert [(a.first_envelope_id, a.connection_id) for a in late] == [(first_id, slow.id)]
+    assert chain_of(emulator, first_id) == [("conn-1", 0, ""), ("conn-2", 1, "timeout")]
+
+
+async def test_the_ack_timer_runs_by_itself(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(ack_timeout=0.2)
+    silent, answering = [await socket_world.connect(emulator) for _ in range(2)]
+    [first_id] = await emulator.deliver_socket_event("slash_commands", {"text": "x"}, connections=[silent.id])
+    redelivery = await emulator.wait_for_delivery(lambda d: d.first_envelope_id == first_id and d.retry_attempt == 1)
+    assert (redelivery.connection_id, redelivery.retry_reason) == (answering.id, "timeout")
+    envelope = await answering.receive()
+    assert (envelope["retry_attempt"], envelope["retry_reason"]) == (1, "timeout"), "redeliveries say so, any type"
+    await answering.ack(envelope, {"text": "ok"})
+    ack = await emulator.wait_for_ack(first_id)
+    assert ack.message["payload"] == {"text": "ok"}
+    assert silent.id not in {a.connection_id for a in emulator.socket_ack_log}
+
+
+async def test_a_closed_connection_s_envelopes_go_to_another_connection_at_once(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(ack_timeout=None)
+    clients = {c.id: c for c in [await socket_world.connect(emulator) for _ in range(3)]}
+
+    [lost] = await emulator.deliver_socket_event("events_api", mention(1), connections=["conn-1"])
+    await clients["conn-1"].receive()
+    await clients["conn-1"].ws.close()  # the replica goes away without acknowledging
+    moved = await emulator.wait_for_delivery(lambda d: d.first_envelope_id == lost and d.retry_attempt == 1)
+    assert moved.retry_reason == "connection_closed" and moved.connection_id != "conn-1"
+    taker = clients[moved.connection_id]
+    await taker.ack(await taker.receive())
+    assert (await emulator.wait_for_ack(lost)).connection_id == taker.id
+    closed = emulator.socket_connection("conn-1")
+    assert not closed.open and closed.close_reason == "closed by the client (1000)"
+    assert closed.delivered == (lost,) and closed.acked == ()
+
+    # The server drops a connection (no close frame), as when a replica's network goes.
+    [dropped] = await emulator.deliver_socket_event("events_api", mention(2), connections=[taker.id])
+    await emulator.close_socket_connection(taker.id, abrupt=True)
+    assert emulator.socket_connection(taker.id).close_reason == "dropped by the server"
+    [survivor] = [c for c in clients.values() if c.id not in ("conn-1", taker.id)]
+    envelope = await survivor.receive()
+    assert (envelope["payload"], envelope["retry_reason"]) == (mention(2), "connection_closed")
+    await survivor.ack(envelope)
+    assert (await emulator.wait_for_ack(dropped)).connection_id == survivor.id
+    assert await emulator.wait_for_socket_clients(1) == [survivor.id]
+
+
+async def test_with_no_connection_open_a_redelivery_waits_for_the_next_one(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(ack_timeout=None)
+    only = await socket_world.connect(emulator)
+    [envelope_id] = await emulator.deliver_socket_event("events_api", mention(1))
+    await only.receive()
+    await only.ws.close()
+    await emulator.wait_for_socket_clients(0)
+
+    restarted = await socket_world.connect(emulator)
+    envelope = await restarted.receive()
+    assert (envelope["retry_attempt"], envelope["retry_reason"]) == (1, "connection_closed")
+    await restarted.ack(envelope)
+    assert (await emulator.wait_for_ack(envelope_id)).connection_id == restarted.id == "conn-2"
+
+
+async def test_the_emulator_gives_up_after_three_retries(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(ack_timeout=None)
+    only = await socket_world.connect(emulator)
+    [envelope_id] = await emulator.deliver_socket_event("events_api", mention(1))
+    for attempt in range(4):
+        envelope = await only.receive()  # no other connection: the same one gets it again
+        assert envelope["retry_attempt"] == attempt
+        await emulator.expire_envelope(envelope_id)
+    with pytest.raises(SocketModeError, match="not acknowledged in 4 deliveries"):
+        await emulator.wait_for_ack(envelope_id)
+    assert emulator.socket_give_ups == [SocketGiveUp(envelope_id, "events_api", 4, "timeout")]
+    assert chain_of(emulator, envelope_id) == [("conn-1", 0, "")] + [("conn-1", n, "timeout") for n in (1, 2, 3)]
+    with pytest.raises(TimeoutError):
+        await emulator.wait_for_delivery(lambda d: d.retry_attempt == 4, timeout=0.05)
+
+
+async def test_disconnect_message_then_server_side_close(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator()
+    client = await socket_world.connect(emulator)
+    await emulator.send_socket_disconnect(client.id, "warning")
+    assert await client.receive() == {
+        "type": "disconnect",
+        "reason": "warning",
+        "debug_info": {"host": "applink-emulator"},
+    }
+    assert emulator.socket_connection(client.id).disconnects == ("warning",)
+    assert emulator.socket_client_count == 1, "the connection stays until it is closed"
+    with pytest.raises(ValueError):
+        await emulator.send_socket_disconnect(client.id, "bored")
+
+    await emulator.close_socket_connection(client.id)
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+        await client.receive()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert emulator.socket_connection(client.id).close_reason == "closed by the server"
+    assert await emulator.wait_for_socket_clients(0) == []
+
+
+async def test_connections_past_the_limit_are_told_too_many_websockets(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator(max_socket_connections=2)
+    [await socket_world.connect(emulator) for _ in range(2)]
+    third = await SocketClient.open_raw(emulator)
+    try:
+        assert json.loads(await third.recv()) == {"type": "disconnect", "reason": "too_many_websockets"}
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            await third.recv()
+    finally:
+        await third.close()
+    assert emulator.socket_connection_ids == ["conn-1", "conn-2"]
+    assert emulator.socket_connection("conn-3").close_reason == "too_many_websockets"
+
+
+async def test_bolt_moves_to_a_new_connection_when_told_to_disconnect(socket_world: SocketWorld) -> None:
+    emulator = socket_world.emulator()
+    app = AsyncApp(client=AsyncWebClient(token=BOT_TOKEN, base_url=emulator.api_url), signing_secret="unused")
+
+    @app.command("/ray")
+    async def ray(ack: Any, command: dict[str, Any]) -> None:
+        await ack(f"on it: {command['text']}")
+
+    handler = AsyncSocketModeHandler(app, app_token=APP_TOKEN)
+    await handler.connect_async()
+    try:
+        await emulator.wait_for_socket_connection("conn-1")
+        await emulator.send_socket_disconnect("conn-1", "refresh_requested")
+        await emulator.wait_for_socket_connection("conn-2")
+        assert await emulator.wait_for_socket_clients(1) == ["conn-2"]
+        assert len(emulator.calls_for("apps.connections.open")) == 2
+        payload = emulator.slash_command_payload("/ray", "list", user_id="U0ALICE", channel_id="C0OPS")
+        ack = await emulator.send_socket_event("slash_commands", payload)
+        assert ack["payload"] == {"text": "on it: list"}
+        assert emulator.socket_ack_log[-1].connection_id == "conn-2"
     finally:
         await handler.close_async()
         socket_client = handler.client

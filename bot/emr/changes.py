@@ -4,16 +4,24 @@ complete UpdateRayCluster body and a human diff.
 Every body built here holds the complete workerSpec (the API does not document
 whether it merges or replaces the list), and every field not being changed is
 sent exactly as it was read.
+
+Secrets: wherever raybot keeps a body (editor drafts, the audit log) or shows one,
+values under secret-looking keys are replaced by MASK (see `redact_secrets`). A mask
+is never sent: a plan takes every masked value a change carries from the fresh read,
+and refuses when the read has none to take; an undo that would have to put back a
+masked value refuses. Comparisons of a kept (masked) body with a fresh read mask the
+fresh side first, so a secret never makes a field look changed.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 from bot.emr.models import (
     ClusterFields,
@@ -53,17 +61,28 @@ class SetFields(_Change):
     values: dict[str, Any]
 
 
-class ReplaceGroup(_Change):
-    """Replace the group called `group` with `spec` (which may rename it); unknown fields of the old one are kept."""
+class _GroupChange(_Change):
+    spec: WorkerGroup
+
+    @field_serializer("spec")
+    def _spec_as_given(self, spec: WorkerGroup) -> dict[str, Any]:
+        # Kept changes (an approval's replay) are planned again later: what `spec` set and what it left unset must
+        # survive the round trip, or every unset field would come back as an explicit None, which removes it.
+        return spec.wire()
+
+
+class ReplaceGroup(_GroupChange):
+    """Set the fields `spec` sets on the group called `group` (a groupName renames it); the others are kept.
+
+    An explicit None in `spec` removes that field; fields `spec` leaves unset, unknown ones included, stay as read.
+    """
 
     kind: Literal["replace_group"] = "replace_group"
     group: str
-    spec: WorkerGroup
 
 
-class AddGroup(_Change):
+class AddGroup(_GroupChange):
     kind: Literal["add_group"] = "add_group"
-    spec: WorkerGroup
 
 
 class RemoveGroup(_Change):
@@ -109,6 +128,106 @@ class ChangeError(ValueError):
     """
 
 
+# --- secrets ----------------------------------------------------------------------------------------------------
+
+MASK = "••••••"
+"""What a secret value becomes wherever raybot keeps or shows a body: drafts, the audit log, diffs, Slack."""
+
+SECRET_KEY = re.compile(r"password|passwd|secret|token|accesskey", re.IGNORECASE)
+"""A field whose name matches holds a secret: redisPassword, imagePullSecret, accessKeySecret, token, …"""
+
+
+def is_secret_key(key: str) -> bool:
+    """Does a field called `key` hold a secret?"""
+    return bool(SECRET_KEY.search(key))
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """A copy of `value` (the value of the field `key`, "" for none) with every secret in it replaced by MASK.
+
+    Mappings and lists are followed to any depth (`workerSpec[].env[].token`); a secret field holding a
+    mapping or a list is masked whole. Absent (None) values stay None, so masking never adds a field.
+    """
+    if value is None:
+        return None
+    if key and is_secret_key(key):
+        return MASK
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def redact_secrets(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of a wire-form body with every secret value masked, for anything raybot stores or shows.
+
+    Undo still works from it, except where it would have to put a masked value back (see `revert_plan`).
+    """
+    if body is None:
+        return None
+    return mask_secrets(body)
+
+
+def _holds_mask(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_mask(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_mask(v) for v in value)
+    return value == MASK
+
+
+def _masked_fields(value: Any, prefix: str = "") -> list[str]:
+    """The dotted paths inside `value` that hold the mask (`imagePullSecret`, `gftConfig.redisPassword`)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _masked_fields(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _masked_fields(v, f"{prefix}[{i}]")]
+    return [prefix] if value == MASK else []
+
+
+def _same(key: str, kept: Any, fresh: Any) -> bool:
+    """Do two values of the field `key` match, when either may come from a masked record?
+
+    When one side holds masks, the other is masked first and compared again: a mask matches any present
+    secret, at any depth (a whole group as kept against the group as read). Two unmasked values compare as they
+    are, so a real change of a secret between two reads still shows.
+    """
+    if kept == fresh:
+        return True
+    if _holds_mask(kept) and kept == mask_secrets(fresh, key):
+        return True
+    return _holds_mask(fresh) and fresh == mask_secrets(kept, key)
+
+
+def _unmasked(value: Any, current: Any, where: str, advice: str) -> Any:
+    """`value` with every masked leaf taken from `current`, the same place in the body as read (or built so far).
+
+    `where` names the place on the wire for the refusal when the read has no value there to take.
+    """
+    if value == MASK:
+        if current is None:
+            raise ChangeError(_cannot_send(where, advice))
+        return copy.deepcopy(current)
+    if isinstance(value, dict):
+        now = current if isinstance(current, dict) else {}
+        return {k: _unmasked(v, now.get(k), f"{where}.{k}", advice) for k, v in value.items()}
+    if isinstance(value, list):
+        now = current if isinstance(current, list) else []
+        return [_unmasked(v, now[i] if i < len(now) else None, f"{where}[{i}]", advice) for i, v in enumerate(value)]
+    return value
+
+
+_LEAVE_IT_OUT = "leave that field out of the change, or set it in the EMR console"
+
+
+def _cannot_send(where: str, advice: str = _LEAVE_IT_OUT) -> str:
+    return (
+        f"{where} is a secret raybot cannot send: raybot only keeps it masked ({MASK}) and the cluster as read "
+        f"has no value there to send back. Nothing was sent; {advice}"
+    )
+
+
 # --- applying changes -------------------------------------------------------------------------------------------
 
 TOP_LEVEL_FIELDS = ("name", "description", "displayReleaseVersion", "networkServiceName", "extraParam", "volumeIds")
@@ -129,8 +248,6 @@ HEAD_FIELDS = (
 """Head fields SetFields may change as `headSpec.<field>`. gftConfig is left out on purpose: it holds a password."""
 
 _WIRE_ORDER = tuple(field.alias or name for name, field in ClusterFields.model_fields.items())
-_SECRET_WORDS = ("password", "secret", "token")
-_REDACTED = "••••••"
 
 
 def plan(cluster: RayCluster, changes: Sequence[Change]) -> Plan:
@@ -141,6 +258,10 @@ def plan(cluster: RayCluster, changes: Sequence[Change]) -> Plan:
     read had groups, and `"workerSpec": []` only when RemoveGroup removed every group (an empty or null workerSpec
     as read is left out rather than sent back). A value of None in SetFields, or an explicit None in the spec of
     ReplaceGroup, removes that field from the body.
+
+    A value a change carries that is the mask (MASK, e.g. copied from a masked draft) is taken from the fresh read
+    (or what earlier changes built); where the read has no value there (a group the change adds, a field it
+    introduces), ChangeError says which field is a secret raybot cannot send.
 
     Returns `Plan(body=None, diff=[])` when the changes change nothing (absent and null count as the same). Raises
     ChangeError, written for the person who asked, when a change does not fit this cluster or the resulting body
@@ -165,6 +286,16 @@ def _finish(before: dict[str, Any], after: dict[str, Any]) -> Plan:
     entries = diff(before, after)
     if not entries:
         return Plan(body=None, diff=[])
+    # The last guard: a mask must never reach the cloud. A read that itself holds masks (the editor's preview plans
+    # against its masked draft) is never sent, and its masks are what was read.
+    if not _holds_mask(before):
+        leaks = [
+            f"{_path_text(loc)}.{field}" if field else _path_text(loc)
+            for loc, _, new in _changed_locations(before, after)
+            for field in _masked_fields(new)
+        ]
+        if leaks:
+            raise ChangeError(_cannot_send(leaks[0]))
 
     problems = _changed_group_problems(before, after) or _constraint_problems(before, fields)
     if problems:
@@ -183,6 +314,17 @@ class RevertConflict(ChangeError):
         self.conflicts = conflicts
         lines = [f"{c.path}: the change set {_shown(c.before)}, it is now {_shown(c.after)}" for c in conflicts]
         super().__init__("the cluster changed since; nothing was put back:\n" + "\n".join(lines))
+
+
+class SecretNotKept(RevertConflict):
+    """Undo would have to put back a secret, and raybot only kept it masked: nothing is put back.
+
+    A RevertConflict, so every caller that explains a conflict explains this too; `conflicts` is empty.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.conflicts = []
+        ChangeError.__init__(self, message)
 
 
 def _shown(value: Any) -> str:
@@ -252,13 +394,19 @@ def _store(body: dict[str, Any], loc: Location, value: Any, template: dict[str, 
         parent[loc[-1]] = copy.deepcopy(value)
 
 
-def revert_plan(cluster: RayCluster, before: dict[str, Any], applied: dict[str, Any]) -> Plan:
+def revert_plan(
+    cluster: RayCluster, before: dict[str, Any], applied: dict[str, Any], *, change_id: int | None = None
+) -> Plan:
     """Undo a change: put every field that `applied` changed (relative to `before`) back to its value in `before`.
 
     Only if each of those fields still holds what `applied` set in `cluster` as read now; otherwise raise
     RevertConflict naming them, and nothing is to be sent. Fields the change did not touch keep their current
-    values (someone may have changed them since, legitimately). `before` and `applied` are wire-form bodies:
-    the spec as read before the change and the body that was sent.
+    values (someone may have changed them since, legitimately), secrets included: they are sent as read.
+    `before` and `applied` are wire-form bodies: the spec as read before the change and the body that was sent,
+    as the audit log keeps them (secrets masked, see `redact_secrets`).
+
+    Putting back a removed group or field that holds a masked secret would send the mask: that raises
+    SecretNotKept (a RevertConflict) saying what to restore by hand. `change_id` names the change in it.
     """
     current = cluster.editable()
     target = copy.deepcopy(current)
@@ -266,10 +414,17 @@ def revert_plan(cluster: RayCluster, before: dict[str, Any], applied: dict[str, 
     changed = _changed_locations(before, applied)
     for loc, _, new in changed:
         now = _lookup(current, loc)
-        if now != new:
-            conflicts.append(DiffEntry(path=_path_text(loc), before=new, after=now))
+        if not _same(_loc_key(loc), new, now):
+            # Masked in the message as well: it is shown in Slack, and `now` is the cloud's, secrets and all.
+            key = _loc_key(loc)
+            conflicts.append(
+                DiffEntry(path=_path_text(loc), before=mask_secrets(new, key), after=mask_secrets(now, key))
+            )
     if conflicts:
         raise RevertConflict(conflicts)
+    lost = [_secret_lost(loc, old, new, change_id) for loc, old, new in changed if _holds_mask(old)]
+    if lost:
+        raise SecretNotKept("\n".join(lost))
     for loc, old, _ in changed:
         _store(target, loc, old, before)
     if not target.get("workerSpec") and current.get("workerSpec") is None:
@@ -277,10 +432,31 @@ def revert_plan(cluster: RayCluster, before: dict[str, Any], applied: dict[str, 
     return _finish(current, target)
 
 
+def _secret_lost(loc: Location, old: Any, new: Any, change_id: int | None) -> str:
+    """Why `old`, holding a masked secret, cannot be put back at `loc`, in plain words."""
+    change = f"change #{change_id}" if change_id is not None else "the change"
+    fields = ", ".join(_masked_fields(old))
+    if len(loc) == 2 and loc[0] == "workerSpec":
+        return f"{change} removed {loc[1]}, whose {fields} raybot does not keep; restore it by hand (nothing was sent)"
+    place = _path_text(loc) + (f".{fields}" if fields else "")
+    what = "removed" if new is None else "changed"
+    return f"{change} {what} {place}, a secret raybot does not keep; restore it by hand (nothing was sent)"
+
+
+def _loc_key(loc: Location) -> str:
+    """The field name at `loc`, for secret detection; "" for a whole group (its key is a group name)."""
+    if not loc or (len(loc) == 2 and loc[0] == "workerSpec"):
+        return ""
+    return loc[-1]
+
+
 def holds_change(cluster: RayCluster, before: dict[str, Any], applied: dict[str, Any]) -> bool:
-    """Does `cluster` hold every value the change before → applied set? (Did it take effect?)"""
+    """Does `cluster` hold every value the change before → applied set? (Did it take effect?)
+
+    `before` and `applied` may be masked (as the audit log keeps them): a masked value matches any value read.
+    """
     current = cluster.editable()
-    return all(_lookup(current, loc) == new for loc, _, new in _changed_locations(before, applied))
+    return all(_same(_loc_key(loc), new, _lookup(current, loc)) for loc, _, new in _changed_locations(before, applied))
 
 
 def _path_text(loc: Location) -> str:
@@ -350,14 +526,16 @@ def _set_fields(body: dict[str, Any], change: SetFields) -> None:
         raise ChangeError("say which fields to change")
     for path, value in change.values.items():
         if path in TOP_LEVEL_FIELDS:
-            _put(body, path, value)
+            _put(body, path, _unmasked(value, body.get(path), path, _LEAVE_IT_OUT))
         elif path.startswith("headSpec.") and path.removeprefix("headSpec.") in HEAD_FIELDS:
+            key = path.removeprefix("headSpec.")
             head = body.get("headSpec")
+            value = _unmasked(value, head.get(key) if isinstance(head, dict) else None, path, _LEAVE_IT_OUT)
             if not isinstance(head, dict):
                 if value is None:
                     continue
                 head = body["headSpec"] = {}
-            _put(head, path.removeprefix("headSpec."), value)
+            _put(head, key, value)
         else:
             editable = ", ".join([*TOP_LEVEL_FIELDS, *(f"headSpec.{f}" for f in HEAD_FIELDS)])
             raise ChangeError(f"{path!r} is not a field raybot can edit this way; editable fields are {editable}")
@@ -379,12 +557,20 @@ def _replace_group(body: dict[str, Any], change: ReplaceGroup) -> None:
         raise ChangeError(f"cannot rename {change.group} to {new_name}: this cluster already has a group {new_name}")
     group = groups[index]
     for key, value in change.spec.wire().items():
-        _put(group, key, value)
+        # A masked value (copied from a masked draft) means "as it is": the group's own value, never the mask.
+        _put(group, key, _unmasked(value, group.get(key), f"workerSpec[{change.group}].{key}", _LEAVE_IT_OUT))
 
 
 def _add_group(body: dict[str, Any], change: AddGroup) -> None:
-    spec = {k: v for k, v in change.spec.wire().items() if v is not None}
-    name = spec.get("groupName")
+    name = change.spec.group_name
+    # A new group has no value as read to take a masked one from: a mask in it (a group copied from a masked
+    # draft) is refused rather than sent.
+    advice = f"leave that field out of {name or 'the new group'} and set it in the EMR console, or add the group there"
+    spec = {
+        k: _unmasked(v, None, f"workerSpec[{name or '(new)'}].{k}", advice)
+        for k, v in change.spec.wire().items()
+        if v is not None
+    }
     groups = body.get("workerSpec")
     if not isinstance(groups, list):
         groups = body["workerSpec"] = []
@@ -495,17 +681,19 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> list[DiffEntry]:
     Paths are as on the wire: `name`, `headSpec.enableAutoScaling`, `workerSpec[WorkerGroup1].replica`. Groups are
     matched by groupName, not position: an added group is one entry `workerSpec[NewGroup]` with before None, a removed
     one has after None (a renamed group shows as both). `volumeIds` and other lists are compared whole. An absent
-    field and a null one count as the same. Values under password/secret/token keys are masked. Order: top-level
-    fields in wire order, head fields, then groups in their order (removed and changed ones first, added ones last).
+    field and a null one count as the same. Secret values are masked (`mask_secrets`), and a masked value on one
+    side matches any present value on the other, so a kept (masked) body compares with a fresh read without its
+    secrets looking changed. Order: top-level fields in wire order, head fields, then groups in their order (removed
+    and changed ones first, added ones last).
     """
     out: list[DiffEntry] = []
     for key in _ordered_keys(before, after, first=_WIRE_ORDER):
         if key == "workerSpec":
             out += _group_diff(before.get(key), after.get(key))
         elif isinstance(before.get(key), dict) or isinstance(after.get(key), dict):
-            out += _dict_diff(key, before.get(key), after.get(key))
-        elif before.get(key) != after.get(key):
-            out.append(_entry(key, before.get(key), after.get(key)))
+            out += _dict_diff(key, key, before.get(key), after.get(key))
+        elif not _same(key, before.get(key), after.get(key)):
+            out.append(_entry(key, key, before.get(key), after.get(key)))
     return out
 
 
@@ -518,16 +706,17 @@ def _ordered_keys(before: Any, after: Any, first: Sequence[str] = ()) -> list[st
     return [k for k in keys if k in present]
 
 
-def _dict_diff(path: str, before: Any, after: Any) -> list[DiffEntry]:
+def _dict_diff(path: str, name: str, before: Any, after: Any) -> list[DiffEntry]:
+    """The differences inside the field `name` (at `path`); `name` decides whether it is a secret."""
     if not isinstance(before, dict | None) or not isinstance(after, dict | None):
-        return [] if before == after else [_entry(path, before, after)]
+        return [] if _same(name, before, after) else [_entry(path, name, before, after)]
     out = []
     for key in _ordered_keys(before, after):
         old, new = (before or {}).get(key), (after or {}).get(key)
         if isinstance(old, dict) or isinstance(new, dict):
-            out += _dict_diff(f"{path}.{key}", old, new)
-        elif old != new:
-            out.append(_entry(f"{path}.{key}", old, new))
+            out += _dict_diff(f"{path}.{key}", key, old, new)
+        elif not _same(key, old, new):
+            out.append(_entry(f"{path}.{key}", key, old, new))
     return out
 
 
@@ -553,39 +742,17 @@ def _group_diff(before: Any, after: Any) -> list[DiffEntry]:
     for key, group in old:
         path = f"workerSpec[{key}]"
         if key not in new:
-            out.append(_entry(path, group, None))
+            out.append(_entry(path, "", group, None))
         else:
-            out += _dict_diff(path, group, new[key])
+            # A group's key is its name, not a field: a group called "token-workers" is no secret.
+            out += _dict_diff(path, "", group, new[key])
     old_keys = {key for key, _ in old}
-    out += [_entry(f"workerSpec[{key}]", None, group) for key, group in new.items() if key not in old_keys]
+    out += [_entry(f"workerSpec[{key}]", "", None, group) for key, group in new.items() if key not in old_keys]
     return out
 
 
-def _entry(path: str, before: Any, after: Any) -> DiffEntry:
-    return DiffEntry(path=path, before=_redact(path, before), after=_redact(path, after))
-
-
-def redact_secrets(body: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A copy of a wire-form body with password/secret/token values masked, for the audit log.
-
-    Undo still works from it: a change to a masked field cannot be reverted (it shows as a conflict).
-    """
-    if body is None:
-        return None
-    masked = {k: _redact(k, v) for k, v in body.items() if k != "workerSpec"}
-    if "workerSpec" in body:
-        groups = body["workerSpec"]
-        masked["workerSpec"] = [_redact("group", g) for g in groups] if isinstance(groups, list) else groups
-    return masked
-
-
-def _redact(path: str, value: Any) -> Any:
-    leaf = path.rsplit(".", 1)[-1].lower()
-    if value is not None and any(word in leaf for word in _SECRET_WORDS):
-        return _REDACTED
-    if isinstance(value, dict):
-        return {k: _redact(f"{path}.{k}", v) for k, v in value.items()}
-    return value
+def _entry(path: str, name: str, before: Any, after: Any) -> DiffEntry:
+    return DiffEntry(path=path, before=mask_secrets(before, name), after=mask_secrets(after, name))
 
 
 def summarize(changes: Sequence[Change]) -> str:

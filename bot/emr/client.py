@@ -354,7 +354,9 @@ class EmrClient:
         """UpdateRayCluster with `body` exactly as set (fields never set are left out)."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id)
         data = dumps_body(body.wire())
-        return await self._call("UpdateRayCluster", "POST", path, ActionResponse, body=data, region=region)
+        return await self._call(
+            "UpdateRayCluster", "POST", path, ActionResponse, body=data, region=region, idempotent=False
+        )
 
     async def start_cluster(
         self, workspace_id: str, cluster_id: str, *, client_token: str | None = None, region: str | None = None
@@ -367,7 +369,9 @@ class EmrClient:
     async def stop_cluster(self, workspace_id: str, cluster_id: str, *, region: str | None = None) -> ActionResponse:
         """StopRayCluster."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id, "stop")
-        return await self._call("StopRayCluster", "POST", path, ActionResponse, body=dumps_body({}), region=region)
+        return await self._call(
+            "StopRayCluster", "POST", path, ActionResponse, body=dumps_body({}), region=region, idempotent=False
+        )
 
     @property
     def deadline(self) -> float:
@@ -386,7 +390,12 @@ class EmrClient:
         query: Mapping[str, str] | None = None,
         body: bytes | None = None,
         region: str | None = None,
+        idempotent: bool = True,
     ) -> M:
+        """One call, retried while that is safe: a call that is not idempotent (it changes a cluster and
+        carries no token) is retried only when its attempt cannot have been applied (throttled, or no
+        connection made), so a lost answer never applies a change twice; the caller then reads the cluster.
+        """
         endpoint = self._endpoint(region)
         started = self._clock()
         deadline_at = started + self._deadline
@@ -399,6 +408,8 @@ class EmrClient:
                         result = await self._attempt(action, method, endpoint, path, query, body, model, attempt)
                     except EmrError as exc:
                         if not exc.retryable or attempt >= self._max_attempts:
+                            raise
+                        if not idempotent and exc.maybe_applied:
                             raise
                         delay = backoff_delay(attempt, self._random())
                         if self._clock() + delay >= deadline_at:
@@ -484,8 +495,12 @@ class EmrClient:
                 content = await response.aread()
             finally:
                 await response.aclose()
+        except httpx.ConnectTimeout as exc:
+            raise self._transport_error(action, "Timeout", exc, attempt, sent, delivered=False) from None
         except httpx.TimeoutException as exc:
             raise self._transport_error(action, "Timeout", exc, attempt, sent) from None
+        except httpx.ConnectError as exc:
+            raise self._transport_error(action, "ConnectionError", exc, attempt, sent, delivered=False) from None
         except httpx.TransportError as exc:
             raise self._transport_error(action, "ConnectionError", exc, attempt, sent) from None
         status = response.status_code
@@ -502,7 +517,9 @@ class EmrClient:
             return parse_success(action, model, status, response.headers, content)
         raise error_from_response(action, status, response.headers, content)
 
-    def _transport_error(self, action: str, code: str, exc: Exception, attempt: int, sent: float) -> EmrError:
+    def _transport_error(
+        self, action: str, code: str, exc: Exception, attempt: int, sent: float, *, delivered: bool = True
+    ) -> EmrError:
         detail = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         log.debug(
             "emr attempt action=%s attempt=%d error=%s duration_ms=%.1f",
@@ -511,7 +528,7 @@ class EmrClient:
             type(exc).__name__,
             (self._clock() - sent) * 1000,
         )
-        return EmrError(action=action, code=code, message=detail, retryable=True)
+        return EmrError(action=action, code=code, message=detail, retryable=True, sent=delivered)
 
     async def check_credentials(self) -> None:
         """Raise EmrError(CredentialsError) when no credential can be had now (for /readyz)."""

@@ -24,6 +24,7 @@ class EmrError(Exception):
         status: int | None = None,
         retryable: bool = False,
         recommend: str | None = None,
+        sent: bool = True,
     ) -> None:
         self.action = action
         self.code = code
@@ -32,6 +33,8 @@ class EmrError(Exception):
         self.status = status
         self.retryable = retryable
         self.recommend = recommend
+        # False when the request never left raybot (no connection could be made): it cannot have been applied.
+        self.sent = sent
         super().__init__(str(self))
 
     @property
@@ -41,7 +44,7 @@ class EmrError(Exception):
         A timeout, a broken connection, an unreadable answer or a 5xx can all follow a request the
         service received and acted on; throttling, a 4xx and a credentials failure mean it was not.
         """
-        if self.code == "CredentialsError" or self.code in THROTTLING_CODES or self.code.startswith("Throttling"):
+        if not self.sent or self.code == "CredentialsError" or self.code.startswith("Throttling"):
             return False
         if self.status is None:
             return True

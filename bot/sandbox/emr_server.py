@@ -6,8 +6,32 @@ request must carry a valid ACS3-HMAC-SHA256 signature (checked with
 by raybot's own wire models in strict mode, and errors have Alibaba's shape
 (`RequestId`, `HostId`, `Code`, `Message`, `Recommend`, plus the
 `x-acs-request-id` header). State is in memory, keyed by (workspaceId, clusterId).
-Faults (latency, hang, 5xx, throttling, non-JSON, internal error) can be switched
-on to look like service-side failures: they apply after the signature check.
+Faults (latency, hang, 5xx, throttling, non-JSON, internal error, a RAM refusal, and the ones
+below where the service did the work but the client never learns it) can be
+switched on to look like service-side failures: they apply after the signature
+check. `inject(kind, times=, action=, seconds=)` switches one on.
+
+Faults that hold a request, and whether the service carries it out:
+- `hang`: held until `release_hanging()` (or `stop()`), then answered 503
+  ServiceUnavailable; never carried out (an UpdateRayCluster is NOT applied), even
+  when the client gave up long before.
+- `hang_apply`: held like `hang`, but the service got the request: when released
+  (or `stop()`), or when the client gives up and disconnects, it is carried out
+  (an UpdateRayCluster IS applied) and its answer is lost: a client still
+  connected sees the connection closed without an answer. With `seconds` > 0 it
+  is carried out that many (real) seconds after the client went away (a slow
+  service that applies a change after the caller's deadline), or at release if
+  that comes first.
+- `5xx_after_apply`: the request is carried out, then answered 503
+  ServiceUnavailable (a refused request is answered with its own error instead).
+A request held by one of these (or slowed by `latency`) has `RecordedCall.held`
+set while it is held; `wait_for_held()` (threads) and `held()` (async) wait for
+one, so a test can act exactly while a call is in flight (kill the caller, send
+a second request). Every request the service carried out (an UpdateRayCluster or
+StopRayCluster that succeeded, a StartRayCluster that started the cluster) has
+`RecordedCall.applied`, whether or not its answer reached the client;
+`accepted()` lists them and `accepted_updates(workspace, cluster)` counts the
+UpdateRayCluster calls applied to one cluster.
 
 Codes the public documentation does not pin down, chosen here:
 - body hash differs from `x-acs-content-sha256`: 400 `InvalidParameter.ContentSha256`
@@ -76,8 +100,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,7 +130,10 @@ START = "StartRayCluster"
 STOP = "StopRayCluster"
 ACTIONS = (LIST, GET, UPDATE, START, STOP)
 
-FAULTS = frozenset({"latency", "hang", "5xx", "throttle", "not_json", "error"})
+FAULTS = frozenset(
+    {"latency", "hang", "hang_apply", "5xx", "5xx_after_apply", "throttle", "not_json", "error", "forbidden"}
+)
+HOLDING_FAULTS = frozenset({"hang", "hang_apply"})
 
 # Headers every request must carry and sign (content-type too when there is a body).
 REQUIRED_HEADERS = (
@@ -184,6 +211,11 @@ class RecordedCall:
 
     Appended when the request arrives (status 0 while it is being answered, and
     for a hanging request until `stop()` releases it), completed when answered.
+    `held` is True while a `latency`, `hang` or `hang_apply` fault holds it; `applied` once the
+    service carried it out (see the module docstring), even if the client never got
+    the answer; `client_gone` once the client closed the connection before its
+    answer; `answer_lost` when the service closed the connection without answering
+    (`status` then says what it had decided).
     """
 
     action: str
@@ -196,6 +228,10 @@ class RecordedCall:
     status: int
     request_id: str
     code: str | None
+    held: bool = False
+    applied: bool = False
+    client_gone: bool = False
+    answer_lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +252,7 @@ class Answer:
     request_id: str
     code: str | None = None
     content_type: str = JSON_CONTENT_TYPE
+    lost: bool = False  # the service decided this answer but closes the connection instead of sending it
 
 
 @dataclass(frozen=True)
@@ -904,16 +941,38 @@ def _parse_json(body: bytes) -> Any | None:
         return None
 
 
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Return when the first of `waits` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _after(event: asyncio.Event, seconds: float) -> None:
+    """Return `seconds` after `event` is set."""
+    await event.wait()
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
+UNAVAILABLE = "The request has failed due to a temporary failure of the server."
+
+
 def _fault_answer(kind: str, request_id: str, host_id: str) -> Answer:
     if kind == "not_json":
         html = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
         html += b"</center>\r\n<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n"
         return Answer(502, html, request_id, None, "text/html")
     status, code, message = {
-        "5xx": (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+        "5xx": (503, "ServiceUnavailable", UNAVAILABLE),
         "throttle": (400, "Throttling.User", "Request was denied due to user flow control."),
         "error": (500, "InternalError", "The request processing has failed due to some unknown error."),
         "hang": (503, "ServiceUnavailable", "The emulator stopped before answering."),
+        "5xx_after_apply": (503, "ServiceUnavailable", UNAVAILABLE),
+        "forbidden": (403, "Forbidden.RAM", "User not authorized to operate on the specified resource."),
     }[kind]
     return error_answer(ApiError(status, code, message), request_id, host_id)
 
@@ -1005,8 +1064,49 @@ class EmrEmulator:
                     raise TimeoutError(f"no matching EMR call within {timeout}s; saw {[c.action for c in self.calls]}")
                 self._calls_changed.wait(left)
 
+    async def wait_for(self, predicate: Callable[[RecordedCall], bool], timeout: float = 5.0) -> RecordedCall:  # noqa: ASYNC109 (API)
+        """`wait_for_call` for async code (any event loop): the first recorded call matching `predicate`."""
+        return await asyncio.to_thread(self.wait_for_call, predicate, timeout)
+
+    def wait_for_held(self, action: str | None = None, timeout: float = 5.0) -> RecordedCall:
+        """Block until a request (of `action`, if given) is being held by a `latency`, `hang` or `hang_apply` fault
+        right now; return it. TimeoutError after `timeout` s."""
+        return self.wait_for_call(lambda c: c.held and (action is None or c.action == action), timeout)
+
+    async def held(self, action: str | None = None, timeout: float = 5.0) -> RecordedCall:  # noqa: ASYNC109 (API)
+        """`wait_for_held` for async code: returns once a request of `action` is held, e.g. an UpdateRayCluster
+        that raybot is waiting for, so a test can act exactly while the call is in flight."""
+        return await asyncio.to_thread(self.wait_for_held, action, timeout)
+
+    def accepted(
+        self, action: str | None = UPDATE, workspace_id: str | None = None, cluster_id: str | None = None
+    ) -> list[RecordedCall]:
+        """The requests the service carried out (`RecordedCall.applied`), oldest first, whether or not their
+        answer reached the client: by default every applied UpdateRayCluster, optionally of one cluster."""
+        with self._calls_lock:
+            calls = list(self.calls)
+        out = []
+        for call in calls:
+            if not call.applied or (action is not None and call.action != action):
+                continue
+            route = resolve_route(call.method, call.path)
+            if route is None:
+                continue
+            if workspace_id is not None and route.workspace_id != workspace_id:
+                continue
+            if cluster_id is not None and route.cluster_id != cluster_id:
+                continue
+            out.append(call)
+        return out
+
+    def accepted_updates(self, workspace_id: str, cluster_id: str) -> int:
+        """How many UpdateRayCluster calls the service applied to the cluster since the emulator started (answered
+        or not; a refused or held-and-never-applied one does not count)."""
+        return len(self.accepted(UPDATE, workspace_id, cluster_id))
+
     def release_hanging(self) -> None:
-        """Answer every hanging request now (503 ServiceUnavailable, as when stopping); later ones hang again."""
+        """Let every held request go now: a `hang` is answered 503 ServiceUnavailable (as when stopping) and not
+        carried out, a `hang_apply` is carried out and its answer lost. Later ones are held again."""
         loop = self._loop
         if loop is None or self._released is None:
             return
@@ -1022,9 +1122,13 @@ class EmrEmulator:
     def inject(self, fault: str, *, times: int | None = None, action: str | None = None, seconds: float = 0.0) -> None:
         """Switch a fault on for the next `times` matching requests (None: until cleared).
 
-        latency: wait `seconds`, then answer normally; hang: never answer until stop();
-        5xx: 503 ServiceUnavailable; throttle: 400 Throttling.User; not_json: 502 with
-        an HTML body; error: 500 InternalError. Faults apply after the signature check.
+        latency: wait `seconds` (or until `release_hanging()`), then answer normally, even to a client that
+        gave up; hang: hold until `release_hanging()` or stop(), then 503, never carried out; hang_apply:
+        hold until released or the client goes away (then `seconds` more), carry the request out, lose the
+        answer; 5xx: 503 ServiceUnavailable; 5xx_after_apply: carry it out, then answer 503; throttle: 400
+        Throttling.User; not_json: 502 with an HTML body; error: 500 InternalError; forbidden: 403
+        Forbidden.RAM (a refusal that is not retried and was not applied). Faults apply after the signature
+        check (see the module docstring).
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
@@ -1111,7 +1215,10 @@ class EmrEmulator:
         self._released = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        # handler_cancellation: a client that goes away cancels its handler, which is how `_handle` learns it.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=5, handler_cancellation=True
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -1135,16 +1242,20 @@ class EmrEmulator:
 
     # ---- serving (event-loop thread) ----
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight.add(task)
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # The request is served in a task of its own, shielded from the client: aiohttp cancels the handler when
+        # the client goes away (handler_cancellation), which must not stop what the service already has.
+        gone = asyncio.Event()
+        work = asyncio.ensure_future(self._serve(request, gone))
+        self._inflight.add(work)
+        work.add_done_callback(self._inflight.discard)
         try:
-            return await self._serve(request)
-        finally:
-            self._inflight.discard(task)
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            gone.set()  # the client closed the connection before its answer
+            raise
 
-    async def _serve(self, request: web.Request) -> web.Response:
+    async def _serve(self, request: web.Request, gone: asyncio.Event) -> web.StreamResponse:
         body = await request.read()
         path, _, raw_query = request.raw_path.partition("?")
         merged: dict[str, list[str]] = {}
@@ -1160,20 +1271,38 @@ class EmrEmulator:
             self.calls.append(call)
             self._calls_changed.notify_all()
         self._tell_listeners(call)
-
-        answer = await self._answer(req, route, request_id)
+        watch = asyncio.ensure_future(self._note_gone(call, gone))
+        try:
+            answer = await self._answer(req, route, call, gone)
+        finally:
+            watch.cancel()
         with self._calls_changed:
             call.status, call.code, call.request_id = answer.status, answer.code, answer.request_id
+            call.answer_lost = answer.lost
             self._calls_changed.notify_all()
         self._tell_listeners(call)
+        if answer.lost and request.transport is not None:
+            # The connection ends without an answer; aiohttp's write of the response below then fails quietly.
+            request.transport.close()
         return web.Response(
             status=answer.status,
             body=answer.body,
             headers={"Content-Type": answer.content_type, "x-acs-request-id": answer.request_id},
         )
 
-    async def _answer(self, req: Incoming, route: Route | None, request_id: str) -> Answer:
+    async def _note_gone(self, call: RecordedCall, gone: asyncio.Event) -> None:
+        await gone.wait()
+        self._mark(call, client_gone=True)
+
+    def _mark(self, call: RecordedCall, **flags: bool) -> None:
+        with self._calls_changed:
+            for name, value in flags.items():
+                setattr(call, name, value)
+            self._calls_changed.notify_all()
+
+    async def _answer(self, req: Incoming, route: Route | None, call: RecordedCall, gone: asyncio.Event) -> Answer:
         host_id = req.headers.get("host", DEFAULT_HOST_ID)
+        request_id = call.request_id
         try:
             now = self._clock()
             key_id = authenticate(req, self._secrets, self._tokens, now, self._max_skew)
@@ -1181,15 +1310,46 @@ class EmrEmulator:
                 raise ApiError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
             for fault in self._faults.take(route.action if route else req.headers["x-acs-action"]):
                 if fault.kind == "latency":
-                    await self._wait_released(fault.seconds)
+                    self._mark(call, held=True)
+                    try:
+                        await self._wait_released(fault.seconds)
+                    finally:
+                        self._mark(call, held=False)
                     continue
-                if fault.kind == "hang":
-                    assert self._released is not None
-                    await self._released.wait()
+                if fault.kind in HOLDING_FAULTS:
+                    released = self._released
+                    assert released is not None
+                    self._mark(call, held=True)
+                    try:
+                        if fault.kind == "hang":
+                            await released.wait()
+                        else:
+                            await _first(released.wait(), _after(gone, fault.seconds))
+                    finally:
+                        self._mark(call, held=False)
+                    if fault.kind == "hang":
+                        return _fault_answer(fault.kind, request_id, host_id)
+                    return replace(self._carry_out(req, route, key_id, call, host_id), lost=True)
+                if fault.kind == "5xx_after_apply":
+                    done = self._carry_out(req, route, key_id, call, host_id)
+                    return done if done.status != 200 else _fault_answer(fault.kind, request_id, host_id)
                 return _fault_answer(fault.kind, request_id, host_id)
-            return self._dispatch(req, route, key_id, request_id)
+            return self._carry_out(req, route, key_id, call, host_id)
         except ApiError as err:
             return error_answer(err, request_id, host_id)
+
+    def _carry_out(self, req: Incoming, route: Route | None, key_id: str, call: RecordedCall, host_id: str) -> Answer:
+        """Do what the request asks; mark the call applied when it changed a cluster."""
+        try:
+            answer = self._dispatch(req, route, key_id, call.request_id)
+        except ApiError as err:
+            return error_answer(err, call.request_id, host_id)
+        changed = answer.status == 200 and (
+            call.action in (UPDATE, STOP) or (call.action == START and answer.request_id == call.request_id)
+        )
+        if changed:
+            self._mark(call, applied=True)
+        return answer
 
     async def _wait_released(self, seconds: float) -> None:
         assert self._released is not None

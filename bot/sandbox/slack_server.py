@@ -10,8 +10,22 @@ hides bugs (a reply to a thread that does not exist), the emulator is stricter a
 The limits are copied from Slack's documentation on purpose rather than imported from raybot: the emulator is an
 independent check of raybot's own constants.
 
+Socket Mode is modelled as several replicas of an app see it: every apps.connections.open hands out a URL good for
+one connection, and up to 10 connections may be open at once (each with an id, ``conn-1``, ``conn-2``, … in the
+order they connected). An envelope goes to ONE open connection, round-robin by default, or to the one a test names;
+a test may also send the same payload to several connections at once, each copy with its own envelope id, as
+Slack's duplicate deliveries are. An envelope that is not acknowledged within ``ack_timeout`` seconds (3 by default,
+as Slack) is delivered again, as a new envelope carrying ``retry_attempt`` (1, 2, …) and ``retry_reason``
+(``timeout``), to a different open connection when there is one; one whose connection closes first is delivered
+again at once with ``retry_reason`` ``connection_closed``; with no connection open it waits for the next one. After
+3 retries (Slack's number) the emulator gives up and records it. Retries are immediate here, where Slack spaces
+its Events API retries out (about 1 and 5 minutes), and they apply to every envelope type, not only events_api.
+The server side can also close or drop a connection and send the ``disconnect`` message Slack sends before it
+rotates one. Every delivery and every ack is recorded with its connection.
+
 Threading: the aiohttp server runs on its own event loop in a background thread. All state is guarded by one lock;
-the inspection methods return copies and may be called from any thread, ``wait_for`` from any event loop.
+the inspection methods return copies and may be called from any thread, ``wait_for`` and the Socket Mode hooks from
+any event loop.
 """
 
 from __future__ import annotations
@@ -57,6 +71,15 @@ MAX_VIEW_STACK = 3
 TRIGGER_TTL_SECONDS = 3.0
 RESPONSE_URL_USES = 5
 RESPONSE_URL_TTL_SECONDS = 30 * 60.0
+
+# Socket Mode (https://docs.slack.dev/apis/events-api/using-socket-mode).
+SOCKET_ENVELOPE_TYPES = ("slash_commands", "interactive", "events_api")
+SOCKET_ACK_SECONDS = 3.0  # an envelope not acknowledged within this is delivered again
+SOCKET_MAX_RETRIES = 3  # deliveries after the first; then Slack gives up
+MAX_SOCKET_CONNECTIONS = 10  # per app; one more is told "too_many_websockets" and closed
+RETRY_TIMEOUT = "timeout"
+RETRY_CONNECTION_CLOSED = "connection_closed"
+DISCONNECT_REASONS = frozenset({"warning", "refresh_requested", "link_disabled", "too_many_websockets"})
 
 APP_ID = "A0RAYBOT"
 BOT_ID = "B0RAYBOT"
@@ -120,7 +143,56 @@ class ApiCall:
 
 
 class SocketModeError(RuntimeError):
-    """Socket Mode delivery failed: no client connected, or the emulator stopped while waiting."""
+    """Socket Mode delivery failed: no (such) client connected, the envelope was given up, or the emulator stopped."""
+
+
+@dataclass(frozen=True)
+class SocketDelivery:
+    """One envelope sent on one Socket Mode connection.
+
+    Every delivery has its own ``envelope_id``; a redelivery of an unacknowledged envelope points at the first
+    envelope of its chain with ``first_envelope_id`` (equal to ``envelope_id`` for the first delivery)."""
+
+    envelope_id: str
+    first_envelope_id: str
+    envelope_type: str
+    connection_id: str
+    retry_attempt: int
+    retry_reason: str
+    payload: JSON = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SocketAck:
+    """An acknowledgement as received: ``message`` is what the client sent (``envelope_id``, ``payload``?)."""
+
+    envelope_id: str
+    first_envelope_id: str | None  # None: no envelope with that id was ever sent
+    connection_id: str  # where the ack arrived (an SDK may ack on its new connection after a reconnect)
+    message: JSON
+
+
+@dataclass(frozen=True)
+class SocketGiveUp:
+    """An envelope delivered 1 + max retries times without an ack: Slack stops there."""
+
+    first_envelope_id: str
+    envelope_type: str
+    deliveries: int
+    last_reason: str
+
+
+@dataclass(frozen=True)
+class SocketConnection:
+    """One Socket Mode connection, open or closed, with what went over it (envelope ids, oldest first)."""
+
+    id: str
+    open: bool
+    peer: tuple[str, int] | None  # the client's address: which process holds the connection
+    delivered: tuple[str, ...]
+    acked: tuple[str, ...]
+    disconnects: tuple[str, ...]  # reasons of the `disconnect` messages sent to it
+    close_reason: str | None
 
 
 class _MethodFailure(Exception):
@@ -160,6 +232,53 @@ class _AsyncWaiter:
     predicate: CallPredicate
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[ApiCall]
+
+
+@dataclass(eq=False)
+class _Connection:
+    """A Socket Mode connection, on the emulator loop."""
+
+    id: str
+    seq: int
+    ws: web.WebSocketResponse
+    transport: asyncio.BaseTransport | None
+    peer: tuple[str, int] | None
+    ready: bool = False  # hello sent: envelopes may go to it
+    open: bool = True
+    usable: bool = True  # False once a send failed or the server began closing it
+    close_reason: str | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    delivered: list[str] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+
+    def snapshot(self) -> SocketConnection:
+        return SocketConnection(
+            id=self.id,
+            open=self.open,
+            peer=self.peer,
+            delivered=tuple(self.delivered),
+            acked=tuple(self.acked),
+            disconnects=tuple(self.disconnects),
+            close_reason=self.close_reason,
+        )
+
+
+@dataclass(eq=False)
+class _Chain:
+    """One payload's deliveries until one is acknowledged (or the emulator gives up), on the emulator loop."""
+
+    first_envelope_id: str
+    envelope_type: str
+    payload: JSON
+    done: asyncio.Future[SocketAck]
+    attempt: int = 0
+    reason: str = ""
+    connection: _Connection | None = None
+    ack: SocketAck | None = None
+    expired: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -438,6 +557,11 @@ class SlackEmulator:
     ``None`` accepts any well-formed id. Channel dicts may carry ``is_member`` (default True), ``is_private``,
     ``is_archived`` and ``members`` (user ids, checked by chat.postEphemeral). ``clock`` is the emulator's notion
     of now (message ts, trigger and response_url expiry); ``seed`` makes generated ids reproducible.
+
+    Socket Mode: ``ack_timeout`` is how long (real seconds on the emulator loop) an envelope may wait for its ack
+    before it is delivered again; ``None`` means never by itself, only when a test calls ``expire_envelope``.
+    ``max_socket_retries`` redeliveries follow the first delivery before the emulator gives up;
+    ``max_socket_connections`` connections may be open at once.
     """
 
     def __init__(
@@ -452,7 +576,14 @@ class SlackEmulator:
         channels: dict[str, dict[str, Any]] | None = None,
         clock: Clock = time.time,
         seed: int | None = None,
+        ack_timeout: float | None = SOCKET_ACK_SECONDS,
+        max_socket_retries: int = SOCKET_MAX_RETRIES,
+        max_socket_connections: int = MAX_SOCKET_CONNECTIONS,
     ) -> None:
+        if ack_timeout is not None and ack_timeout <= 0:
+            raise ValueError("ack_timeout must be positive (or None: only expire_envelope times an envelope out)")
+        if max_socket_retries < 0 or max_socket_connections < 1:
+            raise ValueError("max_socket_retries must be >= 0 and max_socket_connections >= 1")
         self.bot_token = bot_token
         self.app_token = app_token
         self.team_id = team_id
@@ -478,16 +609,27 @@ class SlackEmulator:
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._tickets: set[str] = set()
         self._last_ts_micros = 0
-        self._socket_acks: list[JSON] = []
         self._listeners: list[Callable[[ApiCall], None]] = []
+
+        # Socket Mode. Records (read from any thread) are changed under the lock; the rest only on the emulator loop.
+        self.ack_timeout = ack_timeout
+        self.max_socket_retries = max_socket_retries
+        self.max_socket_connections = max_socket_connections
+        self._socket_acks: list[JSON] = []
+        self._ack_log: list[SocketAck] = []
+        self._deliveries: list[SocketDelivery] = []
+        self._give_ups: list[SocketGiveUp] = []
+        self._connections: list[_Connection] = []  # every connection ever, in the order they connected
+        self._chains: dict[str, _Chain] = {}  # every envelope id sent -> its chain
+        self._active: set[_Chain] = set()  # chains waiting for an ack
+        self._delivery_waiters: list[tuple[Callable[[SocketDelivery], bool], asyncio.Future[SocketDelivery]]] = []
+        self._connections_changed: asyncio.Event | None = None  # replaced by a fresh one at every change
+        self._round_robin_last = 0  # seq of the connection that got the last round-robin envelope
+        self._stopping = False
 
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._sockets: list[web.WebSocketResponse] = []  # touched only on the emulator loop
-        self._socket_connected: asyncio.Event | None = None
-        self._pending_acks: dict[str, asyncio.Future[JSON]] = {}
-        self._next_socket = 0
         self.url = ""
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
@@ -559,7 +701,7 @@ class SlackEmulator:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/socket-mode", self._handle_socket)
         app.router.add_post("/commands/{team}/{hook}/{secret}", self._handle_response_url)
-        self._socket_connected = asyncio.Event()
+        self._connections_changed = asyncio.Event()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -569,11 +711,20 @@ class SlackEmulator:
         self.url = f"http://{public_host}:{bound_port}"
 
     async def _shutdown(self) -> None:
-        for future in self._pending_acks.values():
+        self._stopping = True  # connections closing from here on redeliver nothing
+        for chain in list(self._active):
+            if chain.task is not None:
+                chain.task.cancel()
+            if not chain.done.done():
+                chain.done.set_exception(SocketModeError("the Slack emulator stopped"))
+        self._active.clear()
+        for _, future in self._delivery_waiters:
             if not future.done():
                 future.set_exception(SocketModeError("the Slack emulator stopped"))
-        for ws in list(self._sockets):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"emulator stopping")
+        for conn in self._open_connections(ready_only=False):
+            conn.usable = False
+            conn.close_reason = conn.close_reason or "emulator stopping"
+            await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"emulator stopping")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -672,6 +823,12 @@ class SlackEmulator:
         """Change a user group's members, as a workspace admin would."""
         with self._lock:
             self._usergroups[usergroup] = list(members)
+
+    def set_member(self, channel: str, is_member: bool) -> None:
+        """Add the bot to `channel` or take it out, as a channel manager would. Out of it, chat.postMessage and
+        chat.postEphemeral there answer `not_in_channel` (chat.update of its earlier messages still works)."""
+        with self._lock:
+            self._channels.setdefault(channel, {"name": channel.lower()})["is_member"] = is_member
 
     def close_view(self, view_id: str) -> None:
         """Close a modal as the user would: the view and any views pushed on top of it leave their stack."""
@@ -1029,15 +1186,67 @@ class SlackEmulator:
                 logger.exception("a Slack emulator listener failed")
 
     # -- Socket Mode (test side) -------------------------------------------------------------------------------------
+    #
+    # Every hook may be awaited from any event loop: the work runs on the emulator loop (`_on_loop`).
 
     @property
     def socket_client_count(self) -> int:
-        return len(self._sockets)
+        """How many Socket Mode connections are open (and greeted with hello)."""
+        with self._lock:
+            return sum(1 for conn in self._connections if conn.open and conn.ready)
+
+    @property
+    def socket_connection_ids(self) -> list[str]:
+        """The ids of the open connections, oldest first."""
+        with self._lock:
+            return [conn.id for conn in self._connections if conn.open and conn.ready]
+
+    @property
+    def socket_connections(self) -> list[SocketConnection]:
+        """Every connection so far, open or closed, oldest first, with its deliveries, acks and disconnects."""
+        with self._lock:
+            return [conn.snapshot() for conn in self._connections]
+
+    def socket_connection(self, connection_id: str) -> SocketConnection:
+        with self._lock:
+            return self._connection(connection_id).snapshot()
+
+    @property
+    def socket_deliveries(self) -> list[SocketDelivery]:
+        """Every envelope sent, redeliveries included, oldest first."""
+        with self._lock:
+            return list(self._deliveries)
+
+    @property
+    def socket_ack_log(self) -> list[SocketAck]:
+        """Every ack received, with the connection it came on and the chain it acknowledged, oldest first."""
+        with self._lock:
+            return list(self._ack_log)
+
+    @property
+    def socket_give_ups(self) -> list[SocketGiveUp]:
+        """Envelopes delivered 1 + ``max_socket_retries`` times without an ack."""
+        with self._lock:
+            return list(self._give_ups)
 
     async def wait_for_socket_client(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (API)
-        """Wait until a Socket Mode client is connected. Any event loop."""
-        future = asyncio.run_coroutine_threadsafe(self._await_socket_client(timeout), self._require_loop())
-        await asyncio.wrap_future(future)
+        """Wait until at least one Socket Mode client is connected."""
+        await self._on_loop(self._await_connections(lambda n: n >= 1, "a Socket Mode client connected", timeout))
+
+    async def wait_for_socket_clients(self, count: int, timeout: float = 5.0) -> list[str]:  # noqa: ASYNC109 (API)
+        """Wait until exactly ``count`` connections are open; returns their ids, oldest first."""
+        await self._on_loop(
+            self._await_connections(lambda n: n == count, f"exactly {count} Socket Mode connection(s) open", timeout)
+        )
+        return self.socket_connection_ids
+
+    async def wait_for_socket_connection(self, connection_id: str, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until the connection ``connection_id`` is open (ids are given in order: the next is predictable)."""
+
+        def is_open(_: int) -> bool:
+            return any(conn.id == connection_id for conn in self._open_connections())
+
+        await self._on_loop(self._await_connections(is_open, f"connection {connection_id} open", timeout))
 
     async def send_socket_event(
         self,
@@ -1045,48 +1254,334 @@ class SlackEmulator:
         payload: JSON,
         *,
         timeout: float = 5.0,  # noqa: ASYNC109 (part of the emulator API)
+        connection: str | None = None,
     ) -> JSON:
-        """Deliver an envelope to a connected Socket Mode client and return its ack
-        (``{"envelope_id": ..., "payload"?: ...}``). Raises SocketModeError without a client, TimeoutError
-        without an ack in ``timeout`` s. Any event loop."""
-        if envelope_type not in ("slash_commands", "interactive", "events_api"):
-            raise ValueError(f"unknown envelope type {envelope_type!r}")
-        future = asyncio.run_coroutine_threadsafe(
-            self._deliver_envelope(envelope_type, copy.deepcopy(payload), timeout), self._require_loop()
-        )
-        return await asyncio.wrap_future(future)
+        """Deliver an envelope (to ``connection``, else to the next open connection round-robin) and return its
+        ack (``{"envelope_id": ..., "payload"?: ...}``), which may be the ack of a redelivery. Raises
+        SocketModeError without a (such) client or when the emulator gives up, TimeoutError without an ack in
+        ``timeout`` s (the envelope's redeliveries go on regardless)."""
+        connections = [connection] if connection is not None else None
+        return await self._on_loop(self._send_and_wait(envelope_type, copy.deepcopy(payload), connections, timeout))
 
-    async def _await_socket_client(self, wait_seconds: float) -> None:
-        assert self._socket_connected is not None
+    async def deliver_socket_event(
+        self,
+        envelope_type: str,
+        payload: JSON,
+        *,
+        connections: list[str] | None = None,
+        copies: int = 1,
+    ) -> list[str]:
+        """Send ``payload`` without waiting for acks; returns the envelope id of each copy.
+
+        With ``connections``, one copy goes to each connection named; otherwise ``copies`` copies go to as many
+        different open connections, round-robin. Copies are Slack's duplicate deliveries: the same payload (the
+        same event_id or trigger_id) in envelopes with distinct ids, each acknowledged and redelivered on its own.
+        Await ``wait_for_ack`` with the ids returned."""
+        return await self._on_loop(self._deliver(envelope_type, copy.deepcopy(payload), connections, copies))
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> SocketAck:  # noqa: ASYNC109 (API)
+        """The ack of the envelope ``envelope_id`` or of any redelivery of it. Raises SocketModeError if the
+        emulator gave it up, KeyError for an envelope id never sent, TimeoutError after ``timeout`` s."""
+        return await self._on_loop(self._await_ack(envelope_id, timeout))
+
+    async def wait_for_delivery(
+        self,
+        predicate: Callable[[SocketDelivery], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109 (part of the emulator API)
+    ) -> SocketDelivery:
+        """The first delivery (already made, or made within ``timeout`` s) matching ``predicate``."""
+        return await self._on_loop(self._await_delivery(predicate, timeout))
+
+    async def expire_envelope(self, envelope_id: str) -> None:
+        """Treat the envelope chain of ``envelope_id`` as not acknowledged in time, now: it is delivered again (or
+        given up) at once, as if ``ack_timeout`` had passed. A chain already acknowledged is left alone."""
+        await self._on_loop(self._expire(envelope_id))
+
+    async def send_socket_disconnect(self, connection_id: str, reason: str = "warning") -> None:
+        """Send the ``disconnect`` message Slack sends before it closes a connection (``warning``: in about 10 s;
+        ``refresh_requested``: the client should reconnect now; ``link_disabled``: Socket Mode was turned off).
+        The connection stays open and keeps receiving envelopes until it closes; ``close_socket_connection``
+        closes it from the server side."""
+        if reason not in DISCONNECT_REASONS:
+            raise ValueError(f"unknown disconnect reason {reason!r}")
+        await self._on_loop(self._send_disconnect(connection_id, reason))
+
+    async def close_socket_connection(self, connection_id: str, *, abrupt: bool = False) -> None:
+        """Close a connection from the server side, as a replica losing its socket sees it: with a close frame
+        (going away), or ``abrupt``ly (the TCP connection dropped without one). Returns once the emulator has
+        seen it closed, so that its unacknowledged envelopes are already on their way to another connection."""
+        await self._on_loop(self._close_connection(connection_id, abrupt))
+
+    # Socket Mode internals: everything below runs on the emulator loop.
+
+    async def _on_loop(self, coro: Any) -> Any:
+        """Run ``coro`` on the emulator loop and await it from the caller's loop."""
         try:
-            await asyncio.wait_for(self._socket_connected.wait(), wait_seconds)
-        except TimeoutError:
-            raise TimeoutError(f"no Socket Mode client connected within {wait_seconds}s") from None
+            loop = self._require_loop()
+        except RuntimeError:
+            coro.close()
+            raise
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
-    async def _deliver_envelope(self, envelope_type: str, payload: JSON, ack_seconds: float) -> JSON:
-        live = [ws for ws in self._sockets if not ws.closed]
+    def _connection(self, connection_id: str) -> _Connection:
+        found = next((conn for conn in self._connections if conn.id == connection_id), None)
+        if found is None:
+            raise KeyError(f"no Socket Mode connection {connection_id!r}")
+        return found
+
+    def _open_connections(self, *, ready_only: bool = True) -> list[_Connection]:
+        return [c for c in self._connections if c.open and c.usable and (c.ready or not ready_only)]
+
+    def _connections_changed_now(self) -> None:
+        assert self._connections_changed is not None
+        self._connections_changed.set()
+        self._connections_changed = asyncio.Event()
+
+    async def _await_connections(self, wanted: Callable[[int], bool], description: str, wait_seconds: float) -> None:
+        async def until() -> None:
+            while not wanted(len(self._open_connections())):
+                assert self._connections_changed is not None
+                await self._connections_changed.wait()
+
+        try:
+            await asyncio.wait_for(until(), wait_seconds)
+        except TimeoutError:
+            open_now = ", ".join(conn.id for conn in self._open_connections()) or "none"
+            raise TimeoutError(f"not {description} within {wait_seconds}s (open: {open_now})") from None
+
+    def _round_robin(self, exclude: set[_Connection]) -> _Connection | None:
+        """The next open connection after the last one chosen, skipping ``exclude``."""
+        live = [conn for conn in self._open_connections() if conn not in exclude]
         if not live:
-            raise SocketModeError("no Socket Mode client is connected")
-        ws = live[self._next_socket % len(live)]  # Slack spreads envelopes over an app's connections
-        self._next_socket += 1
-        envelope_id = str(uuid.uuid4())
+            return None
+        conn = next((c for c in live if c.seq > self._round_robin_last), live[0])
+        self._round_robin_last = conn.seq
+        return conn
+
+    async def _send_and_wait(
+        self, envelope_type: str, payload: JSON, connections: list[str] | None, wait_seconds: float
+    ) -> JSON:
+        [envelope_id] = await self._deliver(envelope_type, payload, connections, 1)
+        try:
+            ack = await self._await_ack(envelope_id, wait_seconds)
+        except TimeoutError:
+            raise TimeoutError(f"no ack for {envelope_type} envelope within {wait_seconds}s") from None
+        return copy.deepcopy(ack.message)
+
+    async def _deliver(
+        self, envelope_type: str, payload: JSON, connection_ids: list[str] | None, copies: int
+    ) -> list[str]:
+        if envelope_type not in SOCKET_ENVELOPE_TYPES:
+            raise ValueError(f"unknown envelope type {envelope_type!r}")
+        if self._stopping:
+            raise SocketModeError("the Slack emulator is stopping")
+        targets: list[_Connection] = []
+        if connection_ids is not None:
+            if len(set(connection_ids)) != len(connection_ids) or not connection_ids:
+                raise ValueError("name each connection once, and at least one")
+            for connection_id in connection_ids:
+                conn = self._connection(connection_id)
+                if conn not in self._open_connections():
+                    raise SocketModeError(f"Socket Mode connection {connection_id} is not open")
+                targets.append(conn)
+        else:
+            if copies < 1:
+                raise ValueError("copies must be at least 1")
+            for _ in range(copies):
+                conn = self._round_robin(exclude=set(targets))
+                if conn is None:
+                    have = len(self._open_connections())
+                    raise SocketModeError(
+                        "no Socket Mode client is connected"
+                        if have == 0
+                        else f"{copies} copies need {copies} open connections; {have} open"
+                    )
+                targets.append(conn)
+        loop = asyncio.get_running_loop()
+        chains = []
+        for conn in targets:
+            done: asyncio.Future[SocketAck] = loop.create_future()
+            done.add_done_callback(_retrieve)
+            chain = _Chain(
+                first_envelope_id=str(uuid.uuid4()),
+                envelope_type=envelope_type,
+                payload=copy.deepcopy(payload),
+                done=done,
+            )
+            chains.append(chain)
+            self._active.add(chain)
+            await self._send_envelope(chain, conn, chain.first_envelope_id)
+            chain.task = loop.create_task(self._follow(chain), name=f"socket-envelope-{chain.first_envelope_id}")
+        return [chain.first_envelope_id for chain in chains]
+
+    async def _send_envelope(self, chain: _Chain, conn: _Connection, envelope_id: str) -> None:
+        """Record and send one delivery of ``chain`` on ``conn``; a failed send is a connection that closed."""
         envelope: JSON = {
             "envelope_id": envelope_id,
-            "type": envelope_type,
-            "payload": payload,
-            "accepts_response_payload": envelope_type != "events_api",
+            "type": chain.envelope_type,
+            "payload": chain.payload,
+            "accepts_response_payload": chain.envelope_type != "events_api",
         }
-        if envelope_type == "events_api":
-            envelope |= {"retry_attempt": 0, "retry_reason": ""}
-        ack: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
-        self._pending_acks[envelope_id] = ack
+        if chain.envelope_type == "events_api" or chain.attempt > 0:
+            envelope |= {"retry_attempt": chain.attempt, "retry_reason": chain.reason}
+        delivery = SocketDelivery(
+            envelope_id=envelope_id,
+            first_envelope_id=chain.first_envelope_id,
+            envelope_type=chain.envelope_type,
+            connection_id=conn.id,
+            retry_attempt=chain.attempt,
+            retry_reason=chain.reason,
+            payload=copy.deepcopy(chain.payload),
+        )
+        chain.connection = conn
+        chain.expired = False
+        self._chains[envelope_id] = chain
+        with self._lock:
+            self._deliveries.append(delivery)
+            conn.delivered.append(envelope_id)
+        for waiter in list(self._delivery_waiters):
+            predicate, future = waiter
+            if future.done():
+                self._delivery_waiters.remove(waiter)
+                continue
+            try:
+                matched = predicate(delivery)
+            except Exception as exc:  # a broken predicate fails its waiter rather than the emulator
+                future.set_exception(exc)
+                self._delivery_waiters.remove(waiter)
+                continue
+            if matched:
+                future.set_result(delivery)
+                self._delivery_waiters.remove(waiter)
         try:
-            await ws.send_str(json.dumps(envelope))
-            return await asyncio.wait_for(ack, ack_seconds)
+            await conn.ws.send_str(json.dumps(envelope))
+        except Exception as exc:  # the connection is going away under us
+            logger.info("Socket Mode send on %s failed (%s): it counts as closed", conn.id, type(exc).__name__)
+            conn.usable = False
+            chain.wake.set()
+
+    async def _follow(self, chain: _Chain) -> None:
+        """Wait for ``chain``'s ack; deliver it again while it has none, up to ``max_socket_retries`` times."""
+        while True:
+            reason = await self._missed_ack(chain)
+            if reason is None:
+                return
+            assert chain.connection is not None
+            if chain.attempt >= self.max_socket_retries:
+                give_up = SocketGiveUp(
+                    first_envelope_id=chain.first_envelope_id,
+                    envelope_type=chain.envelope_type,
+                    deliveries=chain.attempt + 1,
+                    last_reason=reason,
+                )
+                with self._lock:
+                    self._give_ups.append(give_up)
+                self._active.discard(chain)
+                logger.warning(
+                    "Socket Mode envelope %s given up after %d deliveries",
+                    give_up.first_envelope_id,
+                    give_up.deliveries,
+                )
+                chain.done.set_exception(
+                    SocketModeError(
+                        f"{chain.envelope_type} envelope {chain.first_envelope_id} was not acknowledged in "
+                        f"{give_up.deliveries} deliveries (last: {reason})"
+                    )
+                )
+                return
+            previous = chain.connection
+            conn = self._round_robin(exclude={previous}) or self._round_robin(exclude=set())
+            while conn is None:  # nobody connected: the next connection gets it
+                assert self._connections_changed is not None
+                await self._connections_changed.wait()
+                conn = self._round_robin(exclude={previous}) or self._round_robin(exclude=set())
+            if chain.ack is not None:  # a late ack of an earlier delivery came while no connection was open
+                return
+            chain.attempt += 1
+            chain.reason = reason
+            await self._send_envelope(chain, conn, str(uuid.uuid4()))
+
+    async def _missed_ack(self, chain: _Chain) -> str | None:
+        """None once ``chain`` is acknowledged, else why its current delivery missed the ack."""
+        conn = chain.connection
+        assert conn is not None
+        deadline = None if self.ack_timeout is None else asyncio.get_running_loop().time() + self.ack_timeout
+        while True:
+            if chain.ack is not None:
+                return None
+            if chain.expired:
+                return RETRY_TIMEOUT
+            if not conn.open or not conn.usable:
+                return RETRY_CONNECTION_CLOSED
+            chain.wake.clear()
+            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(chain.wake.wait(), remaining)
+            except TimeoutError:
+                if chain.ack is None:
+                    return RETRY_TIMEOUT
+
+    async def _await_ack(self, envelope_id: str, wait_seconds: float) -> SocketAck:
+        chain = self._chains.get(envelope_id)
+        if chain is None:
+            raise KeyError(f"no envelope {envelope_id!r} was sent")
+        try:
+            return await asyncio.wait_for(asyncio.shield(chain.done), wait_seconds)
         except TimeoutError:
-            raise TimeoutError(f"no ack for {envelope_type} envelope within {ack_seconds}s") from None
+            tried = [d.connection_id for d in self.socket_deliveries if d.first_envelope_id == chain.first_envelope_id]
+            raise TimeoutError(
+                f"no ack for {chain.envelope_type} envelope {envelope_id} within {wait_seconds}s "
+                f"(delivered to {', '.join(tried)})"
+            ) from None
+
+    async def _await_delivery(self, predicate: Callable[[SocketDelivery], bool], wait_seconds: float) -> SocketDelivery:
+        for delivery in self.socket_deliveries:
+            if predicate(delivery):
+                return delivery
+        future: asyncio.Future[SocketDelivery] = asyncio.get_running_loop().create_future()
+        waiter = (predicate, future)
+        self._delivery_waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(future, wait_seconds)
+        except TimeoutError:
+            seen = ", ".join(f"{d.envelope_type}#{d.retry_attempt}->{d.connection_id}" for d in self.socket_deliveries)
+            raise TimeoutError(
+                f"no matching Socket Mode delivery within {wait_seconds}s; saw {seen or 'none'}"
+            ) from None
         finally:
-            self._pending_acks.pop(envelope_id, None)
+            if waiter in self._delivery_waiters:
+                self._delivery_waiters.remove(waiter)
+
+    async def _expire(self, envelope_id: str) -> None:
+        chain = self._chains.get(envelope_id)
+        if chain is None:
+            raise KeyError(f"no envelope {envelope_id!r} was sent")
+        if chain.ack is None and not chain.done.done():
+            chain.expired = True
+            chain.wake.set()
+
+    async def _send_disconnect(self, connection_id: str, reason: str) -> None:
+        conn = self._connection(connection_id)
+        if not conn.open:
+            raise SocketModeError(f"Socket Mode connection {connection_id} is not open")
+        with self._lock:
+            conn.disconnects.append(reason)
+        await conn.ws.send_str(
+            json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-emulator"}})
+        )
+
+    async def _close_connection(self, connection_id: str, abrupt: bool) -> None:
+        conn = self._connection(connection_id)
+        if conn.open:
+            conn.usable = False
+            with self._lock:
+                conn.close_reason = "dropped by the server" if abrupt else "closed by the server"
+            self._connections_changed_now()
+            if abrupt and conn.transport is not None:
+                conn.transport.abort()
+            else:
+                await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"closed by the Slack emulator")
+        await conn.closed.wait()
 
     # -- HTTP edge ---------------------------------------------------------------------------------------------------
 
@@ -1119,34 +1614,60 @@ class SlackEmulator:
             return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
         ws = web.WebSocketResponse(autoping=True)  # autoping answers the client's pings with pongs
         await ws.prepare(request)
-        self._sockets.append(ws)
-        assert self._socket_connected is not None
-        self._socket_connected.set()
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        with self._lock:
+            conn = _Connection(
+                id=f"conn-{len(self._connections) + 1}",
+                seq=len(self._connections) + 1,
+                ws=ws,
+                transport=request.transport,
+                peer=(str(peer[0]), int(peer[1])) if peer else None,
+            )
+            self._connections.append(conn)
         try:
+            if self._stopping or len(self._open_connections()) >= self.max_socket_connections:
+                reason = "too_many_websockets" if not self._stopping else "link_disabled"
+                conn.usable = False
+                conn.close_reason = reason
+                conn.disconnects.append(reason)
+                await ws.send_str(json.dumps({"type": "disconnect", "reason": reason}))
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+                return ws
             await ws.send_str(
                 json.dumps(
                     {
                         "type": "hello",
-                        "num_connections": len(self._sockets),
+                        "num_connections": len(self._open_connections()) + 1,
                         "debug_info": {
                             "host": "applink-emulator",
                             "build_number": 1,
                             "approximate_connection_time": 18060,
+                            "connection_id": conn.id,  # the emulator's own: which connection this is
                         },
                         "connection_info": {"app_id": APP_ID},
                     }
                 )
             )
+            conn.ready = True
+            self._connections_changed_now()
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
-                    self._on_socket_text(message.data)
+                    self._on_socket_text(conn, message.data)
         finally:
-            self._sockets.remove(ws)
-            if not self._sockets:
-                self._socket_connected.clear()
+            with self._lock:
+                conn.open = False
+                if conn.close_reason is None:
+                    code = ws.close_code
+                    conn.close_reason = f"closed by the client ({code})" if code is not None else "connection lost"
+            conn.closed.set()
+            for chain in list(self._active):
+                if chain.connection is conn:
+                    chain.wake.set()  # its envelope goes to another connection
+            if self._connections_changed is not None:
+                self._connections_changed_now()
         return ws
 
-    def _on_socket_text(self, data: str) -> None:
+    def _on_socket_text(self, conn: _Connection, data: str) -> None:
         try:
             message = json.loads(data)
         except ValueError:
@@ -1154,11 +1675,23 @@ class SlackEmulator:
             return
         if not isinstance(message, dict) or "envelope_id" not in message:
             return
+        envelope_id = str(message["envelope_id"])
+        chain = self._chains.get(envelope_id)
+        ack = SocketAck(
+            envelope_id=envelope_id,
+            first_envelope_id=chain.first_envelope_id if chain is not None else None,
+            connection_id=conn.id,
+            message=message,
+        )
         with self._lock:
             self._socket_acks.append(message)
-        future = self._pending_acks.get(message["envelope_id"])
-        if future is not None and not future.done():
-            future.set_result(message)
+            self._ack_log.append(ack)
+            conn.acked.append(envelope_id)
+        if chain is not None and chain.ack is None and not chain.done.done():
+            chain.ack = ack
+            self._active.discard(chain)
+            chain.done.set_result(ack)
+            chain.wake.set()
 
     # -- the Web API core (synchronous, on the emulator loop, under the lock) ----------------------------------------
 
@@ -1559,6 +2092,12 @@ def _settle(future: asyncio.Future[ApiCall], outcome: ApiCall | BaseException) -
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen: an envelope given up with nobody waiting is no error of the loop."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _failure_body(failure: _MethodFailure) -> JSON:

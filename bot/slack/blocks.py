@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -24,22 +23,24 @@ from typing import Any, Literal, NamedTuple
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot import grammar
-from bot.emr.changes import DiffEntry
+from bot.emr.changes import MASK, SECRET_KEY, DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster, WorkerGroup
 from bot.follow import Progress
 from bot.slack import limits
-from bot.slack.mrkdwn import ELLIPSIS, escape, truncate, user
+from bot.slack.mrkdwn import ELLIPSIS, channel, escape, one_line, truncate, user
 from bot.slack.mrkdwn import code as inline_code
 
 FALLBACK_TEXT_MAX = 3000  # notifications show a line or two; keep fallback text short on purpose
 NAME_MAX = 80  # aliases, cluster and group names as shown in running text (escaped characters)
 MESSAGE_MAX = 1500  # an error message from the cloud API, escaped
+OUTCOME_MAX = 1500  # what became of an approval request, as approval_closed shows it (raybot's mrkdwn)
 LIST_ENTRIES_PER_SECTION_MAX = 10  # beyond this many clusters per section, entries become too short to read
 DIFF_SECTIONS_MAX = 10  # preformatted sections a diff may take
 DIFF_VALUE_MAX = 200  # characters of one value in a diff line, before escaping
-SECRET_KEY = re.compile(r"password|secret|token|accesskey", re.IGNORECASE)
-MASK = "••••••"
+REASON_MAX = 2000  # a refusal's reason (raybot's mrkdwn)
+VOID_ENTRIES_MAX = 10  # changed fields a void approval names
+VOID_ENTRY_MAX = 110  # characters of each, escaped (10 of them and the sentence stay within OUTCOME_MAX)
 ABSENT = "—"
 FENCE = "```"
 
@@ -49,8 +50,8 @@ STATUS_MARKS: dict[str, tuple[str, str]] = {
     "done": ("✅", "done"),
     "failed": ("❌", "failed"),
     "unchanged": ("➖", "nothing to change"),
-    "unknown": ("⚠️", "outcome unknown, checking"),
-    "cancelled": ("🚫", "stopped, nothing sent"),
+    "unknown": ("⏳", "outcome unknown, checking"),
+    "cancelled": ("❌", "stopped before it was sent"),
     "awaiting": ("✋", "waiting for approval"),
     "rejected": ("🚫", "not applied"),
 }
@@ -63,6 +64,7 @@ CANCEL_REVERT_ACTION = "raybot_keep_change"
 APPROVE_ACTION = "raybot_approve_change"
 REJECT_ACTION = "raybot_reject_change"
 STOP_ACTION = "raybot_stop"
+OPEN_EDITOR_ACTION = "raybot_edit_open"
 
 
 class SlackMessage(NamedTuple):
@@ -78,6 +80,11 @@ class SlackMessage(NamedTuple):
 def _esc(raw: str | None, limit: int) -> str:
     """Escaped text cut to `limit` characters (the cut never splits an entity)."""
     return truncate(escape(raw or ""), limit)
+
+
+def _line(raw: str | None, limit: int) -> str:
+    """Like `_esc`, on one line: for names, summaries and single words inside a sentence."""
+    return truncate(escape(one_line(raw or "")), limit)
 
 
 def _mrkdwn(text: str) -> MarkdownTextObject:
@@ -103,7 +110,7 @@ def _fallback(text: str) -> str:
 
 def _pre_line(raw: str) -> str:
     """One line for a preformatted block: escaped, no backticks (a ``` inside would end the block)."""
-    return escape(raw).replace("`", "\u02cb").replace("\n", " ")
+    return escape(one_line(raw)).replace("`", "\u02cb")
 
 
 def _pre_sections(lines: Sequence[str], max_sections: int, head: str | None = None) -> tuple[list[dict], int]:
@@ -210,12 +217,12 @@ def internal_error(reference: str) -> SlackMessage:
 
 def _group_brief(group: WorkerGroup) -> str:
     return (
-        f"{_esc(group.group_name, 40)} {_num(group.replica)}/{_num(group.max_replica)} (min {_num(group.min_replica)})"
+        f"{_line(group.group_name, 40)} {_num(group.replica)}/{_num(group.max_replica)} (min {_num(group.min_replica)})"
     )
 
 
 def _list_entry(alias: str, row: RayCluster | EmrError, limit: int) -> str:
-    title = f"*{_esc(alias, NAME_MAX)}*"
+    title = f"*{_line(alias, NAME_MAX)}*"
     if isinstance(row, EmrError):
         rid = inline_code(row.request_id, 64) if row.request_id else "none"
         head = f"{title} ❌ could not be read: {inline_code(row.code, 64)} · RequestId {rid}"
@@ -224,7 +231,7 @@ def _list_entry(alias: str, row: RayCluster | EmrError, limit: int) -> str:
         return truncate(head + detail, limit)
     head = f"{title} {inline_code(row.state or 'unknown', 32)}"
     if row.name and row.name != alias:
-        head += f" · {_esc(row.name, NAME_MAX)}"
+        head += f" · {_line(row.name, NAME_MAX)}"
     groups = row.worker_spec or []
     if not groups:
         return truncate(f"{head}\nno worker groups", limit)
@@ -314,9 +321,9 @@ def _autoscaling(cluster: RayCluster) -> str:
 
 def cluster_detail(alias: str, cluster: RayCluster) -> SlackMessage:
     """`/ray show`: status, head (queue, cpu, memory, gpu, autoscaling) and every worker group as a table."""
-    title = f"*{_esc(alias, NAME_MAX)}*"
+    title = f"*{_line(alias, NAME_MAX)}*"
     if cluster.name and cluster.name != alias:
-        title += f" · {_esc(cluster.name, NAME_MAX)}"
+        title += f" · {_line(cluster.name, NAME_MAX)}"
     lines = [
         title,
         f"State {inline_code(cluster.state or 'unknown', 32)}"
@@ -338,7 +345,7 @@ def cluster_detail(alias: str, cluster: RayCluster) -> SlackMessage:
     groups = cluster.worker_spec or []
     blocks = [
         _section("\n".join(lines)),
-        _fields("*Head*", [f"*{name}*\n{_esc(value or '-', 300)}" for name, value in head_fields]),
+        _fields("*Head*", [f"*{name}*\n{_line(value or '-', 300)}" for name, value in head_fields]),
         _section(f"*Worker groups* ({len(groups)})"),
     ]
     if groups:
@@ -360,7 +367,7 @@ def cluster_detail(alias: str, cluster: RayCluster) -> SlackMessage:
 def change_root(user_id: str, alias: str, summary: str, status: ChangeStatus) -> SlackMessage:
     """The root message of a change in the channel: who, which cluster, what, and its status (updated in place)."""
     mark, word = STATUS_MARKS[status]
-    text = f"{mark} {user(user_id)} · *{_esc(alias, NAME_MAX)}* · {_esc(summary, 2500)} · {word}"
+    text = f"{mark} {user(user_id)} · *{_line(alias, NAME_MAX)}* · {_line(summary, 2500)} · {word}"
     return SlackMessage(_fallback(text), [_section(text)])
 
 
@@ -428,7 +435,7 @@ def change_succeeded(
     With `revert_at` (a temporary resize) it says when raybot reverts it, with a button to cancel that.
     """
     rid = inline_code(request_id, 64) if request_id else "none"
-    text = f"✅ *{_esc(alias, NAME_MAX)}* updated · clusterId {inline_code(cluster_id, 64)} · requestId {rid}"
+    text = f"✅ *{_line(alias, NAME_MAX)}* updated · clusterId {inline_code(cluster_id, 64)} · requestId {rid}"
     blocks = [_section(text)]
     if diff:
         lines = [_pre_line(line) for line in diff_lines(diff)]
@@ -449,19 +456,70 @@ def change_succeeded(
     return SlackMessage(_fallback(text), blocks)
 
 
+def revert_failed(change_id: int, alias: str, reason: str) -> SlackMessage:
+    """Thread reply when the automatic revert of a temporary change could not run (conflict, cloud error).
+
+    `reason` is plain text (a RevertConflict's message, or "Code: Message" from the cloud): escaped here.
+    """
+    text = (
+        f"🚫 The automatic revert of change #{change_id} on *{_line(alias, NAME_MAX)}* did not run: "
+        f"{_esc(reason, MESSAGE_MAX)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def revert_alias_unknown(change_id: int, alias: str) -> SlackMessage:
+    """Thread reply when a revert falls due for an alias that is no longer in raybot's config."""
+    text = f"🚫 {inline_code(alias, NAME_MAX)} is no longer in raybot's config: change #{change_id} was not reverted"
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def revert_cancelled(user_id: str, change_id: int) -> SlackMessage:
+    """Thread reply when someone pressed "Keep it": the temporary change stays."""
+    text = f"⏲️ {user(user_id)} cancelled the automatic revert of change #{change_id}: the change stays."
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
 def cluster_busy(alias: str, user_id: str, summary: str) -> SlackMessage:
     """Another change holds the cluster: who, and what they are doing."""
     text = (
-        f"⏳ *{_esc(alias, NAME_MAX)}* is being changed right now by {user(user_id)} "
-        f"({_esc(summary, 300)}). Nothing was sent; try again when it is done."
+        f"⏳ *{_line(alias, NAME_MAX)}* is being changed right now by {user(user_id)} "
+        f"({_line(summary, 300)}). Nothing was sent; try again when it is done."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
 
 def refused(reason: str) -> SlackMessage:
-    """A button or step that cannot be taken now; the reason is raybot's own mrkdwn."""
-    text = f"🚫 {truncate(reason, 2000)}"
+    """A button or step that cannot be taken now; the reason is raybot's own mrkdwn.
+
+    Reasons that name anything a user or the cloud controls are built by the `*_reason` functions below,
+    which escape it.
+    """
+    text = f"🚫 {truncate(reason, REASON_MAX)}"
     return SlackMessage(_fallback(text), [_section(text)])
+
+
+# Refusal reasons: mrkdwn for `ActionRefused(reason)`, which reaches Slack through `refused`.
+
+
+def already_undone_reason(change_id: int, undone_by: int, user_id: str) -> str:
+    """Undo clicked on a change another change already undid (or is undoing)."""
+    return f"change #{change_id} is already undone (change #{undone_by} by {user(user_id)})"
+
+
+def alias_moved_reason(alias: str, change_id: int) -> str:
+    """Undo of a change whose alias now points at another cluster than the one it changed."""
+    return f"{inline_code(alias, NAME_MAX)} points at another cluster now; undo change #{change_id} by hand"
+
+
+def wrong_state_reason(alias: str, state: str | None, needed: str, verb: str) -> str:
+    """Start/stop asked of a cluster not in the state it needs.
+
+    "`prod` is `Starting`: only a Stopped cluster can start". `state` is the cloud's word (None: it gave none);
+    `needed` and `verb` are raybot's.
+    """
+    now = inline_code(state, 40) if state else "in an unknown state"
+    return f"{inline_code(alias, NAME_MAX)} is {now}: only a {_line(needed, 40)} cluster can {_line(verb, 20)}"
 
 
 def approval_request(
@@ -475,7 +533,7 @@ def approval_request(
 ) -> SlackMessage:
     """The root message of a change waiting for a second person: what, why approval, diff, Approve/Reject."""
     text = (
-        f"✋ {user(requester)} asks to change *{_esc(alias, NAME_MAX)}*: {_esc(summary, 500)}\n"
+        f"✋ {user(requester)} asks to change *{_line(alias, NAME_MAX)}*: {_line(summary, 500)}\n"
         f"Needs approval by someone else who may approve here: {truncate(reason, 800)}"
     )
     blocks = [_section(text)]
@@ -497,7 +555,26 @@ def approval_request(
 def approval_closed(requester: str, alias: str, summary: str, outcome: str) -> SlackMessage:
     """The approval request once decided: its buttons are gone and it says what happened."""
     text = (
-        f"{user(requester)} asked to change *{_esc(alias, NAME_MAX)}*: {_esc(summary, 500)}\n{truncate(outcome, 1500)}"
+        f"{user(requester)} asked to change *{_line(alias, NAME_MAX)}*: {_line(summary, 500)}\n"
+        f"{truncate(outcome, OUTCOME_MAX)}"
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) -> SlackMessage:
+    """An approval that came too late: the cluster changed since the request, so nothing was sent.
+
+    Names what changed, at most VOID_ENTRIES_MAX entries as `path: before → after` (secrets masked, each escaped
+    and cut to VOID_ENTRY_MAX), then "and N more". The text stays within OUTCOME_MAX, so it can also be given
+    whole to approval_closed as the request's outcome.
+    """
+    shown = [inline_code(line, VOID_ENTRY_MAX) for line in diff_lines(changed[:VOID_ENTRIES_MAX])]
+    if len(changed) > VOID_ENTRIES_MAX:
+        shown.append(_more(len(changed) - VOID_ENTRIES_MAX, "change"))
+    what = f" ({'; '.join(shown)})" if shown else ""
+    text = (
+        f"🚫 Approved by {user(approver_id)}, but void: *{_line(alias, NAME_MAX)}* changed since the request{what}. "
+        "Nothing was sent; ask again if it is still needed."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
@@ -505,40 +582,24 @@ def approval_closed(requester: str, alias: str, summary: str, outcome: str) -> S
 def history(alias: str, records: Sequence[Any]) -> SlackMessage:
     """/ray history: the last changes of a cluster, newest first (`records` are bot.store.ChangeRecord)."""
     if not records:
-        text = f"No change of *{_esc(alias, NAME_MAX)}* is recorded yet."
+        text = f"No change of *{_line(alias, NAME_MAX)}* is recorded yet."
         return SlackMessage(_fallback(text), [_section(text)])
-    head = f"Last {len(records)} change(s) of *{_esc(alias, NAME_MAX)}*, newest first:"
+    head = f"Last {len(records)} change(s) of *{_line(alias, NAME_MAX)}*, newest first:"
     marks = {"done": "✅", "failed": "❌", "pending": "⏳", "unknown": "⚠️"}
     entries = []
     for record in records:
-        outcome = marks.get(record.outcome, "•") + " " + record.outcome
+        outcome = marks.get(record.outcome, "•") + " " + _line(record.outcome, 20)
         detail = f"requestId {inline_code(record.request_id, 64)}" if record.request_id else ""
         if record.error_code:
             detail = f"{inline_code(record.error_code, 100)} " + detail
         undo = f" (undoes #{record.undo_of})" if record.undo_of else ""
         entries.append(
             f"*#{record.id}* {slack_date(record.created_at)} · {user(record.user_id)} · "
-            f"{_esc(record.action, 30)}{undo}: {_esc(record.summary, 300)} · {outcome} {detail}".rstrip()
+            f"{_line(record.action, 30)}{undo}: {_line(record.summary, 300)} · {outcome} {detail}".rstrip()
         )
     blocks = [_section(head)]
     blocks += _entry_sections(entries)
     return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
-
-
-def outcome_unknown(alias: str, change_id: int, summary: str, state: str, holds: bool | None) -> SlackMessage:
-    """Told in a change's thread after a restart: raybot stopped between sending the change and its answer."""
-    if holds is None:
-        now = "raybot could not read the cluster to tell."
-    elif holds:
-        now = "The cluster now holds every value this change set: it most likely took effect."
-    else:
-        now = "The cluster does *not* hold the values this change set: it most likely did not take effect."
-    text = (
-        f"⚠️ raybot stopped while applying change #{change_id} to *{_esc(alias, NAME_MAX)}* ({_esc(summary, 300)}): "
-        f"its outcome is unknown. State now: {_esc(state, 200)}. {now} "
-        f"`/ray show {_esc(alias, NAME_MAX)}` has the details."
-    )
-    return SlackMessage(_fallback(text), [_section(text)])
 
 
 def _cloud_failure(head: str, code: str, message: str, request_id: str | None) -> SlackMessage:
@@ -550,7 +611,7 @@ def _cloud_failure(head: str, code: str, message: str, request_id: str | None) -
 
 def change_failed(alias: str, code: str, message: str, request_id: str | None) -> SlackMessage:
     """Thread reply after a failed change: the cloud error's Code, Message and RequestId (None shown as "none")."""
-    return _cloud_failure(f"❌ *{_esc(alias, NAME_MAX)}*: the change failed", code, message, request_id)
+    return _cloud_failure(f"❌ *{_line(alias, NAME_MAX)}*: the change failed", code, message, request_id)
 
 
 def cloud_error(action: str, code: str, message: str, request_id: str | None) -> SlackMessage:
@@ -581,18 +642,18 @@ def whoami(subject_user: str, channel_id: str, grants: Sequence[Any]) -> SlackMe
     """
     if not grants:
         text = (
-            f"{user(subject_user)}: no role of raybot's config applies to you in <#{channel_id}>, "
+            f"{user(subject_user)}: no role of raybot's config applies to you in {channel(channel_id)}, "
             "so you may do nothing here. Ask a platform admin to bind one."
         )
         return SlackMessage(_fallback(text), [_section(text)])
-    head = f"What {user(subject_user)} may do in <#{channel_id}>:"
+    head = f"What {user(subject_user)} may do in {channel(channel_id)}:"
     entries = []
     for grant in grants:
         actions = "all actions" if "*" in grant.actions else ", ".join(grant.actions)
         clusters = ", ".join(grant.aliases) or "no cluster yet"
         entries.append(
-            f"• *{_esc(grant.role, NAME_MAX)}* on {_esc(', '.join(grant.clusters), 300)} "
-            f"({_esc(clusters, 600)}): {_esc(actions, 300)}; {_esc(grant.limits, 300)}\n"
+            f"• *{_line(grant.role, NAME_MAX)}* on {_line(', '.join(grant.clusters), 300)} "
+            f"({_line(clusters, 600)}): {_line(actions, 300)}; {_line(grant.limits, 300)}\n"
             f"   _why_: {truncate(grant.why, 500)}"
         )
     blocks = [_section(head)]
@@ -607,7 +668,7 @@ def hint(text: str) -> list[dict[str, Any]]:
 
 def nothing_to_change(alias: str, summary: str) -> SlackMessage:
     """Thread reply when the cluster already is as asked: nothing was sent."""
-    text = f"➖ *{_esc(alias, NAME_MAX)}* already matches {_esc(summary, 2500)}: nothing was sent."
+    text = f"➖ *{_line(alias, NAME_MAX)}* already matches {_line(summary, 2500)}: nothing was sent."
     return SlackMessage(_fallback(text), [_section(text)])
 
 
@@ -632,8 +693,8 @@ def follow_status(user_id: str, alias: str, summary: str, progress_summary: str,
     `progress_summary` is `Progress.summary()` (cloud text: escaped here); empty shows the word alone.
     """
     mark, word = FOLLOW_MARKS[phase]
-    shown = f"{word}: {_esc(progress_summary, PROGRESS_MAX)}" if progress_summary else word
-    text = f"{mark} {user(user_id)} · *{_esc(alias, NAME_MAX)}* · {_esc(summary, 2000)} · {shown}"
+    shown = f"{word}: {_line(progress_summary, PROGRESS_MAX)}" if progress_summary else word
+    text = f"{mark} {user(user_id)} · *{_line(alias, NAME_MAX)}* · {_line(summary, 2000)} · {shown}"
     return SlackMessage(_fallback(text), [_section(text)])
 
 
@@ -655,8 +716,8 @@ def _group_count_sections(progress: Progress, *, incomplete_only: bool) -> list[
 def follow_done(alias: str, cluster_id: str, progress: Progress) -> SlackMessage:
     """The one thread answer when the change settled: the state and the final worker counts per group."""
     text = (
-        f"✅ *{_esc(alias, NAME_MAX)}* settled · clusterId {inline_code(cluster_id, 64)} · "
-        f"{_esc(progress.summary(), PROGRESS_MAX)}"
+        f"✅ *{_line(alias, NAME_MAX)}* settled · clusterId {inline_code(cluster_id, 64)} · "
+        f"{_line(progress.summary(), PROGRESS_MAX)}"
     )
     return SlackMessage(_fallback(text), [_section(text), *_group_count_sections(progress, incomplete_only=False)])
 
@@ -665,7 +726,7 @@ def follow_failed(alias: str, message: str | None, request_id: str | None) -> Sl
     """The one thread answer when the cluster ended in Error: the API's message, and the RequestId if known."""
     rid = inline_code(request_id, 64) if request_id else "none"
     text = (
-        f"❌ *{_esc(alias, NAME_MAX)}* ended in {inline_code('Error')} · *RequestId* {rid}\n"
+        f"❌ *{_line(alias, NAME_MAX)}* ended in {inline_code('Error')} · *RequestId* {rid}\n"
         f"*Message* {_esc(message or 'the API gave no message', MESSAGE_MAX)}"
     )
     return SlackMessage(_fallback(text), [_section(text)])
@@ -676,9 +737,9 @@ def follow_timeout(alias: str, minutes: float, progress: Progress | None) -> Sla
 
     `progress` is None when the last read failed; then the state is said to be unknown.
     """
-    now = _esc(progress.summary(), PROGRESS_MAX) if progress is not None else "unknown (the last read failed)"
+    now = _line(progress.summary(), PROGRESS_MAX) if progress is not None else "unknown (the last read failed)"
     text = (
-        f"⌛ *{_esc(alias, NAME_MAX)}* still not settled after {minutes:g} min; raybot stopped following it. "
+        f"⌛ *{_line(alias, NAME_MAX)}* still not settled after {minutes:g} min; raybot stopped following it. "
         f"Now: {now}\n{inline_code(grammar.PREFIX + ' show ' + alias, 100)} has the details."
     )
     blocks = [_section(text)]
@@ -704,7 +765,7 @@ def stop_confirmation(alias: str, cluster: RayCluster, value: str) -> SlackMessa
     groups = _workers_by_group(cluster)
     total = sum(n for _, n in groups)
     head = (
-        f"Stop *{_esc(alias, NAME_MAX)}*? It is {inline_code(cluster.state or 'unknown', 40)} with {total} worker(s) "
+        f"Stop *{_line(alias, NAME_MAX)}*? It is {inline_code(cluster.state or 'unknown', 40)} with {total} worker(s) "
         f"in {len(groups)} group(s) and its head; everything running on it stops."
     )
     lines = [_pre_line(f"{name}  {count} worker(s)") for name, count in groups]
@@ -715,7 +776,11 @@ def stop_confirmation(alias: str, cluster: RayCluster, value: str) -> SlackMessa
     button = _button(f"Stop {alias}", STOP_ACTION, value, "danger")
     button["confirm"] = {
         "title": {"type": "plain_text", "text": "Stop the cluster?"},
-        "text": {"type": "plain_text", "text": truncate(f"{alias}: {total} workers and the head stop.", 300)},
+        # plain_text: Slack shows it as written, so the alias goes in raw (escaping would show "&lt;").
+        "text": {
+            "type": "plain_text",
+            "text": truncate(f"{alias}: {total} workers and the head stop.", limits.CONFIRM_TEXT_MAX),
+        },
         "confirm": {"type": "plain_text", "text": "Stop it"},
         "deny": {"type": "plain_text", "text": "Keep it running"},
         "style": "danger",
@@ -728,8 +793,8 @@ def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str |
     """Thread reply after StartRayCluster / StopRayCluster was accepted: clusterId and requestId."""
     rid = inline_code(request_id, 64) if request_id else "none"
     text = (
-        f"✅ *{_esc(alias, NAME_MAX)}*: {verb} accepted · clusterId {inline_code(cluster_id, 64)} · requestId {rid}. "
-        "raybot follows it until it settles."
+        f"✅ *{_line(alias, NAME_MAX)}*: {_line(verb, 20)} accepted · clusterId {inline_code(cluster_id, 64)} · "
+        f"requestId {rid}. raybot follows it until it settles."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
@@ -737,8 +802,8 @@ def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str |
 def outcome_checking(alias: str, change_id: int, summary: str, reason: str) -> SlackMessage:
     """Told in a change's thread when its cloud call may or may not have been applied."""
     text = (
-        f"⏳ raybot does not know yet whether change #{change_id} to *{_esc(alias, NAME_MAX)}* "
-        f"({_esc(summary, 300)}) took effect ({_esc(reason, 300)}). It is reading the cluster and will say here."
+        f"⏳ raybot does not know yet whether change #{change_id} to *{_line(alias, NAME_MAX)}* "
+        f"({_line(summary, 300)}) took effect ({_esc(reason, 300)}). It is reading the cluster and will say here."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
@@ -755,12 +820,13 @@ def outcome_known(
     """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered) or not."""
     if not applied:
         text = (
-            f"❌ Change #{change_id} to *{_esc(alias, NAME_MAX)}* ({_esc(summary, 300)}) did not take effect: "
+            f"❌ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) did not take effect: "
             "the cluster does not hold it. Nothing changed; ask again if it is still needed."
         )
         return SlackMessage(_fallback(text), [_section(text)])
     text = (
-        f"✅ Change #{change_id} to *{_esc(alias, NAME_MAX)}* ({_esc(summary, 300)}) took effect: the cluster holds it."
+        f"✅ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) took effect: "
+        "the cluster holds it."
     )
     body = [_section(text)]
     buttons = [_button("Undo", UNDO_ACTION, str(change_id))] if undo else []
@@ -775,7 +841,28 @@ def outcome_known(
 def change_cancelled(alias: str, change_id: int, reason: str) -> SlackMessage:
     """A recorded change that was stopped before anything reached the cloud."""
     text = (
-        f"🚫 Change #{change_id} to *{_esc(alias, NAME_MAX)}* was stopped before it was sent ({_esc(reason, 300)}). "
-        "Nothing was sent; ask again if it is still needed."
+        f"❌ Change #{change_id} to *{_line(alias, NAME_MAX)}* did not take effect: it was stopped before it was "
+        f"sent ({_line(reason, 300)}). Nothing was sent; ask again if it is still needed."
     )
     return SlackMessage(_fallback(text), [_section(text)])
+
+
+def change_cancelled_unposted(user_id: str, alias: str, change_id: int, summary: str) -> SlackMessage:
+    """A change whose process died around posting its status message, which cannot be found again."""
+    text = (
+        f"❌ {user(user_id)} · *{_line(alias, NAME_MAX)}* · {_line(summary, 300)}: change #{change_id} did not "
+        "take effect: raybot restarted before sending it, and nothing was sent. If a status message of it above "
+        "still says in progress, that message is stale. Ask again if it is still needed."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
+
+
+def edit_prompt(alias: str, value: str) -> SlackMessage:
+    """/ray edit without a trigger_id (a mention): only a button click can open a modal, so offer one (ephemeral).
+
+    `value` is the button's value, which the OPEN_EDITOR_ACTION listener reads (at most BUTTON_VALUE_MAX).
+    """
+    text = f"Open the editor of *{_line(alias, NAME_MAX)}*; the result is posted in this thread."
+    # Button labels are plain_text, shown as written: the alias goes in raw.
+    button = _button(f"Edit {alias}", OPEN_EDITOR_ACTION, value, "primary")
+    return SlackMessage(_fallback(text), [_context(text), _actions(button)])

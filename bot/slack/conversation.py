@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.errors import MalformedPayload
+from bot.slack import payloads
+
+log = logging.getLogger("raybot.slack")
 
 Blocks = list[dict[str, Any]]
 
@@ -26,53 +33,90 @@ class Invocation:
     # The same for every delivery of this one request (Slack retries, Socket Mode redelivery): exactly-once key.
     dedup_key: str | None = None
 
+    # Each constructor reads who asked and where strictly (raising MalformedPayload: without them there is nobody
+    # to answer) and everything else leniently (a handle that is missing or not what Slack sends is left out).
+
     @classmethod
-    def from_slash_command(cls, body: dict[str, Any]) -> Invocation:
+    def from_slash_command(cls, body: Mapping[str, Any]) -> Invocation:
+        trigger_id = payloads.optional_text(body, "trigger_id")
+        team_id = payloads.team_id_of(body.get("team_id"))
         return cls(
-            user_id=body["user_id"],
-            channel_id=body["channel_id"],
-            text=body.get("text") or "",
-            team_id=body.get("team_id"),
-            response_url=body.get("response_url"),
-            trigger_id=body.get("trigger_id"),
-            dedup_key=f"slash:{body.get('team_id')}:{body['trigger_id']}" if body.get("trigger_id") else None,
+            user_id=payloads.user_id_of(body.get("user_id"), "request", "user_id"),
+            channel_id=payloads.channel_id_of(body.get("channel_id"), "request", "channel_id"),
+            text=payloads.optional_text(body, "text") or "",
+            team_id=team_id,
+            response_url=payloads.optional_text(body, "response_url"),
+            trigger_id=trigger_id,
+            dedup_key=f"slash:{team_id}:{trigger_id}" if trigger_id else None,
         )
 
     @classmethod
-    def from_block_action(cls, body: dict[str, Any]) -> Invocation:
+    def from_block_action(cls, body: Mapping[str, Any]) -> Invocation:
         """A button click: answers go to the thread of the message that holds the button."""
         message = body.get("message") or {}
         container = body.get("container") or {}
         return cls(
-            user_id=body["user"]["id"],
-            channel_id=(body.get("channel") or {}).get("id") or container["channel_id"],
+            user_id=payloads.user_id(body),
+            channel_id=payloads.channel_id(body),
             text="",
-            team_id=(body.get("team") or {}).get("id"),
-            thread_ts=message.get("thread_ts") or container.get("thread_ts") or message.get("ts"),
-            trigger_id=body.get("trigger_id"),
+            team_id=payloads.team_id(body),
+            thread_ts=(
+                payloads.optional_ts(message, "thread_ts")
+                or payloads.optional_ts(container, "thread_ts")
+                or payloads.optional_ts(message, "ts")
+            ),
+            trigger_id=payloads.optional_text(body, "trigger_id"),
         )
 
     @classmethod
-    def from_mention(cls, event: dict[str, Any], text: str, team_id: str | None, event_id: str | None) -> Invocation:
-        # Without an event id, the message itself identifies the request.
-        key = f"event:{event_id}" if event_id else f"mention:{event['channel']}:{event['ts']}"
+    def from_message_shortcut(cls, body: Mapping[str, Any]) -> Invocation:
+        """A message shortcut: answers go to the thread of the message it was used on."""
+        message = body.get("message") or {}
         return cls(
-            user_id=event["user"],
-            channel_id=event["channel"],
+            user_id=payloads.user_id(body),
+            channel_id=payloads.channel_id(body),
+            text="",
+            team_id=payloads.team_id(body),
+            thread_ts=payloads.optional_ts(message, "thread_ts") or payloads.optional_ts(message, "ts"),
+            trigger_id=payloads.optional_text(body, "trigger_id"),
+        )
+
+    @classmethod
+    def from_mention(cls, event: Mapping[str, Any], text: str, team_id: str | None, event_id: str | None) -> Invocation:
+        ts = payloads.optional_ts(event, "ts")
+        channel_id = payloads.channel_id_of(event.get("channel"), "request", "event.channel")
+        # Without an event id, the message itself identifies the request.
+        event_key = payloads.usable_text(event_id)
+        key = f"event:{event_key}" if event_key else (f"mention:{channel_id}:{ts}" if ts else None)
+        return cls(
+            user_id=payloads.user_id_of(event.get("user"), "request", "event.user"),
+            channel_id=channel_id,
             text=text,
-            team_id=team_id,
-            thread_ts=event.get("thread_ts") or event["ts"],
+            team_id=payloads.team_id_of(team_id),
+            thread_ts=payloads.optional_ts(event, "thread_ts") or ts,
             dedup_key=key,
         )
 
 
-class ResponseUrlError(Exception):
-    """Slack did not accept a post to a response_url."""
+def invocation_or_none(build: Callable[[Any], Invocation], body: Any) -> Invocation | None:
+    """`build(body)`, or None when not even who asked and where can be read: then there is nobody to answer, and
+    one warning line (naming the field, quoting nothing) is all that is left to do."""
+    try:
+        return build(body)
+    except MalformedPayload as error:
+        log.warning("ignored a Slack request: its %s is unreadable, so there is nobody to answer", error.field)
+        return None
 
-    def __init__(self, status: int, body: str) -> None:
+
+class ResponseUrlError(Exception):
+    """A post to a response_url failed: Slack answered `status` with `body`, or (status None) it never got there,
+    `body` saying why (a URL that is not one, a refused connection …)."""
+
+    def __init__(self, status: int | None, body: str) -> None:
         self.status = status
         self.body = body
-        super().__init__(f"response_url answered HTTP {status}: {body[:200]}")
+        said = f"answered HTTP {status}" if status is not None else "could not be reached"
+        super().__init__(f"response_url {said}: {body[:200]}")
 
 
 class Replies:
@@ -87,13 +131,20 @@ class Replies:
         inv = self.invocation
         if inv.response_url:
             webhook = AsyncWebhookClient(inv.response_url, retry_handlers=self.client.retry_handlers)
-            resp = await webhook.send(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+            try:
+                resp = await webhook.send(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+            except Exception as error:  # noqa: BLE001 - whatever the URL did (invalid, unreachable), it is this error
+                raise ResponseUrlError(None, type(error).__name__) from None
             if resp.status_code != 200:
                 raise ResponseUrlError(resp.status_code, resp.body)
             return
         await self.client.chat_postEphemeral(
             channel=inv.channel_id, user=inv.user_id, text=text, blocks=blocks, thread_ts=inv.thread_ts
         )
+
+    def without_response_url(self) -> Replies:
+        """The same answers through chat.postEphemeral (to the user, in the channel and thread), not response_url."""
+        return Replies(self.client, replace(self.invocation, response_url=None))
 
     async def open_thread(self, text: str, blocks: Blocks | None = None) -> StatusThread:
         """Post the root status message of a change (in the request's thread when it came from one)."""

@@ -62,7 +62,7 @@ from bot.emr.models import (
 )
 from bot.slack import limits
 from bot.slack.blocks import diff_lines, worker_table
-from bot.slack.mrkdwn import ELLIPSIS, escape, truncate
+from bot.slack.mrkdwn import ELLIPSIS, escape, one_line, truncate
 from bot.slack.mrkdwn import code as inline_code
 
 # --- ids --------------------------------------------------------------------------------------------------------------
@@ -168,8 +168,9 @@ def new_draft(
     key: str | None = None,
 ) -> Draft:
     """A draft of `cluster` as just read, nothing edited yet. `key` defaults to a random URL-safe token."""
-    # The draft lives in the store for an hour: secrets (gftConfig's password) stay masked there. The editor never
-    # edits them, and Apply plans against a fresh read, so the masked values are never sent.
+    # The draft lives in the store for an hour: secrets (gftConfig's password, a group's imagePullSecret) stay masked
+    # there. The editor never edits them, changes_for carries only the fields the person changed, and Apply plans
+    # against a fresh read, which takes any masked value from the read or refuses: the mask is never sent.
     original = _readable(cluster)
     return Draft(
         key=key if key is not None else secrets.token_urlsafe(16),
@@ -199,6 +200,15 @@ def _group_name(group: Mapping[str, Any]) -> str:
     return str(group.get("groupName") or "")
 
 
+_INDEX = re.compile(r"[0-9]{1,6}")
+
+
+def _index(text: str) -> int | None:
+    """A list index raybot wrote into a view ("0", "12"), or None: only ASCII digits, as str.isdigit() also accepts
+    "²" and "１２" (and int() fails on the first)."""
+    return int(text) if _INDEX.fullmatch(text) else None
+
+
 class UnknownGroupError(LookupError):
     """A select value, view or name that names no group of the draft (it changed since the view was built)."""
 
@@ -208,9 +218,10 @@ def selected_group(draft: Draft, value: str) -> str | None:
     if value == NEW_GROUP_VALUE:
         return None
     groups = _groups(draft.edited)
-    if not value.isdigit() or int(value) >= len(groups):
+    index = _index(value)
+    if index is None or index >= len(groups):
         raise UnknownGroupError(f"no worker group at {value!r} in this draft; open the editor again")
-    return _group_name(groups[int(value)])
+    return _group_name(groups[index])
 
 
 def _group_index(groups: Sequence[Mapping[str, Any]], name: str) -> int:
@@ -240,6 +251,11 @@ def _cut(text: str, limit: int) -> str:
 
 def _esc(raw: str | None, limit: int) -> str:
     return truncate(escape(raw or ""), limit)
+
+
+def _line(raw: str | None, limit: int) -> str:
+    """Like `_esc`, on one line: for a name inside a sentence."""
+    return truncate(escape(one_line(raw or "")), limit)
 
 
 def _plain(text: str, limit: int = 2000) -> dict[str, Any]:
@@ -321,7 +337,7 @@ def _pre_sections(lines: Sequence[str], max_sections: int, head: str | None = No
 
 def _pre_line(raw: str) -> str:
     # A backtick fence inside a preformatted block would end it early.
-    return escape(raw).replace("`", "\u02cb").replace("\n", " ")
+    return escape(one_line(raw)).replace("`", "\u02cb")
 
 
 def _more(count: int, noun: str) -> str:
@@ -447,7 +463,8 @@ def _number(raw: str) -> float | None:
 
 
 def _memory_advice(raw: str) -> str:
-    match = re.fullmatch(r"\s*([0-9]+)\s*(g|gb|gib|gi)?\s*", raw, re.IGNORECASE)
+    # Bounded: int() refuses more than 4300 digits, and no memory size has more than a few.
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*(g|gb|gib|gi)?\s*", raw, re.IGNORECASE)
     advice = f" (write {int(match.group(1))}Gi)" if match and int(match.group(1)) > 0 else ""
     return f"Memory is a whole number of GiB written like 16Gi, not {escape(raw)}{advice}"
 
@@ -526,7 +543,7 @@ def loading_view(alias: str) -> dict[str, Any]:
     return _modal(
         CALLBACK_LOADING,
         _edit_title(alias),
-        [_section(f"⏳ Reading *{_esc(alias, NAME_SHOWN_MAX)}* from the cloud{ELLIPSIS}")],
+        [_section(f"⏳ Reading *{_line(alias, NAME_SHOWN_MAX)}* from the cloud{ELLIPSIS}")],
         close="Cancel",
     )
 
@@ -535,7 +552,7 @@ def error_view(alias: str, code: str, message: str, request_id: str | None) -> d
     """A cloud error, readable: Code, Message and RequestId; a Close button only."""
     rid = inline_code(request_id, 64) if request_id else "none"
     text = (
-        f"❌ *{_esc(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error\n"
+        f"❌ *{_line(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error\n"
         f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
         f"*Message* {_esc(message, MESSAGE_SHOWN_MAX)}"
     )
@@ -553,7 +570,7 @@ def result_view(alias: str, text: str, *, failed: bool = False) -> dict[str, Any
     view = _modal(
         CALLBACK_RESULT,
         "Failed" if failed else "Done",
-        [_section(f"{mark} *{_esc(alias, NAME_SHOWN_MAX)}*\n{_esc(text, 2500)}")],
+        [_section(f"{mark} *{_line(alias, NAME_SHOWN_MAX)}*\n{_esc(text, 2500)}")],
         close="Close",
     )
     # Closing the result closes the whole editor: the views under it describe a draft that is gone.
@@ -601,8 +618,9 @@ def parse_picker(state_values: Mapping[str, Any], aliases: Sequence[str]) -> Pic
     option = entry.get("selected_option")
     raw = option.get("value") if isinstance(option, Mapping) else entry.get("value")
     text = (raw or "").strip() if isinstance(raw, str) else ""
-    if text.startswith("#") and text[1:].isdigit() and int(text[1:]) < len(aliases):
-        return PickResult(alias=aliases[int(text[1:])])
+    index = _index(text[1:]) if text.startswith("#") else None
+    if index is not None and index < len(aliases):
+        return PickResult(alias=aliases[index])
     if text in aliases:
         return PickResult(alias=text)
     if not text:
@@ -643,7 +661,7 @@ def _group_table(draft: Draft) -> list[dict[str, Any]]:
         notes.append("`+` new, `~` changed since you opened this")
     removed = [name for name in before if name not in {_group_name(g) for g in groups}]
     if removed:
-        notes.append("removed: " + _esc(", ".join(removed), 1000))
+        notes.append("removed: " + _line(", ".join(removed), 1000))
     if notes:
         blocks.append(_context(" · ".join(notes)))
     return blocks
@@ -698,10 +716,10 @@ def overview_view(draft: Draft) -> dict[str, Any]:
     """
     edited = draft.edited
     head = edited.get("headSpec") if isinstance(edited.get("headSpec"), dict) else {}
-    title = f"*Editing {_esc(draft.alias, NAME_SHOWN_MAX)}*"
+    title = f"*Editing {_line(draft.alias, NAME_SHOWN_MAX)}*"
     name = edited.get("name")
     if isinstance(name, str) and name and name != draft.alias:
-        title += f" · {_esc(name, NAME_SHOWN_MAX)}"
+        title += f" · {_line(name, NAME_SHOWN_MAX)}"
     if draft.cluster_id:
         title += f" · clusterId {inline_code(draft.cluster_id, 64)}"
     staged = len(diff(draft.original, edited))
@@ -807,7 +825,7 @@ def group_view(draft: Draft, group_name: str | None) -> dict[str, Any]:
     edited is remembered in the first block's id (index and a digest of its name): read it with group_target.
     """
     groups = _groups(draft.edited)
-    alias = f"*{_esc(draft.alias, NAME_SHOWN_MAX)}*"
+    alias = f"*{_line(draft.alias, NAME_SHOWN_MAX)}*"
     blocks: list[dict[str, Any]]
     if group_name is None:
         template = groups[-1] if groups else {}
@@ -815,7 +833,7 @@ def group_view(draft: Draft, group_name: str | None) -> dict[str, Any]:
         base |= {"replica": 1, "minReplica": 1, "maxReplica": 1}
         intro = f"New worker group for {alias}."
         if template:
-            intro += f" Prefilled from {_esc(_group_name(template), NAME_SHOWN_MAX)}."
+            intro += f" Prefilled from {_line(_group_name(template), NAME_SHOWN_MAX)}."
         blocks = [_section(intro, block_id=_TARGET_NEW)]
         if len(groups) >= MAX_WORKER_GROUPS:
             blocks.append(_context(f"⚠️ This cluster already has {len(groups)} groups, the most allowed."))
@@ -824,7 +842,7 @@ def group_view(draft: Draft, group_name: str | None) -> dict[str, Any]:
         index = _group_index(groups, group_name)
         base = groups[index]
         target = f"{_TARGET_PREFIX}{index}.{_digest(group_name)}"
-        blocks = [_section(f"Worker group *{_esc(group_name, NAME_SHOWN_MAX)}* of {alias}.", block_id=target)]
+        blocks = [_section(f"Worker group *{_line(group_name, NAME_SHOWN_MAX)}* of {alias}.", block_id=target)]
         title = "Edit worker group"
     blocks += [_input(spec, base) for spec in (GROUP_INPUTS if group_name is None else _EXISTING_GROUP_INPUTS)]
     if group_name is not None:
@@ -855,8 +873,9 @@ def group_target(view: Mapping[str, Any], draft: Draft) -> str | None:
         if isinstance(block_id, str) and block_id.startswith(_TARGET_PREFIX):
             index_text, _, digest = block_id.removeprefix(_TARGET_PREFIX).partition(".")
             names = [_group_name(g) for g in _groups(draft.edited)]
-            if index_text.isdigit() and int(index_text) < len(names) and _digest(names[int(index_text)]) == digest:
-                return names[int(index_text)]
+            index = _index(index_text)
+            if index is not None and index < len(names) and _digest(names[index]) == digest:
+                return names[index]
             for name in names:
                 if _digest(name) == digest:
                     return name
@@ -902,8 +921,8 @@ def parse_group(state_values: Mapping[str, Any], draft: Draft, group_name: str |
     if group_name is not None:
         try:
             index = _group_index(groups, group_name)
-        except UnknownGroupError as exc:
-            return GroupResult(errors={BLOCK_GROUP_NAME: str(exc)})
+        except UnknownGroupError as exc:  # its message names the group: user or cloud text
+            return GroupResult(errors={BLOCK_GROUP_NAME: truncate(escape(str(exc)), ERROR_TEXT_MAX)})
         remove = _state_entry(state_values, BLOCK_GROUP_REMOVE) or {}
         if any(o.get("value") == REMOVE_VALUE for o in remove.get("selected_options") or [] if isinstance(o, Mapping)):
             del groups[index]
@@ -987,8 +1006,13 @@ def role_limit_errors(violations: Sequence[str], *, group_name: str | None = Non
 def changes_for(draft: Draft) -> list[Change]:
     """The changes that turn the cluster as read into the draft: plan(cluster, changes_for(draft)) sends `edited`.
 
-    Groups are matched by name: a renamed group is removed and added. Raises ChangeError for an edit the
-    change vocabulary cannot express (a field outside TOP_LEVEL_FIELDS/HEAD_FIELDS, which the views never edit).
+    Each change carries only what the person changed: the fields that differ, and for an edited group only its
+    fields that differ (an explicit None for a field the edit left out). Fields nobody touched, secrets among them,
+    are then sent as the fresh read has them, never as the masked draft shows them. Groups are matched by name; a
+    group renamed in place (its slot among the groups kept, and a field the editor does not show, tell it from a
+    new one) is one ReplaceGroup, so its secrets follow it; any other group the draft gains is added as drafted
+    (plan refuses one that carries a masked secret). Raises ChangeError for an edit the change vocabulary cannot
+    express (a field outside TOP_LEVEL_FIELDS/HEAD_FIELDS, which the views never edit).
     """
     before, after = draft.original, draft.edited
     values: dict[str, Any] = {}
@@ -1012,16 +1036,58 @@ def changes_for(draft: Draft) -> list[Change]:
     for group in _groups(before):
         old.setdefault(_group_name(group), group)
     new_names = {_group_name(g) for g in _groups(after)}
-    changes += [RemoveGroup(group=name) for name in old if name not in new_names]
+    renamed = _renamed_groups(_groups(before), _groups(after))  # new name → old name
+    changes += [RemoveGroup(group=name) for name in old if name not in new_names and name not in renamed.values()]
     for group in _groups(after):
         name = _group_name(group)
-        if name not in old:
+        source = renamed.get(name, name)
+        if source not in old:
             changes.append(AddGroup(spec=WorkerGroup.model_validate(group)))
-        elif old[name] != group:
-            # An explicit None removes a field the edit left out; every other field is sent as edited.
-            spec = {k: None for k in old[name] if k not in group} | group
-            changes.append(ReplaceGroup(group=name, spec=WorkerGroup.model_validate(spec)))
+        elif old[source] != group:
+            changes.append(
+                ReplaceGroup(group=source, spec=WorkerGroup.model_validate(_group_delta(old[source], group)))
+            )
     return changes
+
+
+def _group_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a group that the edit changed, with None for those it left out (ReplaceGroup removes them)."""
+    return {key: new.get(key) for key in dict.fromkeys([*old, *new]) if old.get(key) != new.get(key)}
+
+
+_FORM_KEYS = frozenset(spec.key for spec in GROUP_INPUTS)
+
+
+def _renamed_groups(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Groups of `after` that are a group of `before` renamed in place: new name → old name.
+
+    The group editor renames a group where it stands and appends new groups, so a renamed group is the only
+    group gone from its slot (between the same kept neighbours) and the only one new there; and it still holds
+    some field the editor does not show (a new group has none). Anything less certain is left a remove and an add.
+    """
+    kept = {_group_name(g) for g in before} & {_group_name(g) for g in after}
+
+    def slots(groups: Sequence[Mapping[str, Any]]) -> dict[tuple[str | None, str | None], list[Mapping[str, Any]]]:
+        names = [_group_name(g) for g in groups]
+        out: dict[tuple[str | None, str | None], list[Mapping[str, Any]]] = {}
+        for index, group in enumerate(groups):
+            if names[index] in kept:
+                continue
+            previous = next((n for n in reversed(names[:index]) if n in kept), None)
+            following = next((n for n in names[index + 1 :] if n in kept), None)
+            out.setdefault((previous, following), []).append(group)
+        return out
+
+    added = slots(after)
+    pairs: dict[str, str] = {}
+    for slot, gone in slots(before).items():
+        new = added.get(slot, [])
+        if len(gone) != 1 or len(new) != 1:
+            continue
+        old_group, new_group = gone[0], new[0]
+        if any(key not in _FORM_KEYS and new_group.get(key) == value for key, value in old_group.items()):
+            pairs[_group_name(new_group)] = _group_name(old_group)
+    return pairs
 
 
 def review_diff(draft: Draft) -> list[DiffEntry]:
@@ -1042,7 +1108,7 @@ def _diff_blocks(entries: Sequence[DiffEntry], noun: str = "change") -> list[dic
 
 def confirm_view(draft: Draft, entries: Sequence[DiffEntry]) -> dict[str, Any]:
     """The change before → after (secrets masked) with Apply; without entries, "nothing changed" and no Apply."""
-    alias = f"*{_esc(draft.alias, NAME_SHOWN_MAX)}*"
+    alias = f"*{_line(draft.alias, NAME_SHOWN_MAX)}*"
     if not entries:
         blocks = [
             _section(f"➖ Nothing changed: the draft is {alias} as read. Nothing will be sent."),
@@ -1083,11 +1149,11 @@ def stale_view(draft: Draft, changes_since_open: Sequence[DiffEntry], new_cluste
     Show it with the draft as it was (before rebase), so the conflicts are the user's edits against the others'.
     """
     who = new_cluster.modifier_name or new_cluster.modifier
-    by = f" by {_esc(who, NAME_SHOWN_MAX)}" if who else ""
+    by = f" by {_line(who, NAME_SHOWN_MAX)}" if who else ""
     count = len(changes_since_open)
     blocks = [
         _section(
-            f"⚠️ *{_esc(draft.alias, NAME_SHOWN_MAX)}* was changed{by} since you opened the editor, "
+            f"⚠️ *{_line(draft.alias, NAME_SHOWN_MAX)}* was changed{by} since you opened the editor, "
             f"so nothing was sent. {count} field{'' if count == 1 else 's'} changed (as opened → now):"
         ),
         *_diff_blocks(changes_since_open),
@@ -1095,7 +1161,7 @@ def stale_view(draft: Draft, changes_since_open: Sequence[DiffEntry], new_cluste
     both = conflicts(draft, changes_since_open)
     if both:
         listed = ", ".join(both)
-        blocks.append(_section(f"You changed these too; your values are kept: {_esc(listed, 2000)}"))
+        blocks.append(_section(f"You changed these too; your values are kept: {_line(listed, 2000)}"))
     blocks.append(
         _context("*Review again* shows your edits applied to the cluster as it is now; Apply only after that.")
     )

@@ -28,6 +28,15 @@ def escape(text: str) -> str:
     return _BROADCAST.sub(lambda m: "@" + _WORD_JOINER + m.group(1), escaped)
 
 
+def one_line(text: str) -> str:
+    """`text` with its line breaks turned into spaces, for a name or summary shown inside a sentence.
+
+    A line break there would let user text start a line of its own in raybot's message (a fake "✅ …"
+    line, or a `>` quote), and ends the *bold* around a name. Not escaped: pass the result to `escape`.
+    """
+    return " ".join(text.splitlines())
+
+
 def _plain_backticks(text: str) -> str:
     # mrkdwn has no way to escape a backtick inside code; a look-alike keeps the text readable.
     return text.replace("`", "\u02cb")
@@ -38,7 +47,7 @@ def code(text: str, limit: int | None = None) -> str:
 
     With `limit`, the escaped text inside the backticks is cut to that many characters.
     """
-    inner = _plain_backticks(escape(text)).replace("\r", " ").replace("\n", " ")
+    inner = _plain_backticks(escape(one_line(text)))
     if limit is not None:
         inner = truncate(inner, limit)
     return f"`{inner or ' '}`"
