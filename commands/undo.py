@@ -26,13 +26,16 @@ async def undo(ctx: CommandContext, change_id: int) -> None:
     record = await services.store.get_change(change_id)
     if record is None or record.channel_id != ctx.invocation.channel_id:
         raise ActionRefused(f"change #{change_id} was not made in this channel; nothing to undo here")
-    if record.state not in TOOK_EFFECT:
-        raise ActionRefused(f"change #{change_id} was not applied ({record.outcome}), so there is nothing to undo")
     target = services.cluster(ctx.subject, record.alias)
     if target.cluster_id != record.cluster_id:
         raise ActionRefused(blocks.alias_moved_reason(record.alias, change_id))
 
     async def not_undone_yet() -> None:
+        # Under the cluster's lock: a change still being sent holds that lock, so it has its outcome by now.
+        now = await services.store.get_change(change_id)
+        if now is None or now.state not in TOOK_EFFECT:
+            outcome = now.outcome if now is not None else "gone"
+            raise ActionRefused(f"change #{change_id} was not applied ({outcome}), so there is nothing to undo")
         for later in await services.store.history(record.alias, 50):
             if later.undo_of == change_id and later.state in HOLDS_CLUSTER:
                 raise ActionRefused(blocks.already_undone_reason(change_id, later.id, later.user_id))
