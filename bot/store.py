@@ -773,7 +773,13 @@ class Store:
         live = self._live_runs(now)
         orphaned = or_(changes.c.run_id.is_(None), changes.c.run_id.not_in(live))
         return or_(
-            and_(changes.c.next_at.is_not(None), changes.c.next_at <= now, changes.c.state.in_(_TIMED_STATES)),
+            and_(
+                changes.c.next_at.is_not(None),
+                changes.c.next_at <= now,
+                changes.c.state.in_(_TIMED_STATES),
+                # A request still being posted by a live run expires only once it can be closed in Slack.
+                or_(changes.c.state != "awaiting_approval", changes.c.root_ts.is_not(None)),
+            ),
             and_(changes.c.state.in_(_IN_FLIGHT), orphaned),
             and_(changes.c.state == "awaiting_approval", changes.c.root_ts.is_(None), orphaned),
         )
