@@ -767,7 +767,14 @@ class Store:
     # --- background work ----------------------------------------------------------------------------
 
     def _live_runs(self, now: float) -> Select:
-        return select(runs.c.run_id).where(runs.c.stopped_at.is_(None), runs.c.heartbeat_at > now - self.lock_ttl)
+        """Runs known alive. A silent one (no heartbeat for the lock TTL) is taken for dead by the others; a run
+        never takes itself for dead (its own heartbeat may be late after a stall): its own work is its own."""
+        return select(runs.c.run_id).where(
+            or_(
+                and_(runs.c.stopped_at.is_(None), runs.c.heartbeat_at > now - self.lock_ttl),
+                runs.c.run_id == self.run_id,
+            )
+        )
 
     def _change_due(self, now: float) -> Any:
         live = self._live_runs(now)
@@ -869,7 +876,9 @@ class Store:
                 (
                     await conn.execute(
                         select(func.min(changes.c.next_at)).where(
-                            changes.c.next_at.is_not(None), changes.c.state.in_(_TIMED_STATES)
+                            changes.c.next_at.is_not(None),
+                            changes.c.state.in_(_TIMED_STATES),
+                            or_(changes.c.state != "awaiting_approval", changes.c.root_ts.is_not(None)),
                         )
                     )
                 ).scalar(),
