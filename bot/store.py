@@ -241,7 +241,7 @@ def database_url(database: str) -> URL:
     if family in ("postgresql", "postgres"):
         try:
             url = make_url("postgresql" + database[len(match.group(1)) :])
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number (its text may be a password)
             raise StoreError(
                 f"RAYBOT_DATABASE is a {scheme}:// URL that cannot be read: "
                 "use postgresql://user[:password]@host[:port]/database"
