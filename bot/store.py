@@ -452,8 +452,12 @@ class Store:
 
         try:
             async with self._connect() as conn:
+                # One transaction for the whole upgrade, begun before Alembic reads the schema's revision:
+                # BEGIN IMMEDIATE takes SQLite's write lock, the advisory lock PostgreSQL's. Stores starting
+                # together (replicas, processes, or stores of one process: Alembic's context is global) then
+                # migrate one after the other: the first migrates, the others wait here and find nothing to do.
+                await conn.begin()
                 if self._postgres:
-                    # Replicas starting together: the first migrates, the others wait here, then find nothing to do.
                     await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 try:
                     await conn.run_sync(upgrade)
