@@ -581,7 +581,9 @@ class Store:
             async with self._engine.connect() as conn:
                 yield conn
         except (OperationalError, InterfaceError, OSError, TimeoutError) as error:
-            raise StoreUnavailable(f"cannot reach {self.description}: {_reason(error)}") from None
+            if not _bad_statement(error):
+                raise StoreUnavailable(f"cannot reach {self.description}: {_reason(error)}") from None
+            raise StoreError(f"database error on {self.description}: {_reason(error)}") from None
         except SQLAlchemyError as error:
             raise StoreError(f"database error on {self.description}: {_reason(error)}") from None
 
@@ -1098,6 +1100,13 @@ async def inspect_store(database: str) -> SchemaStatus:
     finally:
         await engine.dispose()
     return SchemaStatus(describe_database(url), current, _head_revision())
+
+
+def _bad_statement(error: BaseException) -> bool:
+    """SQLite raises OperationalError for a statement it cannot run too (a syntax error, no such table or
+    column: SQLITE_ERROR), not only for a file it cannot use (busy, cannot open, I/O): that is no outage."""
+    code = getattr(getattr(error, "orig", None), "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == 1  # SQLITE_ERROR, or one of its extended codes
 
 
 def _reason(error: BaseException) -> str:
