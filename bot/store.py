@@ -846,16 +846,18 @@ class Store:
         """When background work is due next: a look, an expiry, a revert, or another run's work falling to us.
 
         Work another run is doing (as due_changes and due_reverts see it) is due when that run goes silent,
-        or at once when it ended or is not known at all.
+        or at once when it ended or is not known at all. Work another run has claimed (`claim_due`) is due
+        when its lease runs out: until then claim_due would not hand it to this run anyway.
         """
+        lease_cols = (changes.c.lease_run, changes.c.lease_until)
         owned = union_all(
-            select(changes.c.run_id.label("owner"), changes.c.updated_at).where(
+            select(changes.c.run_id.label("owner"), changes.c.updated_at, *lease_cols).where(
                 or_(
                     changes.c.state.in_(_IN_FLIGHT),
                     and_(changes.c.state == "awaiting_approval", changes.c.root_ts.is_(None)),
                 )
             ),
-            select(changes.c.revert_run_id.label("owner"), changes.c.updated_at).where(
+            select(changes.c.revert_run_id.label("owner"), changes.c.updated_at, *lease_cols).where(
                 changes.c.revert_state == "running"
             ),
         ).subquery("w")
@@ -864,23 +866,31 @@ class Store:
             (runs.c.stopped_at.is_not(None), runs.c.stopped_at),
             else_=runs.c.heartbeat_at + self.lock_ttl,
         )
+
+        def after_lease(due: Any, table: Any) -> Any:
+            # Leased by another run: not ours before the lease runs out (a NULL lease_run is no lease).
+            leased = and_(table.c.lease_run != self.run_id, table.c.lease_until > due)
+            return case((leased, table.c.lease_until), else_=due)
+
         async with self._begin() as conn:
             times = [
                 (
                     await conn.execute(
-                        select(func.min(changes.c.next_at)).where(
+                        select(func.min(after_lease(changes.c.next_at, changes))).where(
                             changes.c.next_at.is_not(None), changes.c.state.in_(_TIMED_STATES)
                         )
                     )
                 ).scalar(),
                 (
                     await conn.execute(
-                        select(func.min(changes.c.revert_at)).where(changes.c.revert_state == "scheduled")
+                        select(func.min(after_lease(changes.c.revert_at, changes))).where(
+                            changes.c.revert_state == "scheduled"
+                        )
                     )
                 ).scalar(),
                 (
                     await conn.execute(
-                        select(func.min(falls_due))
+                        select(func.min(after_lease(falls_due, owned)))
                         .select_from(owned.outerjoin(runs, runs.c.run_id == owned.c.owner))
                         .where(or_(owned.c.owner.is_(None), owned.c.owner != self.run_id))
                     )
