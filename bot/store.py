@@ -241,7 +241,7 @@ def database_url(database: str) -> URL:
     if family in ("postgresql", "postgres"):
         try:
             url = make_url("postgresql" + database[len(match.group(1)) :])
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number (its text may be a password)
             raise StoreError(
                 f"RAYBOT_DATABASE is a {scheme}:// URL that cannot be read: "
                 "use postgresql://user[:password]@host[:port]/database"
@@ -452,8 +452,12 @@ class Store:
 
         try:
             async with self._connect() as conn:
+                # One transaction for the whole upgrade, begun before Alembic reads the schema's revision:
+                # BEGIN IMMEDIATE takes SQLite's write lock, the advisory lock PostgreSQL's. Stores starting
+                # together (replicas, processes, or stores of one process: Alembic's context is global) then
+                # migrate one after the other: the first migrates, the others wait here and find nothing to do.
+                await conn.begin()
                 if self._postgres:
-                    # Replicas starting together: the first migrates, the others wait here, then find nothing to do.
                     await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 try:
                     await conn.run_sync(upgrade)
@@ -577,7 +581,9 @@ class Store:
             async with self._engine.connect() as conn:
                 yield conn
         except (OperationalError, InterfaceError, OSError, TimeoutError) as error:
-            raise StoreUnavailable(f"cannot reach {self.description}: {_reason(error)}") from None
+            if not _bad_statement(error):
+                raise StoreUnavailable(f"cannot reach {self.description}: {_reason(error)}") from None
+            raise StoreError(f"database error on {self.description}: {_reason(error)}") from None
         except SQLAlchemyError as error:
             raise StoreError(f"database error on {self.description}: {_reason(error)}") from None
 
@@ -853,16 +859,18 @@ class Store:
         """When background work is due next: a look, an expiry, a revert, or another run's work falling to us.
 
         Work another run is doing (as due_changes and due_reverts see it) is due when that run goes silent,
-        or at once when it ended or is not known at all.
+        or at once when it ended or is not known at all. Work another run has claimed (`claim_due`) is due
+        when its lease runs out: until then claim_due would not hand it to this run anyway.
         """
+        lease_cols = (changes.c.lease_run, changes.c.lease_until)
         owned = union_all(
-            select(changes.c.run_id.label("owner"), changes.c.updated_at).where(
+            select(changes.c.run_id.label("owner"), changes.c.updated_at, *lease_cols).where(
                 or_(
                     changes.c.state.in_(_IN_FLIGHT),
                     and_(changes.c.state == "awaiting_approval", changes.c.root_ts.is_(None)),
                 )
             ),
-            select(changes.c.revert_run_id.label("owner"), changes.c.updated_at).where(
+            select(changes.c.revert_run_id.label("owner"), changes.c.updated_at, *lease_cols).where(
                 changes.c.revert_state == "running"
             ),
         ).subquery("w")
@@ -871,11 +879,17 @@ class Store:
             (runs.c.stopped_at.is_not(None), runs.c.stopped_at),
             else_=runs.c.heartbeat_at + self.lock_ttl,
         )
+
+        def after_lease(due: Any, table: Any) -> Any:
+            # Leased by another run: not ours before the lease runs out (a NULL lease_run is no lease).
+            leased = and_(table.c.lease_run != self.run_id, table.c.lease_until > due)
+            return case((leased, table.c.lease_until), else_=due)
+
         async with self._begin() as conn:
             times = [
                 (
                     await conn.execute(
-                        select(func.min(changes.c.next_at)).where(
+                        select(func.min(after_lease(changes.c.next_at, changes))).where(
                             changes.c.next_at.is_not(None),
                             changes.c.state.in_(_TIMED_STATES),
                             or_(changes.c.state != "awaiting_approval", changes.c.root_ts.is_not(None)),
@@ -884,12 +898,14 @@ class Store:
                 ).scalar(),
                 (
                     await conn.execute(
-                        select(func.min(changes.c.revert_at)).where(changes.c.revert_state == "scheduled")
+                        select(func.min(after_lease(changes.c.revert_at, changes))).where(
+                            changes.c.revert_state == "scheduled"
+                        )
                     )
                 ).scalar(),
                 (
                     await conn.execute(
-                        select(func.min(falls_due))
+                        select(func.min(after_lease(falls_due, owned)))
                         .select_from(owned.outerjoin(runs, runs.c.run_id == owned.c.owner))
                         .where(or_(owned.c.owner.is_(None), owned.c.owner != self.run_id))
                     )
@@ -1109,6 +1125,13 @@ async def inspect_store(database: str) -> SchemaStatus:
     finally:
         await engine.dispose()
     return SchemaStatus(describe_database(url), current, _head_revision())
+
+
+def _bad_statement(error: BaseException) -> bool:
+    """SQLite raises OperationalError for a statement it cannot run too (a syntax error, no such table or
+    column: SQLITE_ERROR), not only for a file it cannot use (busy, cannot open, I/O): that is no outage."""
+    code = getattr(getattr(error, "orig", None), "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == 1  # SQLITE_ERROR, or one of its extended codes
 
 
 def _reason(error: BaseException) -> str:

@@ -82,6 +82,8 @@ def zygote_main() -> None:
         if not os.path.realpath(package.__file__).startswith(str(REPO) + os.sep):
             raise RuntimeError(f"raybot imported from {package.__file__}, not from {REPO}")
         for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if module.name.startswith("bot.migrations."):
+                continue  # Alembic's scripts, loaded by Alembic from their files: env.py runs only inside Alembic
             importlib.import_module(module.name)
 
     # Bolt's App() calls inspect.stack(), whose first call maps every loaded module to its file: do it once here.
