@@ -883,7 +883,8 @@ class SqliteStore:
             lambda conn: conn.execute(
                 f"""SELECT * FROM changes
                     WHERE (next_at IS NOT NULL AND next_at <= ?
-                           AND state IN ('unknown', 'applied', 'awaiting_approval'))
+                           AND (state IN ('unknown', 'applied')
+                                OR (state = 'awaiting_approval' AND root_ts IS NOT NULL)))
                        OR (state IN ('applying', 'sending') AND (run_id IS NULL OR run_id NOT IN ({_LIVE})))
                        OR (state = 'awaiting_approval' AND root_ts IS NULL
                            AND (run_id IS NULL OR run_id NOT IN ({_LIVE})))
