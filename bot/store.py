@@ -534,7 +534,9 @@ def migrate(conn: sqlite3.Connection, now: float, migrations: Sequence[Sequence[
 # The runs open in this process: a new run on this host ends only runs that are not among them.
 _LIVE_RUNS: set[str] = set()
 
-_LIVE = "SELECT run_id FROM runs WHERE stopped_at IS NULL AND heartbeat_at > ?"
+# Runs known alive: a silent one (no heartbeat for the lock TTL) is taken for dead by the others. A run never
+# takes itself for dead (its own heartbeat may be late after a stall): its own work is its own.
+_LIVE = "SELECT run_id FROM runs WHERE (stopped_at IS NULL AND heartbeat_at > ?) OR run_id = ?"
 _FENCE = "EXISTS (SELECT 1 FROM locks WHERE cluster_key = ? AND holder = ? AND expires_at > ?)"
 
 
@@ -889,7 +891,7 @@ class SqliteStore:
                        OR (state = 'awaiting_approval' AND root_ts IS NULL
                            AND (run_id IS NULL OR run_id NOT IN ({_LIVE})))
                     ORDER BY id""",
-                (now, live, live),
+                (now, live, self.run_id, live, self.run_id),
             ).fetchall()
         )
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
@@ -903,7 +905,7 @@ class SqliteStore:
                     WHERE (revert_state = 'scheduled' AND revert_at <= ?)
                        OR (revert_state = 'running' AND (revert_run_id IS NULL OR revert_run_id NOT IN ({_LIVE})))
                     ORDER BY revert_at, id""",
-                (now, live),
+                (now, live, self.run_id),
             ).fetchall()
         )
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
@@ -915,7 +917,8 @@ class SqliteStore:
             times = [
                 conn.execute(
                     """SELECT MIN(next_at) FROM changes
-                       WHERE next_at IS NOT NULL AND state IN ('unknown', 'applied', 'awaiting_approval')"""
+                       WHERE next_at IS NOT NULL AND (state IN ('unknown', 'applied')
+                             OR (state = 'awaiting_approval' AND root_ts IS NOT NULL))"""
                 ).fetchone()[0],
                 conn.execute("SELECT MIN(revert_at) FROM changes WHERE revert_state = 'scheduled'").fetchone()[0],
                 # Work another run is doing (as due_changes and due_reverts see it): due when that run goes
