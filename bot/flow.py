@@ -282,6 +282,7 @@ async def request_approval(ctx: CommandContext, new: NewChange, prepared: Prepar
         await services.store.move(record.id, "void", from_="awaiting_approval", error_message="request not posted")
         raise
     await services.store.set_thread(record.id, root_ts=thread.root_ts, thread_ts=thread.thread_ts)
+    services.wake_scheduler()  # its expiry is due from now on
     log.info("approval requested", extra={"cluster": new.alias, "user": new.user_id, "change_id": record.id})
 
 
