@@ -199,6 +199,9 @@ class _RaybotHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler configure_logging installed, so calling it again replaces it."""
 
 
+QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "alembic", "psycopg")
+
+
 def configure_logging(
     fmt: LogFormat | None = None, level: str | int = "INFO", stream: IO[str] | None = None
 ) -> logging.Handler:
@@ -223,4 +226,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # The database drivers log every statement and cursor step at DEBUG: raybot's own DEBUG lines would drown
+    # (and a log pipe nobody drains fills up). Their warnings and errors still come through.
+    for noisy in QUIET_LIBRARIES:
+        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
     return handler
