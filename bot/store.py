@@ -828,7 +828,13 @@ class Store:
         file lock on SQLite); a lease runs out after `lease` seconds, so a dead run's work is taken over.
         """
         change_due, revert_due = self._change_due(now), self._revert_due(now)
-        free = or_(changes.c.lease_until.is_(None), changes.c.lease_until <= now, changes.c.lease_run == self.run_id)
+        # A lease is free when it ran out, or when the run holding it is gone (stopped, or silent a lock TTL).
+        free = or_(
+            changes.c.lease_until.is_(None),
+            changes.c.lease_until <= now,
+            changes.c.lease_run == self.run_id,
+            changes.c.lease_run.not_in(self._live_runs(now)),
+        )
         wanted = (
             select(
                 changes.c.id,
@@ -880,9 +886,15 @@ class Store:
             else_=runs.c.heartbeat_at + self.lock_ttl,
         )
 
+        time_now = self._clock()
+
         def after_lease(due: Any, table: Any) -> Any:
             # Leased by another run: not ours before the lease runs out (a NULL lease_run is no lease).
-            leased = and_(table.c.lease_run != self.run_id, table.c.lease_until > due)
+            leased = and_(
+                table.c.lease_run != self.run_id,
+                table.c.lease_until > due,
+                table.c.lease_run.in_(self._live_runs(time_now)),
+            )
             return case((leased, table.c.lease_until), else_=due)
 
         async with self._begin() as conn:
