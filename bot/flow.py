@@ -16,6 +16,7 @@ store before anything is read; a button on a change acts on the change's row by 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +42,8 @@ from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange
 
 log = logging.getLogger("raybot.flow")
 
+# How often a change waiting for an earlier one to be decided looks again.
+UNRESOLVED_RECHECK_SECONDS = 0.5
 # What a start or stop needs the cluster to be in.
 NEEDED_STATE = {"start": "Stopped", "stop": "Running"}
 LIFECYCLE = frozenset(NEEDED_STATE)
@@ -237,19 +240,40 @@ def _outcome(record: ChangeRecord) -> Outcome:
 async def hold(services: Services, target: ClusterTarget, user_id: str, summary: str) -> AsyncIterator[Fence]:
     """The cluster's lock, waited for a few seconds; ClusterBusy says who holds it when that is not enough.
 
+    The cluster is not free while an earlier change to it may still land — its call in flight in a process
+    that died, or its outcome unknown — until the reconciler has decided it: a change sent meanwhile could be
+    overwritten by the late call, and would make the earlier one look as if it had not taken effect. So the
+    lock is taken, and given back to wait, until no such change is left.
+
     The store's heartbeat renews it while it is held; writes fenced by it stop if it was lost anyway.
     """
-    try:
-        fence = await services.store.acquire_lock(
-            cluster_key(target), user_id=user_id, summary=summary, wait=services.lock_wait_seconds
-        )
-    except LockBusy as busy:
-        holder = busy.holder
-        raise ClusterBusy(target.alias, holder.user_id, holder.summary, holder.acquired_at) from None
+    store = services.store
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + services.lock_wait_seconds
+    while True:
+        try:
+            fence = await store.acquire_lock(
+                cluster_key(target), user_id=user_id, summary=summary, wait=max(0.0, deadline - loop.time())
+            )
+        except LockBusy as busy:
+            holder = busy.holder
+            raise ClusterBusy(target.alias, holder.user_id, holder.summary, holder.acquired_at) from None
+        try:
+            pending = await store.unresolved(target.workspace, target.cluster_id, target.region)
+        except BaseException:
+            await store.release_lock(fence)
+            raise
+        if pending is None:
+            break
+        await store.release_lock(fence)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise ClusterBusy(target.alias, pending.user_id, pending.summary, pending.created_at)
+        await asyncio.sleep(min(left, UNRESOLVED_RECHECK_SECONDS))
     try:
         yield fence
     finally:
-        await services.store.release_lock(fence)
+        await store.release_lock(fence)
 
 
 async def request_approval(ctx: CommandContext, new: NewChange, prepared: Prepared, decision: Decision) -> None:

@@ -73,6 +73,8 @@ _MASKED_COLUMNS = frozenset({"spec_before", "body"})
 # What a background step may be waiting for, by state (see due_changes).
 _TIMED_STATES = ("unknown", "applied", "awaiting_approval")
 _IN_FLIGHT = ("applying", "sending")
+# A change whose cloud call may still land: no other change to its cluster is sent until it is decided.
+_MAY_LAND = ("sending", "unknown")
 
 
 class StoreError(Exception):
@@ -725,6 +727,23 @@ class Store:
             .limit(limit)
         )
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
+
+    async def unresolved(self, workspace: str, cluster_id: str, region: str) -> ChangeRecord | None:
+        """The oldest change of a cluster whose cloud call may still land: sent or being sent ("sending") and not
+        yet known to have taken effect or not ("unknown"). None when there is none."""
+        return _record(
+            await self._one(
+                select(changes)
+                .where(
+                    changes.c.workspace == workspace,
+                    changes.c.cluster_id == cluster_id,
+                    changes.c.region == region,
+                    changes.c.state.in_(_MAY_LAND),
+                )
+                .order_by(changes.c.id)
+                .limit(1)
+            )
+        )
 
     # --- background work ----------------------------------------------------------------------------
 
