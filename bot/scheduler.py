@@ -52,7 +52,8 @@ from bot.store import ChangeRecord, NewChange, StoreError
 
 log = logging.getLogger("raybot.scheduler")
 
-# Even with nothing due, look again this often: another replica may have scheduled something.
+# Even with nothing due, look again this often (and at least once a lock TTL): another replica may have
+# scheduled something, or died.
 IDLE_POLL_SECONDS = 60.0
 # After a dead cloud call's deadline, how long the service may still apply what it received.
 CHECK_GRACE_SECONDS = 5.0
@@ -75,7 +76,10 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
         except StoreError as error:
             log.warning("cannot read what is due next: %s", error)
             due, failures = None, failures + 1
-        delay = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - services.clock()))
+        # Another replica's work may become due at any time (it scheduled a revert, or it died with a change in
+        # flight, whose lock and lease then run out after the lock's TTL): look at least once a TTL.
+        idle = min(IDLE_POLL_SECONDS, services.store.lock_ttl)
+        delay = idle if due is None else min(idle, max(0.0, due - services.clock()))
         if failures:
             delay = max(delay, FAILED_PASS_PAUSE_SECONDS)
         services.metrics.scheduler_pass(failures)

@@ -787,10 +787,17 @@ class Store:
         """Take the lease of up to `limit` due changes for this run, oldest first, saying what is due in each.
 
         A change leased by another live run is skipped (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the
-        file lock on SQLite); a lease runs out after `lease` seconds, so a dead run's work is taken over.
+        file lock on SQLite); a lease runs out after `lease` seconds, or when its run is gone (it stopped, or
+        its heartbeat is older than the lock TTL), so a dead run's work is taken over.
         """
         change_due, revert_due = self._change_due(now), self._revert_due(now)
-        free = or_(changes.c.lease_until.is_(None), changes.c.lease_until <= now, changes.c.lease_run == self.run_id)
+        # A lease is free when it ran out, and as soon as its run is gone (like the run's locks).
+        free = or_(
+            changes.c.lease_until.is_(None),
+            changes.c.lease_until <= now,
+            changes.c.lease_run == self.run_id,
+            changes.c.lease_run.not_in(self._live_runs(now)),
+        )
         wanted = (
             select(
                 changes.c.id,
