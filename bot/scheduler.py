@@ -61,6 +61,8 @@ CHECK_GRACE_SECONDS = 5.0
 CHECK_INTERVAL_SECONDS = 2.0
 # The least pause between passes after a pass that failed: a broken store or bug never spins the loop.
 FAILED_PASS_PAUSE_SECONDS = 1.0
+# The least pause when what is due is being handled by another replica (leased to it): look again this soon.
+LEASED_ELSEWHERE_PAUSE_SECONDS = 1.0
 REVERT_MAX_ATTEMPTS = 8  # then the automatic revert gives up, and says so
 BUSY_RETRY_SECONDS = 15.0
 # How long a replica holds a due change it is working on before another may take it over.
@@ -70,7 +72,7 @@ LEASE_SECONDS = 60.0  # a revert that finds the cluster locked by a person's cha
 async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
     """Reconcile until `stop`: each pass handles what is due, then sleeps until the next thing is."""
     while not stop.is_set():
-        failures = await reconcile(services)
+        failures, taken = await reconcile(services)
         try:
             due = await services.store.next_due_at()
         except StoreError as error:
@@ -82,6 +84,9 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
         delay = idle if due is None else min(idle, max(0.0, due - services.clock()))
         if failures:
             delay = max(delay, FAILED_PASS_PAUSE_SECONDS)
+        elif not taken and delay <= 0:
+            # Due now, yet nothing could be taken: another replica holds its lease and is working on it.
+            delay = LEASED_ELSEWHERE_PAUSE_SECONDS
         services.metrics.scheduler_pass(failures)
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(services.scheduler_woken())]
         try:
@@ -93,15 +98,16 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
                     await waiting
 
 
-async def reconcile(services: Services) -> int:
-    """One pass over everything due now, leased to this run; returns how many items failed (each deferred)."""
+async def reconcile(services: Services) -> tuple[int, int]:
+    """One pass over everything due now, leased to this run; returns how many items failed (each deferred) and
+    how many were taken."""
     failures = 0
     now = services.clock()
     try:
         due = await services.store.claim_due(now, lease=LEASE_SECONDS)
     except StoreError as error:
         log.warning("cannot read due work: %s", error)
-        return 1
+        return 1, 0
     for record, change_is_due, revert_is_due in due:
         if change_is_due:
             try:
@@ -118,7 +124,7 @@ async def reconcile(services: Services) -> int:
                 log.error("the automatic revert of change #%s failed: %s", record.id, _why(error))
                 with contextlib.suppress(Exception):
                     await revert_failed(services, record, _why(error))
-    return failures
+    return failures, len(due)
 
 
 def _why(error: BaseException) -> str:
