@@ -112,10 +112,11 @@ async def serve(
     """Run `handler` for one request (a command, a button click); every failure ends in a message to the requester.
 
     Returns the outcome ("ok", "denied", "invalid", "failed", "error"). While raybot drains for a stop, new
-    requests are turned away with a message rather than started.
+    requests are turned away with a message rather than started — except one the HTTP endpoint let in before
+    the stop began: Slack was told 200 for it, so it is handled (the drain waits for it).
     """
     replies = Replies(services.slack, invocation)
-    if services.work.draining:
+    if services.work.draining and not services.work.admitted:
         await replies.ephemeral(DRAINING_TEXT)
         return "failed"
     async with services.work.track():

@@ -170,7 +170,8 @@ def http_app(app: AsyncApp | None, services: Services) -> web.Application:
             # Slack retries events elsewhere; a slash command shows its own error and can be run again.
             return web.json_response({"error": "raybot is stopping"}, status=503)
         assert app is not None
-        bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        async with services.work.admit():
+            bolt_response = await app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
     async def healthz(_: web.Request) -> web.Response:
