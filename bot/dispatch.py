@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.emr.changes import ChangeError
 from bot.emr.errors import EmrError
-from bot.errors import ActionRefused, ClusterBusy, Denied, UnknownCluster
+from bot.errors import ActionRefused, ClusterBusy, Denied, OutcomeNotRecorded, UnknownCluster
 from bot.grammar import UsageError
 from bot.permissions import Subject
 from bot.services import Services
@@ -63,6 +63,9 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(error, StoreUnavailable):
         log.warning("request refused: %s", error)
         return blocks.refused(STORE_DOWN_TEXT)
+    if isinstance(error, OutcomeNotRecorded):
+        # Something was sent: never "nothing was sent". The reconciler reads the cluster and answers the thread.
+        return blocks.outcome_checking(error.alias, error.change_id, error.summary, "its database is not answering")
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error, reference %s", reference, exc_info=error)
     return blocks.internal_error(reference)
@@ -101,7 +104,7 @@ def outcome_of(error: BaseException | None) -> str:
         return "denied"
     if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused):
         return "invalid"
-    if isinstance(error, EmrError | SlackApiError | ClusterBusy | StoreUnavailable):
+    if isinstance(error, EmrError | SlackApiError | ClusterBusy | StoreUnavailable | OutcomeNotRecorded):
         return "failed"
     return "error"
 

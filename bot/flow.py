@@ -22,26 +22,32 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from slack_sdk.errors import SlackApiError
 
+from bot.change_state import TOOK_EFFECT
 from bot.config import ClusterTarget
 from bot.dispatch import CommandContext
 from bot.emr.changes import DiffEntry, Plan
 from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
-from bot.errors import ActionRefused, ClusterBusy, Denied
+from bot.errors import ActionRefused, ClusterBusy, Denied, OutcomeNotRecorded
 from bot.follow import Wanted, wanted_after_start, wanted_after_stop, wanted_after_update
 from bot.permissions import Decision, Subject, check_change, check_lifecycle
 from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Replies, StatusThread
-from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange
+from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange, StoreUnavailable
 
 log = logging.getLogger("raybot.flow")
 
+T = TypeVar("T")
+
+# How long the outcome of a cloud call is retried when the database does not answer (a failover, cut
+# connections) before it is left to the reconciler (bot.store.STALE_SENDING_SECONDS).
+RECORD_RETRY_SECONDS = 10.0
 # How often a change waiting for an earlier one to be decided looks again.
 UNRESOLVED_RECHECK_SECONDS = 0.5
 # What a start or stop needs the cluster to be in.
@@ -377,14 +383,8 @@ async def send(
         except EmrError as error:
             if error.maybe_applied:
                 return await became_unknown(services, sending, thread, replies, error.code, error)
-            failed = await store.move(
-                record.id,
-                "failed",
-                from_="sending",
-                request_id=error.request_id,
-                error_code=error.code,
-                error_message=error.message,
-            )
+            refused = {"request_id": error.request_id, "error_code": error.code, "error_message": error.message}
+            failed = await recorded(record, lambda: store.move(record.id, "failed", from_="sending", **refused))
             log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
             await tell(thread, replies, blocks.change_failed(record.alias, error.code, error.message, error.request_id))
             await set_root(thread, record, "failed")
@@ -396,9 +396,15 @@ async def send(
             )
             services.wake_scheduler()
             raise
-    applied = await took_effect(services, sending, from_="sending", request_id=response.request_id)
+    applied = await recorded(
+        record, lambda: took_effect(services, sending, from_="sending", request_id=response.request_id)
+    )
     if applied is None:
-        return await store.get_change(record.id) or sending
+        current = await store.get_change(record.id)
+        ours = response.request_id is not None and current is not None and current.request_id == response.request_id
+        if not ours or current is None or current.state not in TOOK_EFFECT:
+            return current or sending  # the reconciler decided it, and told the thread
+        applied = current  # an earlier try was written, though its connection was cut before the answer
     log.info("change applied", extra=fields | {"request_id": response.request_id})
     await tell(
         thread,
@@ -448,15 +454,18 @@ async def became_unknown(
     error: EmrError | None = None,
 ) -> ChangeRecord:
     """The change may have been applied: record "unknown", say so, and have the reconciler check at once."""
-    unknown = await services.store.move(
-        record.id,
-        "unknown",
-        from_="sending",
-        next_at=services.clock(),
-        attempts=0,
-        request_id=error.request_id if error else None,
-        error_code=error.code if error else None,
-        error_message=error.message if error else reason,
+    unknown = await recorded(
+        record,
+        lambda: services.store.move(
+            record.id,
+            "unknown",
+            from_="sending",
+            next_at=services.clock(),
+            attempts=0,
+            request_id=error.request_id if error else None,
+            error_code=error.code if error else None,
+            error_message=error.message if error else reason,
+        ),
     )
     if unknown is None:
         return await services.store.get_change(record.id) or record
@@ -466,6 +475,25 @@ async def became_unknown(
         await set_root(thread, record, "unknown")
     services.wake_scheduler()
     return unknown
+
+
+async def recorded(record: ChangeRecord, write: Callable[[], Awaitable[T]]) -> T:
+    """Write what became of a change whose cloud call has ended: raybot knows the truth now and the database
+    may be back in a moment, so a write it refuses is tried again for up to RECORD_RETRY_SECONDS. Then
+    OutcomeNotRecorded: the change stays "sending", and the reconciler reads the cluster and tells its thread."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECORD_RETRY_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return await write()
+        except StoreUnavailable as error:
+            if loop.time() + pause > deadline:
+                log.error("the outcome of change #%s could not be recorded: %s", record.id, error)
+                raise OutcomeNotRecorded(record.alias, record.id, record.summary) from None
+            log.warning("recording the outcome of change #%s again: %s", record.id, error)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def _diff_entries(record: ChangeRecord) -> list[DiffEntry]:

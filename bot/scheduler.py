@@ -48,7 +48,7 @@ from bot.flow import (
 from bot.follow import Progress, Wanted, next_step, progress
 from bot.services import Services
 from bot.slack import blocks
-from bot.store import ChangeRecord, NewChange, StoreError
+from bot.store import STALE_SENDING_SECONDS, ChangeRecord, NewChange, StoreError
 
 log = logging.getLogger("raybot.scheduler")
 
@@ -161,9 +161,16 @@ async def reconcile_change(services: Services, record: ChangeRecord) -> None:
             )
             await set_root(thread, record, "cancelled")
     elif state == "sending":
-        await became_unknown(
-            services, record, thread_of(services, record), None, "raybot stopped while the cloud call was in flight"
+        deadline = record.call_deadline_at
+        stale = deadline is not None and deadline <= services.clock() - STALE_SENDING_SECONDS
+        # Its process died during the call, or (still "sending" long after the call's deadline) it could not
+        # record what the cloud answered.
+        reason = (
+            "raybot could not record what the cloud answered"
+            if stale
+            else "raybot stopped while the cloud call was in flight"
         )
+        await became_unknown(services, record, thread_of(services, record), None, reason)
     elif state == "awaiting_approval":
         if record.root_ts is None:
             await services.store.move(

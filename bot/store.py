@@ -73,6 +73,9 @@ _MASKED_COLUMNS = frozenset({"spec_before", "body"})
 # What a background step may be waiting for, by state (see due_changes).
 _TIMED_STATES = ("unknown", "applied", "awaiting_approval")
 _IN_FLIGHT = ("applying", "sending")
+# A change still "sending" this long after its call's deadline lost its outcome (the database refused it even to
+# a live process, bot.flow.recorded): the reconciler takes it over whoever's run it is.
+STALE_SENDING_SECONDS = 60.0
 # A change whose cloud call may still land: no other change to its cluster is sent until it is decided.
 _MAY_LAND = ("sending", "unknown")
 
@@ -757,6 +760,7 @@ class Store:
             and_(changes.c.next_at.is_not(None), changes.c.next_at <= now, changes.c.state.in_(_TIMED_STATES)),
             and_(changes.c.state.in_(_IN_FLIGHT), orphaned),
             and_(changes.c.state == "awaiting_approval", changes.c.root_ts.is_(None), orphaned),
+            and_(changes.c.state == "sending", changes.c.call_deadline_at <= now - STALE_SENDING_SECONDS),
         )
 
     def _revert_due(self, now: float) -> Any:
@@ -842,6 +846,13 @@ class Store:
                 ).scalar(),
                 (
                     await conn.execute(
+                        select(func.min(changes.c.call_deadline_at + STALE_SENDING_SECONDS)).where(
+                            changes.c.state == "sending"
+                        )
+                    )
+                ).scalar(),
+                (
+                    await conn.execute(
                         select(func.min(runs.c.heartbeat_at))
                         .select_from(
                             runs.join(
@@ -857,8 +868,8 @@ class Store:
                     )
                 ).scalar(),
             ]
-        if times[2] is not None:
-            times[2] += self.lock_ttl
+        if times[3] is not None:
+            times[3] += self.lock_ttl
         present = [t for t in times if t is not None]
         return min(present) if present else None
 
