@@ -39,7 +39,7 @@ from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Replies, StatusThread
-from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange, StoreUnavailable
+from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange, StoreError, StoreUnavailable
 
 log = logging.getLogger("raybot.flow")
 
@@ -279,7 +279,11 @@ async def hold(services: Services, target: ClusterTarget, user_id: str, summary:
     try:
         yield fence
     finally:
-        await store.release_lock(fence)
+        try:
+            await store.release_lock(fence)
+        except StoreError as error:
+            # What the body did is told already; the lock is no longer renewed and runs out after its TTL.
+            log.warning("could not release the lock of %s: %s", target.alias, error)
 
 
 async def request_approval(ctx: CommandContext, new: NewChange, prepared: Prepared, decision: Decision) -> None:

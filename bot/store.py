@@ -398,6 +398,7 @@ class Store:
         self._closed = False
         self._heartbeat_task: asyncio.Task | None = None
         self._held: dict[str, str] = {}  # cluster_key -> token this instance holds
+        self._unreleased: set[Fence] = set()  # locks let go whose release the database refused
         self._released: dict[str, asyncio.Event] = {}  # cluster_key -> set at the next release here
 
     async def __aenter__(self) -> Store:
@@ -515,18 +516,35 @@ class Store:
                 log.warning("heartbeat failed: %s", error)
 
     async def heartbeat(self) -> int:
-        """Tell the others this run is alive and renew every lock it holds; returns how many were renewed."""
+        """Tell the others this run is alive and renew every lock it holds now; returns how many were renewed.
+
+        Only the locks still held here are renewed: one whose release the database refused (it was away) is
+        deleted now, or runs out after its TTL — never kept alive by a run that let it go.
+        """
         now = self._clock()
+        unreleased = list(self._unreleased)
+        held = list(self._held.values())
         async with self._begin() as conn:
             alive = await conn.execute(
                 update(runs).where(runs.c.run_id == self.run_id, runs.c.stopped_at.is_(None)).values(heartbeat_at=now)
             )
             if not alive.rowcount:
                 return 0
-            renewed = await conn.execute(
-                update(locks).where(locks.c.run_id == self.run_id).values(expires_at=now + self.lock_ttl)
-            )
-            return renewed.rowcount
+            for fence in unreleased:
+                await conn.execute(
+                    delete(locks).where(locks.c.cluster_key == fence.cluster_key, locks.c.holder == fence.token)
+                )
+            renewed = 0
+            if held:
+                renewed = (
+                    await conn.execute(
+                        update(locks)
+                        .where(locks.c.run_id == self.run_id, locks.c.holder.in_(held))
+                        .values(expires_at=now + self.lock_ttl)
+                    )
+                ).rowcount
+        self._unreleased.difference_update(unreleased)
+        return renewed
 
     async def ping(self) -> None:
         """One round trip to the database; StoreError when it cannot be reached."""
@@ -964,6 +982,9 @@ class Store:
         try:
             async with self._begin() as conn:
                 await conn.execute(delete(locks).where(locks.c.cluster_key == cluster_key, locks.c.holder == token))
+        except StoreError:
+            self._unreleased.add(fence)  # released by the heartbeat once the database answers again
+            raise
         finally:
             if self._held.get(cluster_key) == token:
                 del self._held[cluster_key]
