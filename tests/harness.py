@@ -70,13 +70,14 @@ class RaybotProcess:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for_output(self, text: str, timeout: float = 10.0, *, count: int = 1) -> str:
-        """Block until `count` lines of output contain `text`; return the last of them. TimeoutError after
-        `timeout` s or when the process ended first. From async code: `await asyncio.to_thread(...)`."""
+    def wait_for_output(self, text: str | tuple[str, ...], timeout: float = 10.0, *, count: int = 1) -> str:
+        """Block until `count` lines of output contain `text` (or one of several); return the count-th of them.
+        TimeoutError after `timeout` s or when the process ended first. From async code: `asyncio.to_thread`."""
+        texts = (text,) if isinstance(text, str) else text
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                found = [line for line in self.output if text in line]
+                found = [line for line in self.output if any(t in line for t in texts)]
                 if len(found) >= count:
                     return found[count - 1]
                 left = deadline - time.monotonic()
