@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.emr.changes import ChangeError
 from bot.emr.errors import EmrError
-from bot.errors import ActionRefused, ClusterBusy, Denied, MalformedPayload, UnknownCluster
+from bot.errors import ActionRefused, ClusterBusy, Denied, MalformedPayload, OutcomeNotRecorded, UnknownCluster
 from bot.grammar import UsageError
 from bot.permissions import Subject
 from bot.services import Services
@@ -72,6 +72,9 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(error, StoreUnavailable):
         log.warning("request refused: %s", error)
         return blocks.refused(STORE_DOWN_TEXT)
+    if isinstance(error, OutcomeNotRecorded):
+        # Something was sent: never "nothing was sent". The reconciler reads the cluster and answers the thread.
+        return blocks.outcome_checking(error.alias, error.change_id, error.summary, "its database is not answering")
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error, reference %s", reference, exc_info=error)
     return blocks.internal_error(reference)
@@ -109,7 +112,9 @@ def outcome_of(error: BaseException | None) -> str:
         return "denied"
     if isinstance(error, UsageError | UnknownCluster | ChangeError | ActionRefused | MalformedPayload):
         return "invalid"
-    if isinstance(error, EmrError | SlackApiError | ClusterBusy | ResponseUrlError | StoreUnavailable):
+    if isinstance(
+        error, EmrError | SlackApiError | ClusterBusy | ResponseUrlError | StoreUnavailable | OutcomeNotRecorded
+    ):
         return "failed"
     return "error"
 
@@ -125,10 +130,11 @@ async def serve(
 
     Returns the outcome ("ok", "denied", "invalid", "failed", "error"), counted for `command` when named —
     before the person is told, so whoever reads /metrics after the answer finds it counted. While raybot
-    drains for a stop, new requests are turned away with a message rather than started.
+    drains for a stop, new requests are turned away with a message rather than started — except one the HTTP
+    endpoint let in before the stop began: Slack was told 200 for it, so it is handled (the drain waits for it).
     """
     replies = Replies(services.slack, invocation)
-    if services.work.draining:
+    if services.work.draining and not services.work.admitted:
         _count(services, command, "failed")
         await replies.ephemeral(DRAINING_TEXT)
         return "failed"

@@ -60,3 +60,17 @@ class MalformedPayload(Exception):
         self.problem = problem
         self.shown = shown
         super().__init__(f"{what}: {field} {problem}" + (f" ({shown})" if shown is not None else ""))
+
+
+class OutcomeNotRecorded(Exception):
+    """The cloud answered a change, and its outcome could not be written: the database did not answer.
+
+    The change stays "sending"; the reconciler finds it once its call's deadline is well past, reads the
+    cluster and tells the change's thread.
+    """
+
+    def __init__(self, alias: str, change_id: int, summary: str) -> None:
+        self.alias = alias
+        self.change_id = change_id
+        self.summary = summary
+        super().__init__(f"the outcome of change #{change_id} to {alias} could not be recorded")

@@ -16,31 +16,40 @@ store before anything is read; a button on a change acts on the change's row by 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from slack_sdk.errors import SlackApiError
 
+from bot.change_state import TOOK_EFFECT
 from bot.config import ClusterTarget
 from bot.dispatch import CommandContext
 from bot.emr.changes import DiffEntry, Plan
 from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
-from bot.errors import ActionRefused, ClusterBusy, Denied
+from bot.errors import ActionRefused, ClusterBusy, Denied, OutcomeNotRecorded
 from bot.follow import Wanted, wanted_after_start, wanted_after_stop, wanted_after_update
 from bot.permissions import Decision, Subject, check_change, check_lifecycle
 from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Replies, StatusThread
-from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange
+from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange, StoreError, StoreUnavailable
 
 log = logging.getLogger("raybot.flow")
 
+T = TypeVar("T")
+
+# How long the outcome of a cloud call is retried when the database does not answer (a failover, cut
+# connections) before it is left to the reconciler (bot.store.STALE_SENDING_SECONDS).
+RECORD_RETRY_SECONDS = 10.0
+# How often a change waiting for an earlier one to be decided looks again.
+UNRESOLVED_RECHECK_SECONDS = 0.5
 # What a start or stop needs the cluster to be in.
 NEEDED_STATE = {"start": "Stopped", "stop": "Running"}
 LIFECYCLE = frozenset(NEEDED_STATE)
@@ -244,19 +253,44 @@ def _outcome(record: ChangeRecord) -> Outcome:
 async def hold(services: Services, target: ClusterTarget, user_id: str, summary: str) -> AsyncIterator[Fence]:
     """The cluster's lock, waited for a few seconds; ClusterBusy says who holds it when that is not enough.
 
+    The cluster is not free while an earlier change to it may still land — its call in flight in a process
+    that died, or its outcome unknown — until the reconciler has decided it: a change sent meanwhile could be
+    overwritten by the late call, and would make the earlier one look as if it had not taken effect. So the
+    lock is taken, and given back to wait, until no such change is left.
+
     The store's heartbeat renews it while it is held; writes fenced by it stop if it was lost anyway.
     """
-    try:
-        fence = await services.store.acquire_lock(
-            cluster_key(target), user_id=user_id, summary=summary, wait=services.lock_wait_seconds
-        )
-    except LockBusy as busy:
-        holder = busy.holder
-        raise ClusterBusy(target.alias, holder.user_id, holder.summary, holder.acquired_at) from None
+    store = services.store
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + services.lock_wait_seconds
+    while True:
+        try:
+            fence = await store.acquire_lock(
+                cluster_key(target), user_id=user_id, summary=summary, wait=max(0.0, deadline - loop.time())
+            )
+        except LockBusy as busy:
+            holder = busy.holder
+            raise ClusterBusy(target.alias, holder.user_id, holder.summary, holder.acquired_at) from None
+        try:
+            pending = await store.unresolved(target.workspace, target.cluster_id, target.region)
+        except BaseException:
+            await store.release_lock(fence)
+            raise
+        if pending is None:
+            break
+        await store.release_lock(fence)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise ClusterBusy(target.alias, pending.user_id, pending.summary, pending.created_at)
+        await asyncio.sleep(min(left, UNRESOLVED_RECHECK_SECONDS))
     try:
         yield fence
     finally:
-        await services.store.release_lock(fence)
+        try:
+            await store.release_lock(fence)
+        except StoreError as error:
+            # What the body did is told already; the lock is no longer renewed and runs out after its TTL.
+            log.warning("could not release the lock of %s: %s", target.alias, error)
 
 
 async def request_approval(ctx: CommandContext, new: NewChange, prepared: Prepared, decision: Decision) -> None:
@@ -374,14 +408,8 @@ async def _call_and_tell(
         except EmrError as error:
             if error.maybe_applied:
                 return await became_unknown(services, sending, thread, replies, error.code, error)
-            failed = await store.move(
-                record.id,
-                "failed",
-                from_="sending",
-                request_id=error.request_id,
-                error_code=error.code,
-                error_message=error.message,
-            )
+            refused = {"request_id": error.request_id, "error_code": error.code, "error_message": error.message}
+            failed = await recorded(record, lambda: store.move(record.id, "failed", from_="sending", **refused))
             log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
             await tell(thread, replies, blocks.change_failed(record.alias, error.code, error.message, error.request_id))
             await set_root(thread, record, "failed")
@@ -415,9 +443,17 @@ async def _call_and_tell(
         ),
     )
     await set_following(thread, record)
-    applied = await took_effect(services, sending, from_="sending", request_id=response.request_id)
+    applied = await recorded(
+        record, lambda: took_effect(services, sending, from_="sending", request_id=response.request_id)
+    )
     services.wake_scheduler()
-    return applied or await store.get_change(record.id) or sending
+    if applied is None:
+        current = await store.get_change(record.id)
+        ours = response.request_id is not None and current is not None and current.request_id == response.request_id
+        if not ours or current is None or current.state not in TOOK_EFFECT:
+            return current or sending  # the reconciler decided it, and told the thread
+        applied = current  # an earlier try was written, though its connection was cut before the answer
+    return applied
 
 
 async def took_effect(
@@ -454,18 +490,40 @@ async def became_unknown(
     if thread is not None:
         await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
         await set_root(thread, record, "unknown")
-    unknown = await services.store.move(
-        record.id,
-        "unknown",
-        from_="sending",
-        next_at=services.clock(),
-        attempts=0,
-        request_id=error.request_id if error else None,
-        error_code=error.code if error else None,
-        error_message=error.message if error else reason,
+    unknown = await recorded(
+        record,
+        lambda: services.store.move(
+            record.id,
+            "unknown",
+            from_="sending",
+            next_at=services.clock(),
+            attempts=0,
+            request_id=error.request_id if error else None,
+            error_code=error.code if error else None,
+            error_message=error.message if error else reason,
+        ),
     )
     services.wake_scheduler()
     return unknown or await services.store.get_change(record.id) or record
+
+
+async def recorded(record: ChangeRecord, write: Callable[[], Awaitable[T]]) -> T:
+    """Write what became of a change whose cloud call has ended: raybot knows the truth now and the database
+    may be back in a moment, so a write it refuses is tried again for up to RECORD_RETRY_SECONDS. Then
+    OutcomeNotRecorded: the change stays "sending", and the reconciler reads the cluster and tells its thread."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECORD_RETRY_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return await write()
+        except StoreUnavailable as error:
+            if loop.time() + pause > deadline:
+                log.error("the outcome of change #%s could not be recorded: %s", record.id, error)
+                raise OutcomeNotRecorded(record.alias, record.id, record.summary) from None
+            log.warning("recording the outcome of change #%s again: %s", record.id, error)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def _diff_entries(record: ChangeRecord) -> list[DiffEntry]:

@@ -48,11 +48,12 @@ from bot.flow import (
 from bot.follow import Progress, Wanted, next_step, progress
 from bot.services import Services
 from bot.slack import blocks
-from bot.store import ChangeRecord, NewChange, StoreError
+from bot.store import STALE_SENDING_SECONDS, ChangeRecord, NewChange, StoreError
 
 log = logging.getLogger("raybot.scheduler")
 
-# Even with nothing due, look again this often: another replica may have scheduled something.
+# Even with nothing due, look again this often (and at least once a lock TTL): another replica may have
+# scheduled something, or died.
 IDLE_POLL_SECONDS = 60.0
 # After a dead cloud call's deadline, how long the service may still apply what it received.
 CHECK_GRACE_SECONDS = 5.0
@@ -60,6 +61,8 @@ CHECK_GRACE_SECONDS = 5.0
 CHECK_INTERVAL_SECONDS = 2.0
 # The least pause between passes after a pass that failed: a broken store or bug never spins the loop.
 FAILED_PASS_PAUSE_SECONDS = 1.0
+# The least pause when what is due is being handled by another replica (leased to it): look again this soon.
+LEASED_ELSEWHERE_PAUSE_SECONDS = 1.0
 REVERT_MAX_ATTEMPTS = 8  # then the automatic revert gives up, and says so
 BUSY_RETRY_SECONDS = 15.0
 # How long a replica holds a due change it is working on before another may take it over.
@@ -69,15 +72,21 @@ LEASE_SECONDS = 60.0  # a revert that finds the cluster locked by a person's cha
 async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
     """Reconcile until `stop`: each pass handles what is due, then sleeps until the next thing is."""
     while not stop.is_set():
-        failures = await reconcile(services)
+        failures, taken = await reconcile(services)
         try:
             due = await services.store.next_due_at()
         except StoreError as error:
             log.warning("cannot read what is due next: %s", error)
             due, failures = None, failures + 1
-        delay = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, max(0.0, due - services.clock()))
+        # Another replica's work may become due at any time (it scheduled a revert, or it died with a change in
+        # flight, whose lock and lease then run out after the lock's TTL): look at least once a TTL.
+        idle = min(IDLE_POLL_SECONDS, services.store.lock_ttl)
+        delay = idle if due is None else min(idle, max(0.0, due - services.clock()))
         if failures:
             delay = max(delay, FAILED_PASS_PAUSE_SECONDS)
+        elif not taken and delay <= 0:
+            # Due now, yet nothing could be taken: another replica holds its lease and is working on it.
+            delay = LEASED_ELSEWHERE_PAUSE_SECONDS
         services.metrics.scheduler_pass(failures)
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(services.scheduler_woken())]
         try:
@@ -89,15 +98,16 @@ async def run_scheduler(services: Services, stop: asyncio.Event) -> None:
                     await waiting
 
 
-async def reconcile(services: Services) -> int:
-    """One pass over everything due now, leased to this run; returns how many items failed (each deferred)."""
+async def reconcile(services: Services) -> tuple[int, int]:
+    """One pass over everything due now, leased to this run; returns how many items failed (each deferred) and
+    how many were taken."""
     failures = 0
     now = services.clock()
     try:
         due = await services.store.claim_due(now, lease=LEASE_SECONDS)
     except StoreError as error:
         log.warning("cannot read due work: %s", error)
-        return 1
+        return 1, 0
     for record, change_is_due, revert_is_due in due:
         if change_is_due:
             try:
@@ -114,7 +124,7 @@ async def reconcile(services: Services) -> int:
                 log.error("the automatic revert of change #%s failed: %s", record.id, _why(error))
                 with contextlib.suppress(Exception):
                     await revert_failed(services, record, _why(error))
-    return failures
+    return failures, len(due)
 
 
 def _why(error: BaseException) -> str:
@@ -158,9 +168,16 @@ async def reconcile_change(services: Services, record: ChangeRecord) -> None:
             unposted = blocks.change_cancelled_unposted(record.user_id, record.alias, record.id, record.summary)
             await _post_quietly(services, record, unposted)
     elif state == "sending":
-        await became_unknown(
-            services, record, thread_of(services, record), None, "raybot stopped while the cloud call was in flight"
+        deadline = record.call_deadline_at
+        stale = deadline is not None and deadline <= services.clock() - STALE_SENDING_SECONDS
+        # Its process died during the call, or (still "sending" long after the call's deadline) it could not
+        # record what the cloud answered.
+        reason = (
+            "raybot could not record what the cloud answered"
+            if stale
+            else "raybot stopped while the cloud call was in flight"
         )
+        await became_unknown(services, record, thread_of(services, record), None, reason)
     elif state == "awaiting_approval":
         if record.root_ts is None:
             await services.store.move(

@@ -213,7 +213,8 @@ def http_app(app: AsyncApp | None, services: Services, signing_secret: str | Non
             query=request.query_string,
             headers={**{k.lower(): v for k, v in headers.items()}, "content-type": payloads.JSON_TYPE},
         )
-        bolt_response = await app.async_dispatch(bolt_request)
+        async with services.work.admit():
+            bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
     async def healthz(_: web.Request) -> web.Response:

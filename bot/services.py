@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from bot.dispatch import CommandRouter
 
 USERGROUP_TTL_SECONDS = 60.0
+
+# Set while an HTTP request that was let in before a stop is handled, and in the tasks it starts (asyncio copies
+# the context into them): Bolt's listener, which runs after the acknowledgement.
+_ADMITTED: contextvars.ContextVar[bool] = contextvars.ContextVar("raybot_admitted", default=False)
 
 
 class WorkTracker:
@@ -50,15 +55,37 @@ class WorkTracker:
             if not self._tasks:
                 self._idle.set()
 
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """An HTTP request let in (not refused as stopping): tracked until it is answered, and what it starts is
+        handled even if the stop begins meanwhile — Slack was told 200, so nobody would send it again."""
+        token = _ADMITTED.set(True)
+        try:
+            async with self.track():
+                yield
+        finally:
+            _ADMITTED.reset(token)
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the current request was let in before the stop began (see `admit`)."""
+        return _ADMITTED.get()
+
     async def drain(self, bound: float) -> int:
         """Stop taking work; wait up to `bound` s for what runs; cancel the rest. Returns how many were cut off.
 
         A change cut off between its two audit writes stays "pending": the next start reports it as unknown.
         """
         self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
         try:
-            await asyncio.wait_for(self._idle.wait(), bound)
-            return 0
+            while True:
+                await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+                # A request answered a moment ago may have started its listener just now: let it register first.
+                await asyncio.sleep(0)
+                if not self._tasks:
+                    return 0
         except TimeoutError:
             cut = list(self._tasks)
             for task in cut:

@@ -73,6 +73,11 @@ _MASKED_COLUMNS = frozenset({"spec_before", "body"})
 # What a background step may be waiting for, by state (see due_changes).
 _TIMED_STATES = ("unknown", "applied", "awaiting_approval")
 _IN_FLIGHT = ("applying", "sending")
+# A change still "sending" this long after its call's deadline lost its outcome (the database refused it even to
+# a live process, bot.flow.recorded): the reconciler takes it over whoever's run it is.
+STALE_SENDING_SECONDS = 60.0
+# A change whose cloud call may still land: no other change to its cluster is sent until it is decided.
+_MAY_LAND = ("sending", "unknown")
 
 
 class StoreError(Exception):
@@ -410,6 +415,7 @@ class Store:
         self._closed = False
         self._heartbeat_task: asyncio.Task | None = None
         self._held: dict[str, str] = {}  # cluster_key -> token this instance holds
+        self._unreleased: set[Fence] = set()  # locks let go whose release the database refused
         self._released: dict[str, asyncio.Event] = {}  # cluster_key -> set at the next release here
 
     async def __aenter__(self) -> Store:
@@ -532,18 +538,35 @@ class Store:
                 log.warning("heartbeat failed: %s", error)
 
     async def heartbeat(self) -> int:
-        """Tell the others this run is alive and renew every lock it holds; returns how many were renewed."""
+        """Tell the others this run is alive and renew every lock it holds now; returns how many were renewed.
+
+        Only the locks still held here are renewed: one whose release the database refused (it was away) is
+        deleted now, or runs out after its TTL — never kept alive by a run that let it go.
+        """
         now = self._clock()
+        unreleased = list(self._unreleased)
+        held = list(self._held.values())
         async with self._begin() as conn:
             alive = await conn.execute(
                 update(runs).where(runs.c.run_id == self.run_id, runs.c.stopped_at.is_(None)).values(heartbeat_at=now)
             )
             if not alive.rowcount:
                 return 0
-            renewed = await conn.execute(
-                update(locks).where(locks.c.run_id == self.run_id).values(expires_at=now + self.lock_ttl)
-            )
-            return renewed.rowcount
+            for fence in unreleased:
+                await conn.execute(
+                    delete(locks).where(locks.c.cluster_key == fence.cluster_key, locks.c.holder == fence.token)
+                )
+            renewed = 0
+            if held:
+                renewed = (
+                    await conn.execute(
+                        update(locks)
+                        .where(locks.c.run_id == self.run_id, locks.c.holder.in_(held))
+                        .values(expires_at=now + self.lock_ttl)
+                    )
+                ).rowcount
+        self._unreleased.difference_update(unreleased)
+        return renewed
 
     async def ping(self) -> None:
         """One round trip to the database; StoreError when it cannot be reached."""
@@ -770,6 +793,23 @@ class Store:
         )
         return [ChangeRecord.model_validate(_row(r)) for r in rows]
 
+    async def unresolved(self, workspace: str, cluster_id: str, region: str) -> ChangeRecord | None:
+        """The oldest change of a cluster whose cloud call may still land: sent or being sent ("sending") and not
+        yet known to have taken effect or not ("unknown"). None when there is none."""
+        return _record(
+            await self._one(
+                select(changes)
+                .where(
+                    changes.c.workspace == workspace,
+                    changes.c.cluster_id == cluster_id,
+                    changes.c.region == region,
+                    changes.c.state.in_(_MAY_LAND),
+                )
+                .order_by(changes.c.id)
+                .limit(1)
+            )
+        )
+
     # --- background work ----------------------------------------------------------------------------
 
     def _live_runs(self, now: float) -> Select:
@@ -795,6 +835,7 @@ class Store:
             ),
             and_(changes.c.state.in_(_IN_FLIGHT), orphaned),
             and_(changes.c.state == "awaiting_approval", changes.c.root_ts.is_(None), orphaned),
+            and_(changes.c.state == "sending", changes.c.call_deadline_at <= now - STALE_SENDING_SECONDS),
         )
 
     def _revert_due(self, now: float) -> Any:
@@ -825,7 +866,8 @@ class Store:
         """Take the lease of up to `limit` due changes for this run, oldest first, saying what is due in each.
 
         A change leased by another live run is skipped (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the
-        file lock on SQLite); a lease runs out after `lease` seconds, so a dead run's work is taken over.
+        file lock on SQLite); a lease runs out after `lease` seconds, or when its run is gone (it stopped, or
+        its heartbeat is older than the lock TTL), so a dead run's work is taken over.
         """
         change_due, revert_due = self._change_due(now), self._revert_due(now)
         # A lease is free when it ran out, or when the run holding it is gone (stopped, or silent a lock TTL).
@@ -920,6 +962,14 @@ class Store:
                         select(func.min(after_lease(falls_due, owned)))
                         .select_from(owned.outerjoin(runs, runs.c.run_id == owned.c.owner))
                         .where(or_(owned.c.owner.is_(None), owned.c.owner != self.run_id))
+                    )
+                ).scalar(),
+                (
+                    # A change "sending" long past its call's deadline: its outcome was never written.
+                    await conn.execute(
+                        select(func.min(changes.c.call_deadline_at + STALE_SENDING_SECONDS)).where(
+                            changes.c.state == "sending"
+                        )
                     )
                 ).scalar(),
             ]
@@ -1017,6 +1067,9 @@ class Store:
         try:
             async with self._begin() as conn:
                 await conn.execute(delete(locks).where(locks.c.cluster_key == cluster_key, locks.c.holder == token))
+        except StoreError:
+            self._unreleased.add(fence)  # released by the heartbeat once the database answers again
+            raise
         finally:
             if self._held.get(cluster_key) == token:
                 del self._held[cluster_key]

@@ -46,27 +46,48 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @dataclass
 class RaybotProcess:
-    """A running `raybot serve`; `url` is its base URL in HTTP mode."""
+    """A running `raybot serve`; `url` is its base URL in HTTP mode.
+
+    Its output is read on a thread as it comes (into `output`), so a chatty process never blocks on a full pipe.
+    """
 
     proc: subprocess.Popen
     url: str | None
     output: list[str] = field(default_factory=list)
     probe_url: str | None = None  # Socket Mode: the probes listener (/healthz, /readyz, /metrics)
+    _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _reader: threading.Thread | None = field(default=None, repr=False)
 
-    def follow_output(self) -> None:
-        """Read the output as it comes, in a thread: `wait_for_output` can then wait for a line."""
-        stdout = self.proc.stdout
-        assert stdout is not None and self._reader is None
-
-        def read() -> None:
-            for line in stdout:
-                with _OUTPUT_SEEN:
-                    self.output.append(line)
-                    _OUTPUT_SEEN.notify_all()
-
-        self._reader = threading.Thread(target=read, name=f"raybot-{self.proc.pid}-output", daemon=True)
+    def __post_init__(self) -> None:
+        self._reader = threading.Thread(target=self._read, name=f"raybot-{self.proc.pid}-output", daemon=True)
         self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.output.append(line)
+                self._changed.notify_all()
+            with _OUTPUT_SEEN:  # module-level waits across several processes (wait_for_output below)
+                _OUTPUT_SEEN.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_output(self, text: str | tuple[str, ...], timeout: float = 10.0, *, count: int = 1) -> str:
+        """Block until `count` lines of output contain `text` (or one of several); return the count-th of them.
+        TimeoutError after `timeout` s or when the process ended first. From async code: `asyncio.to_thread`."""
+        texts = (text,) if isinstance(text, str) else text
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self.output if any(t in line for t in texts)]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._reader is not None and not self._reader.is_alive()):
+                    seen = "".join(self.output)
+                    raise TimeoutError(f"raybot did not print {text!r} ({len(found)} of {count} lines):\n{seen}")
+                self._changed.wait(left)
 
     def freeze(self) -> None:
         """SIGSTOP, returning once the process is stopped: what reaches its sockets now waits in the kernel."""
@@ -89,14 +110,13 @@ class RaybotProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=10)
-            assert self.proc.stdout is not None
+        reader = self._reader
+        if reader is not None:
+            reader.join(timeout=10)
+        if self.proc.stdout is not None and not (reader is not None and reader.is_alive()):
             self.proc.stdout.close()
-        elif self.proc.stdout is not None:
-            self.output.append(self.proc.stdout.read())
-            self.proc.stdout.close()
-        return "".join(self.output)
+        with self._changed:
+            return "".join(self.output)
 
 
 _OUTPUT_SEEN = threading.Condition()  # notified by every output line of a followed process

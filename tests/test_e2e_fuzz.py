@@ -560,7 +560,6 @@ def build_corpus(response_urls: list[str]) -> list[Case]:
 def raybot(emr, slack, tmp_path_factory):
     """One raybot for the targeted cases below; nothing they send may end in a traceback."""
     process = start_raybot(raybot_env(tmp_path_factory.mktemp("raybot"), slack, emr))
-    process.follow_output()
     yield process
     output = process.stop()
     assert "Traceback" not in output and "didn't call ack" not in output
@@ -685,7 +684,6 @@ async def test_a_timestamp_that_is_not_a_number_is_401_before_the_body_is_read(h
 def fresh_raybot(emr, slack, tmp_path):
     """A raybot of its own (a fresh store: no change, approval, revert or draft exists), its output followed."""
     process = start_raybot(raybot_env(tmp_path, slack, emr))
-    process.follow_output()
     yield process
     process.stop()
 

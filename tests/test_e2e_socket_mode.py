@@ -133,8 +133,6 @@ def replicas(tmp_path_factory):
             for process in processes:
                 process.stop()
             raise next(f.exception() for f in starting if f.exception() is not None)
-        for process in processes:
-            process.follow_output()
         try:
             yield Replicas(slack, emr, processes)
         finally:
