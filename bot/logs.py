@@ -226,8 +226,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
-    # The database drivers log every statement and cursor step at DEBUG: raybot's own DEBUG lines would drown
-    # (and a log pipe nobody drains fills up). Their warnings and errors still come through.
+    # The database libraries log every statement (with its parameters: people's input) and cursor step at INFO
+    # and DEBUG: raybot's own lines would drown, and user data would reach the log. Their warnings still come.
     for noisy in QUIET_LIBRARIES:
-        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     return handler

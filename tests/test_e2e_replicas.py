@@ -228,8 +228,21 @@ def seed_fields(alias: str) -> dict:
     return other_fields({k: cluster[k] for k in (*EDITABLE, "headSpec", "workerSpec")})
 
 
-def audit(url: str) -> list[dict]:
-    """The audit log: every change row, oldest first, JSON columns decoded."""
+def audit(url: str, *, settled_within: float = 10.0) -> list[dict]:
+    """The audit log: every change row, oldest first, JSON columns decoded.
+
+    A thread is told a change's outcome just before the outcome is written (bot.flow): rows still "sending" are
+    read again until they have moved on, for at most `settled_within` seconds.
+    """
+    deadline = time.monotonic() + settled_within
+    while True:
+        rows = _audit_rows(url)
+        if time.monotonic() > deadline or not any(r["state"] in ("applying", "sending") for r in rows):
+            return rows
+        time.sleep(0.05)
+
+
+def _audit_rows(url: str) -> list[dict]:
     with psycopg.connect(url, autocommit=True) as conn:
         cursor = conn.execute("SELECT * FROM changes ORDER BY id")
         names = [d.name for d in cursor.description]

@@ -1642,7 +1642,7 @@ async def test_work_another_run_has_leased_falls_due_when_its_lease_runs_out(db:
         # Once a lease has run out, the work is due to anyone again.
         clock.advance(60)
         await two.heartbeat()
-        assert await two.next_due_at() == clock()
+        assert await two.next_due_at() <= clock()
 
 
 # --- taking effect: temporary changes, undo, keep it ------------------------------------------------------
