@@ -79,7 +79,11 @@ async def wave(http: httpx.AsyncClient, replicas: list, slack, value: int, alias
         *(resize(http, replicas[i % len(replicas)], slack, alias, value) for i, alias in enumerate(aliases))
     )
     for alias in aliases:
-        await slack.wait_for(lambda c, a=alias: id(c) not in earlier and applied(c, a), timeout=60)
+        try:
+            await slack.wait_for(lambda c, a=alias: id(c) not in earlier and applied(c, a), timeout=60)
+        except TimeoutError:
+            said = [c.args.get("text") for c in slack.calls if id(c) not in earlier and c.method == "response_url"]
+            raise RuntimeError(f"{alias} was not applied; raybot said {said}") from None
     return time.perf_counter() - started
 
 
@@ -101,9 +105,13 @@ async def throughput(count: int, waves: int, emr, slack, config: Path) -> tuple[
         try:
             async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
                 aliases = list(CLUSTERS)
-                await wave(http, replicas, slack, 3, aliases)  # warm: imports, pools, first statements
-                times = [await wave(http, replicas, slack, 4 + i, aliases) for i in range(waves)]
-                single = [await wave(http, replicas, slack, 20 + i, ["c0"]) for i in range(5)] if count == 1 else []
+                # Each wave sets a value the clusters do not have yet, within the seed's maxReplica (4).
+                values = iter([3, 4, 1, 2] * (waves + 5))
+                await wave(http, replicas, slack, next(values), aliases)  # warm: imports, pools, first statements
+                times = [await wave(http, replicas, slack, next(values), aliases) for _ in range(waves)]
+                single = []
+                if count == 1:
+                    single = [await wave(http, replicas, slack, next(values), ["c0"]) for _ in range(5)]
         finally:
             for replica in replicas:
                 replica.stop()

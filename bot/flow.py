@@ -50,6 +50,11 @@ T = TypeVar("T")
 RECORD_RETRY_SECONDS = 10.0
 # How often a change waiting for an earlier one to be decided looks again.
 UNRESOLVED_RECHECK_SECONDS = 0.5
+# After a cloud call's deadline, how long the service may still apply what it received: an unknown outcome is
+# decided "did not take effect" only after this.
+CHECK_GRACE_SECONDS = 5.0
+# The longest a change waits for an earlier change's verdict before it is told the cluster is busy.
+UNRESOLVED_WAIT_MAX_SECONDS = 30.0
 # What a start or stop needs the cluster to be in.
 NEEDED_STATE = {"start": "Stopped", "stop": "Running"}
 LIFECYCLE = frozenset(NEEDED_STATE)
@@ -279,6 +284,11 @@ async def hold(services: Services, target: ClusterTarget, user_id: str, summary:
         if pending is None:
             break
         await store.release_lock(fence)
+        if pending.call_deadline_at is not None:
+            # Its verdict comes once its call's deadline and the grace have passed: worth waiting for (bounded),
+            # rather than turning the person away while the answer is seconds off.
+            decided_in = pending.call_deadline_at + CHECK_GRACE_SECONDS + 1.0 - services.clock()
+            deadline = max(deadline, loop.time() + min(decided_in, UNRESOLVED_WAIT_MAX_SECONDS))
         left = deadline - loop.time()
         if left <= 0:
             raise ClusterBusy(target.alias, pending.user_id, pending.summary, pending.created_at)

@@ -33,6 +33,7 @@ from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
 from bot.errors import ClusterBusy
 from bot.flow import (
+    CHECK_GRACE_SECONDS,
     became_unknown,
     hold,
     open_root,
@@ -55,8 +56,6 @@ log = logging.getLogger("raybot.scheduler")
 # Even with nothing due, look again this often (and at least once a lock TTL): another replica may have
 # scheduled something, or died.
 IDLE_POLL_SECONDS = 60.0
-# After a dead cloud call's deadline, how long the service may still apply what it received.
-CHECK_GRACE_SECONDS = 5.0
 # How often an unknown outcome is read again while the call may still land.
 CHECK_INTERVAL_SECONDS = 2.0
 # The least pause between passes after a pass that failed: a broken store or bug never spins the loop.

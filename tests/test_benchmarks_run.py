@@ -48,3 +48,21 @@ def test_ack_latency_benchmark_runs():
     assert re.search(r"^bare Bolt app\s+p50", done.stdout, re.MULTILINE), done.stdout
     assert re.search(r"^p99 ratio raybot/bare: \d+\.\d\d", done.stdout, re.MULTILINE), done.stdout
     assert re.search(r"^idle RSS of raybot serve: [\d.]+ MiB", done.stdout, re.MULTILINE), done.stdout
+
+
+def test_replica_throughput_benchmark_runs():
+    from tests.postgres import require_postgres
+
+    require_postgres()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "replica_throughput.py"), "--waves", "1", "--replicas", "1"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^1 replica\(s\):\s+[\d.]+ changes/s", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^one change, command to its applied answer: median [\d.]+ ms", done.stdout, re.MULTILINE)
+    assert re.search(r"^store ops of one change on PostgreSQL: median [\d.]+ ms \([\d.]+% of it\)", done.stdout, re.M)
