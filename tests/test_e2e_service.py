@@ -44,7 +44,15 @@ async def test_metrics_count_a_scripted_session(http, env, slack, emr):
         await ephemeral_reply(slack, url)
         _, url = await send(http, raybot, slack, "show ghost")
         await ephemeral_reply(slack, url)
-        response = await http.get(f"{raybot.url}/metrics")
+        # A command is counted when its handler ends, which may be a moment after its last answer (a change
+        # records its outcome and releases the cluster after telling the thread): read until all four are in.
+        commands = ("help", "ok"), ("resize", "ok"), ("show", "denied"), ("show", "failed")
+        for _ in range(100):
+            response = await http.get(f"{raybot.url}/metrics")
+            counted = samples(response.text)
+            if all(("raybot_commands_total", (("command", c), ("outcome", o))) in counted for c, o in commands):
+                break
+            await asyncio.sleep(0.05)
     finally:
         raybot.stop()
     assert response.status_code == 200
