@@ -89,6 +89,7 @@ async def wave(http: httpx.AsyncClient, replicas: list, slack, value: int, alias
 
 async def throughput(count: int, waves: int, emr, slack, config: Path) -> tuple[float, list[float]]:
     """Changes per second of `count` replicas over `waves` waves, and (one replica) single changes' latency."""
+    emr.seed(seed())  # every count starts from the same clusters (WorkerGroup1 at 2)
     with fresh_database() as url:
         env = clean_env(
             SLACK_BOT_TOKEN=world.BOT_TOKEN,
