@@ -107,9 +107,13 @@ async def test_edit_a_group_in_the_50_group_cluster_and_apply(http, raybot, slac
     editor_id = pushed.response["view"]["id"]
     values = with_value(untouched_values(slack.views[editor_id]), modals.BLOCK_GROUP_MAX, "9")
     values = with_value(values, modals.BLOCK_GROUP_REPLICA, "4")
+    # The overview was updated once already (loading → editor): wait for the update this submission makes.
+    earlier = {id(c) for c in slack.calls}
     answer, top = await submit_view(http, raybot, slack, editor_id, world.EDITOR, values)
     assert answer.get("response_action") is None and top == overview["id"]  # popped back to the overview
-    await wait_new(slack, lambda c: c.method == "views.update" and c.args.get("view_id") == overview["id"])
+    await slack.wait_for(
+        lambda c: id(c) not in earlier and c.method == "views.update" and c.args.get("view_id") == overview["id"]
+    )
 
     overview = slack.views[overview["id"]]
     answer, confirm_id = await submit_view(
