@@ -131,8 +131,10 @@ def _first_positions(texts: Sequence[str], names: Iterable[tuple[str, str, bool]
     """For each (key, name, ignore_case): the (text index, offset) where the name first stands, if anywhere."""
     found: dict[str, tuple[int, int]] = {}
     for key, name, ignore_case in names:
+        # A name is looked for as `readable` shows it: a group called "gpu *spot*" is seen as "gpu  spot ".
+        seen = name.translate(_MARKS).strip()
         for index, text in enumerate(texts):
-            at = names_whole(text, name, ignore_case=ignore_case)
+            at = names_whole(text, seen, ignore_case=ignore_case)
             if at is not None:
                 place = (index, at)
                 if key not in found or place < found[key]:
