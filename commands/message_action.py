@@ -275,17 +275,21 @@ def _failed(error: BaseException) -> dict[str, Any]:
 
 
 async def _show_failure(services: Services, view: Any, error: BaseException) -> None:
-    """A failed action inside the quick resize ends in the modal as a readable message."""
+    """A failed action inside the quick resize ends in the modal as a readable message, unless the view changed
+    since the action was sent (its hash): a late keystroke never covers the outcome of a Submit."""
     view_id = payloads.optional_text(view, "id")
     if view_id is None:
         log.warning("could not show a failure (%s): the action carries no view to show it in", type(error).__name__)
         return
     try:
         await services.slack.views_update(
-            view_id=view_id, view=modals.result_view("raybot", describe_error(error)[0], failed=True)
+            view_id=view_id,
+            hash=payloads.optional_text(view, "hash"),
+            view=modals.result_view("raybot", describe_error(error)[0], failed=True),
         )
     except SlackApiError as failure:
-        log.error("could not show a failure in a modal: %s", failure.response.get("error"))
+        level = logging.INFO if failure.response.get("error") == "hash_conflict" else logging.ERROR
+        log.log(level, "could not show a failure in a modal: %s", failure.response.get("error"))
 
 
 def register(app: AsyncApp, services: Services) -> None:
