@@ -13,6 +13,7 @@ import pytest
 
 from bot.slack import modals
 from bot.slack import quick_resize as quick
+from bot.slack.blocks import APPROVE_ACTION
 from commands.message_action import CALLBACK_ID
 from tests import e2e_world as world
 from tests.e2e import (
@@ -147,7 +148,7 @@ async def test_a_number_above_the_limit_is_shown_as_typed_and_refused_on_submit(
     roomy = emr.cluster(world.WORKSPACE, world.PROD) | {"workspaceId": world.WORKSPACE}
     roomy["workerSpec"][1]["maxReplica"] = 60  # the role's limit (40), not the group's max, is what binds
     emr.seed([roomy])
-    await shortcut_on(http, raybot, slack, "prod WorkerGroup2 backlog growing")
+    alert_ts = await shortcut_on(http, raybot, slack, "prod WorkerGroup2 backlog growing")
     view = await quick_view_opened(slack)
     assert "at most 40 replicas per group" in text_of(view)  # the limit that applies, before anything is typed
 
@@ -164,6 +165,12 @@ async def test_a_number_above_the_limit_is_shown_as_typed_and_refused_on_submit(
     shown = await type_number(http, raybot, slack, slack.views[view["id"]], world.ONCALL_USER, "21")
     assert "1 → 21 replicas" in effect(shown) and "approval" in effect(shown)
     assert shown["submit"]["text"] == "Request approval"
+    values = with_value(untouched_values(slack.views[view["id"]]), quick.BLOCK_REPLICAS, "21")
+    answer, _ = await submit_view(http, raybot, slack, view["id"], world.ONCALL_USER, values)
+    assert answer["response_action"] == "update"
+    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and APPROVE_ACTION in text_of(c.args))
+    assert request.args["thread_ts"] == alert_ts  # the two-person rule, in the alert's thread
+    await wait_new(slack, lambda c: c.method == "views.update" and "approval" in text_of(c.args.get("view", {})))
     assert new_emr_calls(emr, "UpdateRayCluster") == []
 
 
