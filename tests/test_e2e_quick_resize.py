@@ -170,7 +170,14 @@ async def test_a_number_above_the_limit_is_shown_as_typed_and_refused_on_submit(
     assert answer["response_action"] == "update"
     request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and APPROVE_ACTION in text_of(c.args))
     assert request.args["thread_ts"] == alert_ts  # the two-person rule, in the alert's thread
-    await wait_new(slack, lambda c: c.method == "views.update" and "approval" in text_of(c.args.get("view", {})))
+    await wait_new(
+        slack,
+        lambda c: (
+            c.method == "views.update"
+            and c.args["view"]["callback_id"] == modals.CALLBACK_RESULT
+            and "second person's approval" in text_of(c.args["view"])
+        ),
+    )
     assert new_emr_calls(emr, "UpdateRayCluster") == []
 
 
