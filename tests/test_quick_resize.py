@@ -98,7 +98,7 @@ def test_the_group_chosen_is_read_from_the_action_or_the_state_and_forged_values
         ("9" * 5000, "whole number"),
         ("0", "at least 1"),
         ("-3", "at least 1"),
-        ("9", "above the maximum of *WorkerGroup2* (8)"),
+        ("9", "above the maximum of WorkerGroup2 (8)"),
         ("1", "already"),
     ],
 )
@@ -110,7 +110,7 @@ def test_numbers_that_cannot_be_applied_say_why(typed: str, fragment: str) -> No
 
 def test_below_the_groups_minimum_is_refused() -> None:
     preview = judged("2", minReplica=3, replica=5)
-    assert "below the minimum of *WorkerGroup2* (3)" in (preview.error or "")
+    assert "below the minimum of WorkerGroup2 (3)" in (preview.error or "")
 
 
 def test_the_roles_limits_are_the_policys() -> None:

@@ -195,7 +195,8 @@ def judge(config: Config, subject: Subject, draft: QuickDraft, group: str | None
         return Preview(group=None, error="Choose a worker group" if cluster.worker_spec else None)
     if typed is None or not typed.strip():
         return Preview(group=group)
-    name = _name(group)
+    # Errors are shown under the input too, where Slack reads no markup: names escaped, not bold.
+    name = _escaped(group)
     match = _REPLICAS.fullmatch(typed)
     if match is None:
         return Preview(group=group, error=f"Type a whole number of replicas, like 10 — not {_typed(typed)}")
@@ -235,12 +236,16 @@ def submit_errors(preview: Preview) -> dict[str, str]:
 # --- what is shown ----------------------------------------------------------------------------------------------------
 
 
+def _escaped(raw: str | None) -> str:
+    return truncate(escape(one_line(raw or "")), NAME_SHOWN_MAX)
+
+
 def _name(raw: str | None) -> str:
-    return f"*{truncate(escape(one_line(raw or '')), NAME_SHOWN_MAX)}*"
+    return f"*{_escaped(raw)}*"
 
 
 def _typed(raw: str) -> str:
-    return inline_code(raw, 40)
+    return f"“{truncate(escape(one_line(raw.strip())), 40)}”"
 
 
 def _cut(text: str, limit: int) -> str:
