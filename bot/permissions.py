@@ -463,6 +463,17 @@ def lifecycle_approval_reason(rule: ApprovalRule, verb: Literal["start", "stop"]
     return "; ".join(reasons) or None
 
 
+def limits_here(
+    config: Config, subject: Subject, action: str, alias: str
+) -> list[tuple[str, Limits, ApprovalRule | None]]:
+    """(role, limits, approval rule) of each binding that grants `subject` `action` on `alias` in its channel, for
+    showing them before a change is asked (the most permissive of them decides it: see check_change)."""
+    _check_action(action)
+    return [
+        (b.role, role.limits, b.approval or role.approval) for b, role in _applicable(config, subject, action, alias)
+    ]
+
+
 # --- views for people -----------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from bot.emr.models import ClusterFields, RayCluster
 from bot.errors import ActionRefused, MalformedPayload
 from bot.flow import ChangeRequest, run_change
 from bot.grammar import Edit
-from bot.permissions import check_change, visible_aliases
+from bot.permissions import check_change
 from bot.replay import changes_replay
 from bot.services import Services
 from bot.slack import blocks, modals, mrkdwn, payloads
@@ -135,37 +135,6 @@ async def handle(command: Edit, ctx: CommandContext) -> None:
         alias=command.cluster,
         trigger_id=inv.trigger_id,
     )
-
-
-async def open_from_shortcut(services: Services, body: dict[str, Any]) -> None:
-    """The message shortcut: the editor (or a cluster picker first); results go to the message's thread."""
-    invocation = invocation_or_none(Invocation.from_message_shortcut, body)
-    if invocation is not None:
-        await serve(services, invocation, lambda ctx: _open_for_message(ctx, body))
-
-
-async def _open_for_message(ctx: CommandContext, body: dict[str, Any]) -> None:
-    services, inv = ctx.services, ctx.invocation
-    aliases = visible_aliases(services.config, ctx.subject, "edit")
-    if not aliases:
-        services.require(ctx.subject, "edit")  # raises Denied with the reason
-    trigger_id = payloads.trigger_id(body, "shortcut")
-    if len(aliases) == 1:
-        await open_editor(
-            services,
-            user_id=inv.user_id,
-            channel_id=inv.channel_id,
-            thread_ts=inv.thread_ts,
-            alias=aliases[0],
-            trigger_id=trigger_id,
-        )
-        return
-    key = await services.store.put_draft(
-        {"picking": True, "channel_id": inv.channel_id, "thread_ts": inv.thread_ts, "aliases": aliases},
-        user_id=inv.user_id,
-        ttl=DRAFT_TTL_SECONDS,
-    )
-    await services.slack.views_open(trigger_id=trigger_id, view=modals.picker_view(aliases, key))
 
 
 # --- submissions and actions inside the modal ---------------------------------------------------------------------
@@ -352,34 +321,6 @@ def register(app: AsyncApp, services: Services) -> None:
         except Exception as error:  # noqa: BLE001
             answer = _failed(error)
         await ack(**answer)
-
-    @app.view_submission(modals.CALLBACK_PICKER)
-    async def on_pick(ack, body, view):  # noqa: ANN001
-        try:
-            user_id = payloads.user_id(body, "editor")
-            view_id = payloads.view_id(view)
-            data = await services.store.get_draft(payloads.view_draft_key(view))
-            if data is None or not data.get("picking"):
-                raise ActionRefused(STALE_MESSAGE)
-            picked = modals.parse_picker(payloads.state_values(view), data["aliases"])
-        except Exception as error:  # noqa: BLE001
-            await ack(**_failed(error))
-            return
-        if picked.alias is None:
-            await ack(**_errors(picked.errors))
-            return
-        await ack(**_update(modals.loading_view(picked.alias)))
-        try:
-            await fill_editor(
-                services,
-                view_id=view_id,
-                user_id=user_id,
-                channel_id=data["channel_id"],
-                thread_ts=data["thread_ts"],
-                alias=picked.alias,
-            )
-        except SlackApiError as failure:
-            log.error("could not fill the editor: %s", failure.response.get("error"))
 
     @app.view_closed(modals.CALLBACK_OVERVIEW)
     async def on_close(ack, view):  # noqa: ANN001

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from bot.slack import modals
+from bot.slack import quick_resize as quick
 from bot.slack.blocks import APPROVE_ACTION, CANCEL_REVERT_ACTION, REJECT_ACTION, STOP_ACTION, UNDO_ACTION
 from commands.edit import OPEN_EDITOR_ACTION
 from commands.message_action import CALLBACK_ID as MESSAGE_ACTION_CALLBACK
@@ -53,13 +54,21 @@ SLACK_ACK_SECONDS = 3.0  # Slack shows the person a timeout when an answer takes
 CANARY = "fuzzcanary7d1f"  # inside hostile values: it must never reach raybot's log
 
 BUTTON_ACTIONS = (APPROVE_ACTION, REJECT_ACTION, UNDO_ACTION, CANCEL_REVERT_ACTION, STOP_ACTION, OPEN_EDITOR_ACTION)
-MODAL_ACTIONS = (modals.ACTION_EDIT_GROUP, modals.ACTION_ADD_GROUP, modals.ACTION_REMOVE_GROUP)
+MODAL_ACTIONS = (
+    modals.ACTION_EDIT_GROUP,
+    modals.ACTION_ADD_GROUP,
+    modals.ACTION_REMOVE_GROUP,
+    quick.ACTION_REPLICAS,
+    quick.ACTION_GROUP,
+    quick.ACTION_FULL_EDITOR,
+)
 SUBMIT_CALLBACKS = (
     modals.CALLBACK_OVERVIEW,
     modals.CALLBACK_GROUP,
     modals.CALLBACK_CONFIRM,
     modals.CALLBACK_STALE,
     modals.CALLBACK_PICKER,
+    quick.CALLBACK_QUICK,
 )
 
 # Users and channels: real ids in channels that grant nothing, forged ids, ids that are not ids. The on-call

@@ -344,7 +344,8 @@ VIEW_CASES: dict[str, Cases] = {
     "error_view": lambda s: [call(s.text, s.text, s.text, s.text), call(s.text, s.text, s.text, None)],
     "result_view": lambda s: [call(s.text, s.text), call(s.text, s.text, failed=True)],
     "picker_view": lambda s: [
-        call([s.text, *(f"{s.text}-{i}" for i in range(count))], "k-picker") for count in (2, 150)
+        *(call([s.text, *(f"{s.text}-{i}" for i in range(count))], "k-picker") for count in (2, 150)),
+        call(["prod", s.text], "k-picker", selected=s.text, not_yours=[s.text, f"{s.text}-2"]),
     ],
     "overview_view": lambda s: [call(draft_of(s)), call(edited_draft_of(s))],
     "group_view": lambda s: [call(draft_of(s), None), call(draft_of(s), first_group(draft_of(s)))],

@@ -578,26 +578,36 @@ def result_view(alias: str, text: str, *, failed: bool = False) -> dict[str, Any
     return view
 
 
-def picker_view(aliases: Sequence[str], draft_key: str) -> dict[str, Any]:
-    """For the message shortcut when the channel may edit several clusters: which one?
+def picker_view(
+    aliases: Sequence[str], draft_key: str, *, selected: str | None = None, not_yours: Sequence[str] = ()
+) -> dict[str, Any]:
+    """For the message shortcut when the message does not name one cluster this person may change: which one?
 
-    Up to 100 aliases are a select; beyond that (a select holds 100 options) a text input checked by parse_picker.
+    Up to 100 aliases are a select (`selected` preselected); beyond that (a select holds 100 options) a text input
+    checked by parse_picker. `not_yours`: clusters the message names that this person may not change here, said.
     """
-    blocks = [_section("Which cluster do you want to edit? Results are posted in the thread of the message.")]
+    blocks = [_section("Which cluster is this about? Results are posted in the thread of the message.")]
+    if not_yours:
+        names = _line(", ".join(not_yours), 500)
+        blocks.append(_context(f"The message names {names}, which you may not resize or edit in this channel."))
     element: dict[str, Any]
     if 0 < len(aliases) <= PICKER_SELECT_MAX:
         options = [_option(alias, _alias_value(i, alias)) for i, alias in enumerate(aliases)]
         element = {"type": "static_select", "action_id": BLOCK_PICK, "options": options}
         element["placeholder"] = _plain("Choose a cluster")
+        if selected in aliases:
+            element["initial_option"] = options[list(aliases).index(selected)]
         hint = None
     else:
         element = {"type": "plain_text_input", "action_id": BLOCK_PICK, "placeholder": _plain("Cluster alias")}
-        hint = f"One of the {len(aliases)} clusters this channel may edit, e.g. {', '.join(aliases[:3])}"
+        if selected in aliases:
+            element["initial_value"] = selected
+        hint = f"One of the {len(aliases)} clusters you may change here, e.g. {', '.join(aliases[:3])}"
     block: dict[str, Any] = {"type": "input", "block_id": BLOCK_PICK, "label": _plain("Cluster"), "element": element}
     if hint:
         block["hint"] = _plain(hint, limits.INPUT_HINT_MAX)
     blocks.append(block)
-    return _modal(CALLBACK_PICKER, "Edit a cluster", blocks, submit="Next", private_metadata=draft_key)
+    return _modal(CALLBACK_PICKER, "Choose a cluster", blocks, submit="Next", private_metadata=draft_key)
 
 
 def _alias_value(index: int, alias: str) -> str:
@@ -613,7 +623,7 @@ class PickResult:
 
 
 def parse_picker(state_values: Mapping[str, Any], aliases: Sequence[str]) -> PickResult:
-    """The alias chosen in picker_view, checked against `aliases` (the ones this channel may edit)."""
+    """The alias chosen in picker_view, checked against `aliases` (the ones this person may change here)."""
     entry = _state_entry(state_values, BLOCK_PICK) or {}
     option = entry.get("selected_option")
     raw = option.get("value") if isinstance(option, Mapping) else entry.get("value")
