@@ -29,7 +29,7 @@ from bot.emr.models import ClusterFields, RayCluster
 from bot.errors import ActionRefused, MalformedPayload
 from bot.flow import ChangeRequest, run_change
 from bot.grammar import Edit
-from bot.permissions import check_change
+from bot.permissions import Subject, check_change
 from bot.replay import changes_replay
 from bot.services import Services
 from bot.slack import blocks, modals, mrkdwn, payloads
@@ -90,24 +90,48 @@ async def open_editor(
     )
 
 
-async def fill_editor(
-    services: Services, *, view_id: str, user_id: str, channel_id: str, thread_ts: str | None, alias: str
+async def fill_from_read(
+    services: Services,
+    *,
+    view_id: str,
+    user_id: str,
+    channel_id: str,
+    alias: str,
+    action: str,
+    build: Callable[[Subject, RayCluster], Awaitable[dict[str, Any]]],
 ) -> None:
-    """Read the cluster and turn the loading modal into the editor (or into a readable error)."""
+    """Read the cluster as `user_id` may for `action`, then turn the loading modal into `build`'s view.
+
+    Every failure (permission, the read, the cloud's refusal) ends in the modal as a readable error, never in
+    a spinner.
+    """
     try:
         subject = await services.subject(user_id, channel_id)
         target = services.cluster(subject, alias)
-        services.require(subject, "edit", alias)
+        services.require(subject, action, alias)
         cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
     except EmrError as error:
         view = modals.error_view(alias, error.code, error.message, error.request_id)
     except Exception as error:  # noqa: BLE001 - every failure ends in the modal, never in a spinner
         view = modals.result_view(alias, describe_error(error)[0], failed=True)
     else:
+        view = await build(subject, cluster)
+    await services.slack.views_update(view_id=view_id, view=view)
+
+
+async def fill_editor(
+    services: Services, *, view_id: str, user_id: str, channel_id: str, thread_ts: str | None, alias: str
+) -> None:
+    """Read the cluster and turn the loading modal into the editor (or into a readable error)."""
+
+    async def build(subject: Subject, cluster: RayCluster) -> dict[str, Any]:
         draft = modals.new_draft(alias, cluster, channel_id=channel_id, thread_ts=thread_ts, user_id=user_id)
         await save(services, draft)
-        view = modals.overview_view(draft)
-    await services.slack.views_update(view_id=view_id, view=view)
+        return modals.overview_view(draft)
+
+    await fill_from_read(
+        services, view_id=view_id, user_id=user_id, channel_id=channel_id, alias=alias, action="edit", build=build
+    )
 
 
 async def handle(command: Edit, ctx: CommandContext) -> None:

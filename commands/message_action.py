@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.dispatch import CommandContext, describe_error, serve
 from bot.emr.changes import SetReplicas, summarize
-from bot.emr.errors import EmrError
+from bot.emr.models import RayCluster
 from bot.errors import ActionRefused, MalformedPayload
 from bot.flow import ChangeRequest, run_change
 from bot.permissions import Subject, decide, limits_here, visible_aliases
@@ -170,16 +170,8 @@ async def fill(
     texts: Sequence[str],
 ) -> None:
     """Read the cluster and turn the loading view into the quick resize (or into a readable error)."""
-    try:
-        subject = await services.subject(user_id, channel_id)
-        target = services.cluster(subject, alias)
-        services.require(subject, "resize", alias)
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
-    except EmrError as error:
-        view = modals.error_view(alias, error.code, error.message, error.request_id)
-    except Exception as error:  # noqa: BLE001 - every failure ends in the modal, never in a spinner
-        view = modals.result_view(alias, describe_error(error)[0], failed=True)
-    else:
+
+    async def build(subject: Subject, cluster: RayCluster) -> dict[str, Any]:
         draft = quick.new_quick_draft(
             alias,
             cluster,
@@ -190,10 +182,12 @@ async def fill(
             can_edit=decide(services.config, subject, "edit", alias).allowed,
         )
         await save(services, draft)
-        view = quick.quick_view(
-            draft, limits_here(services.config, subject, "resize", alias), quick.Preview(draft.group)
-        )
-    await services.slack.views_update(view_id=view_id, view=view)
+        limits = limits_here(services.config, subject, "resize", alias)
+        return quick.quick_view(draft, limits, quick.Preview(draft.group))
+
+    await edit.fill_from_read(
+        services, view_id=view_id, user_id=user_id, channel_id=channel_id, alias=alias, action="resize", build=build
+    )
 
 
 # --- inside the quick resize ------------------------------------------------------------------------------------
