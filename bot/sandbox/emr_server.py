@@ -238,6 +238,7 @@ class RecordedCall:
     applied: bool = False
     client_gone: bool = False
     answer_lost: bool = False
+    received_at: float = field(default_factory=time.time)  # wall clock (not the injected one): for showing waits
 
 
 @dataclass(frozen=True)
@@ -706,6 +707,13 @@ class ClusterStore:
     def settle_seconds(self) -> float:
         return self._settle
 
+    @settle_seconds.setter
+    def settle_seconds(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ValueError("settle_seconds must not be negative")
+        with self._lock:
+            self._settle = seconds
+
     def seed(self, clusters: Iterable[Mapping[str, Any]]) -> None:
         """Add or replace clusters; each carries its `workspaceId` (not stored) and `clusterId`."""
         with self._lock:
@@ -1097,8 +1105,16 @@ class EmrEmulator:
 
     @property
     def settle_seconds(self) -> float:
-        """How long (on the clock) a cluster takes to reach the shape a change asks for; 0: at once."""
+        """How long (on the clock) a cluster takes to reach the shape a change asks for; 0: at once.
+
+        Settable: the next change takes the new time, and one in progress is re-timed (how far it got is its
+        elapsed time over the new settle time).
+        """
         return self._store.settle_seconds
+
+    @settle_seconds.setter
+    def settle_seconds(self, seconds: float) -> None:
+        self._store.settle_seconds = seconds
 
     def calls_for(self, action: str) -> list[RecordedCall]:
         with self._calls_lock:
