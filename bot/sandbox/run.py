@@ -884,9 +884,13 @@ async def run_sandbox(
 
 @contextlib.asynccontextmanager
 async def sandbox_running(
-    port: int = DEFAULT_PORT, config_path: str | Path | None = None, *, workdir: Path | None = None
+    port: int = DEFAULT_PORT,
+    config_path: str | Path | None = None,
+    *,
+    workdir: Path | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> AsyncIterator[Sandbox]:
-    sandbox = await run_sandbox(port, config_path, workdir=workdir)
+    sandbox = await run_sandbox(port, config_path, workdir=workdir, settle_seconds=settle_seconds)
     try:
         yield sandbox
     finally:
@@ -942,14 +946,20 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=DEFAULT_PORT, help=f"port of the page on 127.0.0.1 (default {DEFAULT_PORT}; 0: any)"
     )
     parser.add_argument("--config", help="your own raybot.yaml (default: the sample config of the sandbox)")
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=SETTLE_SECONDS,
+        help=f"seconds an emulated cluster takes to change (default {SETTLE_SECONDS:g}; 0: at once)",
+    )
 
 
-async def _serve_until_stopped(port: int, config_path: str | None) -> None:
+async def _serve_until_stopped(port: int, config_path: str | None, settle_seconds: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with sandbox_running(port, config_path) as sandbox:
+    async with sandbox_running(port, config_path, settle_seconds=settle_seconds) as sandbox:
         print(sandbox.walkthrough(), flush=True)
         await stop.wait()
         print("\nraybot sandbox: stopping…", flush=True)
@@ -957,15 +967,19 @@ async def _serve_until_stopped(port: int, config_path: str | None) -> None:
 
 
 def main_sandbox(args: argparse.Namespace) -> int:
-    """`raybot sandbox [--port N] [--config PATH]`: run until Ctrl-C. Exit code 2 for a bad config or port."""
+    """`raybot sandbox [--port N] [--config PATH] [--settle-seconds S]`: run until Ctrl-C. Exit code 2 for a bad
+    config, port or settle time."""
     logging.basicConfig(
         level=os.environ.get("RAYBOT_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s %(message)s"
     )
     if not 0 <= args.port <= 65535:
         print(f"raybot sandbox: --port must be from 0 to 65535, not {args.port}", file=sys.stderr)
         return 2
+    if not 0 <= args.settle_seconds <= 3600:
+        print(f"raybot sandbox: --settle-seconds must be from 0 to 3600, not {args.settle_seconds:g}", file=sys.stderr)
+        return 2
     try:
-        asyncio.run(_serve_until_stopped(args.port, args.config))
+        asyncio.run(_serve_until_stopped(args.port, args.config, args.settle_seconds))
     except SandboxError as error:
         print(f"raybot sandbox: {error}", file=sys.stderr)
         return 2
