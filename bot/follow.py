@@ -11,6 +11,11 @@ instance, so an instance is put in its group by the `groupName` field when the A
 emulator) lists one, else by the name pattern `<clusterId>-<group lower-case>-worker-<n>`, else
 all workers are counted together against the total wanted. When the API lists no instances at
 all (`instances` absent), counts are unknown and the state and `modified` flag decide alone.
+
+Autoscaling: with the head's `enableAutoScaling` on, the Ray autoscaler, not `replica`, decides how
+many workers a group runs once the cluster is Running, anywhere within its [minReplica, maxReplica].
+A change to such a cluster is settled when every group's Running workers are inside its range (a
+group without both bounds is still held to its `replica`).
 """
 
 from __future__ import annotations
@@ -38,26 +43,44 @@ class _Frozen(BaseModel):
 
 
 class Wanted(_Frozen):
-    """What a change asked the cluster to become: its state, and the replicas wanted per worker group."""
+    """What a change asked the cluster to become: its state, and the replicas wanted per worker group.
+
+    `ranges`: the groups of an autoscaling cluster, each with its [minReplica, maxReplica]; their workers may be
+    anywhere within it (stored with the follow: rows written before it existed have none, and mean exact counts).
+    """
 
     state: str
     groups: dict[str, int] = {}
+    ranges: dict[str, tuple[int, int]] = {}
 
 
 class GroupProgress(_Frozen):
-    """Running workers of one group versus wanted; `up` is None when the API lists no instances."""
+    """Running workers of one group versus wanted; `up` is None when the API lists no instances.
+
+    `within` is the [low, high] an autoscaling group's workers may settle anywhere in; None: exactly `wanted`.
+    """
 
     name: str
     up: int | None
     wanted: int
+    within: tuple[int, int] | None = None
 
     @property
     def complete(self) -> bool:
+        if self.within is not None and self.up is not None:
+            return self.within[0] <= self.up <= self.within[1]
         return self.up == self.wanted
+
+    def counts(self) -> str:
+        """ "2/3"; for an autoscaling group not at its replica, "2/3 (autoscaling 1–4)": the range it may settle in."""
+        up = "?" if self.up is None else str(self.up)
+        if self.within is not None and self.up != self.wanted:
+            return f"{up}/{self.wanted} (autoscaling {self.within[0]}–{self.within[1]})"
+        return f"{up}/{self.wanted}"
 
     def brief(self) -> str:
         name = self.name if len(self.name) <= SUMMARY_NAME_MAX else self.name[: SUMMARY_NAME_MAX - 1] + "…"
-        return f"{name} {'?' if self.up is None else self.up}/{self.wanted}"
+        return f"{name} {self.counts()}"
 
 
 class Progress(_Frozen):
@@ -114,6 +137,26 @@ def _is(state: str | None, word: str) -> bool:
     return (state or "").casefold() == word.casefold()
 
 
+def _ranges(head_spec: Any, worker_spec: Any) -> dict[str, tuple[int, int]]:
+    """[minReplica, maxReplica] per group when the head's autoscaling is on; empty when it is off or unknown."""
+    if isinstance(head_spec, BaseModel):
+        head_spec = head_spec.model_dump(by_alias=True)
+    if not isinstance(head_spec, Mapping) or head_spec.get("enableAutoScaling") is not True:
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    for group in worker_spec or []:
+        if isinstance(group, BaseModel):
+            group = group.model_dump(by_alias=True)
+        if not isinstance(group, Mapping):
+            continue
+        name, low, high = group.get("groupName"), group.get("minReplica"), group.get("maxReplica")
+        bounds = (low, high)
+        if isinstance(name, str) and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+            if low <= high:  # an inverted range holds no count: the group is held to its replica
+                out[name] = (low, high)
+    return out
+
+
 def wanted_after_update(body: Mapping[str, Any], *, state_before: str | None = None) -> Wanted:
     """What an UpdateRayCluster `body` (wire form, as sent) asks for: Running with each group's `replica`.
 
@@ -122,12 +165,17 @@ def wanted_after_update(body: Mapping[str, Any], *, state_before: str | None = N
     """
     if _is(state_before, "Stopped") or _is(state_before, "Stopping"):
         return wanted_after_stop()
-    return Wanted(state="Running", groups=_replicas(body.get("workerSpec")))
+    groups = _replicas(body.get("workerSpec"))
+    ranges = _ranges(body.get("headSpec"), body.get("workerSpec"))
+    return Wanted(state="Running", groups=groups, ranges={g: r for g, r in ranges.items() if g in groups})
 
 
 def wanted_after_start(cluster_as_read: RayCluster) -> Wanted:
-    """A start asks for Running with every group at the `replica` of the spec as read."""
-    return Wanted(state="Running", groups=_replicas(cluster_as_read.worker_spec))
+    """A start asks for Running with every group at the `replica` of the spec as read (within its range when
+    the cluster autoscales)."""
+    groups = _replicas(cluster_as_read.worker_spec)
+    ranges = _ranges(cluster_as_read.head_spec, cluster_as_read.worker_spec)
+    return Wanted(state="Running", groups=groups, ranges={g: r for g, r in ranges.items() if g in groups})
 
 
 def wanted_after_stop() -> Wanted:
@@ -158,12 +206,20 @@ def _group_counts(instances: list[Instance], wanted: Wanted) -> list[GroupProgre
     names = list(wanted.groups)
     owners = [_group_of(i, names) for i in running]
     if any(owner is None for owner in owners):
-        return [GroupProgress(name=ALL_WORKERS, up=len(running), wanted=sum(wanted.groups.values()))]
+        total = sum(wanted.groups.values())
+        within = None
+        if wanted.ranges:
+            bounds = [wanted.ranges.get(name, (count, count)) for name, count in wanted.groups.items()]
+            within = (sum(low for low, _ in bounds), sum(high for _, high in bounds))
+        return [GroupProgress(name=ALL_WORKERS, up=len(running), wanted=total, within=within)]
     up: dict[str, int] = {}
     for owner in owners:
         assert owner is not None
         up[owner] = up.get(owner, 0) + 1
-    out = [GroupProgress(name=name, up=up.get(name, 0), wanted=count) for name, count in wanted.groups.items()]
+    out = [
+        GroupProgress(name=name, up=up.get(name, 0), wanted=count, within=wanted.ranges.get(name))
+        for name, count in wanted.groups.items()
+    ]
     # Workers of a group the change removed (or a stop) still running: wanted 0 until they are gone.
     out += [GroupProgress(name=name, up=count, wanted=0) for name, count in up.items() if name not in wanted.groups]
     return out
@@ -174,10 +230,14 @@ def progress(cluster: RayCluster, wanted: Wanted) -> Progress:
 
     failed: the state is Error (with the API's `message`). done: for a stop, the state is Stopped;
     otherwise the state is the wanted one, `modified` is not true, and every group has as many
-    Running workers as wanted (when instances are listed). Anything else is still applying.
+    Running workers as wanted — an autoscaling group: any count within its range — (when instances
+    are listed). Anything else is still applying.
     """
     if cluster.instances is None:
-        groups = [GroupProgress(name=name, up=None, wanted=count) for name, count in wanted.groups.items()]
+        groups = [
+            GroupProgress(name=name, up=None, wanted=count, within=wanted.ranges.get(name))
+            for name, count in wanted.groups.items()
+        ]
     else:
         groups = _group_counts(cluster.instances, wanted)
     if _is(cluster.state, "Error"):

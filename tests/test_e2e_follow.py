@@ -104,6 +104,32 @@ async def test_a_change_that_ends_in_error_says_so_with_the_apis_message(http, e
         await wait_new(slack, lambda c: c.method == "chat.update" and "❌" in c.args.get("text", ""))
 
 
+async def test_a_change_to_an_autoscaling_cluster_settles_where_its_autoscaler_keeps_the_workers(
+    http, env, slack, emr, clock
+):
+    # prod autoscales (headSpec.enableAutoScaling) and WorkerGroup1 may run 1 to 4 workers: the autoscaler keeps 1.
+    seeded = emr.cluster(world.WORKSPACE, world.PROD)
+    assert seeded["headSpec"]["enableAutoScaling"] is True
+    assert (seeded["workerSpec"][0]["minReplica"], seeded["workerSpec"][0]["maxReplica"]) == (1, 4)
+    emr.autoscaler_holds(world.WORKSPACE, world.PROD, {"WorkerGroup1": 1})
+    async with inprocess_raybot(env | {"RAYBOT_FOLLOW_SECONDS": "900"}, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=3", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        applying = await wait_new(slack, lambda c: c.method == "chat.update" and "applying: " in c.args.get("text", ""))
+        await look_again(raybot, clock, SETTLE)
+        answer = await wait_new(
+            slack,
+            lambda c: (
+                c.method == "chat.postMessage"
+                and c.args.get("thread_ts") == applying.args["ts"]
+                and "settled" in c.args.get("text", "")
+            ),
+        )
+        text = text_of(answer.args)
+        assert "not settled" not in text
+        assert "WorkerGroup1 1/3 (autoscaling 1–4)" in text  # one worker, not 3, and why that is settled
+    assert [g["replica"] for g in emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"]][0] == 3
+
+
 async def test_following_survives_a_restart(http, env, slack, emr, clock):
     async with inprocess_raybot(env, clock) as raybot:
         await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)

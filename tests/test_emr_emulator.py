@@ -862,6 +862,34 @@ def test_start_goes_through_starting(settling: EmrEmulator, clock: FakeClock) ->
     assert (done["state"], head_phase(done), workers(done)) == ("Running", "Running", {"WorkerGroup1": (1, 1)})
 
 
+def test_advance_lets_emulated_time_pass_without_moving_the_signing_clock(
+    settling: EmrEmulator, clock: FakeClock
+) -> None:
+    call(settling, clock, "POST", f"{CLUSTER_PATH}/{STAGING}/start", action="StartRayCluster", body=b"{}")
+    settling.advance(SETTLE / 2)
+    assert read(settling, clock, STAGING)["state"] == "Starting"  # signed by the unchanged clock: still accepted
+    settling.advance(SETTLE / 2)
+    assert workers(read(settling, clock, STAGING)) == {"WorkerGroup1": (1, 1)}
+    with pytest.raises(ValueError, match="negative"):
+        settling.advance(-1)
+    # A shorter settle time re-times what is in progress; 0 applies changes at once.
+    call(settling, clock, "POST", f"{PROD_PATH}/stop", action="StopRayCluster")
+    settling.settle_seconds = 0
+    assert read(settling, clock)["state"] == "Stopped"
+
+
+def test_an_autoscaler_keeps_its_count_within_each_groups_range(settling: EmrEmulator, clock: FakeClock) -> None:
+    # prod autoscales; WorkerGroup1 may run 1 to 4, WorkerGroup2 1 to 8.
+    settling.autoscaler_holds(WS, PROD, {"WorkerGroup1": 9, "WorkerGroup2": 0})
+    cluster = settling.cluster(WS, PROD)
+    body = {"workerSpec": cluster["workerSpec"]}
+    call(settling, clock, "POST", PROD_PATH, action="UpdateRayCluster", body=json.dumps(body).encode())
+    settling.advance(SETTLE)
+    assert workers(read(settling, clock)) == {"WorkerGroup1": (4, 4), "WorkerGroup2": (1, 1)}  # clamped to the range
+    with pytest.raises(KeyError):
+        settling.autoscaler_holds(WS, "ray-unknown", {"g": 1})
+
+
 def test_stop_goes_through_stopping(settling: EmrEmulator, clock: FakeClock) -> None:
     stop = f"{PROD_PATH}/stop"
     call(settling, clock, "POST", stop, action="StopRayCluster")

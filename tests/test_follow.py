@@ -478,3 +478,101 @@ def test_a_stop_then_start_in_the_emulator() -> None:
     assert starting.phase == "applying" and starting.state == "Starting"
     clock.now += 60
     assert progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted).phase == "done"
+
+
+# --- autoscaling: settled anywhere within [minReplica, maxReplica] --------------------------------
+
+
+AUTOSCALING_BODY = {
+    "headSpec": {"enableAutoScaling": True},
+    "workerSpec": [
+        {"groupName": "WorkerGroup1", "replica": 3, "minReplica": 1, "maxReplica": 4},
+        {"groupName": "WorkerGroup2", "replica": 1},  # no bounds: held to its replica
+        {"groupName": "inverted", "replica": 2, "minReplica": 5, "maxReplica": 1},  # no range: held to replica
+    ],
+}
+
+
+def test_wanted_of_an_autoscaling_cluster_carries_each_groups_range() -> None:
+    wanted = wanted_after_update(AUTOSCALING_BODY)
+    assert wanted.groups == {"WorkerGroup1": 3, "WorkerGroup2": 1, "inverted": 2}
+    assert wanted.ranges == {"WorkerGroup1": (1, 4)}
+    # Autoscaling off (or not said): exact counts, as before.
+    off = AUTOSCALING_BODY | {"headSpec": {"enableAutoScaling": False}}
+    assert wanted_after_update(off).ranges == {}
+    assert wanted_after_update({"workerSpec": AUTOSCALING_BODY["workerSpec"]}).ranges == {}
+    # A start reads the same from the cluster as read.
+    cluster = RayCluster.model_validate({"state": "Stopped", **AUTOSCALING_BODY})
+    assert wanted_after_start(cluster).ranges == {"WorkerGroup1": (1, 4)}
+    # It goes to the store as JSON and comes back the same; a row stored before ranges existed means exact counts.
+    assert Wanted.model_validate(json.loads(json.dumps(wanted.model_dump()))) == wanted
+    assert Wanted.model_validate({"state": "Running", "groups": {"g": 2}}).ranges == {}
+
+
+@pytest.mark.parametrize(
+    ("up", "phase"), [(0, "applying"), (1, "done"), (2, "done"), (3, "done"), (4, "done"), (5, "applying")]
+)
+def test_an_autoscaling_group_is_settled_anywhere_within_its_range(up: int, phase: str) -> None:
+    wanted = wanted_after_update(AUTOSCALING_BODY)
+    instances = [head(), *(worker("WorkerGroup1", i) for i in range(up)), worker("WorkerGroup2", 0)]
+    instances += [worker("inverted", 0), worker("inverted", 1)]
+    p = progress(read("Running", False, instances), wanted)
+    assert p.phase == phase
+    # Only once Running and no longer modified, as for exact counts.
+    assert progress(read("Running", True, instances), wanted).phase == "applying"
+    assert progress(read("Starting", False, instances), wanted).phase == "applying"
+
+
+def test_a_group_without_a_range_is_still_held_to_its_replica() -> None:
+    wanted = wanted_after_update(AUTOSCALING_BODY)
+    instances = [head(), worker("WorkerGroup1", 0), worker("WorkerGroup2", 0), worker("WorkerGroup2", 1)]
+    instances += [worker("inverted", 0), worker("inverted", 1)]
+    assert progress(read("Running", False, instances), wanted).phase == "applying"  # WorkerGroup2 2/1
+
+
+def test_an_autoscaled_count_says_its_range_in_the_summary_and_the_answer() -> None:
+    wanted = wanted_after_update(AUTOSCALING_BODY)
+    instances = [head(), worker("WorkerGroup1", 0), worker("WorkerGroup1", 1), worker("WorkerGroup2", 0)]
+    instances += [worker("inverted", 0), worker("inverted", 1)]
+    done = progress(read("Running", False, instances), wanted)
+    assert done.phase == "done"
+    assert done.summary() == "Running · WorkerGroup1 2/3 (autoscaling 1–4) · WorkerGroup2 1/1 · inverted 2/2"
+    text = rendered(blocks.follow_done("prod", CID, done))
+    assert "WorkerGroup1  2/3 (autoscaling 1–4)" in text
+    # At its replica, the count reads as any other.
+    assert GroupProgress(name="g", up=3, wanted=3, within=(1, 4)).brief() == "g 3/3"
+
+
+def test_autoscaling_workers_that_cannot_be_told_apart_are_held_to_the_summed_range() -> None:
+    wanted = Wanted(state="Running", groups={"a": 3, "b": 2}, ranges={"a": (1, 4)})
+    unlisted = [worker("zz", i, listed=False) for i in range(3)]  # matches no group: counted together
+    p = progress(read("Running", False, [head(), *unlisted]), wanted)
+    assert [(g.name, g.up, g.within) for g in p.groups] == [(ALL_WORKERS, 3, (3, 6))]
+    assert p.phase == "done"
+    assert progress(read("Running", False, [head(), *unlisted[:2]]), wanted).phase == "applying"
+
+
+def test_an_autoscaling_cluster_in_the_emulator_settles_where_its_autoscaler_keeps_it() -> None:
+    emulator, clock, ws, cid, before = seeded(60.0)
+    assert before.head_spec is not None and before.head_spec.enable_auto_scaling  # the seed autoscales
+    first = before.worker_spec[0].group_name  # replica 2 within [1, 4]
+    emulator.autoscaler_holds(ws, cid, {first: 1})
+    body = grow_first_group(before, 3)
+    emulator.update(ws, cid, body)
+    wanted = wanted_after_update(body, state_before=before.state)
+    assert progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted).phase == "applying"
+    emulator.advance(60)
+    done = progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted)
+    assert done.phase == "done" and counts(done)[first] == (1, 3)
+    # The same counts held to the replica (autoscaling off) would never settle.
+    exact = Wanted(state="Running", groups=wanted.groups)
+    assert progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), exact).phase == "applying"
+
+
+def test_a_start_without_a_settle_model_brings_every_groups_workers_up_at_once() -> None:
+    emulator, _clock, ws, cid, _before = seeded(0.0)
+    emulator.stop(ws, cid, None)
+    stopped = RayCluster.model_validate(emulator.snapshot(ws, cid))
+    emulator.start(ws, cid, "key", None, "REQ-1")
+    done = progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted_after_start(stopped))
+    assert done.phase == "done" and all(g.up == g.wanted for g in done.groups)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import os
 import re
+import urllib.error
+import urllib.request
 
 import pytest
 
-from bot.sandbox.run import BackgroundSandbox, Sandbox
+from bot.sandbox.run import SETTLE_SECONDS, BackgroundSandbox, Sandbox
 from tests.harness import CHROMIUM, CHROMIUM_ARGS, PROXY_VARS
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -28,7 +30,9 @@ WAIT_MS = 15_000
 PROD = "ray-uiulpgow9xljimm1"
 TRAIN_GPU = "ray-k3v8q2m7t5hzxa04"
 FLEET = "ray-9w2n4b6c8d0fgh1j"
+STAGING = "ray-p5r7s9u1w3y5a7c9"
 WORKSPACE = "w-d2d82aa09155"
+FOLLOW_LOOK_MS = 25_000  # raybot's follower looks again 10 s ± 20% after its first look; then it answers
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +57,13 @@ def browser():
 
 @pytest.fixture
 def fresh(sandbox: Sandbox):
-    """Clusters as seeded, no fault; returns how many cloud calls there were, so a test sees only its own."""
+    """Clusters as seeded, no fault; returns how many cloud calls there were, so a test sees only its own.
+
+    Clusters change at once unless a test lets them take emulated time (`sandbox.emr.settle_seconds`).
+    """
     sandbox.emr.clear_faults()
     sandbox.emr.seed(copy.deepcopy(sandbox.page.seed))
+    sandbox.emr.settle_seconds = 0
     yield len(sandbox.emr.calls)
     sandbox.emr.clear_faults()
     sandbox.emr.release_hanging()
@@ -63,7 +71,8 @@ def fresh(sandbox: Sandbox):
 
 @pytest.fixture
 def page(browser, request, tmp_path):
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    width = getattr(request, "param", 1600)
+    context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     console_errors: list[str] = []
@@ -196,3 +205,146 @@ def test_edit_the_50_group_cluster_in_modals(sandbox, page, fresh, tmp_path):
     root = page.locator("#messages .message", has_text="fleet").filter(has_text="done")
     root.locator(".replies-link").click()
     expect(page.locator("#thread")).to_contain_text(f"requestId {update.request_id}")
+
+
+# --- layout, approvals, start, the cloud panel ---------------------------------------------------------------------
+
+COLUMNS = """() => {
+    const box = (id) => { const n = document.getElementById(id); if (!n || n.hidden) return null;
+        const r = n.getBoundingClientRect(); return {left: r.left, right: r.right, width: r.width}; };
+    return {viewport: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth,
+            bodyScroll: document.body.scrollWidth, sidebar: box("sidebar"), channel: box("channel"),
+            thread: box("thread"), cloud: box("cloud"),
+            messagesOverflow: document.getElementById("messages").scrollWidth
+                - document.getElementById("messages").clientWidth};
+}"""
+
+
+def assert_layout(page, *, thread_open: bool) -> dict:
+    """No sideways scroll, no blank column, the channel at least half of what the sidebar and cloud panel leave."""
+    cols = page.evaluate(COLUMNS)
+    assert cols["scroll"] <= cols["viewport"] and cols["bodyScroll"] <= cols["viewport"], cols
+    assert cols["messagesOverflow"] <= 0, cols
+    shown = [cols[name] for name in ("sidebar", "channel", "thread", "cloud") if cols[name] is not None]
+    assert (cols["thread"] is not None) == thread_open, cols
+    # The columns tile the window edge to edge: nothing left blank between or after them.
+    assert shown[0]["left"] == 0 and abs(shown[-1]["right"] - cols["viewport"]) <= 1, cols
+    for left, right in zip(shown, shown[1:], strict=False):
+        assert abs(left["right"] - right["left"]) <= 1, cols
+    free = cols["viewport"] - cols["sidebar"]["width"] - cols["cloud"]["width"]
+    assert cols["channel"]["width"] >= free / 2 - 1, cols
+    return cols
+
+
+def open_thread_of(page, text: str):
+    root = page.locator("#messages .message", has_text=text).last
+    root.locator(".replies-link").click()
+    expect(page.locator("#thread")).to_be_visible()
+    return root
+
+
+@pytest.mark.parametrize("page", [1280, 1440, 1920], indirect=True)
+def test_the_channel_takes_the_free_width_and_a_long_path_does_not_reflow_it(sandbox, page, fresh):
+    open_as(page, sandbox, "oncall")
+    type_in(page, "/ray help")
+    expect(page.locator("#messages .message.ephemeral").last).to_contain_text("resize")
+    before = assert_layout(page, thread_open=False)
+
+    # A request with a very long path reaches the cloud API (unsigned: refused, but shown in the panel).
+    long_path = f"{sandbox.emr.url}/api/v1/workspaces/{'w' * 400}/raycluster/{'r' * 400}"
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(urllib.request.Request(long_path, headers={"x-acs-action": "GetRayCluster"}))
+    expect(page.locator("#emr-calls .emr-call").first).to_contain_text("GetRayCluster")
+    after = assert_layout(page, thread_open=False)
+    assert (after["cloud"], after["channel"]) == (before["cloud"], before["channel"])
+
+    type_in(page, "@raybot show prod")
+    open_thread_of(page, "show prod")
+    expect(page.locator("#thread")).to_contain_text(PROD)
+    assert_layout(page, thread_open=True)
+    page.locator("#thread-close").click()
+    assert_layout(page, thread_open=False)
+
+
+def test_a_dismissed_answer_stays_dismissed_after_a_reload(sandbox, page, fresh):
+    open_as(page, sandbox, "viewer")
+    refusals = page.locator("#messages .message.ephemeral", has_text="Not allowed")
+    before = refusals.count()  # earlier tests of this module may have left some
+    type_in(page, "/ray resize prod WorkerGroup1=3")
+    expect(refusals).to_have_count(before + 1)
+    refusals.last.locator(".dismiss").click()
+    expect(refusals).to_have_count(before)
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#connection")).to_have_text("live")
+    type_in(page, "/ray whoami")  # something new arrives: the channel has been drawn since the reload
+    expect(page.locator("#messages .message.ephemeral").last).not_to_contain_text("Not allowed")
+    expect(refusals).to_have_count(before)
+
+
+def test_a_hanging_call_says_how_long_it_has_been_waiting(sandbox, page, fresh):
+    open_as(page, sandbox, "oncall")
+    sandbox.emr.inject("hang", action="GetRayCluster")
+    type_in(page, "/ray show prod")
+    held = sandbox.emr.wait_for_held("GetRayCluster", timeout=15)
+    pending = page.locator("#emr-calls .emr-call", has_text=held.request_id).locator(".emr-status")
+    expect(pending).to_have_text(re.compile(r"^waiting… [1-9]\d* s$"))
+    first = int(pending.inner_text().split()[1])
+    expect(pending).not_to_have_text(f"waiting… {first} s")  # it counts on while the call hangs
+    sandbox.emr.clear_faults()  # raybot's retries (if it is still trying) are answered
+    sandbox.emr.release_hanging()
+    expect(pending).to_have_text("503")  # the held call itself: answered at last
+
+
+@pytest.mark.parametrize("page", [1280], indirect=True)
+def test_a_big_change_is_asked_by_one_person_and_approved_by_another(sandbox, page, fresh):
+    open_as(page, sandbox, "oncall")
+    type_in(page, "/ray resize train-gpu cpu-preprocess=8")
+    request = page.locator("#messages .message", has_text="cpu-preprocess").last
+    expect(request.locator(".bk-button", has_text="Approve")).to_be_visible()
+    assert cloud_calls(sandbox, fresh, "UpdateRayCluster", TRAIN_GPU) == []  # nothing sent before a second person
+
+    # The requester may not approve their own change: told so in the request's thread, only to them.
+    request.locator(".bk-button", has_text="Approve").click()
+    expect(request.locator(".replies-link")).to_contain_text("1 only visible to you")
+    assert cloud_calls(sandbox, fresh, "UpdateRayCluster", TRAIN_GPU) == []
+
+    open_as(page, sandbox, "approver")
+    request = page.locator("#messages .message", has_text="cpu-preprocess").last
+    request.locator(".bk-button", has_text="Approve").click()
+    expect(request.locator(".bk-button", has_text="Approve")).to_have_count(0)  # decided: the buttons are gone
+    update = sandbox.emr.wait_for_call(
+        lambda c: c.action == "UpdateRayCluster" and c.path.endswith(TRAIN_GPU) and c.status == 200, timeout=15
+    )
+    assert [g["replica"] for g in update.json["workerSpec"] if g["groupName"] == "cpu-preprocess"] == [8]
+    open_thread_of(page, "cpu-preprocess")
+    expect(page.locator("#thread")).to_contain_text(update.request_id)  # applied, with the cloud's requestId
+    assert_layout(page, thread_open=True)
+
+
+@pytest.mark.parametrize("page", [1440], indirect=True)
+def test_start_brings_the_workers_up_over_emulated_time_and_ends_settled(sandbox, page, fresh):
+    sandbox.emr.settle_seconds = SETTLE_SECONDS  # as `raybot sandbox` runs: a start takes emulated time
+    open_as(page, sandbox, "admin")
+    type_in(page, "/ray start staging")
+    start = sandbox.emr.wait_for_call(
+        lambda c: c.action == "StartRayCluster" and c.path.endswith(STAGING + "/start") and c.status == 200,
+        timeout=15,
+    )
+    root = page.locator("#messages .message", has_text="staging").last
+    expect(root).to_contain_text("Starting")  # raybot follows: the cluster is on its way, workers not up yet
+    assert sandbox.emr.cluster(WORKSPACE, STAGING)["state"] == "Starting"
+
+    expect(page.locator("#settle-note")).to_contain_text(f"{SETTLE_SECONDS:g} s")
+    with page.expect_response("**/api/skip") as skipped:
+        page.locator("#skip").click()  # the emulated time passes at once
+    assert skipped.value.ok
+    running = sandbox.emr.cluster(WORKSPACE, STAGING)
+    assert running["state"] == "Running"
+    assert [i["type"] for i in running["instances"]].count("Worker") == running["workerSpec"][0]["replica"]
+
+    open_thread_of(page, "staging")
+    expect(page.locator("#thread")).to_contain_text(start.request_id)
+    expect(page.locator("#thread")).to_contain_text("settled", timeout=FOLLOW_LOOK_MS)
+    expect(page.locator("#thread")).not_to_contain_text("not settled")
+    assert_layout(page, thread_open=True)

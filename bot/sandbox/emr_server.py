@@ -69,11 +69,17 @@ same picture.
   half way (or where it is, if later) and, when it would have settled, the
   cluster turns `Error` with that `message`, `modified` unchanged. A re-based
   transition keeps the failure; the next update starts a fresh transition.
-- `settle_now()` moves the current transition to its end at once.
+- `settle_now()` moves the current transition to its end at once; `advance(seconds)`
+  moves every transition that much further (emulated time for the clusters only: the
+  clock that judges signatures is not touched).
+- The Ray autoscaler: by default a cluster's workers head for each group's `replica`.
+  `autoscaler_holds(workspace, cluster, {group: n})` models an autoscaling cluster
+  (headSpec.enableAutoScaling) whose autoscaler keeps n workers of a group, clamped to
+  its [minReplica, maxReplica], from the next update or start on.
 - `settle_seconds` = 0 (the default): changes apply at once: an update of a running
   cluster is settled the moment it is read (its workers are those of the new spec),
-  start lists a Running head, stop empties the instances; `end_in_error()` then turns
-  the next change into Error at once.
+  a start is Running with its head and every group's workers, stop empties the
+  instances; `end_in_error()` then turns the next change into Error at once.
 Instances have the fields of the SDK's GetRayClusterResponseBodyInstances
 (instanceId, type "Head"/"Worker" as in the seed, phase Pending/Running, container
 state, times). The API documents no group of an instance: the emulator adds
@@ -232,6 +238,7 @@ class RecordedCall:
     applied: bool = False
     client_gone: bool = False
     answer_lost: bool = False
+    received_at: float = field(default_factory=time.time)  # wall clock (not the injected one): for showing waits
 
 
 @dataclass(frozen=True)
@@ -693,7 +700,19 @@ class ClusterStore:
         self._started: dict[tuple[str, str], tuple[str, str, str]] = {}  # (key id, clientToken) -> ws, id, requestId
         self._transitions: dict[tuple[str, str], Transition] = {}
         self._doomed: dict[tuple[str, str], str] = {}  # the next transition fails with this message
+        self._autoscaler: dict[tuple[str, str], dict[str, int]] = {}  # workers an autoscaler keeps per group
         self._lock = threading.Lock()
+
+    @property
+    def settle_seconds(self) -> float:
+        return self._settle
+
+    @settle_seconds.setter
+    def settle_seconds(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ValueError("settle_seconds must not be negative")
+        with self._lock:
+            self._settle = seconds
 
     def seed(self, clusters: Iterable[Mapping[str, Any]]) -> None:
         """Add or replace clusters; each carries its `workspaceId` (not stored) and `clusterId`."""
@@ -706,6 +725,7 @@ class ClusterStore:
                 self._clusters.setdefault(workspace, {})[cluster["clusterId"]] = cluster
                 self._transitions.pop((workspace, cluster["clusterId"]), None)
                 self._doomed.pop((workspace, cluster["clusterId"]), None)
+                self._autoscaler.pop((workspace, cluster["clusterId"]), None)
 
     def snapshot(self, workspace: str, cluster_id: str) -> dict[str, Any]:
         """A deep copy of one cluster as it is now; KeyError when unknown."""
@@ -754,17 +774,36 @@ class ClusterStore:
         else:
             cluster.update(state="Running", message="", modified=False)
 
+    def _target_counts(self, workspace: str, cluster: Mapping[str, Any]) -> dict[str, int]:
+        """Workers per group a cluster heads for: its spec's, or what its autoscaler keeps (within each range)."""
+        counts = spec_counts(cluster)
+        holds = self._autoscaler.get((workspace, cluster["clusterId"]))
+        head = cluster.get("headSpec")
+        if not holds or not isinstance(head, Mapping) or head.get("enableAutoScaling") is not True:
+            return counts
+        for group in cluster.get("workerSpec") or []:
+            if not isinstance(group, Mapping) or group.get("groupName") not in holds:
+                continue
+            low, high = group.get("minReplica"), group.get("maxReplica")
+            kept = holds[group["groupName"]]
+            if isinstance(low, int):
+                kept = max(kept, low)
+            if isinstance(high, int):
+                kept = min(kept, high)
+            counts[group["groupName"]] = kept
+        return counts
+
     def _running_now(self, workspace: str, cluster: Mapping[str, Any]) -> tuple[dict[str, int], bool]:
         # A Running cluster with no transition runs its spec, even when the seed lists fewer instances.
         if (workspace, cluster["clusterId"]) not in self._transitions and cluster.get("state") == "Running":
-            return spec_counts(cluster), True
+            return self._target_counts(workspace, cluster), True
         return listed_counts(cluster.get("instances") or [])
 
     def _begin(self, workspace: str, cluster: dict[str, Any], kind: str, running: tuple[dict[str, int], bool]) -> None:
         """Start (or re-base) a transition of `kind` from `running` (per group, head up) towards the spec."""
         key = (workspace, cluster["clusterId"])
         old, head_up = running
-        wanted = {} if kind == "stop" else spec_counts(cluster)
+        wanted = {} if kind == "stop" else self._target_counts(workspace, cluster)
         new = wanted | {group: 0 for group in old if group not in wanted}
         ongoing = self._transitions.get(key)
         failure = ongoing.failure if ongoing is not None else self._doomed.pop(key, None)
@@ -792,6 +831,26 @@ class ClusterStore:
             # Stuck where it is if already past the usual point: counts never move backwards.
             transition.stuck_at = max(STUCK_AT, progress(transition, self._clock(), self._settle))
             self._refresh(workspace, cluster)
+
+    def advance(self, seconds: float) -> None:
+        """Move every transition `seconds` further along (the clusters' emulated time), as if that much had passed."""
+        if not seconds >= 0:
+            raise ValueError("seconds must not be negative")
+        with self._lock:
+            for transition in self._transitions.values():
+                transition.began -= seconds
+            for workspace, cluster_id in list(self._transitions):
+                self._refresh(workspace, self._clusters[workspace][cluster_id])
+
+    def autoscaler_holds(self, workspace: str, cluster_id: str, groups: Mapping[str, int] | None) -> None:
+        """The autoscaler of an autoscaling cluster keeps `groups` workers (None: each group's replica) from the
+        next update or start on; KeyError when unknown."""
+        with self._lock:
+            self._clusters[workspace][cluster_id]  # noqa: B018 - KeyError for an unknown cluster
+            if groups is None:
+                self._autoscaler.pop((workspace, cluster_id), None)
+            else:
+                self._autoscaler[(workspace, cluster_id)] = dict(groups)
 
     def settle_now(self, workspace: str, cluster_id: str) -> None:
         """Move the current transition (if any) to its end at once; KeyError when unknown."""
@@ -866,23 +925,11 @@ class ClusterStore:
                     f"The cluster {cluster_id} is {state}; only a Stopped cluster can start.",
                 )
             now = self._now_ms()
-            if self._settle > 0:
+            if self._settle > 0 or not self._fail_at_once(workspace, cluster):
+                # Without a settle model the start is over the moment it begins: Running, head and workers up.
                 running = self._running_now(workspace, cluster)
                 cluster.update(message="", startTime=now)
                 self._begin(workspace, cluster, "start", running)
-            elif not self._fail_at_once(workspace, cluster):
-                cluster.update(state="Running", message="", startTime=now)
-                cluster["instances"] = [
-                    {
-                        "instanceId": f"{cluster_id}-head-0",
-                        "type": "Head",
-                        "phase": "Running",
-                        "containerState": "Running",
-                        "containerExitCode": 0,
-                        "createTime": now,
-                        "startTime": now,
-                    }
-                ]
             if token is not None:
                 self._started[(key_id, token)] = (workspace, cluster_id, request_id)
             return request_id
@@ -1045,6 +1092,29 @@ class EmrEmulator:
     def settle_now(self, workspace_id: str, cluster_id: str) -> None:
         """Bring the cluster's current transition to its end state now (Error if it was told to fail)."""
         self._store.settle_now(workspace_id, cluster_id)
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` of the clusters' emulated time pass: every transition moves that much further."""
+        self._store.advance(seconds)
+
+    def autoscaler_holds(self, workspace_id: str, cluster_id: str, groups: Mapping[str, int] | None) -> None:
+        """Model the Ray autoscaler of an autoscaling cluster: from its next update or start on it runs `groups`
+        workers per group (each clamped to the group's [minReplica, maxReplica]) instead of their replica; None
+        undoes it. KeyError when the cluster is unknown."""
+        self._store.autoscaler_holds(workspace_id, cluster_id, groups)
+
+    @property
+    def settle_seconds(self) -> float:
+        """How long (on the clock) a cluster takes to reach the shape a change asks for; 0: at once.
+
+        Settable: the next change takes the new time, and one in progress is re-timed (how far it got is its
+        elapsed time over the new settle time).
+        """
+        return self._store.settle_seconds
+
+    @settle_seconds.setter
+    def settle_seconds(self, seconds: float) -> None:
+        self._store.settle_seconds = seconds
 
     def calls_for(self, action: str) -> list[RecordedCall]:
         with self._calls_lock:

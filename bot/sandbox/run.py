@@ -59,6 +59,10 @@ TEAM_ID = "T0SANDBOX"
 RAYBOT_START_SECONDS = 60.0
 EMR_DEADLINE_SECONDS = "6"  # a "slow" fault (3 s) still succeeds; a hanging call ends well before Slack's patience
 SLOW_FAULT_SECONDS = 3.0
+# How long an emulated cluster takes to reach the shape a change (or a start, or a stop) asks for: long enough to
+# watch raybot follow it, short enough to wait for; the page's "Skip ahead" lets emulated time pass at once.
+SETTLE_SECONDS = 20.0
+SKIP_SECONDS = 60.0
 EMR_CALLS_SHOWN = 200
 STATIC_FILES = {
     "index.html": "text/html",
@@ -127,6 +131,9 @@ class World:
 
 
 ONCALL = Identity("oncall", "U0ONCALL1", "olivia", "Olivia (on-call)", "On-call member: in the S0ONCALL user group")
+APPROVER = Identity(
+    "approver", "U0APPROVE", "paula", "Paula (approver)", "Second on-call: may approve the on-call's big changes"
+)
 VIEWER = Identity("viewer", "U0VIEWER", "victor", "Victor (viewer)", "Viewer: may list and show")
 ADMIN = Identity("admin", "U0ADMIN", "ada", "Ada (admin)", "Platform admin: may do anything")
 OUTSIDER = Identity("outsider", "U0OUTSIDE", "oscar", "Oscar (outsider)", "In the channels, bound to no role")
@@ -138,7 +145,7 @@ ONCALL_GROUP = "S0ONCALL"
 def build_world(config: Config) -> World:
     """The sandbox's cast, plus every channel, user and user group `config` names (so a user's own config works:
     its people can be chosen on the page, its user groups exist, with the on-call member in each)."""
-    identities = [ONCALL, VIEWER, ADMIN, OUTSIDER]
+    identities = [ONCALL, APPROVER, VIEWER, ADMIN, OUTSIDER]
     channels = [INCIDENT, PLATFORM]
     usergroups: dict[str, dict[str, Any]] = {ONCALL_GROUP: {"handle": "oncall", "members": [ONCALL.user_id]}}
     known_users = {i.user_id for i in identities}
@@ -220,6 +227,8 @@ def _emr_call_json(seq: int, call: RecordedCall) -> JSON:
         "status": call.status,
         "code": call.code,
         "requestId": call.request_id,
+        "receivedAt": call.received_at,
+        "clientGone": call.client_gone,
     }
 
 
@@ -241,6 +250,7 @@ class SandboxPage:
         self._trigger_users: dict[str, str] = {}
         self._view_owners: dict[str, str] = {}  # root view id -> the user whose modal it is
         self._ephemeral_ts: list[str] = []  # when each of slack.ephemerals appeared, for ordering among messages
+        self._dismissed: set[int] = set()  # indexes into slack.ephemerals dismissed on the page (kept across reloads)
         self._emr_seq: dict[int, int] = {}
         self._version = 0
 
@@ -275,6 +285,8 @@ class SandboxPage:
                 web.post("/api/faults", self._inject),
                 web.delete("/api/faults", self._clear_faults),
                 web.post("/api/reset", self._reset),
+                web.post("/api/dismiss", self._dismiss),
+                web.post("/api/skip", self._skip),
             ]
         )
         return app
@@ -377,7 +389,7 @@ class SandboxPage:
         self._stamp_ephemerals()
         ephemerals = []
         for index, entry in enumerate(self.slack.ephemerals):
-            if entry.get("user") != user_id or entry.get("channel") != channel_id:
+            if entry.get("user") != user_id or entry.get("channel") != channel_id or index in self._dismissed:
                 continue
             ts = entry.get("message_ts") or self._ephemeral_ts[index]
             ephemerals.append({**entry, "id": f"e{index}", "ts": ts})
@@ -391,7 +403,10 @@ class SandboxPage:
             "emr": {
                 "calls": [_emr_call_json(i, c) for i, c in enumerate(self.emr.calls)][-EMR_CALLS_SHOWN:],
                 "faults": [self._fault_json(f) for f in self.emr.faults()],
+                "settleSeconds": self.emr.settle_seconds,
+                "skipSeconds": SKIP_SECONDS,
             },
+            "now": time.time(),  # the page measures how long a call has been waiting against this clock
         }
 
     def _modal_of(self, user_id: str) -> JSON | None:
@@ -589,6 +604,27 @@ class SandboxPage:
         self._broadcast({"kind": "faults"})
         return web.json_response({"ok": True, "faults": []})
 
+    async def _dismiss(self, request: web.Request) -> web.Response:
+        """Dismiss one of the person's ephemeral messages: it stays gone on reload, as in Slack."""
+        data = await request.json()
+        user_id, ephemeral_id = str(data.get("user", "")), str(data.get("id", ""))
+        index = int(ephemeral_id[1:]) if re.fullmatch(r"e\d{1,9}", ephemeral_id) else -1
+        if not 0 <= index < len(self.slack.ephemerals) or self.slack.ephemerals[index].get("user") != user_id:
+            return web.json_response({"ok": False, "error": "no such message of yours"}, status=404)
+        self._dismissed.add(index)
+        self._broadcast({"kind": "dismissed"})
+        return web.json_response({"ok": True})
+
+    async def _skip(self, request: web.Request) -> web.Response:
+        """Let emulated time pass for the clusters: every change in progress moves that much further."""
+        data = await request.json()
+        seconds = data.get("seconds", SKIP_SECONDS)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 86400:
+            return web.json_response({"ok": False, "error": "seconds must be a number from 0 to 86400"}, status=400)
+        self.emr.advance(float(seconds))
+        self._broadcast({"kind": "skip"})
+        return web.json_response({"ok": True})
+
     async def _reset(self, _: web.Request) -> web.Response:
         """Put every cluster back as seeded (the conversation stays)."""
         self.emr.seed(copy.deepcopy(self.seed))
@@ -737,6 +773,12 @@ class Sandbox:
             "    /ray edit fleet                     a modal for the 50-group cluster: pick a group, change it,\n"
             "                                        Review, Apply\n"
             "    @raybot show train-gpu              mentions answer in a thread\n"
+            "    /ray resize train-gpu cpu-preprocess=8   above 6 replicas the on-call needs a second person:\n"
+            "                                        switch to Paula (approver) and click Approve\n"
+            "    /ray start staging                  (as Ada, admin) the cluster starts; raybot follows it until\n"
+            '                                        its workers are up: "settled"\n'
+            f'  Clusters take {self.emr.settle_seconds:g} s of emulated time to change; "Skip ahead" in the Cloud\n'
+            "  API panel lets it pass at once.\n"
             "  Switch to Victor (viewer) and resize: refused, with the reason. Oscar (outsider) may do nothing.\n"
             "  In the Cloud API panel, inject a fault (slow, throttled, failing, hanging) and resize again:\n"
             "  raybot reports the error with its Code and RequestId.\n"
@@ -750,11 +792,18 @@ class Sandbox:
         )
 
 
-async def run_sandbox(port: int = DEFAULT_PORT, config_path: str | Path | None = None, *, workdir: Path | None = None):
+async def run_sandbox(
+    port: int = DEFAULT_PORT,
+    config_path: str | Path | None = None,
+    *,
+    workdir: Path | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
+):
     """Start the emulators, raybot and the page on 127.0.0.1 (`port` 0 picks a free one); return the `Sandbox`.
 
     `config_path` defaults to the sample config. State (raybot's database and log) lives in `workdir`, a fresh
-    temporary folder removed at `aclose()` when not given. Raises SandboxError when something cannot start.
+    temporary folder removed at `aclose()` when not given. `settle_seconds`: how long an emulated cluster takes to
+    change (`sandbox.emr.settle_seconds` changes it later). Raises SandboxError when something cannot start.
     """
     config_file = Path(config_path) if config_path is not None else SAMPLE_CONFIG
     try:
@@ -770,7 +819,9 @@ async def run_sandbox(port: int = DEFAULT_PORT, config_path: str | Path | None =
     seed = seed_for(config)
     signing_secret = secrets.token_urlsafe(24)
     access_key = ("sandbox-" + secrets.token_hex(6), secrets.token_urlsafe(24))
-    emr = EmrEmulator(access_keys={access_key[0]: access_key[1]}, clusters=copy.deepcopy(seed))
+    emr = EmrEmulator(
+        access_keys={access_key[0]: access_key[1]}, clusters=copy.deepcopy(seed), settle_seconds=settle_seconds
+    )
     slack = SlackEmulator(
         bot_token="xoxb-sandbox-" + secrets.token_hex(12),
         app_token=None,
@@ -833,9 +884,13 @@ async def run_sandbox(port: int = DEFAULT_PORT, config_path: str | Path | None =
 
 @contextlib.asynccontextmanager
 async def sandbox_running(
-    port: int = DEFAULT_PORT, config_path: str | Path | None = None, *, workdir: Path | None = None
+    port: int = DEFAULT_PORT,
+    config_path: str | Path | None = None,
+    *,
+    workdir: Path | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> AsyncIterator[Sandbox]:
-    sandbox = await run_sandbox(port, config_path, workdir=workdir)
+    sandbox = await run_sandbox(port, config_path, workdir=workdir, settle_seconds=settle_seconds)
     try:
         yield sandbox
     finally:
@@ -845,11 +900,20 @@ async def sandbox_running(
 class BackgroundSandbox:
     """A sandbox running on its own event loop in a thread, for synchronous callers (browser tests, a REPL)."""
 
-    def __init__(self, port: int = 0, config_path: str | Path | None = None, *, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        config_path: str | Path | None = None,
+        *,
+        workdir: Path | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raybot-sandbox", daemon=True)
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(run_sandbox(port, config_path, workdir=workdir), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            run_sandbox(port, config_path, workdir=workdir, settle_seconds=settle_seconds), self._loop
+        )
         try:
             self.sandbox: Sandbox = future.result(timeout=RAYBOT_START_SECONDS + 30)
         except BaseException:
@@ -882,14 +946,20 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=DEFAULT_PORT, help=f"port of the page on 127.0.0.1 (default {DEFAULT_PORT}; 0: any)"
     )
     parser.add_argument("--config", help="your own raybot.yaml (default: the sample config of the sandbox)")
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=SETTLE_SECONDS,
+        help=f"seconds an emulated cluster takes to change (default {SETTLE_SECONDS:g}; 0: at once)",
+    )
 
 
-async def _serve_until_stopped(port: int, config_path: str | None) -> None:
+async def _serve_until_stopped(port: int, config_path: str | None, settle_seconds: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with sandbox_running(port, config_path) as sandbox:
+    async with sandbox_running(port, config_path, settle_seconds=settle_seconds) as sandbox:
         print(sandbox.walkthrough(), flush=True)
         await stop.wait()
         print("\nraybot sandbox: stopping…", flush=True)
@@ -897,15 +967,19 @@ async def _serve_until_stopped(port: int, config_path: str | None) -> None:
 
 
 def main_sandbox(args: argparse.Namespace) -> int:
-    """`raybot sandbox [--port N] [--config PATH]`: run until Ctrl-C. Exit code 2 for a bad config or port."""
+    """`raybot sandbox [--port N] [--config PATH] [--settle-seconds S]`: run until Ctrl-C. Exit code 2 for a bad
+    config, port or settle time."""
     logging.basicConfig(
         level=os.environ.get("RAYBOT_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s %(message)s"
     )
     if not 0 <= args.port <= 65535:
         print(f"raybot sandbox: --port must be from 0 to 65535, not {args.port}", file=sys.stderr)
         return 2
+    if not 0 <= args.settle_seconds <= 3600:
+        print(f"raybot sandbox: --settle-seconds must be from 0 to 3600, not {args.settle_seconds:g}", file=sys.stderr)
+        return 2
     try:
-        asyncio.run(_serve_until_stopped(args.port, args.config))
+        asyncio.run(_serve_until_stopped(args.port, args.config, args.settle_seconds))
     except SandboxError as error:
         print(f"raybot sandbox: {error}", file=sys.stderr)
         return 2

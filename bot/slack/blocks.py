@@ -704,9 +704,7 @@ def _group_count_sections(progress: Progress, *, incomplete_only: bool) -> list[
     if not groups:
         return []
     width = min(max(len(g.name) for g in groups), 40)
-    lines = [
-        _pre_line(f"{truncate(g.name, 40).ljust(width)}  {'?' if g.up is None else g.up}/{g.wanted}") for g in groups
-    ]
+    lines = [_pre_line(f"{truncate(g.name, 40).ljust(width)}  {g.counts()}") for g in groups]
     sections, shown = _pre_sections(lines, max_sections=GROUP_SECTIONS_MAX)
     if shown < len(lines):
         sections.append(_context(_more(len(lines) - shown, "group")))

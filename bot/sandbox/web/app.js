@@ -14,8 +14,10 @@
     channel: null,
     thread: null, // ts of the thread open on the right
     state: null,
-    dismissed: new Set(),
+    dismissed: new Set(), // local notices dismissed; raybot's ephemerals are dismissed on the server (kept on reload)
     local: [], // notices from "Slackbot" (a command that failed to reach raybot)
+    clockOffset: 0, // the server's clock minus this page's, in seconds: how long a cloud call has waited
+    ticker: null,
     views: new Map(), // view id -> {hash, node}: open views keep what was typed, as in Slack
     shownView: "",
     keys: { channel: "", thread: "", cloud: "" },
@@ -91,6 +93,7 @@
     const query = new URLSearchParams({ user: S.user, channel: S.channel });
     const state = await api("/api/state?" + query.toString());
     if (request !== S.request) return; // a newer answer is on its way
+    if (typeof state.now === "number") S.clockOffset = state.now - Date.now() / 1000;
     S.state = state;
     render();
   }
@@ -151,10 +154,14 @@
       note.appendChild(h("span", null, "👁 Only visible to you"));
       const dismiss = h("button", "link dismiss", "Dismiss");
       dismiss.type = "button";
-      dismiss.addEventListener("click", () => {
-        S.dismissed.add(message.id);
+      dismiss.addEventListener("click", async () => {
+        S.dismissed.add(message.id); // gone at once; the server remembers raybot's ephemerals across reloads
         S.keys.channel = S.keys.thread = "";
         render();
+        if (!message.slackbot) {
+          const answer = await api("/api/dismiss", { user: S.user, id: message.id });
+          if (!answer.ok) notice(answer.error);
+        }
       });
       note.appendChild(dismiss);
       content.appendChild(note);
@@ -381,11 +388,43 @@
 
   // --- the cloud panel ------------------------------------------------------------------------------------------
 
+  const WAITING_AFTER_SECONDS = 1; // a call unanswered for longer than this says "waiting…" and for how long
+
+  function waited(receivedAt) {
+    return Math.max(0, Date.now() / 1000 + S.clockOffset - receivedAt);
+  }
+
+  function showWait(node) {
+    const seconds = waited(Number(node.dataset.receivedAt));
+    if (seconds < WAITING_AFTER_SECONDS) {
+      node.textContent = "…";
+      node.className = "emr-status pending";
+    } else {
+      node.textContent = `waiting… ${Math.floor(seconds)} s`;
+      node.className = "emr-status waiting";
+    }
+  }
+
+  function tick() {
+    const pending = document.querySelectorAll("#emr-calls .emr-status[data-received-at]");
+    for (const node of pending) showWait(node);
+    if (!pending.length && S.ticker) {
+      clearInterval(S.ticker);
+      S.ticker = null;
+    }
+  }
+
   function renderCloud() {
     const emr = S.state.emr || { calls: [], faults: [] };
     const key = JSON.stringify(emr);
     if (key === S.keys.cloud) return;
     S.keys.cloud = key;
+    const settle = emr.settleSeconds || 0;
+    $("settle-note").textContent = settle > 0
+      ? `A cluster takes ${settle} s to reach a new shape (start, stop, resize); raybot follows it until it settles.`
+      : "Clusters change at once.";
+    $("skip").textContent = `Skip ahead ${emr.skipSeconds || 60} s`;
+    $("skip").disabled = !(settle > 0);
     const faults = $("faults");
     faults.replaceChildren();
     if (!emr.faults.length) faults.appendChild(h("li", "muted", "No fault: the cloud answers normally."));
@@ -402,13 +441,20 @@
       const line = h("div", "emr-line");
       line.appendChild(h("span", "emr-action", call.action || "?"));
       const ok = call.status >= 200 && call.status < 300;
-      const status = call.status === 0 ? "…" : String(call.status);
-      line.appendChild(h("span", "emr-status " + (call.status === 0 ? "pending" : ok ? "ok" : "failed"), status));
+      const status = h("span", "emr-status " + (ok ? "ok" : "failed"), String(call.status));
+      if (call.status === 0) {
+        status.dataset.receivedAt = String(call.receivedAt);
+        showWait(status);
+      }
+      line.appendChild(status);
       if (call.code) line.appendChild(h("span", "emr-code", call.code));
+      if (call.status === 0 && call.clientGone) line.appendChild(h("span", "emr-gone", "raybot gave up waiting"));
       item.appendChild(line);
       item.appendChild(h("div", "emr-request-id", "requestId " + call.requestId));
       const details = h("details", "emr-details");
-      details.appendChild(h("summary", null, `${call.method} ${call.path}`));
+      const summary = h("summary", null, `${call.method} ${call.path}`);
+      summary.title = `${call.method} ${call.path}`; // the whole path, however long; the line itself is cut short
+      details.appendChild(summary);
       if (call.body !== null && call.body !== undefined) {
         details.appendChild(h("pre", "emr-body", JSON.stringify(call.body, null, 2)));
       } else {
@@ -417,6 +463,7 @@
       item.appendChild(details);
       list.appendChild(item);
     }
+    if (emr.calls.some((call) => call.status === 0) && !S.ticker) S.ticker = setInterval(tick, 1000);
   }
 
   // --- who and where --------------------------------------------------------------------------------------------
@@ -495,6 +542,11 @@
     });
     $("reset").addEventListener("click", async () => {
       await api("/api/reset", {});
+      schedule();
+    });
+    $("skip").addEventListener("click", async () => {
+      const answer = await api("/api/skip", { seconds: (S.state && S.state.emr && S.state.emr.skipSeconds) || 60 });
+      if (!answer.ok) notice(answer.error);
       schedule();
     });
     for (const action of S.world.actions) {
