@@ -411,7 +411,8 @@ def total_text(r: Rate, seconds: int) -> str:
 
 def range_text(floor: Rate, ceiling: Rate) -> str:
     """`autoscaling 12 … 60 CU/h (≈ ¥4.20 … ¥21.00/h)`."""
-    text = f"autoscaling {_units_text(floor, signed=False, per='')} … {_units_text(ceiling, signed=False)}"
+    low = number_text(floor.cu) if floor.cu is not None and not floor.gpus else _units_text(floor, signed=False, per="")
+    text = f"autoscaling {low} … {_units_text(ceiling, signed=False)}"
     if floor.money is not None and ceiling.money is not None and floor.currency is not None:
         low, high = money_text(floor.money, floor.currency), money_text(ceiling.money, floor.currency)
         text += f" (≈ {low} … {high}/h)"
@@ -433,7 +434,7 @@ def change_text(cost: ChangeCost, *, duration_seconds: int | None = None) -> str
         pieces.append(range_text(*cost.range))
     else:
         pieces.append(f"then {rate_text(cost.after_now)}")
-    problems = list(dict.fromkeys([*cost.now.problems, *cost.ceiling.problems]))
+    problems = list(dict.fromkeys([*cost.now.problems, *cost.ceiling.problems, *cost.after_now.problems]))
     if problems:
         pieces.append("not counted: " + "; ".join(problems))
     return " · ".join(pieces)
