@@ -161,6 +161,11 @@ class ChangeCost(_Frozen):
     after_ceiling: Rate
     range: tuple[Rate, Rate] | None = None
 
+    @property
+    def neutral(self) -> bool:
+        """The change moves nothing billable, now or at the autoscaling ceiling (a description, a queue, …)."""
+        return all(r.cu == 0 and not r.gpus and not r.problems for r in (self.now, self.ceiling))
+
 
 # --- parsing ------------------------------------------------------------------------------------------------------
 

@@ -492,7 +492,9 @@ def cost_text(
 ) -> str | None:
     """The cost line of a change for a message (bot.cost.change_text), None when there is nothing to tell."""
     cost = change_cost_of(services, alias, action, spec_before, body)
-    return change_text(cost, duration_seconds=duration_seconds) if cost is not None else None
+    if cost is None or cost.neutral:
+        return None
+    return change_text(cost, duration_seconds=duration_seconds)
 
 
 async def took_effect(

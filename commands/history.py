@@ -20,7 +20,7 @@ async def handle(command: History, ctx: CommandContext) -> None:
     costs = []
     for record in records:
         cost = change_cost_of(services, record.alias, record.action, record.spec_before, record.body)
-        costs.append(rate_text(cost.now, signed=True) if cost is not None else None)
+        costs.append(rate_text(cost.now, signed=True) if cost is not None and not cost.neutral else None)
     await ctx.replies.ephemeral(*blocks.history(command.cluster, records, costs))
 
 

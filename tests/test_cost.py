@@ -186,6 +186,15 @@ def test_autoscaling_opens_a_range():
     assert "autoscaling 8 … 84 CU/h (≈ ¥2.80 … ¥29.40/h)" in text
 
 
+def test_a_change_of_nothing_billable_is_neutral():
+    before = cluster(group(replica=2))
+    after = ClusterFields.model_validate(before.wire() | {"description": "now with a description"})
+    assert change_cost(before, after, HANGZHOU).neutral
+    assert not change_cost(before, cluster(group(replica=3)), HANGZHOU).neutral
+    # autoscaling switched on moves the ceiling, not what runs now: not neutral
+    assert not change_cost(cluster(group(maxReplica=8)), cluster(group(maxReplica=8), autoscaling=True), None).neutral
+
+
 def test_start_and_stop_bring_and_take_the_whole_cluster():
     spec = cluster(group(replica=2)).wire()
     start = recorded_change_cost("start", spec, None, HANGZHOU)
