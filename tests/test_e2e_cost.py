@@ -159,8 +159,12 @@ async def open_review(http, raybot, slack, replica: str) -> dict:
     pushed = await wait_new(slack, lambda c: c.method == "views.push")
     editor_id = pushed.response["view"]["id"]
     values = with_value(untouched_values(slack.views[editor_id]), modals.BLOCK_GROUP_REPLICA, replica)
+    # The overview was updated once already (loading → editor): wait for the update this submission makes.
+    earlier = {id(c) for c in slack.calls}
     await submit_view(http, raybot, slack, editor_id, world.EDITOR, values)
-    await wait_new(slack, lambda c: c.method == "views.update" and c.args.get("view_id") == view_id)
+    await slack.wait_for(
+        lambda c: id(c) not in earlier and c.method == "views.update" and c.args.get("view_id") == view_id
+    )
     overview = slack.views[view_id]
     answer, review_id = await submit_view(http, raybot, slack, view_id, world.EDITOR, untouched_values(overview))
     assert answer["response_action"] == "push", answer
