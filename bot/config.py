@@ -10,6 +10,7 @@ that node tree.
 Example (the format is exact):
 
     region: cn-hangzhou
+    pricing: {currency: CNY, cu_hour: {cn-hangzhou: 0.35, default: 0.40}}   # optional: CU only without it
     clusters:
       prod: {workspace: w-d2d82aa09155, cluster: ray-uiulpgow9xljimm1, region: cn-hangzhou}
     roles:

@@ -23,6 +23,7 @@ from bot.cost import (
     total_text,
 )
 from bot.emr.models import ClusterFields, ResourceSpec
+from bot.metrics import Metrics
 
 D = Decimal
 HANGZHOU = Price(currency="CNY", cu_hour=D("0.35"), gpu_hour={"A10:1": D("11.5")})
@@ -217,3 +218,16 @@ def test_money_words():
     assert money_text(D("3"), "USD", signed=True) == "+$3.00"
     assert money_text(D("-12.505"), "EUR", signed=True) == "-12.51 EUR"
     assert money_text(D("0.001"), "CNY", signed=True) == "¥0.00"
+
+
+def test_the_added_cost_gauges_add_up_per_cluster():
+    metrics = Metrics()
+    up = change_cost(cluster(group(replica=2)), cluster(group(replica=10)), HANGZHOU).now
+    down = change_cost(cluster(group(replica=10)), cluster(group(replica=6)), HANGZHOU).now
+    unpriced = change_cost(cluster(group(replica=2)), cluster(group(replica=3)), None).now
+    for delta in (up, down, unpriced):
+        metrics.cost_added("prod", delta)
+    assert metrics.value("raybot_added_cu_per_hour", {"cluster": "prod"}) == 32 - 16 + 4
+    # the unpriced change adds CU and no money: never a made-up amount
+    assert metrics.value("raybot_added_cost_per_hour", {"cluster": "prod"}) == pytest.approx(11.2 - 5.6)
+    assert metrics.value("raybot_added_cu_per_hour", {"cluster": "staging"}) is None
