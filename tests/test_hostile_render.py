@@ -318,6 +318,7 @@ MESSAGE_CASES: dict[str, Cases] = {
     "outcome_checking": lambda s: [call(s.text, 7, s.text, s.text)],
     "outcome_known": lambda s: [
         call(s.text, 7, s.text, True, revert_at=NOW),
+        call(s.text, 7, s.text, True, revert_at=NOW, cost=cost_of(s)),
         call(s.text, 7, s.text, True, undo=False),
         call(s.text, 7, s.text, False),
     ],

@@ -842,8 +842,10 @@ def outcome_known(
     *,
     undo: bool = True,
     revert_at: float | None = None,
+    cost: str | None = None,
 ) -> SlackMessage:
-    """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered) or not."""
+    """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered, and what it costs:
+    `cost`, bot.cost.change_text) or not."""
     if not applied:
         text = (
             f"❌ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) did not take effect: "
@@ -854,7 +856,7 @@ def outcome_known(
         f"✅ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) took effect: "
         "the cluster holds it."
     )
-    body = [_section(text)]
+    body = [_section(text), *([cost_line(cost)] if cost else [])]
     buttons = [_button("Undo", UNDO_ACTION, str(change_id))] if undo else []
     if revert_at is not None:
         body.append(_context(f"⏲️ Temporary: raybot reverts this change at {slack_date(revert_at)}."))
