@@ -315,7 +315,7 @@ def _cost_limit_violations(role_name: str, cap: Decimal, cost: ChangeCost | None
         return []
     delta, after = cost.ceiling, cost.after_ceiling
     currency = delta.currency or after.currency
-    if delta.rises is False:
+    if delta.rises is False or (delta.money is not None and delta.money <= 0):
         return []  # lowering (or keeping) the cost is always allowed
     capped = f"{role_name} allows at most {_per_hour(cap, currency)} per cluster"
     if delta.money is None or after.money is None or currency is None:

@@ -199,3 +199,14 @@ def test_starting_a_cluster_counts_its_whole_cost(config):
     assert decision.allowed
     assert decision.approval == "it raises the cost by +164 CU/h (≈ +¥57.40/h) (approval needed above +¥50.00/h)"
     assert check_lifecycle(config, ONCALL, "start", "prod", spec(10)).approval is None
+
+
+def test_a_change_that_lowers_the_cost_overall_passes_the_cap_even_above_it():
+    config = parse_config(CONFIG.replace("max_cost_per_hour: 200", "max_cost_per_hour: 1"))
+    gpu = {"groupName": "a10", "replica": 4, "cpu": "8", "memory": "30Gi", "gpuSpec": "A10:1"}
+    cpu = {"groupName": "WorkerGroup1", "replica": 2, "cpu": "4", "memory": "16Gi"}
+    before = ClusterFields.model_validate({"workerSpec": [cpu, gpu]})
+    # two more CPU workers (+8 CU/h, ¥2.80) and two GPU nodes fewer (-¥23.00): cheaper in all, though still above ¥1/h
+    after = ClusterFields.model_validate({"workerSpec": [cpu | {"replica": 4}, gpu | {"replica": 2}]})
+    decision = check_change(config, ONCALL, "resize", "prod", before, after)
+    assert decision.allowed and decision.approval is None
