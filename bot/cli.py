@@ -8,7 +8,8 @@ import os
 import sys
 from importlib import resources
 
-from bot.config import ConfigError, load_config
+from bot.config import Config, ConfigError, load_config
+from bot.cost import money_text
 from bot.logs import configure_logging, register_secret
 from bot.permissions import render_permission_table
 from bot.settings import SettingsError, load_settings
@@ -64,7 +65,29 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"warning: store: {error}", file=sys.stderr)
     print()
     print(render_permission_table(config))
+    print()
+    print(render_price_table(config))
     return 0
+
+
+def render_price_table(config: Config) -> str:
+    """The price each cluster uses, and where it comes from, as aligned plain text for `raybot check-config`."""
+    if config.pricing is None:
+        return "pricing: none configured; raybot shows compute units (CU) only, never an amount of money"
+    header = ("CLUSTER", "REGION", "CU PRICE", "FROM", "GPU PRICES")
+    rows = []
+    for alias in config.clusters:
+        price = config.price(alias)
+        assert price is not None  # there is a pricing section
+        cu = f"{money_text(price.cu_hour, price.currency)}/CU-h" if price.cu_hour is not None else "none: CU only"
+        gpus = ", ".join(f"{spec} {money_text(amount, price.currency)}/h" for spec, amount in price.gpu_hour.items())
+        rows.append((alias, config.cluster(alias).region, cu, price.source, gpus or "-"))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return f"pricing ({config.pricing.currency}):\n" + "\n".join(lines)
 
 
 def _migrate(_: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ that node tree.
 Example (the format is exact):
 
     region: cn-hangzhou
+    pricing: {currency: CNY, cu_hour: {cn-hangzhou: 0.35, default: 0.40}}   # optional: CU only without it
     clusters:
       prod: {workspace: w-d2d82aa09155, cluster: ray-uiulpgow9xljimm1, region: cn-hangzhou}
     roles:
@@ -31,11 +32,14 @@ import re
 import types
 import typing
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from bot.cost import Price
 
 # The actions a role may grant. `whoami` and `help` need none: everyone may ask what they may do.
 KNOWN_ACTIONS: tuple[str, ...] = (
@@ -147,10 +151,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Threshold = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _currency(value: str) -> str:
+    if not CURRENCY.match(value):
+        raise ValueError(f"currency must be an ISO 4217 code such as CNY or USD, not {value!r}")
+    return value
+
+
+class Pricing(_Strict):
+    """The operator's own prices (raybot cannot know them): per CU-hour by region (`default` for any other
+    region), per GPU node-hour by gpuSpec exactly as the API writes it. See bot/cost.py for the arithmetic."""
+
+    currency: Annotated[str, AfterValidator(_currency)]
+    cu_hour: dict[NonEmpty, Amount] = Field(default_factory=dict)
+    gpu_hour: dict[NonEmpty, Amount] = Field(default_factory=dict)
+
+
+class ClusterPricing(_Strict):
+    """One cluster's own prices, over the region's (its CPU architecture or zone may be priced differently)."""
+
+    cu_hour: Amount | None = None
+    gpu_hour: dict[NonEmpty, Amount] = Field(default_factory=dict)
+
+
 class ClusterEntry(_Strict):
     workspace: NonEmpty
     cluster: NonEmpty
     region: NonEmpty | None = None
+    pricing: ClusterPricing | None = None
 
 
 class Limits(_Strict):
@@ -159,6 +191,7 @@ class Limits(_Strict):
     max_replica: int | None = Field(default=None, ge=1)
     max_step: int | None = Field(default=None, ge=1)
     worker_types: tuple[NonEmpty, ...] | None = None
+    max_cost_per_hour: Threshold | None = None  # no change may raise a cluster's cost per hour above it
 
 
 class ApprovalRule(_Strict):
@@ -170,6 +203,8 @@ class ApprovalRule(_Strict):
     always: bool = False
     above_replica: int | None = Field(default=None, ge=1)
     above_step: int | None = Field(default=None, ge=1)
+    above_cost_per_hour: Threshold | None = None  # a change raising the cost per hour by more, in pricing.currency
+    above_cu: Threshold | None = None  # a change raising the CU per hour by more
     expires_minutes: int = Field(default=30, ge=1, le=1440)
 
     @model_validator(mode="before")
@@ -183,8 +218,9 @@ class ApprovalRule(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> ApprovalRule:
-        if not self.always and self.above_replica is None and self.above_step is None:
-            raise ValueError("approval needs 'always', above_replica or above_step")
+        thresholds = (self.above_replica, self.above_step, self.above_cost_per_hour, self.above_cu)
+        if not self.always and all(t is None for t in thresholds):
+            raise ValueError("approval needs 'always', above_replica, above_step, above_cost_per_hour or above_cu")
         return self
 
 
@@ -230,6 +266,7 @@ class Config(_Strict):
     clusters: dict[Alias, ClusterEntry]
     roles: dict[RoleName, Role]
     channels: dict[ChannelId, tuple[Binding, ...]]
+    pricing: Pricing | None = None
 
     _warnings: list[str] | None = PrivateAttr(default=None)
 
@@ -245,7 +282,7 @@ class Config(_Strict):
         """Things that are allowed but probably wrong (globs matching no alias)."""
         if self._warnings is not None:
             return list(self._warnings)
-        return [f"{_dotted(loc)}: {message}" for loc, message in _glob_warnings(self)]
+        return [f"{_dotted(loc)}: {message}" for loc, message in _glob_warnings(self) + _pricing_warnings(self)]
 
     def aliases(self) -> list[str]:
         """The cluster aliases, in the order the config lists them."""
@@ -260,6 +297,31 @@ class Config(_Strict):
         region = entry.region or self.region
         assert region is not None  # checked when the config was validated
         return ClusterTarget(alias=alias, workspace=entry.workspace, cluster_id=entry.cluster, region=region)
+
+    def price(self, alias: str) -> Price | None:
+        """The prices the cluster `alias` pays, None without a `pricing` section (then raybot shows CU only).
+
+        The CU price is the cluster's own, else its region's, else `default`; its `cu_hour` is None when none
+        applies. GPU prices: the cluster's over the global ones, spec by spec.
+        """
+        if self.pricing is None:
+            return None
+        target = self.cluster(alias)
+        own = self.clusters[alias].pricing or ClusterPricing()
+        if own.cu_hour is not None:
+            cu_hour, source = own.cu_hour, f"clusters.{alias}.pricing"
+        elif target.region in self.pricing.cu_hour:
+            cu_hour, source = self.pricing.cu_hour[target.region], f"region {target.region}"
+        elif "default" in self.pricing.cu_hour:
+            cu_hour, source = self.pricing.cu_hour["default"], "default"
+        else:
+            cu_hour, source = None, "none"
+        return Price(
+            currency=self.pricing.currency,
+            cu_hour=cu_hour,
+            gpu_hour={**self.pricing.gpu_hour, **own.gpu_hour},
+            source=source,
+        )
 
 
 class _Problems(Exception):
@@ -297,6 +359,15 @@ def _semantic_problems(config: Config) -> list[tuple[Loc, str]]:
                     "list the allowed worker types, or leave it out to allow any",
                 )
             )
+    if config.pricing is None:
+        for alias, entry in config.clusters.items():
+            if entry.pricing is not None:
+                out.append(
+                    (
+                        ("clusters", alias, "pricing"),
+                        "a cluster's prices need a top-level `pricing:` with their currency (e.g. currency: CNY)",
+                    )
+                )
     defined = ", ".join(config.roles) or "none"
     for channel, bindings in config.channels.items():
         if not bindings:
@@ -332,6 +403,45 @@ def _glob_warnings(config: Config) -> list[tuple[Loc, str]]:
                         )
                     )
     return out
+
+
+def _cost_rules(config: Config) -> list[tuple[Loc, str]]:
+    """Where the config judges changes by money: each role's limit and each approval rule with a cost threshold."""
+    out: list[tuple[Loc, str]] = []
+    for name, role in config.roles.items():
+        if role.limits.max_cost_per_hour is not None:
+            out.append((("roles", name, "limits", "max_cost_per_hour"), name))
+        if role.approval is not None and role.approval.above_cost_per_hour is not None:
+            out.append((("roles", name, "approval", "above_cost_per_hour"), name))
+    for channel, bindings in config.channels.items():
+        for index, binding in enumerate(bindings):
+            if binding.approval is not None and binding.approval.above_cost_per_hour is not None:
+                out.append((("channels", channel, index, "approval", "above_cost_per_hour"), binding.role))
+    return out
+
+
+def _pricing_warnings(config: Config) -> list[tuple[Loc, str]]:
+    """Money thresholds that cannot be judged for some cluster: no price there, so raybot falls back to caution
+    (a change that raises the cluster's CU needs approval, or is denied by a cost limit)."""
+    rules = _cost_rules(config)
+    if not rules:
+        return []
+    unpriced = [a for a in config.clusters if (p := config.price(a)) is None or p.cu_hour is None]
+    if not unpriced:
+        return []
+    what = (
+        "there is no `pricing:` section"
+        if config.pricing is None
+        else f"no CU price applies to {', '.join(unpriced)} (add its region or `default` under pricing.cu_hour)"
+    )
+    return [
+        (
+            loc,
+            f"{what}: raybot cannot price changes there, so every change raising their CU is held to this rule "
+            "as if above it",
+        )
+        for loc, _ in rules
+    ]
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -379,7 +489,10 @@ def parse_config(text: str, *, source: str = "raybot.yaml") -> Config:
     if not isinstance(data, dict):
         where = _place(source, node.start_mark) if node is not None else source
         raise ConfigError(
-            [f"{where}: the config must be a mapping with the keys region, clusters, roles and channels (see README)"]
+            [
+                f"{where}: the config must be a mapping with the keys region, clusters, roles and channels "
+                "(and optionally pricing; see README)"
+            ]
         )
 
     try:
@@ -397,7 +510,8 @@ def parse_config(text: str, *, source: str = "raybot.yaml") -> Config:
         ) from None
 
     config._warnings = [
-        f"{_place(source, _mark_for(node, loc))}: {_dotted(loc)}: {message}" for loc, message in _glob_warnings(config)
+        f"{_place(source, _mark_for(node, loc))}: {_dotted(loc)}: {message}"
+        for loc, message in _glob_warnings(config) + _pricing_warnings(config)
     ]
     return config
 

@@ -27,7 +27,8 @@ from typing import Any, Literal, TypeVar
 from slack_sdk.errors import SlackApiError
 
 from bot.change_state import TOOK_EFFECT
-from bot.config import ClusterTarget
+from bot.config import ClusterTarget, UnknownClusterError
+from bot.cost import ChangeCost, change_text, recorded_change_cost
 from bot.dispatch import CommandContext
 from bot.emr.changes import DiffEntry, Plan
 from bot.emr.errors import EmrError
@@ -319,6 +320,7 @@ async def request_approval(ctx: CommandContext, new: NewChange, prepared: Prepar
         prepared.plan.diff if prepared.plan is not None else [],
         record.id,
         expires_at,
+        cost=cost_text(services, new.alias, new.action, new.spec_before, new.body, new.duration_seconds),
     )
     try:
         thread = await ctx.replies.open_thread(*message)
@@ -446,6 +448,9 @@ async def _call_and_tell(
             change_id=record.id,
             revert_at=revert_at,
             schedule_id=record.id,
+            cost=cost_text(
+                services, record.alias, record.action, record.spec_before, record.body, record.duration_seconds
+            ),
         )
         if record.action not in LIFECYCLE
         else blocks.lifecycle_accepted(
@@ -466,12 +471,41 @@ async def _call_and_tell(
     return applied
 
 
+def change_cost_of(
+    services: Services, alias: str, action: str, spec_before: dict[str, Any] | None, body: dict[str, Any] | None
+) -> ChangeCost | None:
+    """What a change does to its cluster's cost per hour, at the prices the config gives it now (None: unknown)."""
+    try:
+        price = services.config.price(alias)
+    except UnknownClusterError:  # an alias since removed from the config: CU only
+        price = None
+    return recorded_change_cost(action, spec_before, body, price)
+
+
+def cost_text(
+    services: Services,
+    alias: str,
+    action: str,
+    spec_before: dict[str, Any] | None,
+    body: dict[str, Any] | None,
+    duration_seconds: int | None = None,
+) -> str | None:
+    """The cost line of a change for a message (bot.cost.change_text), None when there is nothing to tell."""
+    cost = change_cost_of(services, alias, action, spec_before, body)
+    if cost is None or cost.neutral:
+        return None
+    return change_text(cost, duration_seconds=duration_seconds)
+
+
 async def took_effect(
     services: Services, record: ChangeRecord, *, from_: str, request_id: str | None = None
 ) -> ChangeRecord | None:
-    """Move a change to "applied" and start following it (its temporary revert is scheduled with it)."""
+    """Move a change to "applied" and start following it (its temporary revert is scheduled with it).
+
+    What it added to the cluster's cost per hour is counted in the metrics once, by the caller whose move it was.
+    """
     now = services.clock()
-    return await services.store.move(
+    applied = await services.store.move(
         record.id,
         "applied",
         from_=from_,
@@ -481,6 +515,11 @@ async def took_effect(
         follow_started_at=now,
         follow_deadline_at=now + services.follow_seconds,
     )
+    if applied is not None:
+        cost = change_cost_of(services, record.alias, record.action, record.spec_before, record.body)
+        if cost is not None:
+            services.metrics.cost_added(record.alias, cost.now)
+    return applied
 
 
 async def became_unknown(

@@ -4,11 +4,11 @@ Every `Metrics` owns its own `CollectorRegistry` (not prometheus_client's global
 so tests and several apps in one process never clash over metric names.
 
 Label sets are small and bounded on purpose: a label value becomes a time series
-for as long as the process lives, so no user id, channel id, cluster alias or free
-text is ever a label. Values that come from outside (cloud error codes, Slack error
-strings, command names typed by people) pass through `BoundedLabel`, which keeps
-well-formed values up to a fixed number of distinct ones and folds the rest into
-"other".
+for as long as the process lives, so no user id, channel id or free text is ever a
+label; cluster aliases are, only on the cost gauges, as the config bounds them.
+Values that come from outside (cloud error codes, Slack error strings, command
+names typed by people) pass through `BoundedLabel`, which keeps well-formed values
+up to a fixed number of distinct ones and folds the rest into "other".
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from bot.cost import Rate
 from bot.emr.errors import EmrError
 
 OTHER = "other"
@@ -172,6 +173,20 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.added_cu_per_hour = Gauge(
+            "raybot_added_cu_per_hour",
+            "CU per hour that changes raybot applied added to each cluster (net: reductions subtract), "
+            "since this process started.",
+            ["cluster"],
+            registry=r,
+        )
+        self.added_cost_per_hour = Gauge(
+            "raybot_added_cost_per_hour",
+            "Cost per hour, in the config's pricing.currency, that changes raybot applied added to each cluster "
+            "(net), since this process started; changes raybot could not price are left out.",
+            ["cluster"],
+            registry=r,
+        )
         # Outside values → bounded label values.
         self._command_label = BoundedLabel(r"[a-z][a-z0-9_-]{0,31}", cap=40)
         self._cloud_action_label = BoundedLabel(r"[A-Z][A-Za-z]{0,63}", cap=20, known=CLOUD_ACTIONS)
@@ -218,6 +233,13 @@ class Metrics:
             yield
         finally:
             self.change_finished()
+
+    def cost_added(self, cluster: str, delta: Rate) -> None:
+        """A change to `cluster` (a config alias) took effect, adding `delta` per hour (negative: it saved)."""
+        if delta.cu is not None:
+            self.added_cu_per_hour.labels(cluster).inc(float(delta.cu))
+        if delta.money is not None:
+            self.added_cost_per_hour.labels(cluster).inc(float(delta.money))
 
     def scheduler_pass(self, failures: int) -> None:
         self.scheduler_passes_total.labels("failed" if failures else "ok").inc()

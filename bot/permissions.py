@@ -14,9 +14,11 @@ user groups as <!subteam^S…>. The caller asks again at every step that acts
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
+from bot.cost import ChangeCost, Rate, change_cost, money_text, number_text, rate_text
 from bot.emr.models import ClusterFields, WorkerGroup
 from bot.slack.mrkdwn import escape
 
@@ -107,7 +109,12 @@ def _who_plain(binding: Binding) -> str:
     return "; ".join(parts)
 
 
-def approval_text(rule: ApprovalRule | None) -> str:
+def _per_hour(amount: Decimal, currency: str | None) -> str:
+    """A money threshold per hour: `¥50.00/h`, or `50 per hour` when the config names no currency."""
+    return f"{money_text(amount, currency)}/h" if currency else f"{number_text(amount)} per hour"
+
+
+def approval_text(rule: ApprovalRule | None, currency: str | None = None) -> str:
     """When a second person must approve, as a short phrase ("" when never)."""
     if rule is None:
         return ""
@@ -118,15 +125,19 @@ def approval_text(rule: ApprovalRule | None) -> str:
         parts.append(f"above {rule.above_replica} replicas")
     if rule.above_step is not None:
         parts.append(f"above a step of {rule.above_step}")
+    if rule.above_cost_per_hour is not None:
+        parts.append(f"above +{_per_hour(rule.above_cost_per_hour, currency)}")
+    if rule.above_cu is not None:
+        parts.append(f"above +{number_text(rule.above_cu)} CU/h")
     return f"approval {' or '.join(parts)} ({rule.expires_minutes} min)"
 
 
-def _limits_and_approval(role: Role, binding: Binding) -> str:
-    approval = approval_text(binding.approval or role.approval)
-    return limits_text(role.limits) + (f"; {approval}" if approval else "")
+def _limits_and_approval(role: Role, binding: Binding, currency: str | None = None) -> str:
+    approval = approval_text(binding.approval or role.approval, currency)
+    return limits_text(role.limits, currency) + (f"; {approval}" if approval else "")
 
 
-def limits_text(limits: Limits) -> str:
+def limits_text(limits: Limits, currency: str | None = None) -> str:
     """The limits of a role as a short phrase ("no limits" when there are none)."""
     parts = []
     if limits.max_replica is not None:
@@ -135,6 +146,8 @@ def limits_text(limits: Limits) -> str:
         parts.append(f"changes of at most {limits.max_step} replicas at once")
     if limits.worker_types is not None:
         parts.append("worker types " + ", ".join(limits.worker_types))
+    if limits.max_cost_per_hour is not None:
+        parts.append(f"at most {_per_hour(limits.max_cost_per_hour, currency)} per cluster")
     return "; ".join(parts) or "no limits"
 
 
@@ -238,14 +251,20 @@ def decide(config: Config, subject: Subject, action: str, alias: str | None = No
 # --- limits -------------------------------------------------------------------------------------
 
 
-def limit_violations(role_name: str, limits: Limits, before: ClusterFields, after: ClusterFields) -> list[str]:
+def limit_violations(
+    role_name: str, limits: Limits, before: ClusterFields, after: ClusterFields, cost: ChangeCost | None = None
+) -> list[str]:
     """Every way the change before → after breaks the role's limits, as sentences for Slack.
 
     Only values that a change raises (or introduces) count against max_replica, so a
     cluster already above the limit can still be reduced; max_step bounds the replica
-    change of every group (added groups step from 0, removed groups to 0).
+    change of every group (added groups step from 0, removed groups to 0). max_cost_per_hour
+    caps the most the cluster can cost per hour after a change that raises it (`cost`, from
+    bot.cost.change_cost); a change raybot cannot price is held to the cap as if above it.
     """
     out: list[str] = []
+    if limits.max_cost_per_hour is not None:
+        out += _cost_limit_violations(role_name, limits.max_cost_per_hour, cost)
     # Group names and worker types come from users and the cloud: escaped, as these sentences are mrkdwn.
     before_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in before.worker_spec or []}
     after_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in after.worker_spec or []}
@@ -290,26 +309,83 @@ def limit_violations(role_name: str, limits: Limits, before: ClusterFields, afte
     return out
 
 
+def _cost_limit_violations(role_name: str, cap: Decimal, cost: ChangeCost | None) -> list[str]:
+    """The cap on a cluster's cost per hour, judged on the most it can cost (autoscaled to its maximum)."""
+    if cost is None:
+        return []
+    delta, after = cost.ceiling, cost.after_ceiling
+    currency = delta.currency or after.currency
+    if delta.rises is False or (delta.money is not None and delta.money <= 0):
+        return []  # lowering (or keeping) the cost is always allowed
+    capped = f"{role_name} allows at most {_per_hour(cap, currency)} per cluster"
+    if delta.money is None or after.money is None or currency is None:
+        why = "; ".join(dict.fromkeys([*delta.problems, *after.problems])) or "no prices are configured"
+        return [f"{capped}, and raybot cannot price this change ({escape(why)})"]
+    if after.money > cap:
+        return [
+            f"{capped}; this change would make it up to {money_text(after.money, currency)}/h "
+            f"({escape(rate_text(delta, signed=True))})"
+        ]
+    return []
+
+
+def _cost_approval_reasons(rule: ApprovalRule, cost: ChangeCost | None) -> list[str]:
+    """Why the change's cost needs a second person: it raises the cost (or the CU) per hour by more than the rule
+    allows, at the replicas asked for or at the most autoscaling can reach. A raise raybot cannot count or price
+    counts as above: the rule exists to stop unexpected spending."""
+    if cost is None or (rule.above_cost_per_hour is None and rule.above_cu is None):
+        return []
+    for when, delta in (("", cost.now), ("autoscaled to its maximum, ", cost.ceiling)):
+        reasons = _raise_reasons(rule, delta, when)
+        if reasons:
+            return reasons
+    return []
+
+
+def _raise_reasons(rule: ApprovalRule, delta: Rate, when: str) -> list[str]:
+    if delta.rises is False:
+        return []
+    reasons = []
+    shown = escape(rate_text(delta, signed=True))
+    unknown = escape("; ".join(delta.problems) or "no prices are configured")
+    if rule.above_cost_per_hour is not None:
+        limit = _per_hour(rule.above_cost_per_hour, delta.currency)
+        if delta.money is None:
+            reasons.append(f"raybot cannot price this change ({unknown}); approval is needed above +{limit}")
+        elif delta.money > rule.above_cost_per_hour:
+            reasons.append(f"{when}it raises the cost by {shown} (approval needed above +{limit})")
+    if rule.above_cu is not None:
+        limit = f"+{number_text(rule.above_cu)} CU/h"
+        if delta.cu is None:
+            reasons.append(f"raybot cannot count the CU of this change ({unknown}); approval is needed above {limit}")
+        elif delta.cu > rule.above_cu:
+            reasons.append(f"{when}it raises the cost by {shown} (approval needed above {limit})")
+    return reasons
+
+
 def check_change(
     config: Config, subject: Subject, action: str, alias: str, before: ClusterFields, after: ClusterFields
 ) -> Decision:
     """May `subject` make the change before → after to `alias` with `action`?
 
     Allowed iff some binding that applies grants the action on the cluster and its
-    role's limits permit the change: the most permissive binding wins.
+    role's limits permit the change: the most permissive binding wins. What the change
+    costs per hour (bot.cost, at the cluster's prices from the config) counts for the
+    limits and approval thresholds in money and CU.
     """
     first = decide(config, subject, action, alias)
     if not first.allowed:
         return first
+    cost = change_cost(before, after, config.price(alias))
     reasons: list[str] = []
     needing_approval: list[Decision] = []
     for binding, role in _applicable(config, subject, action, alias):
-        violations = limit_violations(binding.role, role.limits, before, after)
+        violations = limit_violations(binding.role, role.limits, before, after, cost)
         if violations:
             reasons += [v for v in violations if v not in reasons]
             continue
         rule = binding.approval or role.approval
-        why = approval_reason(rule, before, after) if rule is not None else None
+        why = approval_reason(rule, before, after, cost) if rule is not None else None
         decision = Decision(
             True,
             f"{binding.role} in {_channel(subject.channel_id)} allows this {action}",
@@ -325,8 +401,12 @@ def check_change(
     return Decision(False, "; ".join(reasons), kind="limit")
 
 
-def approval_reason(rule: ApprovalRule, before: ClusterFields, after: ClusterFields) -> str | None:
+def approval_reason(
+    rule: ApprovalRule, before: ClusterFields, after: ClusterFields, cost: ChangeCost | None = None
+) -> str | None:
     """Why the change before → after needs a second person under `rule`, or None when it does not.
+
+    `cost` (bot.cost.change_cost) is what the thresholds in money and CU look at; without it they are not judged.
 
     The thresholds cover everything a change can raise or take away, group by group: replica,
     minReplica and maxReplica (a raised value above `above_replica`; a step of more than
@@ -369,6 +449,7 @@ def approval_reason(rule: ApprovalRule, before: ClusterFields, after: ClusterFie
                     f"removing {name} takes away room to autoscale to {old.max_replica} replicas "
                     f"(approval needed for steps above {rule.above_step})"
                 )
+    reasons += _cost_approval_reasons(rule, cost)
     return "; ".join(dict.fromkeys(reasons)) or None
 
 
@@ -420,9 +501,11 @@ def check_lifecycle(
     if not first.allowed:
         return first
     needing_approval: list[Decision] = []
+    # Starting brings the whole cluster's cost back; stopping only lowers it.
+    cost = change_cost(None, cluster, config.price(alias)) if verb == "start" else None
     for binding, role in _applicable(config, subject, verb, alias):
         rule = binding.approval or role.approval
-        why = lifecycle_approval_reason(rule, verb, cluster) if rule is not None else None
+        why = lifecycle_approval_reason(rule, verb, cluster, cost) if rule is not None else None
         decision = Decision(
             True,
             f"{binding.role} in {_channel(subject.channel_id)} allows {verb}",
@@ -436,8 +519,13 @@ def check_lifecycle(
     return needing_approval[0]  # decide() allowed it, so some binding applies
 
 
-def lifecycle_approval_reason(rule: ApprovalRule, verb: Literal["start", "stop"], cluster: ClusterFields) -> str | None:
-    """Why starting or stopping `cluster` needs a second person under `rule`, or None when it does not."""
+def lifecycle_approval_reason(
+    rule: ApprovalRule, verb: Literal["start", "stop"], cluster: ClusterFields, cost: ChangeCost | None = None
+) -> str | None:
+    """Why starting or stopping `cluster` needs a second person under `rule`, or None when it does not.
+
+    `cost` is what starting adds per hour (bot.cost.change_cost from nothing to the cluster), for the thresholds
+    in money and CU."""
     if rule.always:
         return f"this role needs a second person's approval to {verb} a cluster"
     reasons: list[str] = []
@@ -460,6 +548,8 @@ def lifecycle_approval_reason(rule: ApprovalRule, verb: Literal["start", "stop"]
                 f"starting brings {name} up from 0 to {replica} replicas "
                 f"(approval needed for steps above {rule.above_step})"
             )
+    if verb == "start":
+        reasons += _cost_approval_reasons(rule, cost)
     return "; ".join(reasons) or None
 
 
@@ -501,7 +591,7 @@ def grants(config: Config, subject: Subject) -> list[Grant]:
             clusters=b.clusters,
             aliases=tuple(alias for alias in config.clusters if b.covers(alias)),
             actions=role.actions,
-            limits=_limits_and_approval(role, b),
+            limits=_limits_and_approval(role, b, config.pricing.currency if config.pricing else None),
             why=_why(b, subject),
         )
         for b, role in _bindings(config, subject.channel_id)
@@ -517,7 +607,7 @@ def permission_table(config: Config) -> list[PermissionRow]:
             role=b.role,
             clusters=b.clusters,
             actions=config.roles[b.role].actions,
-            limits=_limits_and_approval(config.roles[b.role], b),
+            limits=_limits_and_approval(config.roles[b.role], b, config.pricing.currency if config.pricing else None),
             who=_who_plain(b),
         )
         for channel, bindings in config.channels.items()

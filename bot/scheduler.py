@@ -35,6 +35,7 @@ from bot.errors import ClusterBusy
 from bot.flow import (
     CHECK_GRACE_SECONDS,
     became_unknown,
+    cost_text,
     hold,
     open_root,
     planned,
@@ -235,6 +236,9 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
                     True,
                     undo=record.action not in ("start", "stop"),
                     revert_at=now + record.duration_seconds if record.duration_seconds is not None else None,
+                    cost=cost_text(
+                        services, record.alias, record.action, record.spec_before, record.body, record.duration_seconds
+                    ),
                 ),
             )
             await set_following(thread, record)

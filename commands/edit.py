@@ -27,7 +27,7 @@ from bot.emr.changes import ChangeError, DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import ClusterFields, RayCluster
 from bot.errors import ActionRefused, MalformedPayload
-from bot.flow import ChangeRequest, run_change
+from bot.flow import ChangeRequest, cost_text, run_change
 from bot.grammar import Edit
 from bot.permissions import Subject, check_change
 from bot.replay import changes_replay
@@ -187,6 +187,11 @@ async def _limits(services: Services, draft: modals.Draft, edited: dict[str, Any
     return [] if decision.allowed else [decision.reason]
 
 
+def _review_cost(services: Services, draft: modals.Draft) -> str | None:
+    """What applying the draft would do to the cluster's cost per hour, for the review."""
+    return cost_text(services, draft.alias, "edit", draft.original, draft.edited)
+
+
 async def submit_overview(services: Services, view: dict[str, Any], user_id: str) -> dict[str, Any]:
     draft = await load(services, view.get("private_metadata"), user_id)
     result = modals.parse_overview(payloads.state_values(view), draft)
@@ -201,7 +206,7 @@ async def submit_overview(services: Services, view: dict[str, Any], user_id: str
     except ChangeError as error:
         return _errors({modals.BLOCK_GROUPS: mrkdwn.escape(str(error))[:1000]})
     await save(services, draft)
-    return {"response_action": "push", "view": modals.confirm_view(draft, entries)}
+    return {"response_action": "push", "view": modals.confirm_view(draft, entries, _review_cost(services, draft))}
 
 
 async def submit_group(services: Services, view: dict[str, Any], user_id: str) -> tuple[dict[str, Any], Any]:
@@ -341,7 +346,7 @@ def register(app: AsyncApp, services: Services) -> None:
     async def on_review_again(ack, body, view):  # noqa: ANN001
         try:
             draft = await load(services, view.get("private_metadata"), payloads.user_id(body, "editor"))
-            answer = _update(modals.confirm_view(draft, modals.review_diff(draft)))
+            answer = _update(modals.confirm_view(draft, modals.review_diff(draft), _review_cost(services, draft)))
         except Exception as error:  # noqa: BLE001
             answer = _failed(error)
         await ack(**answer)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.cost import rate_text
 from bot.dispatch import CommandContext
+from bot.flow import change_cost_of
 from bot.grammar import History
 from bot.services import Services
 from bot.slack import blocks
@@ -15,7 +17,11 @@ async def handle(command: History, ctx: CommandContext) -> None:
     services.cluster(ctx.subject, command.cluster)
     services.require(ctx.subject, "history", command.cluster)
     records = await services.store.history(command.cluster, command.limit)
-    await ctx.replies.ephemeral(*blocks.history(command.cluster, records))
+    costs = []
+    for record in records:
+        cost = change_cost_of(services, record.alias, record.action, record.spec_before, record.body)
+        costs.append(rate_text(cost.now, signed=True) if cost is not None and not cost.neutral else None)
+    await ctx.replies.ephemeral(*blocks.history(command.cluster, records, costs))
 
 
 def register(app: AsyncApp, services: Services) -> None:

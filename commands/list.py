@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.cost import cluster_rate, rate_text
 from bot.dispatch import CommandContext
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
@@ -52,7 +53,12 @@ async def handle(command: ListClusters, ctx: CommandContext) -> None:
                     code="RayClusterNotFound",
                     message=f"{cluster_id} is not in workspace {workspace} ({region}); check the config",
                 )
-    await ctx.replies.ephemeral(*blocks.cluster_list([(alias, rows[alias]) for alias in aliases]))
+    costs = {
+        alias: rate_text(cluster_rate(row, services.config.price(alias)))
+        for alias, row in rows.items()
+        if isinstance(row, RayCluster) and row.state != "Stopped"
+    }
+    await ctx.replies.ephemeral(*blocks.cluster_list([(alias, rows[alias]) for alias in aliases], costs))
 
 
 def register(app: AsyncApp, services: Services) -> None:

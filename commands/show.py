@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.cost import cluster_text
 from bot.dispatch import CommandContext
 from bot.grammar import Show
 from bot.services import Services
@@ -15,7 +16,8 @@ async def handle(command: Show, ctx: CommandContext) -> None:
     target = services.cluster(ctx.subject, command.cluster)
     services.require(ctx.subject, "show", command.cluster)
     cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
-    await ctx.replies.ephemeral(*blocks.cluster_detail(command.cluster, cluster))
+    cost = cluster_text(cluster, services.config.price(command.cluster), cluster.state)
+    await ctx.replies.ephemeral(*blocks.cluster_detail(command.cluster, cluster, cost))
 
 
 def register(app: AsyncApp, services: Services) -> None:

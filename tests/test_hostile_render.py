@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import pytest
 from bot import follow, grammar, permissions
 from bot.change_state import STATES
 from bot.config import ApprovalRule, Limits
+from bot.cost import Price, change_cost, change_text
 from bot.emr.changes import DiffEntry, RevertConflict, diff
 from bot.emr.errors import EmrError
 from bot.emr.models import ClusterFields, RayCluster
@@ -221,8 +223,18 @@ def denial_of(s: Sample) -> str:
 
 
 def approval_reason_of(s: Sample) -> str:
-    rule = ApprovalRule(above_replica=1, above_step=1)
-    return permissions.approval_reason(rule, fields(editable(s)), fields(edited(s))) or "needs approval"
+    rule = ApprovalRule(above_replica=1, above_step=1, above_cu=1, above_cost_per_hour=1)
+    cost = change_cost(fields(editable(s)), fields(edited(s)), PRICE)
+    return permissions.approval_reason(rule, fields(editable(s)), fields(edited(s)), cost) or "needs approval"
+
+
+PRICE = Price(currency="CNY", cu_hour=Decimal("0.35"))
+
+
+def cost_of(s: Sample) -> str:
+    """A cost line as raybot words it for this input's change (group names, cpu and memory in its problems),
+    with the input itself appended: builders must treat it as untrusted text."""
+    return change_text(change_cost(fields(editable(s)), fields(edited(s)), PRICE), duration_seconds=7200) + s.text
 
 
 def draft_of(s: Sample) -> modals.Draft:
@@ -271,12 +283,14 @@ MESSAGE_CASES: dict[str, Cases] = {
     "cluster_list": lambda s: [
         call([(s.text, s.cluster), (f"{s.text}-unreadable", error_of(s))]),
         call([(f"{s.text}{i}", s.cluster if i % 3 else error_of(s)) for i in range(120)]),
+        call([(s.text, s.cluster)], {s.text: cost_of(s)}),
         call([]),
     ],
-    "cluster_detail": lambda s: [call(s.text, s.cluster)],
+    "cluster_detail": lambda s: [call(s.text, s.cluster), call(s.text, s.cluster, cost_of(s))],
     "change_root": lambda s: [call(TRUSTED_USER, s.text, s.text, status) for status in blocks.STATUS_MARKS],
     "change_succeeded": lambda s: [
         call(s.text, s.text, s.text, diff_of(s), change_id=7, revert_at=NOW, schedule_id=3),
+        call(s.text, s.text, s.text, diff_of(s), change_id=7, cost=cost_of(s)),
         call(s.text, s.text, None, []),
     ],
     "revert_failed": lambda s: [
@@ -287,16 +301,24 @@ MESSAGE_CASES: dict[str, Cases] = {
     "revert_cancelled": lambda s: [call(TRUSTED_USER, 7)],
     "cluster_busy": lambda s: [call(s.text, TRUSTED_USER, s.text)],
     "refused": lambda s: [call(reason) for reason in reasons_of(s)],
-    "approval_request": lambda s: [call(TRUSTED_USER, s.text, s.text, approval_reason_of(s), diff_of(s), 12, NOW)],
+    "approval_request": lambda s: [
+        call(TRUSTED_USER, s.text, s.text, approval_reason_of(s), diff_of(s), 12, NOW),
+        call(TRUSTED_USER, s.text, s.text, approval_reason_of(s), diff_of(s), 12, NOW, cost=cost_of(s)),
+    ],
     "approval_closed": lambda s: [
         call(TRUSTED_USER, s.text, s.text, blocks.approval_void(APPROVER, s.text, diff_of(s)).text),
         call(TRUSTED_USER, s.text, s.text, f"🚫 Rejected by {mrkdwn.user(APPROVER)}; nothing was changed."),
     ],
     "approval_void": lambda s: [call(APPROVER, s.text, diff_of(s)), call(APPROVER, s.text, diff_of(s)[:1])],
-    "history": lambda s: [call(s.text, records_of(s)), call(s.text, [])],
+    "history": lambda s: [
+        call(s.text, records_of(s)),
+        call(s.text, records_of(s), [cost_of(s)] * len(records_of(s))),
+        call(s.text, []),
+    ],
     "outcome_checking": lambda s: [call(s.text, 7, s.text, s.text)],
     "outcome_known": lambda s: [
         call(s.text, 7, s.text, True, revert_at=NOW),
+        call(s.text, 7, s.text, True, revert_at=NOW, cost=cost_of(s)),
         call(s.text, 7, s.text, True, undo=False),
         call(s.text, 7, s.text, False),
     ],
@@ -336,6 +358,8 @@ BLOCKS_HELPERS = {
     "worker_table": "lines for a preformatted block; shown by cluster_detail and modals.overview_view",
     "diff_lines": "unescaped lines; shown by the diff builders and approval_void",
     "slack_date": "a <!date> token from a number; shown by approval_request and change_succeeded",
+    "cost_line": "a context block of a cost line; shown by change_succeeded, approval_request, cluster_detail, "
+    "modals.confirm_view",
 }
 """Public functions of blocks that build no payload of their own, and where their output is checked."""
 
@@ -349,7 +373,11 @@ VIEW_CASES: dict[str, Cases] = {
     ],
     "overview_view": lambda s: [call(draft_of(s)), call(edited_draft_of(s))],
     "group_view": lambda s: [call(draft_of(s), None), call(draft_of(s), first_group(draft_of(s)))],
-    "confirm_view": lambda s: [call(draft_of(s), diff_of(s)), call(draft_of(s), [])],
+    "confirm_view": lambda s: [
+        call(draft_of(s), diff_of(s)),
+        call(draft_of(s), diff_of(s), cost_of(s)),
+        call(draft_of(s), []),
+    ],
     "stale_view": lambda s: [call(edited_draft_of(s), diff_of(s), s.cluster)],
 }
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
@@ -166,6 +166,14 @@ def _num(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+COST_MAX = 1000  # a cost line (bot.cost's words; GPU specs and group names in it come from the cloud), escaped
+
+
+def cost_line(cost: str) -> dict[str, Any]:
+    """What a change or a cluster costs per hour (bot.cost.change_text / cluster_text), as one context line."""
+    return _context(f"💰 {_line(cost, COST_MAX)}")
+
+
 # --- errors and simple answers ----------------------------------------------------------------------------------------
 
 
@@ -221,7 +229,7 @@ def _group_brief(group: WorkerGroup) -> str:
     )
 
 
-def _list_entry(alias: str, row: RayCluster | EmrError, limit: int) -> str:
+def _list_entry(alias: str, row: RayCluster | EmrError, limit: int, cost: str | None = None) -> str:
     title = f"*{_line(alias, NAME_MAX)}*"
     if isinstance(row, EmrError):
         rid = inline_code(row.request_id, 64) if row.request_id else "none"
@@ -232,6 +240,8 @@ def _list_entry(alias: str, row: RayCluster | EmrError, limit: int) -> str:
     head = f"{title} {inline_code(row.state or 'unknown', 32)}"
     if row.name and row.name != alias:
         head += f" · {_line(row.name, NAME_MAX)}"
+    if cost:
+        head += f" · 💰 {_line(cost, 200)}"
     groups = row.worker_spec or []
     if not groups:
         return truncate(f"{head}\nno worker groups", limit)
@@ -249,8 +259,10 @@ def _list_entry(alias: str, row: RayCluster | EmrError, limit: int) -> str:
     return truncate(f"{head}\n{' · '.join(parts)}", limit)
 
 
-def cluster_list(rows: Sequence[tuple[str, RayCluster | EmrError]]) -> SlackMessage:
-    """`/ray list`: per alias its state and "Group replica/max (min n)" per group.
+def cluster_list(
+    rows: Sequence[tuple[str, RayCluster | EmrError]], costs: Mapping[str, str] | None = None
+) -> SlackMessage:
+    """`/ray list`: per alias its state, its cost per hour (`costs`, by alias), "Group replica/max (min n)" per group.
 
     A row whose read failed shows the error's Code and RequestId.
     One section per alias while they fit, several per section beyond that.
@@ -266,7 +278,8 @@ def cluster_list(rows: Sequence[tuple[str, RayCluster | EmrError]]) -> SlackMess
     title = f"*Ray clusters visible here* ({len(rows)})"
     blocks = [_section(title)]
     for start in range(0, len(shown), per_section):
-        entries = [_list_entry(alias, row, entry_max) for alias, row in shown[start : start + per_section]]
+        chunk = shown[start : start + per_section]
+        entries = [_list_entry(alias, row, entry_max, (costs or {}).get(alias)) for alias, row in chunk]
         blocks.append(_section("\n".join(entries)))
     notes = []
     if failed:
@@ -319,8 +332,9 @@ def _autoscaling(cluster: RayCluster) -> str:
     return "on" + (f", idle {idle} s" if idle is not None else "")
 
 
-def cluster_detail(alias: str, cluster: RayCluster) -> SlackMessage:
-    """`/ray show`: status, head (queue, cpu, memory, gpu, autoscaling) and every worker group as a table."""
+def cluster_detail(alias: str, cluster: RayCluster, cost: str | None = None) -> SlackMessage:
+    """`/ray show`: status, its cost per hour (`cost`, bot.cost.cluster_text), head (queue, cpu, memory, gpu,
+    autoscaling) and every worker group as a table."""
     title = f"*{_line(alias, NAME_MAX)}*"
     if cluster.name and cluster.name != alias:
         title += f" · {_line(cluster.name, NAME_MAX)}"
@@ -345,6 +359,7 @@ def cluster_detail(alias: str, cluster: RayCluster) -> SlackMessage:
     groups = cluster.worker_spec or []
     blocks = [
         _section("\n".join(lines)),
+        *([cost_line(cost)] if cost else []),
         _fields("*Head*", [f"*{name}*\n{_line(value or '-', 300)}" for name, value in head_fields]),
         _section(f"*Worker groups* ({len(groups)})"),
     ]
@@ -429,10 +444,12 @@ def change_succeeded(
     change_id: int | None = None,
     revert_at: float | None = None,
     schedule_id: int | None = None,
+    cost: str | None = None,
 ) -> SlackMessage:
-    """Thread reply after UpdateRayCluster succeeded: clusterId, requestId, what changed, and Undo.
+    """Thread reply after UpdateRayCluster succeeded: clusterId, requestId, what changed, what it costs, and Undo.
 
-    With `revert_at` (a temporary resize) it says when raybot reverts it, with a button to cancel that.
+    With `revert_at` (a temporary resize) it says when raybot reverts it, with a button to cancel that. `cost` is
+    bot.cost.change_text (for a temporary change, with its total for the duration).
     """
     rid = inline_code(request_id, 64) if request_id else "none"
     text = f"✅ *{_line(alias, NAME_MAX)}* updated · clusterId {inline_code(cluster_id, 64)} · requestId {rid}"
@@ -445,6 +462,8 @@ def change_succeeded(
             blocks.append(_context(_more(len(lines) - shown, "change")))
     else:
         blocks.append(_context("no field changed"))
+    if cost:
+        blocks.append(cost_line(cost))
     buttons = []
     if change_id is not None:
         buttons.append(_button("Undo", UNDO_ACTION, str(change_id)))
@@ -530,8 +549,9 @@ def approval_request(
     diff: Sequence[DiffEntry],
     approval_id: int,
     expires_at: float,
+    cost: str | None = None,
 ) -> SlackMessage:
-    """The root message of a change waiting for a second person: what, why approval, diff, Approve/Reject."""
+    """The root message of a change waiting for a second person: what, why approval, diff, cost, Approve/Reject."""
     text = (
         f"✋ {user(requester)} asks to change *{_line(alias, NAME_MAX)}*: {_line(summary, 500)}\n"
         f"Needs approval by someone else who may approve here: {truncate(reason, 800)}"
@@ -542,6 +562,8 @@ def approval_request(
     blocks += sections
     if shown < len(lines):
         blocks.append(_context(_more(len(lines) - shown, "change")))
+    if cost:
+        blocks.append(cost_line(cost))
     blocks.append(_context(f"The request expires at {slack_date(expires_at)}."))
     blocks.append(
         _actions(
@@ -579,15 +601,17 @@ def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) ->
     return SlackMessage(_fallback(text), [_section(text)])
 
 
-def history(alias: str, records: Sequence[Any]) -> SlackMessage:
-    """/ray history: the last changes of a cluster, newest first (`records` are bot.store.ChangeRecord)."""
+def history(alias: str, records: Sequence[Any], costs: Sequence[str | None] | None = None) -> SlackMessage:
+    """/ray history: the last changes of a cluster, newest first (`records` are bot.store.ChangeRecord), each with
+    what it did to the cost per hour (`costs`, one per record, bot.cost.rate_text; None: nothing to tell)."""
     if not records:
         text = f"No change of *{_line(alias, NAME_MAX)}* is recorded yet."
         return SlackMessage(_fallback(text), [_section(text)])
     head = f"Last {len(records)} change(s) of *{_line(alias, NAME_MAX)}*, newest first:"
     marks = {"done": "✅", "failed": "❌", "pending": "⏳", "unknown": "⚠️"}
     entries = []
-    for record in records:
+    for index, record in enumerate(records):
+        cost = costs[index] if costs is not None and index < len(costs) else None
         outcome = marks.get(record.outcome, "•") + " " + _line(record.outcome, 20)
         detail = f"requestId {inline_code(record.request_id, 64)}" if record.request_id else ""
         if record.error_code:
@@ -595,7 +619,9 @@ def history(alias: str, records: Sequence[Any]) -> SlackMessage:
         undo = f" (undoes #{record.undo_of})" if record.undo_of else ""
         entries.append(
             f"*#{record.id}* {slack_date(record.created_at)} · {user(record.user_id)} · "
-            f"{_line(record.action, 30)}{undo}: {_line(record.summary, 300)} · {outcome} {detail}".rstrip()
+            f"{_line(record.action, 30)}{undo}: {_line(record.summary, 300)}"
+            + (f" · 💰 {_line(cost, 200)}" if cost else "")
+            + f" · {outcome} {detail}".rstrip()
         )
     blocks = [_section(head)]
     blocks += _entry_sections(entries)
@@ -814,8 +840,10 @@ def outcome_known(
     *,
     undo: bool = True,
     revert_at: float | None = None,
+    cost: str | None = None,
 ) -> SlackMessage:
-    """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered) or not."""
+    """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered, and what it costs:
+    `cost`, bot.cost.change_text) or not."""
     if not applied:
         text = (
             f"❌ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) did not take effect: "
@@ -826,7 +854,7 @@ def outcome_known(
         f"✅ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) took effect: "
         "the cluster holds it."
     )
-    body = [_section(text)]
+    body = [_section(text), *([cost_line(cost)] if cost else [])]
     buttons = [_button("Undo", UNDO_ACTION, str(change_id))] if undo else []
     if revert_at is not None:
         body.append(_context(f"⏲️ Temporary: raybot reverts this change at {slack_date(revert_at)}."))

@@ -61,7 +61,7 @@ from bot.emr.models import (
     spec_problems,
 )
 from bot.slack import limits
-from bot.slack.blocks import diff_lines, worker_table
+from bot.slack.blocks import cost_line, diff_lines, worker_table
 from bot.slack.mrkdwn import ELLIPSIS, escape, one_line, truncate
 from bot.slack.mrkdwn import code as inline_code
 
@@ -1116,8 +1116,9 @@ def _diff_blocks(entries: Sequence[DiffEntry], noun: str = "change") -> list[dic
     return sections
 
 
-def confirm_view(draft: Draft, entries: Sequence[DiffEntry]) -> dict[str, Any]:
-    """The change before → after (secrets masked) with Apply; without entries, "nothing changed" and no Apply."""
+def confirm_view(draft: Draft, entries: Sequence[DiffEntry], cost: str | None = None) -> dict[str, Any]:
+    """The change before → after (secrets masked) and what it costs (`cost`, bot.cost.change_text) with Apply;
+    without entries, "nothing changed" and no Apply."""
     alias = f"*{_line(draft.alias, NAME_SHOWN_MAX)}*"
     if not entries:
         blocks = [
@@ -1129,6 +1130,7 @@ def confirm_view(draft: Draft, entries: Sequence[DiffEntry]) -> dict[str, Any]:
     blocks = [
         _section(f"Review the change to {alias}: {count} field{'' if count == 1 else 's'} (before → after)."),
         *_diff_blocks(entries),
+        *([cost_line(cost)] if cost else []),
         _context(
             "*Apply* reads the cluster again first: if someone changed it since you opened the editor, "
             "you see what changed instead, and nothing is sent."
