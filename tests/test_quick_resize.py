@@ -158,6 +158,16 @@ def test_the_effect_says_the_change_in_words() -> None:
     assert "approval (above 5)" in approval and "Request approval" in approval
 
 
+def test_the_effect_says_what_it_costs_in_money_with_prices_and_in_cu_without() -> None:
+    # WorkerGroup2: 8 vCPU and 32 GiB a replica (1:4, no discount) = 8 CU; 1 → 3 replicas adds 16 CU/h.
+    priced = parse_config(world.CONFIG + "pricing: {currency: CNY, cu_hour: {cn-hangzhou: 0.35}}\n")
+    preview = quick.judge(priced, ONCALL, draft_of(prod()), "WorkerGroup2", "3")
+    assert preview.ok and preview.cost is not None and preview.cost.startswith("+16 CU/h (≈ +¥5.60/h)")
+    assert "💰 +16 CU/h (≈ +¥5.60/h)" in quick.quick_view(draft_of(prod()), roles(), preview)["blocks"].__repr__()
+    unpriced = judged("3")
+    assert unpriced.cost is not None and unpriced.cost.startswith("+16 CU/h") and "¥" not in unpriced.cost
+
+
 def test_the_view_fits_and_shows_the_group_the_number_and_the_limits() -> None:
     draft = draft_of(prod(), named=("WorkerGroup2",), can_edit=True)
     view = quick.quick_view(draft, roles(), quick.Preview(draft.group))

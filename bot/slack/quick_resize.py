@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.config import ApprovalRule, Config, Limits
+from bot.cost import change_cost, change_text
 from bot.emr.changes import redact_secrets
 from bot.emr.models import ClusterFields, RayCluster, WorkerGroup
 from bot.permissions import Decision, Subject, approval_text, check_change, limits_text
@@ -179,6 +180,7 @@ class Preview:
     replicas: int | None = None
     error: str | None = None
     decision: Decision | None = None
+    cost: str | None = None  # what it does to the cluster's cost per hour (bot.cost.change_text), None: nothing
 
     @property
     def ok(self) -> bool:
@@ -216,12 +218,14 @@ def judge(config: Config, subject: Subject, draft: QuickDraft, group: str | None
         )
     if current.replica == replicas:
         return Preview(group=group, error=f"{name} has {replicas} replicas already: nothing to change")
-    decision = check_change(config, subject, "resize", draft.alias, cluster, with_replicas(cluster, group, replicas))
+    after = with_replicas(cluster, group, replicas)
+    decision = check_change(config, subject, "resize", draft.alias, cluster, after)
     if not decision.allowed:
         return Preview(
             group=group, replicas=replicas, error=truncate(decision.reason, ERROR_TEXT_MAX), decision=decision
         )
-    return Preview(group=group, replicas=replicas, decision=decision)
+    cost = change_cost(cluster, after, config.price(draft.alias))
+    return Preview(group=group, replicas=replicas, decision=decision, cost=None if cost.neutral else change_text(cost))
 
 
 def submit_errors(preview: Preview) -> dict[str, str]:
@@ -268,7 +272,9 @@ def _workers(cluster: ClusterFields) -> int:
     return sum(g.replica or 0 for g in cluster.worker_spec or [])
 
 
-def quick_resize_effect(cluster: ClusterFields, group: WorkerGroup, replicas: int, decision: Decision) -> str:
+def quick_resize_effect(
+    cluster: ClusterFields, group: WorkerGroup, replicas: int, decision: Decision, cost: str | None = None
+) -> str:
     """The quick resize's "what this does" line (mrkdwn): the change in words, what it makes of the cluster, and
     what Submit does with it (at once, or a request for a second person's approval). `cluster` and `group` are as
     read; `decision` is the policy's word on this change (allowed). The one place this phrase is built, so that
@@ -280,6 +286,8 @@ def quick_resize_effect(cluster: ClusterFields, group: WorkerGroup, replicas: in
         f"➡️ {_name(group.group_name)}: {before} → {replicas} replicas ({step:+d}); "
         f"the cluster would have {total} worker{'' if total == 1 else 's'}."
     )
+    if cost is not None:
+        line += f"\n💰 {escape(cost)}"
     if decision.approval is not None:
         why = truncate(decision.approval, REASON_SHOWN_MAX)
         return (
@@ -313,7 +321,7 @@ def _preview_text(cluster: ClusterFields, preview: Preview) -> str:
         return "This cluster has no worker groups: there is nothing to resize. Open the full editor to add one."
     if preview.replicas is None or preview.decision is None:
         return "Type the new number of replicas to see what it does and whether it needs approval."
-    return quick_resize_effect(cluster, group, preview.replicas, preview.decision)
+    return quick_resize_effect(cluster, group, preview.replicas, preview.decision, preview.cost)
 
 
 def _group_select(draft: QuickDraft, chosen: str | None) -> dict[str, Any]:
