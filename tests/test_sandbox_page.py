@@ -15,7 +15,9 @@ import urllib.request
 
 import pytest
 
-from bot.sandbox.run import SETTLE_SECONDS, BackgroundSandbox, Sandbox
+from bot.config import load_config
+from bot.sandbox.run import SAMPLE_CONFIG, SETTLE_SECONDS, Alert, BackgroundSandbox, Sandbox, alert_for, seed_for
+from bot.slack import alert_names
 from tests.harness import CHROMIUM, CHROMIUM_ARGS, PROXY_VARS
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -414,3 +416,19 @@ def test_an_alert_is_resized_in_the_quick_resize_with_a_live_preview(sandbox, pa
     expect(thread).to_contain_text("1 → 5")
     expect(page.locator("#emr-calls .emr-call", has_text=update.request_id)).to_contain_text("UpdateRayCluster")
     assert_layout(page, thread_open=True)
+
+
+def test_the_sandboxs_alert_names_a_cluster_and_its_roomiest_group_as_raybot_reads_them():
+    config = load_config(str(SAMPLE_CONFIG))
+    seed = seed_for(config)
+    alert = alert_for(config, seed)
+    assert alert == Alert("prod", "WorkerGroup2")  # WorkerGroup2 has 1 of at most 8 replicas; WorkerGroup1 2 of 4
+    texts = alert_names.message_texts({"text": alert.text()})
+    clusters = {alias: entry.cluster for alias, entry in config.clusters.items()}
+    assert alert_names.named_clusters(texts, clusters) == ["prod"]
+    assert alert_names.named_groups(texts, ["WorkerGroup1", "WorkerGroup2"]) == ["WorkerGroup2"]
+    # A config without prod: its first cluster; one whose cluster has no group: no alert to post.
+    without_prod = config.model_copy(update={"clusters": {k: v for k, v in config.clusters.items() if k != "prod"}})
+    assert alert_for(without_prod, seed) == Alert("train-gpu", "cpu-preprocess")
+    bare = [dict(c, workerSpec=[]) for c in seed]
+    assert alert_for(config, bare) is None

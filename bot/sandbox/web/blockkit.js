@@ -11,6 +11,11 @@
  * BlockKit.validate(root)             -> {block_id: message}: what Slack itself checks before a submit
  * BlockKit.showErrors(root, errors)   -> inline errors under inputs (response_action "errors")
  *
+ * Interactive elements report a person's use through ctx.onAction(action) with the `actions[0]` Slack would send
+ * (type, action_id, block_id and value or selected_option): buttons, overflows and selects outside input blocks on
+ * every use; inside an input block only with `dispatch_action` — a select on change, a plain_text_input or
+ * number_input on Enter (the default) and/or once typing pauses (`dispatch_action_config.trigger_actions_on`).
+ *
  * ctx: {users: {U…: {name, real_name}}, channels: {C…: {name}}, usergroups: {S…: {handle}},
  *       onAction(action, node), confirm(confirmObject) -> Promise<boolean>, previous: state values to keep,
  *       onSubmit(), onClose(clear)}
