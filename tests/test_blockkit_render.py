@@ -17,6 +17,7 @@ from bot.emr.changes import DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
 from bot.slack import blocks, modals
+from bot.slack import quick_resize as quick
 from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
 BLOCKKIT_JS = Path(__file__).resolve().parents[1] / "bot" / "sandbox" / "web" / "blockkit.js"
@@ -435,3 +436,137 @@ def test_unknown_blocks_and_images_never_fetch_anything(page):
     assert "[image: a cat]" in text(page) and "[video block is not shown here]" in text(page)
     assert count(page, "img") == 0 and count(page, "hr.bk-divider") == 1
     assert requests == []
+
+
+# --- inputs that dispatch: block_actions as Slack sends them (dispatch_action, dispatch_action_config) -------------
+
+
+@pytest.fixture
+def clocked(page):
+    """A page of its own whose timers run only when the test lets time pass (page.clock): the debounce of
+    on_character_entered is checked without waiting on the wall clock."""
+    context = page.context.browser.new_context()
+    other = context.new_page()
+    other.set_default_timeout(5000)
+    other.clock.install()
+    other.clock.pause_at(1_700_000_000_000)
+    other.set_content('<!doctype html><html><body><div id="root"></div></body></html>')
+    other.add_script_tag(path=str(BLOCKKIT_JS))
+    other.add_script_tag(content=PAGE_SETUP)
+    yield other
+    context.close()
+
+
+def quick_view_of_prod() -> tuple[quick.QuickDraft, dict]:
+    where = {"channel_id": "C0ONCALL01", "thread_ts": None, "user_id": "U0ONCALL1"}
+    draft = quick.new_quick_draft("prod", cluster("prod"), **where, named_groups=["WorkerGroup2"])
+    return draft, quick.quick_view(draft, [], quick.Preview(draft.group))
+
+
+def actions(page) -> list[dict]:
+    return page.evaluate("() => window.ACTIONS")
+
+
+def test_a_number_input_dispatches_what_is_typed_once_typing_pauses(clocked):
+    draft, view = quick_view_of_prod()
+    show_view(clocked, view)
+    replicas = clocked.locator(f'#root [data-block-id="{quick.BLOCK_REPLICAS}"] input')
+    replicas.press_sequentially("12")
+    replicas.press("Enter")  # on_character_entered only: Enter sends nothing of its own
+    assert actions(clocked) == []
+    clocked.clock.run_for(299)
+    assert actions(clocked) == []  # still typing, as far as the page can tell
+    clocked.clock.run_for(1)
+    [action] = actions(clocked)  # one block_actions for the pause, not one per key
+    assert action == {
+        "type": "number_input",
+        "action_id": quick.ACTION_REPLICAS,
+        "block_id": quick.BLOCK_REPLICAS,
+        "value": "12",
+    }
+    # raybot reads the action and the view's state as it reads Slack's.
+    state = read_state(clocked)
+    assert quick.typed_replicas(state, action["value"]) == "12"
+    assert quick.chosen_group(draft, state) == "WorkerGroup2"
+
+    replicas.press("Backspace")  # a character removed is dispatched too
+    clocked.clock.run_for(300)
+    assert actions(clocked)[-1]["value"] == "1"
+    replicas.press("Backspace")
+    clocked.clock.run_for(300)
+    assert actions(clocked)[-1]["value"] is None  # emptied: null, as in the view's state
+    replicas.press_sequentially("3")
+    replicas.press("Backspace")  # back to what was last sent: nothing new to send
+    clocked.clock.run_for(1000)
+    assert len(actions(clocked)) == 3
+
+
+def test_what_is_typed_is_sent_when_the_input_loses_focus(clocked):
+    _, view = quick_view_of_prod()
+    show_view(clocked, view)
+    clocked.locator(f'#root [data-block-id="{quick.BLOCK_REPLICAS}"] input').press_sequentially("4")
+    clocked.locator(f'#root select[data-action-id="{quick.ACTION_GROUP}"]').focus()
+    assert [a["value"] for a in actions(clocked)] == ["4"]
+    clocked.clock.run_for(1000)
+    assert len(actions(clocked)) == 1  # the pending one was that one
+
+
+def test_a_dispatching_select_in_an_input_block_reports_the_group_picked(clocked):
+    draft, view = quick_view_of_prod()
+    show_view(clocked, view)
+    clocked.locator(f'#root select[data-action-id="{quick.ACTION_GROUP}"]').select_option(label="WorkerGroup1 (2)")
+    [action] = actions(clocked)
+    assert (action["type"], action["block_id"]) == ("static_select", quick.BLOCK_GROUP)
+    assert quick.chosen_group(draft, read_state(clocked), action["selected_option"]["value"]) == "WorkerGroup1"
+
+
+def text_input_view(config: dict | None, *, multiline: bool = False) -> dict:
+    element = {"type": "plain_text_input", "action_id": "q", "multiline": multiline}
+    if config is not None:
+        element["dispatch_action_config"] = config
+    return {
+        "type": "modal",
+        "callback_id": "t",
+        "title": {"type": "plain_text", "text": "Search"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "search",
+                "dispatch_action": True,
+                "label": {"type": "plain_text", "text": "Cluster"},
+                "element": element,
+            }
+        ],
+    }
+
+
+def test_a_text_input_dispatches_on_enter_by_default(clocked):
+    show_view(clocked, text_input_view(None))
+    box = clocked.locator("#root .bk-text-input")
+    box.press_sequentially("prod")
+    clocked.clock.run_for(1000)
+    assert actions(clocked) == []  # typing alone sends nothing: on_enter_pressed is the default
+    box.press("Enter")
+    assert actions(clocked) == [{"type": "plain_text_input", "action_id": "q", "block_id": "search", "value": "prod"}]
+
+
+def test_a_text_input_may_dispatch_on_both_triggers(clocked):
+    show_view(clocked, text_input_view({"trigger_actions_on": ["on_enter_pressed", "on_character_entered"]}))
+    box = clocked.locator("#root .bk-text-input")
+    box.press_sequentially("fl")
+    box.press("Enter")  # Enter sends at once, and the pause after it has nothing new
+    clocked.clock.run_for(1000)
+    assert [a["value"] for a in actions(clocked)] == ["fl"]
+    box.press_sequentially("eet")
+    clocked.clock.run_for(300)
+    assert [a["value"] for a in actions(clocked)] == ["fl", "fleet"]
+
+
+def test_enter_in_a_multiline_input_is_a_new_line(clocked):
+    show_view(clocked, text_input_view(None, multiline=True))
+    box = clocked.locator("#root .bk-textarea")
+    box.press_sequentially("line")
+    box.press("Enter")
+    assert actions(clocked) == [] and box.input_value() == "line\n"
+    box.press("Control+Enter")
+    assert [a["value"] for a in actions(clocked)] == ["line\n"]

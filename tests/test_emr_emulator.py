@@ -7,6 +7,7 @@ import copy
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from alibabacloud_tea_openapi.utils_models import Config as SdkConfig
 
 from bot.emr import signing
 from bot.emr.models import RayCluster, dumps_body
-from bot.sandbox.emr_server import SEED_FILE, EmrEmulator
+from bot.sandbox.emr_server import SEED_FILE, EmrEmulator, RecordedCall
 
 WS = "w-d2d82aa09155"
 PROD = "ray-uiulpgow9xljimm1"
@@ -593,6 +594,25 @@ def test_hang_never_applies_even_after_the_client_gave_up(emulator: EmrEmulator)
     assert (call.held, call.applied, call.answer_lost) == (False, False, False)
     assert prod_replica(emulator) == 2
     assert emulator.accepted_updates(WS, PROD) == 0
+
+
+def test_listeners_hear_when_the_client_gives_up_on_a_held_call(emulator: EmrEmulator) -> None:
+    # The sandbox page redraws a call's row on each notice: "raybot gave up waiting" must not wait for another event.
+    heard: list[tuple[int, bool]] = []
+    gave_up = threading.Event()
+
+    def listener(call: RecordedCall) -> None:
+        heard.append((call.status, call.client_gone))
+        if call.client_gone:
+            gave_up.set()
+
+    emulator.add_listener(listener)
+    emulator.inject("hang", times=1, action="UpdateRayCluster")
+    with pytest.raises(httpx.ReadTimeout):
+        update_prod(emulator, 3, timeout=0.2)
+    assert gave_up.wait(5)
+    assert heard == [(0, False), (0, True)]  # arrived; its client left (still unanswered, still held)
+    emulator.release_hanging()
 
 
 def test_stop_lets_a_hang_apply_go_and_applies_it(emulator: EmrEmulator) -> None:

@@ -15,7 +15,9 @@ import urllib.request
 
 import pytest
 
-from bot.sandbox.run import SETTLE_SECONDS, BackgroundSandbox, Sandbox
+from bot.config import load_config
+from bot.sandbox.run import SAMPLE_CONFIG, SETTLE_SECONDS, Alert, BackgroundSandbox, Sandbox, alert_for, seed_for
+from bot.slack import alert_names
 from tests.harness import CHROMIUM, CHROMIUM_ARGS, PROXY_VARS
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -348,3 +350,85 @@ def test_start_brings_the_workers_up_over_emulated_time_and_ends_settled(sandbox
     expect(page.locator("#thread")).to_contain_text("settled", timeout=FOLLOW_LOOK_MS)
     expect(page.locator("#thread")).not_to_contain_text("not settled")
     assert_layout(page, thread_open=True)
+
+
+# --- from an alert to a resized cluster: the message shortcut and the quick resize -----------------------------------
+
+
+def quick_modal(page):
+    return page.locator("#modal-layer .bk-modal")
+
+
+@pytest.mark.parametrize("page", [1280], indirect=True)
+def test_an_alert_is_resized_in_the_quick_resize_with_a_live_preview(sandbox, page, fresh, tmp_path):
+    open_as(page, sandbox, "oncall")
+    alerts = page.locator("#messages .message", has_text="RayTaskBacklog")
+    before = alerts.count()  # the sandbox opens on one; earlier tests may have posted more
+    assert before >= 1
+    page.locator("#post-alert").click()
+    expect(alerts).to_have_count(before + 1)
+    alert = alerts.last
+    expect(alert.locator(".author")).to_have_text("Alertmanager")  # another app's message, not raybot's
+    alert.hover()
+    alert.locator(".more-button").click()
+    alert.locator(".shortcut-item").click()  # ⋯ → Ray cluster action: message_action with the alert
+
+    modal = quick_modal(page)
+    expect(modal).to_contain_text(f"clusterId {PROD}")  # "Reading prod…" replaced by the quick resize
+    group = modal.locator('select[data-action-id="quick.group"]')
+    expect(group.locator("option:checked")).to_have_text("WorkerGroup2 (1)")  # the group the alert names
+    effect = modal.locator('[data-block-id="quick.effect"]')
+    expect(effect).to_contain_text("Type the new number of replicas")
+
+    replicas = modal.locator('[data-block-id="quick.replicas"] input')
+    replicas.press_sequentially("5")  # number_input, on_character_entered: block_actions → views.update
+    expect(effect).to_contain_text("WorkerGroup2: 1 → 5 replicas (+4)")
+    expect(replicas).to_be_focused()  # the update did not take the input from under the person's fingers
+    expect(replicas).to_have_value("5")
+    page.screenshot(path=str(tmp_path / "quick-preview.png"))
+
+    # Above the role's approval threshold (6): the view says so, and Submit becomes a request.
+    replicas.fill("7")
+    expect(effect).to_contain_text("Needs a second person's approval")
+    expect(modal.locator(".bk-modal-submit")).to_have_text("Request approval")
+    # Above what the group may have: the limit is shown as it is typed, and Submit refuses it under the input.
+    replicas.fill("12")
+    expect(effect).to_contain_text("12 is above the maximum of WorkerGroup2 (8)")
+    expect(modal.locator('[data-block-id="quick.limits"]')).to_contain_text("at most 40 replicas per group")
+    modal.locator(".bk-modal-submit").click()
+    expect(modal.locator('[data-block-id="quick.replicas"] .bk-error')).to_contain_text("above the maximum")
+    assert cloud_calls(sandbox, fresh, "UpdateRayCluster", PROD) == []
+
+    replicas.fill("5")
+    expect(effect).to_contain_text("1 → 5 replicas")
+    expect(modal.locator(".bk-modal-submit")).to_have_text("Resize")
+    modal.locator(".bk-modal-submit").click()
+    expect(modal).to_contain_text("Resized")
+    [update] = cloud_calls(sandbox, fresh, "UpdateRayCluster", PROD)
+    groups = {g["groupName"]: g["replica"] for g in update.json["workerSpec"]}
+    assert groups == {"WorkerGroup1": 2, "WorkerGroup2": 5}
+    modal.locator(".bk-modal-x").click()
+    expect(page.locator("#modal-layer")).to_be_hidden()
+
+    alert.locator(".replies-link").click()  # the answer is in the alert's thread
+    thread = page.locator("#thread")
+    expect(thread).to_contain_text(f"requestId {update.request_id}")
+    expect(thread).to_contain_text("1 → 5")
+    expect(page.locator("#emr-calls .emr-call", has_text=update.request_id)).to_contain_text("UpdateRayCluster")
+    assert_layout(page, thread_open=True)
+
+
+def test_the_sandboxs_alert_names_a_cluster_and_its_roomiest_group_as_raybot_reads_them():
+    config = load_config(str(SAMPLE_CONFIG))
+    seed = seed_for(config)
+    alert = alert_for(config, seed)
+    assert alert == Alert("prod", "WorkerGroup2")  # WorkerGroup2 has 1 of at most 8 replicas; WorkerGroup1 2 of 4
+    texts = alert_names.message_texts({"text": alert.text()})
+    clusters = {alias: entry.cluster for alias, entry in config.clusters.items()}
+    assert alert_names.named_clusters(texts, clusters) == ["prod"]
+    assert alert_names.named_groups(texts, ["WorkerGroup1", "WorkerGroup2"]) == ["WorkerGroup2"]
+    # A config without prod: its first cluster; one whose cluster has no group: no alert to post.
+    without_prod = config.model_copy(update={"clusters": {k: v for k, v in config.clusters.items() if k != "prod"}})
+    assert alert_for(without_prod, seed) == Alert("train-gpu", "cpu-preprocess")
+    bare = [dict(c, workerSpec=[]) for c in seed]
+    assert alert_for(config, bare) is None

@@ -168,6 +168,22 @@ async def test_post_message_threads_and_update(emulator: SlackEmulator, client: 
     assert error["error"] == "thread_not_found"
 
 
+async def test_another_apps_message_can_be_threaded_and_shortcut_but_not_updated(
+    emulator: SlackEmulator, client: AsyncWebClient
+) -> None:
+    alert = emulator.post_app_message(CHANNEL, bot_id="B0ALERTS", username="Alertmanager", text="prod *is* slow")
+    assert alert["subtype"] == "bot_message" and "user" not in alert  # as an incoming webhook's message is stored
+    assert (alert["bot_id"], alert["username"]) == ("B0ALERTS", "Alertmanager")
+    payload = emulator.message_action_payload("raybot_message_action", alert, user_id=ALICE, channel_id=CHANNEL)
+    assert payload["message"] == alert and payload["message_ts"] == alert["ts"]
+    await client.chat_postMessage(channel=CHANNEL, text="resized", thread_ts=alert["ts"])
+    assert emulator.message(CHANNEL, alert["ts"])["reply_count"] == 1
+    error = await slack_error(client.chat_update(channel=CHANNEL, ts=alert["ts"], text="mine now"))
+    assert error["error"] == "cant_update_message"  # raybot cannot edit another app's message
+    with pytest.raises(KeyError):
+        emulator.post_app_message("C0NOWHERE", bot_id="B0ALERTS", username="Alertmanager", text="x")
+
+
 async def test_post_message_rejects_what_slack_rejects(client: AsyncWebClient) -> None:
     assert (await slack_error(client.chat_postMessage(channel="C0NOPE", text="x")))["error"] == "channel_not_found"
     with pytest.warns(UserWarning, match="`text` argument is missing"):  # slack_sdk warns, Slack refuses

@@ -1216,7 +1216,8 @@ class EmrEmulator:
         return self._faults.snapshot()
 
     def add_listener(self, callback: Callable[[RecordedCall], None]) -> None:
-        """Call `callback(call)` when a request arrives (status 0) and again when it is answered.
+        """Call `callback(call)` when a request arrives (status 0), when its client goes away before the answer
+        (`client_gone`), and when it is answered.
 
         It runs on the emulator's thread: it must return at once (hand the call over with
         `loop.call_soon_threadsafe`). An exception in it is logged, never raised to the client.
@@ -1363,6 +1364,7 @@ class EmrEmulator:
     async def _note_gone(self, call: RecordedCall, gone: asyncio.Event) -> None:
         await gone.wait()
         self._mark(call, client_gone=True)
+        self._tell_listeners(call)  # a page showing the call says at once that its client gave up
 
     def _mark(self, call: RecordedCall, **flags: bool) -> None:
         with self._calls_changed:

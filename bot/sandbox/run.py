@@ -140,6 +140,9 @@ OUTSIDER = Identity("outsider", "U0OUTSIDE", "oscar", "Oscar (outsider)", "In th
 INCIDENT = Channel("C0ONCALL01", "incident", "On-call incident channel")
 PLATFORM = Channel("C0PLATFORM", "platform", "Platform team")
 ONCALL_GROUP = "S0ONCALL"
+# The alerting app whose messages the message shortcut is for (an Alertmanager incoming webhook).
+ALERT_BOT_ID = "B0ALERTS"
+ALERT_USERNAME = "Alertmanager"
 
 
 def build_world(config: Config) -> World:
@@ -180,6 +183,40 @@ def seed_for(config: Config) -> list[dict[str, Any]]:
         known.add((entry.workspace, entry.cluster))
         extra.append(clone)
     return seed + extra
+
+
+@dataclass(frozen=True)
+class Alert:
+    """The alert the page posts as the alerting app: it names a cluster (by alias) and one of its worker groups."""
+
+    alias: str
+    group: str
+
+    def text(self) -> str:
+        """The alert as Slack stores it (entity-encoded mrkdwn)."""
+        return (
+            f":fire: *[FIRING:1] RayTaskBacklog* `{slack_escape(self.alias)}`\n"
+            f"Tasks pending on worker group *{slack_escape(self.group)}* for 10 min (240 > 50)."
+        )
+
+    def as_json(self) -> JSON:
+        return {"alias": self.alias, "group": self.group, "from": ALERT_USERNAME}
+
+
+def alert_for(config: Config, seed: list[dict[str, Any]]) -> Alert | None:
+    """The sandbox's alert: about `prod` when the config has it (else its first cluster), naming the worker group
+    with the most room to grow (max minus replicas; the first of those): what an on-call would scale out. None when
+    that cluster has no worker group."""
+    if not config.clusters:
+        return None
+    alias = "prod" if "prod" in config.clusters else next(iter(config.clusters))
+    entry = config.clusters[alias]
+    cluster = next((c for c in seed if (c["workspaceId"], c["clusterId"]) == (entry.workspace, entry.cluster)), None)
+    groups = [g for g in (cluster or {}).get("workerSpec") or [] if g.get("groupName")]
+    if not groups:
+        return None
+    roomiest = max(groups, key=lambda g: (g.get("maxReplica") or 0) - (g.get("replica") or 0))
+    return Alert(alias, roomiest["groupName"])
 
 
 # --- Slack's side: signing and posting what the page does -------------------------------------------------------------
@@ -236,11 +273,19 @@ class SandboxPage:
     """The web page's server: static files, a JSON API that turns clicks into Slack payloads, and an event stream."""
 
     def __init__(
-        self, *, slack: SlackEmulator, emr: EmrEmulator, world: World, signing_secret: str, seed: list[JSON]
+        self,
+        *,
+        slack: SlackEmulator,
+        emr: EmrEmulator,
+        world: World,
+        signing_secret: str,
+        seed: list[JSON],
+        alert: Alert | None = None,
     ) -> None:
         self.slack = slack
         self.emr = emr
         self.world = world
+        self.alert = alert
         self.raybot_url = ""
         self._secret = signing_secret
         self.seed = seed
@@ -282,6 +327,7 @@ class SandboxPage:
                 web.post("/api/submit", self._submit),
                 web.post("/api/close", self._close_view),
                 web.post("/api/shortcut", self._shortcut),
+                web.post("/api/alert", self._post_alert),
                 web.post("/api/faults", self._inject),
                 web.delete("/api/faults", self._clear_faults),
                 web.post("/api/reset", self._reset),
@@ -377,7 +423,10 @@ class SandboxPage:
         )
 
     async def _world(self, _: web.Request) -> web.Response:
-        return web.json_response(self.world.as_json())
+        name, _callback_id = message_shortcut()
+        return web.json_response(
+            self.world.as_json() | {"shortcut": name, "alert": self.alert.as_json() if self.alert else None}
+        )
 
     async def _state(self, request: web.Request) -> web.Response:
         user_id = request.query.get("user", "")
@@ -579,11 +628,32 @@ class SandboxPage:
         message = self.slack.message(channel_id, str(data.get("message_ts", "")))
         if message is None:
             return web.json_response({"ok": False, "error": "that message is gone"}, status=404)
-        callback_id = str(data.get("callback_id") or message_shortcut_callback_id())
+        callback_id = str(data.get("callback_id") or message_shortcut()[1])
         payload = self.slack.message_action_payload(callback_id, message, user_id=user_id, channel_id=channel_id)
         self._trigger(payload, user_id)
         answer = await self._post_interaction(payload)
         return web.json_response(self._outcome(answer, "raybot did not take the shortcut"))
+
+    def post_alert(self, channel_id: str) -> JSON:
+        """The alerting app posts the sandbox's alert in `channel_id` (KeyError: no such channel, or no alert)."""
+        if self.alert is None:
+            raise KeyError("alert")
+        message = self.slack.post_app_message(
+            channel_id, bot_id=ALERT_BOT_ID, username=ALERT_USERNAME, text=self.alert.text()
+        )
+        self._broadcast({"kind": "message"})
+        return message
+
+    async def _post_alert(self, request: web.Request) -> web.Response:
+        """ "Post an alert": a message from the alerting app to use the message shortcut on."""
+        data = await request.json()
+        if self.alert is None:
+            return web.json_response({"ok": False, "error": "no cluster of the config has a worker group"})
+        try:
+            message = self.post_alert(str(data.get("channel", "")))
+        except KeyError:
+            return web.json_response({"ok": False, "error": "unknown channel"}, status=400)
+        return web.json_response({"ok": True, "ts": message["ts"]})
 
     async def _inject(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -632,12 +702,12 @@ class SandboxPage:
         return web.json_response({"ok": True})
 
 
-def message_shortcut_callback_id() -> str:
-    """The callback id of the manifest's message shortcut (what Slack sends when someone uses it)."""
+def message_shortcut() -> tuple[str, str]:
+    """The name (what Slack's ⋯ menu shows) and callback id (what Slack sends) of the manifest's message shortcut."""
     manifest = yaml.safe_load(resources.files("bot").joinpath("manifest.yml").read_text(encoding="utf-8"))
     for shortcut in manifest["features"].get("shortcuts", []):
         if shortcut.get("type") == "message":
-            return str(shortcut["callback_id"])
+            return str(shortcut["name"]), str(shortcut["callback_id"])
     raise SandboxError("the manifest has no message shortcut")
 
 
@@ -773,6 +843,9 @@ class Sandbox:
             "    /ray edit fleet                     a modal for the 50-group cluster: pick a group, change it,\n"
             "                                        Review, Apply\n"
             "    @raybot show train-gpu              mentions answer in a thread\n"
+            "    ⋯ → Ray cluster action on the Alertmanager alert   the quick resize of the cluster it names:\n"
+            "                                        type a number, read what it does, Resize; the answer goes to\n"
+            "                                        the alert's thread\n"
             "    /ray resize train-gpu cpu-preprocess=8   above 6 replicas the on-call needs a second person:\n"
             "                                        switch to Paula (approver) and click Approve\n"
             "    /ray start staging                  (as Ada, admin) the cluster starts; raybot follows it until\n"
@@ -838,8 +911,11 @@ async def run_sandbox(
         started.append(emr.stop)
         await asyncio.to_thread(slack.start, "127.0.0.1", 0)
         started.append(slack.stop)
-        page = SandboxPage(slack=slack, emr=emr, world=world, signing_secret=signing_secret, seed=seed)
+        alert = alert_for(config, seed)
+        page = SandboxPage(slack=slack, emr=emr, world=world, signing_secret=signing_secret, seed=seed, alert=alert)
         await page.start()
+        if alert is not None:  # #incident opens on an alert to try the message shortcut on
+            page.post_alert(INCIDENT.channel_id)
         runner = web.AppRunner(page.app(), access_log=None, shutdown_timeout=2)
         await runner.setup()
         try:

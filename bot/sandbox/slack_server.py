@@ -1046,6 +1046,26 @@ class SlackEmulator:
             self._messages[channel].append(message)
             return copy.deepcopy(message)
 
+    def post_app_message(self, channel: str, *, bot_id: str, username: str, text: str) -> JSON:
+        """A message another app posts (an alerting bot's incoming webhook): subtype ``bot_message``, its
+        ``bot_id`` and ``username``, no user, as Slack stores it. Returns the stored message; KeyError for a
+        channel the emulator does not know."""
+        with self._lock:
+            try:
+                channel = self._known_channel(channel)
+            except _MethodFailure:
+                raise KeyError(channel) from None
+            message: JSON = {
+                "type": "message",
+                "subtype": "bot_message",
+                "bot_id": bot_id,
+                "username": username,
+                "text": text,
+                "ts": self._next_ts(),
+            }
+            self._messages[channel].append(message)
+            return copy.deepcopy(message)
+
     def message(self, channel: str, ts: str) -> JSON | None:
         """One stored message (top-level or reply) by its ts, or None."""
         with self._lock:

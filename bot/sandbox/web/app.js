@@ -2,7 +2,7 @@
  *
  * Everything it shows comes from the sandbox server (/api/state), refreshed when the event stream (/api/events)
  * says the Slack or EMR emulator recorded something. Everything it does goes to the server (/api/send, /api/action,
- * /api/submit, /api/close, /api/shortcut), which turns it into the payload Slack would send raybot.
+ * /api/submit, /api/close, /api/shortcut, /api/alert), which turns it into the payload Slack would send raybot.
  * Rendering of Block Kit is blockkit.js; nothing here sets innerHTML.
  */
 (function () {
@@ -19,6 +19,7 @@
     clockOffset: 0, // the server's clock minus this page's, in seconds: how long a cloud call has waited
     ticker: null,
     views: new Map(), // view id -> {hash, node}: open views keep what was typed, as in Slack
+    submitting: new Set(), // view ids whose submission is on its way: what is typed in them is no longer sent
     shownView: "",
     keys: { channel: "", thread: "", cloud: "" },
     request: 0,
@@ -137,7 +138,8 @@
   function messageNode(message, options) {
     const ephemeral = !!options.ephemeral;
     const author = ephemeral && options.slackbot ? { name: "Slackbot", bot: true }
-      : person(ephemeral ? S.world.bot.id : message.user);
+      : !ephemeral && message.bot_id && message.user !== S.world.bot.id ? { name: message.username || "an app", bot: true }
+        : person(ephemeral ? S.world.bot.id : message.user);
     const node = h("div", "message" + (author.bot ? " from-bot" : "") + (ephemeral ? " ephemeral" : ""));
     node.dataset.ts = message.ts || "";
     const avatar = h("div", "avatar", author.name.slice(0, 1).toUpperCase());
@@ -205,7 +207,7 @@
     more.title = "More actions";
     const menu = h("div", "menu");
     menu.hidden = true;
-    const shortcut = h("button", "menu-item shortcut-item", "Ray cluster action");
+    const shortcut = h("button", "menu-item shortcut-item", S.world.shortcut);
     shortcut.type = "button";
     shortcut.appendChild(h("span", "menu-hint", "raybot"));
     shortcut.addEventListener("click", async () => {
@@ -322,6 +324,7 @@
       if (!modal.stack.some((v) => v.id === id)) S.views.delete(id);
     }
     const cached = S.views.get(view.id);
+    const focus = cached ? focusIn(cached.node) : null;
     let node;
     if (cached && cached.hash === view.hash) {
       node = cached.node;
@@ -341,6 +344,31 @@
     overlay.appendChild(node);
     layer.replaceChildren(overlay);
     layer.hidden = false;
+    if (focus) refocus(node, focus);
+  }
+
+  function statefulIn(rootNode, blockId, actionId) {
+    return Array.from(rootNode.querySelectorAll(".bk-stateful"))
+      .find((n) => n.dataset.blockId === blockId && n.dataset.actionId === actionId) || null;
+  }
+
+  /* Where the person is typing in a view, so that a views.update does not take the input from under their fingers
+   * (Slack keeps the focus and the caret in an input whose block_id and action_id stay). */
+  function focusIn(rootNode) {
+    const active = document.activeElement;
+    if (!active || !rootNode.contains(active) || !active.classList.contains("bk-stateful")) return null;
+    const caret = typeof active.selectionStart === "number"
+      ? { start: active.selectionStart, end: active.selectionEnd } : null;
+    return { blockId: active.dataset.blockId, actionId: active.dataset.actionId, caret };
+  }
+
+  function refocus(rootNode, focus) {
+    const again = statefulIn(rootNode, focus.blockId, focus.actionId);
+    if (!again || document.activeElement === again) return;
+    again.focus();
+    if (focus.caret && typeof again.setSelectionRange === "function") {
+      again.setSelectionRange(focus.caret.start, focus.caret.end);
+    }
   }
 
   async function submit(view, node) {
@@ -350,6 +378,7 @@
     const button = node.querySelector(".bk-modal-submit");
     if (button) button.disabled = true;
     node.classList.add("busy");
+    S.submitting.add(view.id);
     try {
       const answer = await api("/api/submit", { user: S.user, view_id: view.id, values: BlockKit.readState(node) });
       if (!answer.ok) {
@@ -365,6 +394,7 @@
       renderModal();
       schedule();
     } finally {
+      S.submitting.delete(view.id);
       if (button) button.disabled = false;
       node.classList.remove("busy");
     }
@@ -379,7 +409,19 @@
     schedule();
   }
 
+  const TYPED = ["plain_text_input", "number_input"];
+
   async function viewAction(view, action, node) {
+    if (TYPED.includes(action.type)) {
+      // What is typed is sent after a pause, by when raybot may have redrawn the view (views.update: the input is a
+      // new node), or it may be submitted or gone. It goes with the view as shown now, or not at all once the view
+      // no longer has that input (a late keystroke never turns a submitted modal back into the form).
+      const live = S.views.get(view.id);
+      const input = live && !S.submitting.has(view.id) ? statefulIn(live.node, action.block_id, action.action_id) : null;
+      if (!input) return;
+      node = live.node;
+      action = Object.assign({}, action, { value: input.value === "" ? null : input.value });
+    }
     const answer = await api("/api/action", {
       user: S.user, view_id: view.id, action, state_values: BlockKit.readState(node),
     });
@@ -544,6 +586,16 @@
       await api("/api/reset", {});
       schedule();
     });
+    $("shortcut-name").textContent = S.world.shortcut;
+    if (S.world.alert) {
+      $("post-alert").textContent = `Post an alert about ${S.world.alert.alias} · ${S.world.alert.group}`;
+      $("post-alert").addEventListener("click", async () => {
+        const answer = await api("/api/alert", { channel: S.channel });
+        if (!answer.ok) notice(answer.error);
+      });
+    } else {
+      $("alert-help").hidden = true;
+    }
     $("skip").addEventListener("click", async () => {
       const answer = await api("/api/skip", { seconds: (S.state && S.state.emr && S.state.emr.skipSeconds) || 60 });
       if (!answer.ok) notice(answer.error);

@@ -11,6 +11,11 @@
  * BlockKit.validate(root)             -> {block_id: message}: what Slack itself checks before a submit
  * BlockKit.showErrors(root, errors)   -> inline errors under inputs (response_action "errors")
  *
+ * Interactive elements report a person's use through ctx.onAction(action) with the `actions[0]` Slack would send
+ * (type, action_id, block_id and value or selected_option): buttons, overflows and selects outside input blocks on
+ * every use; inside an input block only with `dispatch_action` — a select on change, a plain_text_input or
+ * number_input on Enter (the default) and/or once typing pauses (`dispatch_action_config.trigger_actions_on`).
+ *
  * ctx: {users: {U…: {name, real_name}}, channels: {C…: {name}}, usergroups: {S…: {handle}},
  *       onAction(action, node), confirm(confirmObject) -> Promise<boolean>, previous: state values to keep,
  *       onSubmit(), onClose(clear)}
@@ -319,7 +324,52 @@
     return wrap;
   }
 
-  function textInput(element, blockId, ctx) {
+  /* How long typing pauses before an input with on_character_entered dispatches: Slack sends one block_actions per
+   * pause in typing, not one per key, and so does this page. */
+  const CHARACTER_DEBOUNCE_MS = 300;
+
+  function triggers(element) {
+    const config = element.dispatch_action_config;
+    const wanted = config && Array.isArray(config.trigger_actions_on) ? config.trigger_actions_on : [];
+    return wanted.length ? wanted : ["on_enter_pressed"]; // Slack's default when the input block dispatches
+  }
+
+  /* An input in a block with dispatch_action: block_actions on Enter (the default) and/or as characters are entered
+   * or removed (debounced), as `dispatch_action_config.trigger_actions_on` asks. The action carries the value as
+   * typed (null when empty, as in the view's state). A change already sent is not sent again. */
+  function dispatchTyping(node, element, blockId, ctx, type) {
+    const on = triggers(element);
+    let timer = null;
+    let sent = node.value;
+    const send = () => {
+      clearTimeout(timer);
+      timer = null;
+      sent = node.value;
+      // Sent even if the view was redrawn meanwhile (a views.update): the page decides whether it still applies.
+      const action = { type, action_id: element.action_id, block_id: blockId, value: sent === "" ? null : sent };
+      if (ctx.onAction) ctx.onAction(action, node);
+    };
+    if (on.includes("on_character_entered")) {
+      node.addEventListener("input", () => {
+        clearTimeout(timer);
+        timer = node.value === sent ? null : setTimeout(send, CHARACTER_DEBOUNCE_MS);
+      });
+      node.addEventListener("blur", () => { if (timer) send(); }); // what was typed is never left unsent
+    }
+    if (on.includes("on_enter_pressed")) {
+      node.addEventListener("keydown", (event) => {
+        // In a multiline input Enter is a new line; Ctrl/⌘+Enter sends.
+        if (event.key !== "Enter" || event.isComposing || (element.multiline && !(event.ctrlKey || event.metaKey))) {
+          return;
+        }
+        event.preventDefault();
+        send();
+      });
+    }
+    node.dataset.dispatch = on.join(" ");
+  }
+
+  function textInput(element, blockId, ctx, dispatch) {
     const node = element.multiline ? h("textarea", "bk-textarea") : h("input", "bk-text-input");
     if (!element.multiline) node.type = "text";
     if (element.placeholder) node.placeholder = element.placeholder.text;
@@ -327,10 +377,11 @@
     const previous = previousEntry(ctx, blockId, element.action_id, "plain_text_input");
     node.value = previous ? previous.value || "" : element.initial_value || "";
     register(node, { blockId, actionId: element.action_id, type: "plain_text_input", element });
+    if (dispatch) dispatchTyping(node, element, blockId, ctx, "plain_text_input");
     return node;
   }
 
-  function numberInput(element, blockId, ctx) {
+  function numberInput(element, blockId, ctx, dispatch) {
     const node = h("input", "bk-number-input");
     node.type = "text";
     node.inputMode = element.is_decimal_allowed ? "decimal" : "numeric";
@@ -338,6 +389,7 @@
     const previous = previousEntry(ctx, blockId, element.action_id, "number_input");
     node.value = previous ? previous.value || "" : element.initial_value || "";
     register(node, { blockId, actionId: element.action_id, type: "number_input", element });
+    if (dispatch) dispatchTyping(node, element, blockId, ctx, "number_input");
     return node;
   }
 
@@ -399,9 +451,9 @@
       case "overflow":
         return overflow(element, blockId, ctx);
       case "plain_text_input":
-        return textInput(element, blockId, ctx);
+        return textInput(element, blockId, ctx, dispatch);
       case "number_input":
-        return numberInput(element, blockId, ctx);
+        return numberInput(element, blockId, ctx, dispatch);
       case "checkboxes":
       case "radio_buttons":
         return choices(element, blockId, ctx, element.type, dispatch);
