@@ -172,10 +172,17 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.assume_roles_total = Counter(
+            "raybot_assume_role",
+            'STS AssumeRole calls, by RAM role name and result code ("OK" or STS\'s Code).',
+            ["role", "code"],
+            registry=r,
+        )
         # Outside values → bounded label values.
         self._command_label = BoundedLabel(r"[a-z][a-z0-9_-]{0,31}", cap=40)
         self._cloud_action_label = BoundedLabel(r"[A-Z][A-Za-z]{0,63}", cap=20, known=CLOUD_ACTIONS)
         self._cloud_code_label = BoundedLabel(r"[A-Za-z][A-Za-z0-9._-]{0,63}", cap=60)
+        self._role_label = BoundedLabel(r"[A-Za-z0-9.@_-]{1,64}", cap=40)
         self._slack_method_label = BoundedLabel(r"[a-z]+(\.[a-zA-Z]+){1,3}", cap=40)
         self._slack_error_label = BoundedLabel(r"[a-z0-9_]{1,48}", cap=60)
 
@@ -195,6 +202,10 @@ class Metrics:
         self.cloud_calls_total.labels(action_label, self._cloud_code_label(code)).inc()
         outcome = "ok" if code == CLOUD_OK else "error"
         self.cloud_call_duration.labels(action_label, outcome).observe(max(seconds, 0.0))
+
+    def assume_role(self, role_name: str, code: str) -> None:
+        """One AssumeRole of the RAM role `role_name` ended with `code` ("OK" on success)."""
+        self.assume_roles_total.labels(self._role_label(role_name), self._cloud_code_label(code)).inc()
 
     def time_cloud_call(self, action: str) -> CloudCallTimer:
         """`async with metrics.time_cloud_call("GetRayCluster"): ...` records the call when the block ends."""

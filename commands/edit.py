@@ -96,9 +96,11 @@ async def fill_editor(
     """Read the cluster and turn the loading modal into the editor (or into a readable error)."""
     try:
         subject = await services.subject(user_id, channel_id)
-        target = services.cluster(subject, alias)
+        target = services.cluster(subject, alias, "edit")
         services.require(subject, "edit", alias)
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        cluster = await services.emr.get_cluster(
+            target.workspace, target.cluster_id, region=target.region, acting=target.acting
+        )
     except EmrError as error:
         view = modals.error_view(alias, error.code, error.message, error.request_id)
     except Exception as error:  # noqa: BLE001 - every failure ends in the modal, never in a spinner
@@ -112,7 +114,7 @@ async def fill_editor(
 
 async def handle(command: Edit, ctx: CommandContext) -> None:
     services, inv = ctx.services, ctx.invocation
-    services.cluster(ctx.subject, command.cluster)
+    services.cluster(ctx.subject, command.cluster, "edit")
     services.require(ctx.subject, "edit", command.cluster)
     if inv.trigger_id is None:
         # A mention carries no trigger_id, and only a trigger opens a modal: a button gives one.
