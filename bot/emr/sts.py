@@ -327,6 +327,10 @@ class RoleCredentials:
         """Assume `role` once as raybot itself (through the cache); raises the EmrError a command would get."""
         await self.credential(Acting(role, None))
 
+    async def renewed(self) -> None:
+        """Wait until the AssumeRoles in flight have ended (whatever their outcome)."""
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
     async def aclose(self) -> None:
         for task in list(self._inflight.values()):
             task.cancel()

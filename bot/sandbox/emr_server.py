@@ -233,6 +233,19 @@ class RecordedCall:
     client_gone: bool = False
     answer_lost: bool = False
 
+    @property
+    def access_key_id(self) -> str | None:
+        """The AccessKey id that signed the call (from its Authorization header)."""
+        try:
+            return signing.parse_authorization(self.headers.get("authorization", ""))["Credential"]
+        except ValueError:
+            return None
+
+    @property
+    def security_token(self) -> str | None:
+        """The STS security token the call carried, if it was signed with STS credentials."""
+        return self.headers.get(signing.SECURITY_TOKEN)
+
 
 @dataclass(frozen=True)
 class Incoming:
@@ -1018,6 +1031,11 @@ class EmrEmulator:
         self._inflight: set[asyncio.Task[Any]] = set()
 
     # ---- state and faults (callable from any thread) ----
+
+    def accept_sts_credential(self, access_key_id: str, access_key_secret: str, security_token: str) -> None:
+        """Accept calls signed with STS credentials (as the STS emulator issues them: pass its `on_issue`)."""
+        self._secrets[access_key_id] = access_key_secret
+        self._tokens[security_token] = access_key_id
 
     def seed(self, clusters: Iterable[dict]) -> None:
         """Add or replace clusters given in wire form, each with its `workspaceId`."""
