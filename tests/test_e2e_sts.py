@@ -1,0 +1,194 @@
+"""Least privilege end to end: each cluster (or channel binding) acts through its own RAM role.
+
+raybot runs in this process (its clock injected) and serves real HTTP on loopback; the Slack, EMR and STS
+emulators are servers on loopback too. The STS emulator checks each AssumeRole's signature and issues
+credentials per role and session; the EMR emulator accepts them and records which AccessKey and security
+token signed each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+
+import pytest
+
+from bot.emr.sts import REFRESH_BEFORE_SECONDS, WAIT_BEFORE_SECONDS
+from bot.sandbox.sts_server import EmulatedRole, StsEmulator
+from tests import e2e_world as world
+from tests.e2e import (
+    FakeClock,
+    ephemeral_reply,
+    inprocess_raybot,
+    mark,
+    mention_event,
+    new_emr_calls,
+    post_as_someone,
+    post_json_signed,
+    raybot_env,
+    send,
+    text_of,
+    wait_new,
+    wait_until_followed,
+)
+from tests.harness import AK_ID, AK_SECRET
+
+PROD_ROLE = "acs:ram::1234567890123456:role/raybot-prod"
+STAGING_ROLE = "acs:ram::6543210987654321:role/raybot-staging"
+ONCALL_ROLE = "acs:ram::1234567890123456:role/raybot-oncall"
+STAGING = "ray-p5r7s9u1w3y5a7c9"
+START = 1_800_000_000.0
+
+# The world's config, with a role per cluster for prod and staging, and one for the on-call binding.
+CONFIG = (
+    world.CONFIG.replace(
+        f"    cluster: {world.PROD}\n",
+        f'    cluster: {world.PROD}\n    role_arn: "{PROD_ROLE}"\n',
+    )
+    .replace(
+        f"    cluster: {STAGING}\n",
+        f'    cluster: {STAGING}\n    role_arn: "{STAGING_ROLE}"\n    external_id: raybot-staging-ext\n',
+    )
+    .replace(
+        '    - role: oncall\n      clusters: ["prod*", "fleet"]\n',
+        f'    - role: oncall\n      clusters: ["prod*", "fleet"]\n      role_arn: "{ONCALL_ROLE}"\n',
+    )
+)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def sts(emr, clock):
+    emulator = StsEmulator(
+        access_keys={AK_ID: AK_SECRET},
+        roles=[
+            EmulatedRole(PROD_ROLE, trusted=frozenset({AK_ID})),
+            EmulatedRole(STAGING_ROLE, trusted=frozenset({AK_ID}), external_id="raybot-staging-ext"),
+            EmulatedRole(ONCALL_ROLE, trusted=frozenset({AK_ID})),
+        ],
+        clock=clock,
+        on_issue=lambda i: emr.accept_sts_credential(i.access_key_id, i.access_key_secret, i.security_token),
+    )
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def env(emr, slack, sts, tmp_path):
+    assert CONFIG.count("role_arn") == 3
+    emr.seed(copy.deepcopy(world.SEED))
+    mark(emr, slack)
+    return raybot_env(tmp_path, slack, emr, config_text=CONFIG, RAYBOT_STS_ENDPOINT=sts.url)
+
+
+def issued_to(sts: StsEmulator, role_arn: str):
+    return [i for i in sts.issued if i.role_arn == role_arn]
+
+
+def assert_no_secret_logged(caplog, sts: StsEmulator) -> None:
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert AK_SECRET not in text
+    for issued in sts.issued:
+        assert issued.access_key_secret not in text
+        assert issued.security_token not in text
+
+
+async def test_each_cluster_and_binding_acts_through_its_own_role(http, env, slack, emr, sts, clock, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with inprocess_raybot(env, clock) as raybot:
+        for alias, replicas in (("prod", 3), ("staging", 2)):
+            mark(emr, slack)
+            text = f"resize {alias} WorkerGroup1={replicas}"
+            await send(http, raybot, slack, text, user=world.ADMIN, channel="C0PLATFORM")
+            await wait_new(slack, lambda c: c.method == "chat.postMessage" and f"*{alias}* updated" in c.args["text"])
+            await wait_until_followed(emr, slack)  # the follower's reads act through the role too
+            [prod_or_staging] = issued_to(sts, PROD_ROLE if alias == "prod" else STAGING_ROLE)
+            calls = [c for c in new_emr_calls(emr) if c.action in ("GetRayCluster", "UpdateRayCluster")]
+            assert {c.action for c in calls} == {"GetRayCluster", "UpdateRayCluster"}
+            for call in calls:  # the read and the change: each signed by that cluster's role
+                assert (call.access_key_id, call.security_token) == (
+                    prod_or_staging.access_key_id,
+                    prod_or_staging.security_token,
+                )
+            # ActionTrail of the role's account shows who in Slack asked.
+            assert prod_or_staging.session_name == f"raybot-{world.ADMIN}" and prod_or_staging.caller == AK_ID
+
+        # In the on-call channel the binding names a role of its own: it wins over the cluster's.
+        mark(emr, slack)
+        await send(http, raybot, slack, "resize prod WorkerGroup1=4")
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*prod* updated" in c.args["text"])
+        await wait_until_followed(emr, slack)
+        [oncall] = issued_to(sts, ONCALL_ROLE)
+        assert oncall.session_name == f"raybot-{world.ONCALL_USER}"
+        [update] = [c for c in new_emr_calls(emr) if c.action == "UpdateRayCluster"]
+        assert (update.access_key_id, update.security_token) == (oncall.access_key_id, oncall.security_token)
+        assert all(c.access_key_id != AK_ID for c in new_emr_calls(emr))  # nothing signed with the base key
+
+        metrics = (await http.get(f"{raybot.url}/metrics")).text
+        assert 'raybot_assume_role_total{code="OK",role="raybot-prod"} 1.0' in metrics
+        assert len(sts.assumed(PROD_ROLE)) == 1  # the second resize's calls reused it
+    assert_no_secret_logged(caplog, sts)
+
+
+async def test_credentials_are_reused_until_near_expiry_then_refreshed_once_under_50_commands(
+    http, env, slack, emr, sts, clock, caplog
+):
+    caplog.set_level(logging.DEBUG)
+
+    async def fifty_shows() -> None:
+        sent = await asyncio.gather(
+            *(send(http, raybot, slack, "show prod", user=world.ADMIN, channel="C0PLATFORM") for _ in range(50))
+        )
+        replies = await asyncio.gather(*(ephemeral_reply(slack, url, timeout=20) for _, url in sent))
+        assert all("failed" not in text_of(r) for r in replies)
+
+    async with inprocess_raybot(env, clock) as raybot:
+        await fifty_shows()
+        [first] = issued_to(sts, PROD_ROLE)
+        clock.now = first.expires_at - REFRESH_BEFORE_SECONDS - 1  # 55 minutes on: still fresh
+        await fifty_shows()
+        assert len(sts.assumed(PROD_ROLE)) == 1
+
+        mark(emr, slack)
+        clock.now = first.expires_at - WAIT_BEFORE_SECONDS + 1  # too close: every command waits for one renewal
+        await fifty_shows()
+        assert len(sts.assumed(PROD_ROLE)) == 2
+        [_, second] = issued_to(sts, PROD_ROLE)
+        reads = new_emr_calls(emr, "GetRayCluster")
+        assert len(reads) == 50 and {c.access_key_id for c in reads} == {second.access_key_id}
+    assert_no_secret_logged(caplog, sts)
+
+
+async def test_an_assume_role_denial_reaches_the_thread_and_nothing_is_sent(http, env, slack, emr, sts, clock):
+    sts.deny(PROD_ROLE)  # the role's trust policy no longer lets raybot in
+    async with inprocess_raybot(env, clock) as raybot:
+        alert = await post_as_someone(slack, "C0PLATFORM", "CPU at 98% on prod")
+        text = "<@U0RAYBOT> resize prod WorkerGroup1=5"
+        ts = await post_as_someone(slack, "C0PLATFORM", text, thread_ts=alert)
+        mark(emr, slack)
+        event = mention_event(text, user=world.ADMIN, channel="C0PLATFORM", ts=ts, thread_ts=alert)
+        assert (await post_json_signed(http, raybot, event)).status_code == 200
+        note = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
+        said = text_of(note.args)
+        [refused] = sts.calls
+        assert note.args["thread_ts"] == alert and note.args["user"] == world.ADMIN
+        assert "NoPermission" in said and refused.request_id in said
+        assert "raybot may not assume raybot-prod" in said and "nothing was sent" in said
+        assert new_emr_calls(emr) == []  # not even the read
+        assert await raybot.services.store.history("prod", 10) == []  # no change recorded
+
+        ready = await http.get(f"{raybot.url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["role raybot-prod"].startswith("NoPermission (RequestId ")
+        assert ready.json()["checks"]["role raybot-staging"] == "ok"
+        metrics = (await http.get(f"{raybot.url}/metrics")).text
+        assert 'raybot_assume_role_total{code="NoPermission",role="raybot-prod"}' in metrics
+
+        sts.clear_denials()
+        assert (await http.get(f"{raybot.url}/readyz")).status_code == 200
