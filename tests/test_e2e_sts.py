@@ -106,7 +106,10 @@ async def test_each_cluster_and_binding_acts_through_its_own_role(http, env, sla
             mark(emr, slack)
             text = f"resize {alias} WorkerGroup1={replicas}"
             await send(http, raybot, slack, text, user=world.ADMIN, channel="C0PLATFORM")
-            await wait_new(slack, lambda c: c.method == "chat.postMessage" and f"*{alias}* updated" in c.args["text"])
+            updated = f"*{alias}* updated"
+            await wait_new(
+                slack, lambda c, updated=updated: c.method == "chat.postMessage" and updated in c.args["text"]
+            )
             await wait_until_followed(emr, slack)  # the follower's reads act through the role too
             [prod_or_staging] = issued_to(sts, PROD_ROLE if alias == "prod" else STAGING_ROLE)
             calls = [c for c in new_emr_calls(emr) if c.action in ("GetRayCluster", "UpdateRayCluster")]

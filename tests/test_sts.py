@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import trustme
@@ -24,6 +27,9 @@ from bot.sandbox.emr_server import EmrEmulator
 from bot.sandbox.sts_server import EmulatedRole, StsEmulator
 from tests import e2e_world as world
 from tests.e2e import FakeClock
+from tests.harness import clean_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 BASE_ID, BASE_SECRET = "LTAIraybotbase01", "raybot-base-secret-9f2c"
 PROD = RamRole("acs:ram::1234567890123456:role/raybot-prod")
@@ -310,3 +316,77 @@ channels:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert problem in str(caught.value) and "clusters.prod" in str(caught.value)
+
+
+def test_check_config_probe_assumes_each_role_once(tmp_path) -> None:
+    config = tmp_path / "raybot.yaml"
+    config.write_text(
+        f"""
+region: cn-hangzhou
+clusters:
+  prod: {{workspace: w-1, cluster: ray-1, role_arn: "{PROD.arn}"}}
+  staging: {{workspace: w-2, cluster: ray-2, role_arn: "{STAGING.arn}", external_id: raybot-ext-1}}
+  prod-b: {{workspace: w-1, cluster: ray-3, role_arn: "{PROD.arn}"}}
+roles:
+  admin: {{actions: ["*"]}}
+channels:
+  C0ONCALL01: [{{role: admin}}]
+"""
+    )
+    with StsEmulator(
+        access_keys={BASE_ID: BASE_SECRET},
+        roles=[EmulatedRole(PROD.arn), EmulatedRole(STAGING.arn, external_id="raybot-ext-1")],
+    ) as emulator:
+        # raybot's own credentials come from the default chain, as in production: a separate process, its environment.
+        env = clean_env(
+            ALIBABA_CLOUD_ACCESS_KEY_ID=BASE_ID,
+            ALIBABA_CLOUD_ACCESS_KEY_SECRET=BASE_SECRET,
+            RAYBOT_STS_ENDPOINT=emulator.url,
+            RAYBOT_DATABASE=str(tmp_path / "raybot.db"),
+        )
+
+        def probe() -> subprocess.CompletedProcess:
+            command = [sys.executable, "-m", "bot.cli", "check-config", "--probe", str(config)]
+            return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+        emulator.deny(PROD.arn, code="EntityNotExist.Role", message=f"The role not exists: {PROD.arn}.", status=404)
+        refused_run = probe()
+        assert refused_run.returncode == 1, refused_run.stderr
+        out = refused_run.stdout
+        [refused] = [c for c in emulator.calls if c.role_arn == PROD.arn]
+        assert f"{PROD.arn}: EntityNotExist.Role: raybot may not assume raybot-prod" in out
+        assert f"(RequestId {refused.request_id})" in out
+        assert f"{STAGING.arn}: ok" in out
+        assert len(emulator.calls) == 2  # each distinct role once
+        assert BASE_SECRET not in out + refused_run.stderr
+        assert all(i.access_key_secret not in out + refused_run.stderr for i in emulator.issued)
+
+        emulator.clear_denials()
+        assert probe().returncode == 0
+
+
+def test_the_deploy_policies_of_least_privilege() -> None:
+    import json
+
+    ram = Path(__file__).resolve().parents[1] / "deploy" / "ram"
+
+    def actions(name: str) -> set[str]:
+        policy = json.loads((ram / name).read_text(encoding="utf-8"))
+        assert policy["Version"] == "1" and {s["Effect"] for s in policy["Statement"]} == {"Allow"}
+        found = set()
+        for statement in policy["Statement"]:
+            found |= {statement["Action"]} if isinstance(statement["Action"], str) else set(statement["Action"])
+        return found
+
+    calls = {"GetRayCluster", "ListRayCluster", "UpdateRayCluster", "StartRayCluster", "StopRayCluster"}
+    assert actions("operator-role-policy.json") == {f"emr-serverless-spark:{a}" for a in calls}
+    assert actions("viewer-role-policy.json") == {
+        "emr-serverless-spark:GetRayCluster",
+        "emr-serverless-spark:ListRayCluster",
+    }
+    assert actions("raybot-assume-policy.json") == {"sts:AssumeRole"}
+    assert actions("trust-policy.json") == {"sts:AssumeRole"}
+    trust = json.loads((ram / "trust-policy.json").read_text(encoding="utf-8"))["Statement"][0]
+    assert set(trust["Principal"]) == {"RAM"} and "sts:ExternalId" in trust["Condition"]["StringEquals"]
+    assume = json.loads((ram / "raybot-assume-policy.json").read_text(encoding="utf-8"))["Statement"][0]
+    assert all(r.startswith("acs:ram::") and ":role/" in r for r in assume["Resource"])
