@@ -96,8 +96,12 @@ def target_of(record: ChangeRecord) -> ClusterTarget:
 async def acting_target_of(services: Services, record: ChangeRecord) -> ClusterTarget:
     """`target_of(record)`, its cloud calls made for the change's requester through the RAM role of the binding
     that granted the change in its channel (or the cluster's): approvals, reverts, follows and checks all act
-    on behalf of whoever asked for the change."""
-    return await services.acting_target(target_of(record), record.user_id, record.channel_id, record.action)
+    on behalf of whoever asked for the change. An automatic revert (recorded as raybot's) acts for the person
+    whose temporary change it reverts."""
+    asked = record
+    if record.action == "revert" and record.undo_of is not None:
+        asked = await services.store.get_change(record.undo_of) or record
+    return await services.acting_target(target_of(record), asked.user_id, asked.channel_id, asked.action)
 
 
 def lifecycle_replay(verb: str) -> dict[str, Any]:

@@ -195,3 +195,26 @@ async def test_an_assume_role_denial_reaches_the_thread_and_nothing_is_sent(http
 
         sts.clear_denials()
         assert (await http.get(f"{raybot.url}/readyz")).status_code == 200
+
+
+async def test_an_automatic_revert_acts_for_the_person_who_asked(http, env, slack, emr, sts, clock):
+    async with inprocess_raybot(env, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=3 for 1h", user=world.ADMIN, channel="C0PLATFORM")
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*prod* updated" in c.args["text"])
+        await wait_until_followed(emr, slack)
+    clock.now += 2 * 3600  # raybot was stopped while the change expired; its role credentials expired too
+    mark(emr, slack)
+    async with inprocess_raybot(env, clock):
+        await wait_new(
+            slack,
+            lambda c: c.method == "chat.update" and "revert #" in c.args.get("text", "") and "✅" in c.args["text"],
+        )
+        await wait_until_followed(emr, slack)
+    first, renewed = issued_to(sts, PROD_ROLE)
+    assert renewed.session_name == first.session_name == f"raybot-{world.ADMIN}"
+    [revert] = new_emr_calls(emr, "UpdateRayCluster")
+    assert revert.json["workerSpec"][0]["replica"] == 2
+    # The revert, and every read around it (the revert's own follow included), act for the person who asked.
+    assert {(c.access_key_id, c.security_token) for c in new_emr_calls(emr)} == {
+        (renewed.access_key_id, renewed.security_token)
+    }
