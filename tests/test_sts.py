@@ -23,6 +23,7 @@ from bot.emr.credentials import StaticCredentials
 from bot.emr.errors import EmrError
 from bot.emr.sts import REFRESH_BEFORE_SECONDS, WAIT_BEFORE_SECONDS, Acting, RamRole, RoleCredentials, StsClient
 from bot.emr.sts import session_name as session_name_for
+from bot.permissions import Subject, acting_role
 from bot.sandbox.emr_server import EmrEmulator
 from bot.sandbox.sts_server import EmulatedRole, StsEmulator
 from tests import e2e_world as world
@@ -91,7 +92,7 @@ def test_rpc_encoding_is_pop_encoding() -> None:
 
 def test_session_names_fit_what_sts_accepts() -> None:
     assert session_name_for(PROD, "U0ONCALL1") == "raybot-U0ONCALL1"
-    assert session_name_for(PROD, None) == "raybot-raybot"
+    assert session_name_for(PROD, None) == "raybot-probe"
     assert session_name_for(RamRole(PROD.arn, session_name="oncall {user}"), "W0X") == "oncall-W0X"
     assert len(session_name_for(RamRole(PROD.arn, session_name="x" * 70), "U1")) == 64
 
@@ -262,6 +263,34 @@ async def test_emr_calls_are_signed_with_the_role_credentials(sts, clock, caplog
         assert issued.access_key_secret not in text and issued.security_token not in text
     finally:
         emr.stop()
+
+
+def test_the_binding_that_grants_the_action_names_the_role() -> None:
+    config = parse_config(
+        f"""
+region: cn-hangzhou
+clusters:
+  prod: {{workspace: w-prod, cluster: ray-1, role_arn: "{PROD.arn}"}}
+roles:
+  viewer: {{actions: [list, show]}}
+  oncall: {{actions: [list, show, resize]}}
+channels:
+  C0ONCALL01:
+    - {{role: viewer}}
+    - {{role: oncall, users: [U0ONCALL1], role_arn: "acs:ram::1234567890123456:role/raybot-oncall"}}
+  C0OTHER001:
+    - {{role: viewer, role_arn: "acs:ram::1234567890123456:role/raybot-readonly"}}
+"""
+    )
+    oncall = Subject(user_id="U0ONCALL1", channel_id="C0ONCALL01")
+    outsider = Subject(user_id="U0OUTSIDE", channel_id="C0ONCALL01")
+    # The on-call binding grants resize and names a role: it acts; for show too, as it grants show as well.
+    assert acting_role(config, oncall, "resize", "prod").name == "raybot-oncall"
+    assert acting_role(config, oncall, "show", "prod").name == "raybot-oncall"
+    # Someone the on-call binding does not cover reads through the cluster's role.
+    assert acting_role(config, outsider, "show", "prod") == PROD
+    # Another channel's read-only binding wins for calls made on its behalf.
+    assert acting_role(config, Subject("U0OUTSIDE", "C0OTHER001"), "list", "prod").name == "raybot-readonly"
 
 
 def test_config_roles_per_cluster_workspace_and_binding() -> None:

@@ -75,12 +75,12 @@ class RamRole:
 
 
 def session_name(role: RamRole, user_id: str | None) -> str:
-    """The RoleSessionName for a call made for `user_id` (None: raybot itself, e.g. a readiness probe).
+    """The RoleSessionName for a call made for `user_id` (None: raybot's own probe, `raybot-probe`).
 
     Always valid for STS (2–64 of [A-Za-z0-9.@_-]): other characters become `-`, the end is cut.
     """
     template = role.session_name or f"raybot-{USER_PLACEHOLDER}"
-    name = template.replace(USER_PLACEHOLDER, user_id or "raybot")
+    name = template.replace(USER_PLACEHOLDER, user_id or "probe")
     name = SESSION_CHARS.sub("-", name)[:64]
     return name if len(name) >= 2 else f"{name}--"[:2]
 
