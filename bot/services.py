@@ -157,10 +157,12 @@ class Services:
     lock_wait_seconds: float = 5.0  # how long a change waits for another one on the same cluster
     follow_seconds: float = 900.0  # how long raybot follows a change before saying it did not settle
     _usergroup_refs: set[str] = field(default_factory=set)
+    _binding_roles: bool = False
     _scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._usergroup_refs = referenced_usergroups(self.config)
+        self._binding_roles = any(b.ram_role for bindings in self.config.channels.values() for b in bindings)
 
     def wake_scheduler(self) -> None:
         """A revert was scheduled: let the scheduler look again at what is due next."""
@@ -186,10 +188,12 @@ class Services:
     async def acting_target(self, target: ClusterTarget, user_id: str, channel_id: str, action: str) -> ClusterTarget:
         """`target` (of a recorded change) acting for its requester, as background work does: through the role
         of the requester's binding in the change's channel; a revert or follow counts as an undo of it."""
-        try:
-            subject = await self.subject(user_id, channel_id)
-        except Exception:  # noqa: BLE001 - Slack down: a binding by user group cannot match; the cluster's role still acts
-            subject = Subject(user_id=user_id, channel_id=channel_id)
+        subject = Subject(user_id=user_id, channel_id=channel_id)
+        if self._binding_roles:  # only then can the user's groups change the role: ask Slack (cached) who they are
+            try:
+                subject = await self.subject(user_id, channel_id)
+            except Exception:  # noqa: BLE001 - Slack down: a binding by user group cannot match; the cluster's role acts
+                pass
         return self._acting(target, subject, action if action in KNOWN_ACTIONS else "undo")
 
     def _acting(self, target: ClusterTarget, subject: Subject, action: str) -> ClusterTarget:
