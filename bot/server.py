@@ -36,7 +36,7 @@ from bot.dispatch import CommandRouter
 from bot.emr.client import EmrClient
 from bot.emr.credentials import CredentialsProvider, DefaultCredentials
 from bot.emr.errors import EmrError
-from bot.emr.sts import RoleCredentials, StsClient, regional_sts_endpoint
+from bot.emr.sts import RoleCredentials, StsClient, check_names, regional_sts_endpoint
 from bot.metrics import Metrics, SlackRateLimitObserver
 from bot.scheduler import run_scheduler
 from bot.services import Services, UsergroupDirectory
@@ -180,10 +180,8 @@ async def readiness(services: Services) -> dict[str, str]:
 
     # Each configured RAM role is assumed once (then kept in the cache until near expiry, like a command's).
     roles = services.emr.roles
-    role_checks = [
-        check(f"role {role.name}", lambda role=role: roles.probe(role))
-        for role in (services.config.ram_roles() if roles is not None else [])
-    ]
+    names = check_names(services.config.ram_roles() if roles is not None else [])
+    role_checks = [check(f"role {name}", lambda role=role: roles.probe(role)) for role, name in names.items()]
     await asyncio.gather(
         check("store", store),
         check("slack", services.slack.auth_test),

@@ -134,7 +134,7 @@ async def test_each_cluster_and_binding_acts_through_its_own_role(http, env, sla
         assert all(c.access_key_id != AK_ID for c in new_emr_calls(emr))  # nothing signed with the base key
 
         metrics = (await http.get(f"{raybot.url}/metrics")).text
-        assert 'raybot_assume_role_total{code="OK",role="raybot-prod"} 1.0' in metrics
+        assert 'raybot_assume_role_total{account="1234567890123456",code="OK",role="raybot-prod"} 1.0' in metrics
         assert len(sts.assumed(PROD_ROLE)) == 1  # the second resize's calls reused it
     assert_no_secret_logged(caplog, sts)
 
@@ -191,7 +191,7 @@ async def test_an_assume_role_denial_reaches_the_thread_and_nothing_is_sent(http
         assert ready.json()["checks"]["role raybot-prod"].startswith("NoPermission (RequestId ")
         assert ready.json()["checks"]["role raybot-staging"] == "ok"
         metrics = (await http.get(f"{raybot.url}/metrics")).text
-        assert 'raybot_assume_role_total{code="NoPermission",role="raybot-prod"}' in metrics
+        assert 'raybot_assume_role_total{account="1234567890123456",code="NoPermission",role="raybot-prod"}' in metrics
 
         sts.clear_denials()
         assert (await http.get(f"{raybot.url}/readyz")).status_code == 200

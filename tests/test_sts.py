@@ -21,7 +21,15 @@ from bot.emr import signing
 from bot.emr.client import EmrClient
 from bot.emr.credentials import StaticCredentials
 from bot.emr.errors import EmrError
-from bot.emr.sts import REFRESH_BEFORE_SECONDS, WAIT_BEFORE_SECONDS, Acting, RamRole, RoleCredentials, StsClient
+from bot.emr.sts import (
+    REFRESH_BEFORE_SECONDS,
+    WAIT_BEFORE_SECONDS,
+    Acting,
+    RamRole,
+    RoleCredentials,
+    StsClient,
+    check_names,
+)
 from bot.emr.sts import session_name as session_name_for
 from bot.permissions import Subject, acting_role
 from bot.sandbox.emr_server import EmrEmulator
@@ -65,7 +73,7 @@ def roles_for(sts: StsEmulator, clock: FakeClock, observed: list | None = None) 
         StaticCredentials(BASE_ID, BASE_SECRET),
         client,
         clock=clock,
-        observe=(lambda role, code: observed.append((role, code))) if observed is not None else None,
+        observe=(lambda role, code: observed.append((role.name, code))) if observed is not None else None,
     )
 
 
@@ -88,6 +96,12 @@ def test_rpc_signature_matches_the_official_library() -> None:
 def test_rpc_encoding_is_pop_encoding() -> None:
     # STS's own encoding (not form encoding): a space is %20, * is %2A, ~ stays.
     assert signing.rpc_percent_encode("a b*c~d/e") == "a%20b%2Ac~d%2Fe"
+
+
+def test_probe_names_tell_same_named_roles_apart() -> None:
+    other = RamRole("acs:ram::6543210987654321:role/raybot-prod")
+    assert check_names([PROD, STAGING]) == {PROD: "raybot-prod", STAGING: "raybot-staging"}
+    assert check_names([PROD, other]) == {PROD: "1234567890123456/raybot-prod", other: "6543210987654321/raybot-prod"}
 
 
 def test_session_names_fit_what_sts_accepts() -> None:

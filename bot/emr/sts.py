@@ -73,6 +73,11 @@ class RamRole:
         """The role's name, the last part of its ARN (what people recognise)."""
         return self.arn.rsplit("/", 1)[-1]
 
+    @property
+    def account(self) -> str:
+        """The id of the Alibaba Cloud account the role belongs to."""
+        return self.arn.split(":")[3]
+
 
 def session_name(role: RamRole, user_id: str | None) -> str:
     """The RoleSessionName for a call made for `user_id` (None: raybot's own probe, `raybot-probe`).
@@ -145,6 +150,7 @@ class StsClient:
         nonce: Callable[[], str] = lambda: uuid.uuid4().hex,
         deadline: float = 5.0,
     ) -> None:
+        # Imported here: the EMR client imports this module (it signs calls with what the cache hands out).
         from bot.emr.client import AiohttpTransport, parse_endpoint
 
         self._endpoint = parse_endpoint(endpoint)
@@ -244,7 +250,7 @@ class RoleCredentials:
 
     One AssumeRole per key is in flight at a time, however many commands ask. A credential within
     REFRESH_BEFORE_SECONDS of expiry is still handed out while one background AssumeRole renews it;
-    within WAIT_BEFORE_SECONDS callers wait for that renewal. `observe(role_name, code)` is told each
+    within WAIT_BEFORE_SECONDS callers wait for that renewal. `observe(role, code)` is told each
     AssumeRole's outcome ("OK" or STS's Code).
     """
 
@@ -254,7 +260,7 @@ class RoleCredentials:
         sts: StsClient,
         *,
         clock: Callable[[], float] = time.time,
-        observe: Callable[[str, str], None] | None = None,
+        observe: Callable[[RamRole, str], None] | None = None,
     ) -> None:
         self._base = base
         self._sts = sts
@@ -321,7 +327,7 @@ class RoleCredentials:
 
     def _tell(self, role: RamRole, code: str) -> None:
         if self._observe is not None:
-            self._observe(role.name, code)
+            self._observe(role, code)
 
     async def probe(self, role: RamRole) -> None:
         """Assume `role` once as raybot itself (through the cache); raises the EmrError a command would get."""
@@ -336,6 +342,12 @@ class RoleCredentials:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self._sts.aclose()
+
+
+def check_names(roles: list[RamRole]) -> dict[RamRole, str]:
+    """A short name per role for probes and messages: its name, or account/name where two accounts share one."""
+    names = [role.name for role in roles]
+    return {role: role.name if names.count(role.name) == 1 else f"{role.account}/{role.name}" for role in roles}
 
 
 async def probe_roles(roles: list[RamRole], probe: Callable[[RamRole], Awaitable[None]]) -> dict[str, str]:
