@@ -187,7 +187,8 @@ class Services:
 
     async def acting_target(self, target: ClusterTarget, user_id: str, channel_id: str, action: str) -> ClusterTarget:
         """`target` (of a recorded change) acting for its requester, as background work does: through the role
-        of the requester's binding in the change's channel; a revert or follow counts as an undo of it."""
+        of the requester's binding in the change's channel that grants `action` (an action the policy does not
+        know, like a revert whose change is gone, counts as an undo)."""
         subject = Subject(user_id=user_id, channel_id=channel_id)
         if self._binding_roles:  # only then can the user's groups change the role: ask Slack (cached) who they are
             try:

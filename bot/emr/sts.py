@@ -296,10 +296,9 @@ class RoleCredentials:
     def _done(self, key: _Key, task: asyncio.Task[Assumed]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
-        if not task.cancelled() and task.exception() is not None and key in self._cache:
-            # A background renewal that failed: the callers still using the old credential never await it.
-            error = task.exception()
-            log.warning("renewing the credentials of role %s failed: %s", key.arn.rsplit("/", 1)[-1], error)
+        if not task.cancelled():
+            # Retrieved here: a background renewal's failure is awaited by nobody (`_assume` logged it).
+            task.exception()
 
     async def _assume(self, key: _Key, role: RamRole) -> Assumed:
         base = await self._base.get_credential()
@@ -316,12 +315,16 @@ class RoleCredentials:
             )
             raise
         self._tell(role, "OK")
+        now = self._clock()
+        # Sessions of people who stopped asking would otherwise stay forever: drop what has expired.
+        for stale in [k for k, v in self._cache.items() if v.expires_at <= now]:
+            del self._cache[stale]
         self._cache[key] = assumed
         log.info(
             "assumed role role=%s session=%s expires_in_s=%.0f",
             role.arn,
             key.session_name,
-            assumed.expires_at - self._clock(),
+            assumed.expires_at - now,
         )
         return assumed
 
