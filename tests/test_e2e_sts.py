@@ -16,15 +16,19 @@ import pytest
 
 from bot.emr.sts import REFRESH_BEFORE_SECONDS, WAIT_BEFORE_SECONDS
 from bot.sandbox.sts_server import EmulatedRole, StsEmulator
+from bot.slack.blocks import APPROVE_ACTION
 from tests import e2e_world as world
 from tests.e2e import (
     FakeClock,
+    button_payload,
     ephemeral_reply,
     inprocess_raybot,
     mark,
     mention_event,
+    message_with,
     new_emr_calls,
     post_as_someone,
+    post_interaction,
     post_json_signed,
     raybot_env,
     send,
@@ -52,7 +56,8 @@ CONFIG = (
     )
     .replace(
         '    - role: oncall\n      clusters: ["prod*", "fleet"]\n',
-        f'    - role: oncall\n      clusters: ["prod*", "fleet"]\n      role_arn: "{ONCALL_ROLE}"\n',
+        '    - role: oncall\n      clusters: ["prod*", "fleet"]\n'
+        f'      role_arn: "{ONCALL_ROLE}"\n      duration: 900\n',
     )
 )
 
@@ -218,3 +223,38 @@ async def test_an_automatic_revert_acts_for_the_person_who_asked(http, env, slac
     assert {(c.access_key_id, c.security_token) for c in new_emr_calls(emr)} == {
         (renewed.access_key_id, renewed.security_token)
     }
+
+
+async def test_an_approved_change_acts_for_its_requester_and_a_denial_leaves_the_request_open(
+    http, env, slack, emr, sts, clock
+):
+    fleet = "ray-9w2n4b6c8d0fgh1j"
+    async with inprocess_raybot(env, clock) as raybot:
+        await send(http, raybot, slack, "resize fleet group-01 replicas=21 max=21")  # above 20: needs approval
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        [asked] = issued_to(sts, ONCALL_ROLE)  # the request's read, through the on-call binding's role
+        message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
+        click = button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.LEAD)
+
+        clock.now = asked.expires_at + 1  # 15 minutes later (duration: 900): the request is open, its role expired
+        sts.deny(ONCALL_ROLE, times=1)
+        mark(emr, slack)
+        await post_interaction(http, raybot, click)
+        note = await wait_new(slack, lambda c: c.method == "chat.postEphemeral")
+        refused = sts.calls[-1]
+        assert note.args["user"] == world.LEAD
+        assert "NoPermission" in text_of(note.args) and refused.request_id in text_of(note.args)
+        assert new_emr_calls(emr) == []  # not even the read: nothing was sent
+        [record] = await raybot.services.store.history("fleet", 10)
+        assert record.state == "awaiting_approval"  # the request stays open
+
+        await post_interaction(
+            http, raybot, button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.LEAD)
+        )
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*fleet* updated" in c.args.get("text", ""))
+        await wait_until_followed(emr, slack)
+    _, approved = issued_to(sts, ONCALL_ROLE)
+    # The approver's click, the requester's change: ActionTrail names the person who asked.
+    assert approved.session_name == f"raybot-{world.ONCALL_USER}"
+    [update] = [c for c in new_emr_calls(emr, "UpdateRayCluster") if c.path.endswith(fleet)]
+    assert (update.access_key_id, update.security_token) == (approved.access_key_id, approved.security_token)
