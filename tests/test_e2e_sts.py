@@ -33,6 +33,7 @@ from tests.e2e import (
     raybot_env,
     send,
     text_of,
+    updates_of,
     wait_new,
     wait_until_followed,
 )
@@ -258,3 +259,26 @@ async def test_an_approved_change_acts_for_its_requester_and_a_denial_leaves_the
     assert approved.session_name == f"raybot-{world.ONCALL_USER}"
     [update] = [c for c in new_emr_calls(emr, "UpdateRayCluster") if c.path.endswith(fleet)]
     assert (update.access_key_id, update.security_token) == (approved.access_key_id, approved.security_token)
+
+
+async def test_a_denial_at_the_send_fails_the_change_with_nothing_sent(http, env, slack, emr, sts, clock):
+    # Credentials good for two minutes, and a lock that outlives the jump of the clock below.
+    sts.add_role(EmulatedRole(PROD_ROLE, trusted=frozenset({AK_ID}), lifetime=120))
+    async with inprocess_raybot(env | {"RAYBOT_LOCK_TTL_SECONDS": "300"}, clock) as raybot:
+        emr.inject("latency", action="GetRayCluster", times=1, seconds=30)
+        await send(http, raybot, slack, "resize prod WorkerGroup1=3", user=world.ADMIN, channel="C0PLATFORM")
+        await emr.held("GetRayCluster")  # the read, signed with prod's role, is being answered
+        [read_with] = issued_to(sts, PROD_ROLE)
+        clock.now = read_with.expires_at - WAIT_BEFORE_SECONDS + 1  # by the send, the credential is too old
+        sts.deny(PROD_ROLE, times=1)
+        emr.release_hanging()
+        failed = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "❌" in c.args.get("text", ""))
+        said = text_of(failed.args)
+        assert "NoPermission" in said and sts.calls[-1].request_id in said and "nothing was sent" in said
+        assert updates_of(emr) == []
+        [record] = await raybot.services.store.history("prod", 10)
+        assert (record.state, record.error_code, record.request_id) == (
+            "failed",
+            "NoPermission",
+            sts.calls[-1].request_id,
+        )

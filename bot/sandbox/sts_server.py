@@ -45,6 +45,7 @@ class EmulatedRole:
     trusted: frozenset[str] | None = None  # AccessKey ids allowed to assume it
     external_id: str | None = None
     max_duration: int = 3600
+    lifetime: int | None = None  # tests of renewal: credentials that expire this soon, whatever was asked
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class StsEmulator:
             raise StsError(
                 400, "InvalidParameter.DurationSeconds", "The Min/Max value of DurationSeconds is 15min/1hr."
             )
-        expires_at = float(int(self._clock()) + duration)
+        expires_at = float(int(self._clock()) + (role.lifetime or duration))
         issued = Issued(
             role_arn=arn,
             session_name=name,
