@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from bot.dispatch import CommandContext
 from bot.emr.changes import diff, redact_secrets
 from bot.errors import ActionRefused
-from bot.flow import decide, hold, prepare, send, target_of, thread_of
+from bot.flow import acting_target_of, decide, hold, prepare, send, thread_of
 from bot.services import Services
 from bot.slack import blocks, mrkdwn
 from bot.store import ChangeRecord
@@ -66,9 +66,11 @@ async def approve(ctx: CommandContext, change_id: int) -> None:
     if services.clock() > (record.expires_at or 0):
         await expire(services, record)
         raise ActionRefused("this request has expired; ask for the change again")
-    target = target_of(record)
+    target = await acting_target_of(services, record)
     async with hold(services, target, record.user_id, record.summary) as fence:
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        cluster = await services.emr.get_cluster(
+            target.workspace, target.cluster_id, region=target.region, acting=target.acting
+        )
         fresh = cluster.editable()
         changed = diff(redact_secrets(record.spec_before) or {}, redact_secrets(fresh) or {})
         if changed:

@@ -10,6 +10,7 @@ from importlib import resources
 
 from bot.config import Config, ConfigError, load_config
 from bot.cost import money_text
+from bot.emr.sts import ENV_STS_ENDPOINT, probe_roles
 from bot.logs import configure_logging, register_secret
 from bot.permissions import render_permission_table
 from bot.settings import SettingsError, load_settings
@@ -63,11 +64,35 @@ def _check_config(args: argparse.Namespace) -> int:
     except StoreError as error:
         # Not fatal here: the config is what this command checks; `raybot serve` stops on a bad database.
         print(f"warning: store: {error}", file=sys.stderr)
+    probed_ok = _probe_roles(config) if args.probe else True
     print()
     print(render_permission_table(config))
     print()
     print(render_price_table(config))
-    return 0
+    return 0 if probed_ok else 1
+
+
+def _probe_roles(config: Config) -> bool:
+    """Assume each RAM role the config names once, with the default credentials chain; print what each said."""
+    from bot.emr.credentials import DefaultCredentials
+    from bot.server import role_credentials
+
+    roles = role_credentials(config, DefaultCredentials(), os.environ.get(ENV_STS_ENDPOINT) or None)
+    if roles is None:
+        print("roles: none configured (every call uses raybot's own credentials)")
+        return True
+
+    async def run() -> dict[str, str]:
+        try:
+            return await probe_roles(config.ram_roles(), roles.probe)
+        finally:
+            await roles.aclose()
+
+    results = asyncio.run(run())
+    print(f"roles: assumed through {roles.sts.endpoint}")
+    for arn, result in results.items():
+        print(f"  {arn}: {result}")
+    return all(result == "ok" for result in results.values())
 
 
 def render_price_table(config: Config) -> str:
@@ -136,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)").set_defaults(run=_serve)
     check = sub.add_parser("check-config", help="validate the config and print the permission table")
     check.add_argument("path", nargs="?", help="config file (default: $RAYBOT_CONFIG or raybot.yaml)")
+    check.add_argument(
+        "--probe", action="store_true", help="also assume each configured RAM role once (exit 1 if one fails)"
+    )
     check.set_defaults(run=_check_config)
     sub.add_parser("manifest", help="print the Slack app manifest").set_defaults(run=_manifest)
     sub.add_parser(

@@ -40,6 +40,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from bot.cost import Price
+from bot.emr.sts import DEFAULT_DURATION, ROLE_ARN, SESSION_NAME, USER_PLACEHOLDER, Acting, RamRole
 
 # The actions a role may grant. `whoami` and `help` need none: everyone may ask what they may do.
 KNOWN_ACTIONS: tuple[str, ...] = (
@@ -178,11 +179,56 @@ class ClusterPricing(_Strict):
     gpu_hour: dict[NonEmpty, Amount] = Field(default_factory=dict)
 
 
-class ClusterEntry(_Strict):
+def _role_arn(value: str) -> str:
+    if not ROLE_ARN.match(value):
+        raise ValueError(
+            f"{value!r} is not a RAM role ARN: copy it from the role's page in the RAM console, "
+            'like "acs:ram::1234567890123456:role/raybot-prod"'
+        )
+    return value
+
+
+def _session_name(value: str) -> str:
+    # Rendered with a real-looking user id: what STS will see must be 2–64 of [A-Za-z0-9.@_-].
+    if not SESSION_NAME.match(value.replace(USER_PLACEHOLDER, "U0123ABCD")):
+        raise ValueError(
+            f"session_name {value!r} must be 2 to 64 letters, digits, '.', '@', '_' or '-' once {USER_PLACEHOLDER} "
+            "is replaced by the Slack user id (leave it out for raybot-{user})"
+        )
+    return value
+
+
+class _ActsThroughRole(_Strict):
+    """The RAM role raybot assumes to act on a cluster (see bot.emr.sts); none: its base credentials."""
+
+    role_arn: Annotated[str, AfterValidator(_role_arn)] | None = None
+    external_id: Annotated[str, Field(min_length=2, max_length=1224)] | None = None
+    session_name: Annotated[str, AfterValidator(_session_name)] | None = None
+    duration: int | None = Field(default=None, ge=900, le=3600)
+
+    @model_validator(mode="after")
+    def _needs_role(self) -> _ActsThroughRole:
+        extra = [name for name in ("external_id", "session_name", "duration") if getattr(self, name) is not None]
+        if extra and self.role_arn is None:
+            raise ValueError(f"{', '.join(extra)} without role_arn means nothing: add role_arn or remove them")
+        return self
+
+    @property
+    def ram_role(self) -> RamRole | None:
+        if self.role_arn is None:
+            return None
+        return RamRole(self.role_arn, self.external_id, self.session_name, self.duration or DEFAULT_DURATION)
+
+
+class ClusterEntry(_ActsThroughRole):
     workspace: NonEmpty
     cluster: NonEmpty
     region: NonEmpty | None = None
     pricing: ClusterPricing | None = None
+
+
+class WorkspaceEntry(_ActsThroughRole):
+    """Defaults for every cluster of one workspace (a cluster's own role_arn wins)."""
 
 
 class Limits(_Strict):
@@ -233,7 +279,7 @@ class Role(_Strict):
         return ALL_ACTIONS in self.actions or action in self.actions
 
 
-class Binding(_Strict):
+class Binding(_ActsThroughRole):
     """A role granted in one channel, on the aliases matching `clusters`, to everyone there
     or (when `users` or `usergroups` is given) only to those users and members of those groups."""
 
@@ -259,6 +305,7 @@ class ClusterTarget:
     workspace: str
     cluster_id: str
     region: str
+    acting: Acting | None = None  # the RAM role (and Slack user) its calls are made through; None: base credentials
 
 
 class Config(_Strict):
@@ -267,6 +314,8 @@ class Config(_Strict):
     roles: dict[RoleName, Role]
     channels: dict[ChannelId, tuple[Binding, ...]]
     pricing: Pricing | None = None
+    workspaces: dict[NonEmpty, WorkspaceEntry] = {}  # per-workspace defaults (a RAM role)
+    sts_endpoint: NonEmpty | None = None  # default: sts.<region>.aliyuncs.com; RAYBOT_STS_ENDPOINT overrides
 
     _warnings: list[str] | None = PrivateAttr(default=None)
 
@@ -322,6 +371,24 @@ class Config(_Strict):
             gpu_hour={**self.pricing.gpu_hour, **own.gpu_hour},
             source=source,
         )
+    def ram_role(self, alias: str, binding: Binding | None = None) -> RamRole | None:
+        """The RAM role a call on `alias` goes through: the binding's (for calls made on its behalf), else the
+        cluster's, else its workspace's; None when none is set (raybot's base credentials)."""
+        if binding is not None and binding.ram_role is not None:
+            return binding.ram_role
+        entry = self.clusters.get(alias)
+        if entry is None:
+            return None
+        if entry.ram_role is not None:
+            return entry.ram_role
+        workspace = self.workspaces.get(entry.workspace)
+        return workspace.ram_role if workspace is not None else None
+
+    def ram_roles(self) -> list[RamRole]:
+        """Every distinct RAM role the config names, in the order written (for probes)."""
+        found = [w.ram_role for w in self.workspaces.values()] + [c.ram_role for c in self.clusters.values()]
+        found += [b.ram_role for bindings in self.channels.values() for b in bindings]
+        return list(dict.fromkeys(r for r in found if r is not None))
 
 
 class _Problems(Exception):

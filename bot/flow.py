@@ -94,6 +94,17 @@ def target_of(record: ChangeRecord) -> ClusterTarget:
     )
 
 
+async def acting_target_of(services: Services, record: ChangeRecord) -> ClusterTarget:
+    """`target_of(record)`, its cloud calls made for the change's requester through the RAM role of the binding
+    that granted the change in its channel (or the cluster's): approvals, reverts, follows and checks all act
+    on behalf of whoever asked for the change. An automatic revert (recorded as raybot's) acts for the person
+    whose temporary change it reverts."""
+    asked = record
+    if record.action == "revert" and record.undo_of is not None:
+        asked = await services.store.get_change(record.undo_of) or record
+    return await services.acting_target(target_of(record), asked.user_id, asked.channel_id, asked.action)
+
+
 def lifecycle_replay(verb: str) -> dict[str, Any]:
     return {"kind": "lifecycle", "verb": verb}
 
@@ -144,13 +155,19 @@ async def prepare(
 
             async def start(record: ChangeRecord) -> ActionResponse:
                 return await emr.start_cluster(
-                    target.workspace, target.cluster_id, client_token=client_token(record), region=target.region
+                    target.workspace,
+                    target.cluster_id,
+                    client_token=client_token(record),
+                    region=target.region,
+                    acting=target.acting,
                 )
 
             return Prepared(before, None, [], wanted_after_start(cluster), start)
 
         async def stop(_: ChangeRecord) -> ActionResponse:
-            return await emr.stop_cluster(target.workspace, target.cluster_id, region=target.region)
+            return await emr.stop_cluster(
+                target.workspace, target.cluster_id, region=target.region, acting=target.acting
+            )
 
         return Prepared(before, None, [], wanted_after_stop(), stop)
     return planned(services, target, cluster, (await planner(services.store, replay))(cluster))
@@ -167,7 +184,9 @@ def planned(services: Services, target: ClusterTarget, cluster: RayCluster, resu
     emr = services.emr
 
     async def update(_: ChangeRecord) -> ActionResponse:
-        return await emr.update_cluster(target.workspace, target.cluster_id, body, region=target.region)
+        return await emr.update_cluster(
+            target.workspace, target.cluster_id, body, region=target.region, acting=target.acting
+        )
 
     wire = body.wire()
     return Prepared(
@@ -197,7 +216,7 @@ def decide(services: Services, subject: Subject, action: str, alias: str, prepar
 async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
     """Apply `request` by read-modify-write under the cluster's lock, answering in a thread of the channel."""
     services, subject = ctx.services, ctx.subject
-    target = services.cluster(subject, request.alias)
+    target = services.cluster(subject, request.alias, request.action)
     services.require(subject, request.action, request.alias)
     if request.dedup_key is not None and not await services.store.claim(request.dedup_key):
         log.info("duplicate delivery ignored", extra={"key": request.dedup_key, "cluster": request.alias})
@@ -207,7 +226,9 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
         async with hold(services, target, subject.user_id, request.summary) as fence:
             if request.precheck is not None:
                 await request.precheck()
-            cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+            cluster = await services.emr.get_cluster(
+                target.workspace, target.cluster_id, region=target.region, acting=target.acting
+            )
             if request.check_read is not None:
                 request.check_read(cluster)
             prepared = await prepare(services, target, request.action, request.replay, cluster)

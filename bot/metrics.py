@@ -29,6 +29,7 @@ from slack_sdk.http_retry.state import RetryState
 
 from bot.cost import Rate
 from bot.emr.errors import EmrError
+from bot.emr.sts import RamRole
 
 OTHER = "other"
 
@@ -187,10 +188,18 @@ class Metrics:
             ["cluster"],
             registry=r,
         )
+        self.assume_roles_total = Counter(
+            "raybot_assume_role",
+            'STS AssumeRole calls, by account, RAM role name and result code ("OK" or STS\'s Code).',
+            ["account", "role", "code"],
+            registry=r,
+        )
         # Outside values → bounded label values.
         self._command_label = BoundedLabel(r"[a-z][a-z0-9_-]{0,31}", cap=40)
         self._cloud_action_label = BoundedLabel(r"[A-Z][A-Za-z]{0,63}", cap=20, known=CLOUD_ACTIONS)
         self._cloud_code_label = BoundedLabel(r"[A-Za-z][A-Za-z0-9._-]{0,63}", cap=60)
+        self._role_label = BoundedLabel(r"[A-Za-z0-9.@_-]{1,64}", cap=40)
+        self._account_label = BoundedLabel(r"[0-9]{1,32}", cap=20)
         self._slack_method_label = BoundedLabel(r"[a-z]+(\.[a-zA-Z]+){1,3}", cap=40)
         self._slack_error_label = BoundedLabel(r"[a-z0-9_]{1,48}", cap=60)
 
@@ -210,6 +219,12 @@ class Metrics:
         self.cloud_calls_total.labels(action_label, self._cloud_code_label(code)).inc()
         outcome = "ok" if code == CLOUD_OK else "error"
         self.cloud_call_duration.labels(action_label, outcome).observe(max(seconds, 0.0))
+
+    def assume_role(self, role: RamRole, code: str) -> None:
+        """One AssumeRole of `role` ended with `code` ("OK" on success)."""
+        self.assume_roles_total.labels(
+            self._account_label(role.account), self._role_label(role.name), self._cloud_code_label(code)
+        ).inc()
 
     def time_cloud_call(self, action: str) -> CloudCallTimer:
         """`async with metrics.time_cloud_call("GetRayCluster"): ...` records the call when the block ends."""

@@ -20,6 +20,7 @@ from typing import Literal
 from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
 from bot.cost import ChangeCost, Rate, change_cost, money_text, number_text, rate_text
 from bot.emr.models import ClusterFields, WorkerGroup
+from bot.emr.sts import RamRole
 from bot.slack.mrkdwn import escape
 
 
@@ -246,6 +247,15 @@ def decide(config: Config, subject: Subject, action: str, alias: str | None = No
         return _denial(config, subject, action, alias)
     binding, _ = applicable[0]
     return Decision(True, f"{binding.role} in {_channel(subject.channel_id)} allows {action}", role=binding.role)
+
+
+def acting_role(config: Config, subject: Subject, action: str, alias: str) -> RamRole | None:
+    """The RAM role raybot acts through for `subject`'s `action` on `alias`: the first binding that grants it
+    and names a role (calls made on its behalf), else the cluster's, else its workspace's; None: base credentials.
+    """
+    granting = _applicable(config, subject, action, alias) if config.channels.get(subject.channel_id) else []
+    binding = next((b for b, _ in granting if b.ram_role is not None), None)
+    return config.ram_role(alias, binding)
 
 
 # --- limits -------------------------------------------------------------------------------------

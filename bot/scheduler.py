@@ -34,6 +34,7 @@ from bot.emr.models import RayCluster
 from bot.errors import ClusterBusy
 from bot.flow import (
     CHECK_GRACE_SECONDS,
+    acting_target_of,
     became_unknown,
     cost_text,
     hold,
@@ -42,7 +43,6 @@ from bot.flow import (
     send,
     set_following,
     set_root,
-    target_of,
     tell,
     thread_of,
     took_effect,
@@ -206,11 +206,13 @@ def holds(record: ChangeRecord, cluster: RayCluster) -> bool:
 async def check_unknown(services: Services, record: ChangeRecord) -> None:
     """Read the cluster and decide an unknown outcome, or look again while the call may still land."""
     store, now = services.store, services.clock()
-    target = target_of(record)
+    target = await acting_target_of(services, record)
     call_deadline = record.call_deadline_at or (record.updated_at + services.emr.deadline)
     decide_at = call_deadline + CHECK_GRACE_SECONDS
     try:
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        cluster = await services.emr.get_cluster(
+            target.workspace, target.cluster_id, region=target.region, acting=target.acting
+        )
     except EmrError as error:
         attempts = record.attempts + 1
         log.info("checking change #%s: read failed (%s)", record.id, error.code)
@@ -266,9 +268,11 @@ async def look(services: Services, record: ChangeRecord) -> None:
         await store.move(record.id, "settled", from_="applied", next_at=None)
         return
     wanted = Wanted.model_validate(record.wanted)
-    target = target_of(record)
+    target = await acting_target_of(services, record)
     try:
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        cluster = await services.emr.get_cluster(
+            target.workspace, target.cluster_id, region=target.region, acting=target.acting
+        )
         seen: Progress | None = progress(cluster, wanted)
     except EmrError as error:
         log.info("following change #%s: read failed (%s)", record.id, error.code)
@@ -346,7 +350,7 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
         await store.move_revert(record.id, "scheduled", from_="running", revert_run_id=None)
         services.wake_scheduler()
         return
-    target = target_of(record)
+    target = await acting_target_of(services, record)
     me = services.bot_user_id
     summary = f"revert #{record.id} (temporary: {record.summary})"
     try:
@@ -357,7 +361,9 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
             if record.spec_before is None or record.body is None:
                 await _give_up(services, claimed, "the change is not complete in the audit log")
                 return
-            cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+            cluster = await services.emr.get_cluster(
+                target.workspace, target.cluster_id, region=target.region, acting=target.acting
+            )
             try:
                 result = revert_plan(cluster, record.spec_before, record.body, change_id=record.id)
             except RevertConflict as conflict:

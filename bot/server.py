@@ -36,6 +36,7 @@ from bot.dispatch import CommandRouter
 from bot.emr.client import EmrClient
 from bot.emr.credentials import CredentialsProvider, DefaultCredentials
 from bot.emr.errors import EmrError
+from bot.emr.sts import RoleCredentials, StsClient, check_names, regional_sts_endpoint
 from bot.metrics import Metrics, SlackRateLimitObserver
 from bot.scheduler import run_scheduler
 from bot.services import Services, UsergroupDirectory
@@ -89,12 +90,14 @@ async def running_services(
         ) from None
     except OSError as error:
         raise StartupError(f"cannot reach Slack at {settings.slack_api_url}: {error}") from None
+    base = credentials or DefaultCredentials()
     emr = EmrClient(
-        credentials or DefaultCredentials(),
+        base,
         region=config.region or "cn-hangzhou",
         endpoint=settings.emr_endpoint,
         deadline=settings.emr_deadline_seconds,
         observe=metrics.cloud_call,
+        roles=role_credentials(config, base, settings.sts_endpoint, clock=clock, observe=metrics.assume_role),
     )
     try:
         store = await open_store(
@@ -134,6 +137,23 @@ async def running_services(
         await emr.aclose()
 
 
+def role_credentials(
+    config: Config,
+    base: CredentialsProvider,
+    endpoint: str | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    observe: Callable[[str, str], None] | None = None,
+) -> RoleCredentials | None:
+    """The cache of assumed RAM roles, when the config names any; STS at `endpoint` (RAYBOT_STS_ENDPOINT), else
+    the config's `sts_endpoint`, else the regional endpoint of the default region (or of the first cluster)."""
+    if not config.ram_roles():
+        return None
+    region = config.region or next(iter(config.clusters.values())).region or "cn-hangzhou"
+    sts = StsClient(endpoint=endpoint or config.sts_endpoint or regional_sts_endpoint(region), clock=clock)
+    return RoleCredentials(base, sts, clock=clock, observe=observe)
+
+
 async def readiness(services: Services) -> dict[str, str]:
     """Each thing raybot needs to work, "ok" or what is wrong (never a secret)."""
     checks = {"config": "ok"}
@@ -145,7 +165,7 @@ async def readiness(services: Services) -> dict[str, str]:
         except SlackApiError as error:
             checks[name] = f"Slack said {error.response.get('error')}"
         except EmrError as error:
-            checks[name] = f"{error.code}"
+            checks[name] = error.code + (f" (RequestId {error.request_id})" if error.request_id else "")
         except StoreError as error:
             checks[name] = str(error)
         except TimeoutError:
@@ -158,10 +178,15 @@ async def readiness(services: Services) -> dict[str, str]:
         if not status.up_to_date:
             raise StoreError(status.describe())
 
+    # Each configured RAM role is assumed once (then kept in the cache until near expiry, like a command's).
+    roles = services.emr.roles
+    names = check_names(services.config.ram_roles() if roles is not None else [])
+    role_checks = [check(f"role {name}", lambda role=role: roles.probe(role)) for role, name in names.items()]
     await asyncio.gather(
         check("store", store),
         check("slack", services.slack.auth_test),
         check("credentials", services.emr.check_credentials),
+        *role_checks,
     )
     if services.work.draining:
         checks["accepting"] = "stopping"

@@ -7,16 +7,17 @@ import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import ClusterTarget, Config
+from bot.config import KNOWN_ACTIONS, ClusterTarget, Config
 from bot.emr.client import EmrClient
+from bot.emr.sts import Acting
 from bot.errors import Denied, UnknownCluster
 from bot.metrics import Metrics
-from bot.permissions import Decision, Subject, decide, referenced_usergroups, visible_aliases
+from bot.permissions import Decision, Subject, acting_role, decide, referenced_usergroups, visible_aliases
 from bot.store import Store
 
 if TYPE_CHECKING:
@@ -156,10 +157,12 @@ class Services:
     lock_wait_seconds: float = 5.0  # how long a change waits for another one on the same cluster
     follow_seconds: float = 900.0  # how long raybot follows a change before saying it did not settle
     _usergroup_refs: set[str] = field(default_factory=set)
+    _binding_roles: bool = False
     _scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._usergroup_refs = referenced_usergroups(self.config)
+        self._binding_roles = any(b.ram_role for bindings in self.config.channels.values() for b in bindings)
 
     def wake_scheduler(self) -> None:
         """A revert was scheduled: let the scheduler look again at what is due next."""
@@ -174,11 +177,29 @@ class Services:
         groups = await self.usergroups.groups_of(user_id, self._usergroup_refs) if self._usergroup_refs else frozenset()
         return Subject(user_id=user_id, channel_id=channel_id, usergroups=groups)
 
-    def cluster(self, subject: Subject, alias: str) -> ClusterTarget:
-        """Resolve an alias, or raise UnknownCluster naming the aliases this subject may see."""
+    def cluster(self, subject: Subject, alias: str, action: str) -> ClusterTarget:
+        """Resolve an alias for `subject`'s `action`, or raise UnknownCluster naming the aliases this subject may
+        see. The target carries who its cloud calls are made for: the subject, through the RAM role of the binding
+        that grants `action` (or of the cluster or its workspace)."""
         if alias not in self.config.clusters:
             raise UnknownCluster(alias, visible_aliases(self.config, subject, "list"))
-        return self.config.cluster(alias)
+        return self._acting(self.config.cluster(alias), subject, action)
+
+    async def acting_target(self, target: ClusterTarget, user_id: str, channel_id: str, action: str) -> ClusterTarget:
+        """`target` (of a recorded change) acting for its requester, as background work does: through the role
+        of the requester's binding in the change's channel that grants `action` (an action the policy does not
+        know, like a revert whose change is gone, counts as an undo)."""
+        subject = Subject(user_id=user_id, channel_id=channel_id)
+        if self._binding_roles:  # only then can the user's groups change the role: ask Slack (cached) who they are
+            try:
+                subject = await self.subject(user_id, channel_id)
+            except Exception:  # noqa: BLE001 - Slack down: a binding by user group cannot match; the cluster's role acts
+                pass
+        return self._acting(target, subject, action if action in KNOWN_ACTIONS else "undo")
+
+    def _acting(self, target: ClusterTarget, subject: Subject, action: str) -> ClusterTarget:
+        role = acting_role(self.config, subject, action, target.alias)
+        return replace(target, acting=Acting(role, subject.user_id) if role is not None else None)
 
     def require(self, subject: Subject, action: str, alias: str | None = None) -> Decision:
         """Ask the policy; raise Denied with its reason when it says no."""

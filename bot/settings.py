@@ -25,6 +25,7 @@ class Settings:
     http_port: int = 3000
     slack_api_url: str = DEFAULT_SLACK_API_URL
     emr_endpoint: str | None = None
+    sts_endpoint: str | None = None  # overrides the config's sts_endpoint and the regional default
     emr_deadline_seconds: float = 10.0
     lock_wait_seconds: float = 5.0
     lock_ttl_seconds: float = 15.0
@@ -109,6 +110,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_port=port,
         slack_api_url=api_url,
         emr_endpoint=_get(env, "RAYBOT_EMR_ENDPOINT"),
+        sts_endpoint=_get(env, "RAYBOT_STS_ENDPOINT"),
         emr_deadline_seconds=deadline,
         lock_wait_seconds=lock_wait,
         lock_ttl_seconds=lock_ttl,

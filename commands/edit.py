@@ -107,9 +107,11 @@ async def fill_from_read(
     """
     try:
         subject = await services.subject(user_id, channel_id)
-        target = services.cluster(subject, alias)
+        target = services.cluster(subject, alias, action)
         services.require(subject, action, alias)
-        cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+        cluster = await services.emr.get_cluster(
+            target.workspace, target.cluster_id, region=target.region, acting=target.acting
+        )
     except EmrError as error:
         view = modals.error_view(alias, error.code, error.message, error.request_id)
     except Exception as error:  # noqa: BLE001 - every failure ends in the modal, never in a spinner
@@ -136,7 +138,7 @@ async def fill_editor(
 
 async def handle(command: Edit, ctx: CommandContext) -> None:
     services, inv = ctx.services, ctx.invocation
-    services.cluster(ctx.subject, command.cluster)
+    services.cluster(ctx.subject, command.cluster, "edit")
     services.require(ctx.subject, "edit", command.cluster)
     if inv.trigger_id is None:
         # A mention carries no trigger_id, and only a trigger opens a modal: a button gives one.

@@ -14,7 +14,7 @@ from bot.slack import blocks
 
 async def handle(command: History, ctx: CommandContext) -> None:
     services = ctx.services
-    services.cluster(ctx.subject, command.cluster)
+    services.cluster(ctx.subject, command.cluster, "history")
     services.require(ctx.subject, "history", command.cluster)
     records = await services.store.history(command.cluster, command.limit)
     costs = []

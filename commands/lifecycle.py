@@ -45,9 +45,11 @@ async def start(command: Start, ctx: CommandContext) -> None:
 async def ask_to_stop(command: Stop, ctx: CommandContext) -> None:
     """Say what stops, with a button to confirm; nothing is sent yet."""
     services, subject = ctx.services, ctx.subject
-    target = services.cluster(subject, command.cluster)
+    target = services.cluster(subject, command.cluster, "stop")
     services.require(subject, "stop", command.cluster)
-    cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+    cluster = await services.emr.get_cluster(
+        target.workspace, target.cluster_id, region=target.region, acting=target.acting
+    )
     if cluster.state != NEEDED_STATE["stop"]:
         raise ActionRefused(blocks.wrong_state_reason(command.cluster, cluster.state, NEEDED_STATE["stop"], "stop"))
     value = json.dumps({"alias": command.cluster, "thread_ts": ctx.invocation.thread_ts, "at": services.clock()})

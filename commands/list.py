@@ -15,6 +15,7 @@ from bot.cost import cluster_rate, rate_text
 from bot.dispatch import CommandContext
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
+from bot.emr.sts import Acting
 from bot.grammar import ListClusters
 from bot.permissions import visible_aliases
 from bot.services import Services
@@ -25,23 +26,24 @@ async def handle(command: ListClusters, ctx: CommandContext) -> None:
     services = ctx.services
     services.require(ctx.subject, "list")
     aliases = visible_aliases(services.config, ctx.subject, "list")
-    targets = {alias: services.config.cluster(alias) for alias in aliases}
-    by_location: dict[tuple[str, str], list[str]] = defaultdict(list)
+    targets = {alias: services.cluster(ctx.subject, alias, "list") for alias in aliases}
+    # One listing per workspace and region, and per RAM role: aliases read through different roles are read apart.
+    by_location: dict[tuple[str, str, Acting | None], list[str]] = defaultdict(list)
     for alias, target in targets.items():
-        by_location[(target.workspace, target.region)].append(alias)
+        by_location[(target.workspace, target.region, target.acting)].append(alias)
 
-    async def read(workspace: str, region: str) -> list[RayCluster] | EmrError:
+    async def read(workspace: str, region: str, acting: Acting | None) -> list[RayCluster] | EmrError:
         try:
-            return await services.emr.list_clusters(workspace, region=region)
+            return await services.emr.list_clusters(workspace, region=region, acting=acting)
         except EmrError as error:
             return error
 
     locations = list(by_location)
-    results = await asyncio.gather(*(read(ws, region) for ws, region in locations))
+    results = await asyncio.gather(*(read(*location) for location in locations))
     rows: dict[str, RayCluster | EmrError] = {}
-    for (workspace, region), result in zip(locations, results, strict=True):
+    for (workspace, region, acting), result in zip(locations, results, strict=True):
         found = {c.cluster_id: c for c in result} if isinstance(result, list) else {}
-        for alias in by_location[(workspace, region)]:
+        for alias in by_location[(workspace, region, acting)]:
             cluster_id = targets[alias].cluster_id
             if isinstance(result, EmrError):
                 rows[alias] = result

@@ -13,9 +13,11 @@ from bot.slack import blocks
 
 async def handle(command: Show, ctx: CommandContext) -> None:
     services = ctx.services
-    target = services.cluster(ctx.subject, command.cluster)
+    target = services.cluster(ctx.subject, command.cluster, "show")
     services.require(ctx.subject, "show", command.cluster)
-    cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
+    cluster = await services.emr.get_cluster(
+        target.workspace, target.cluster_id, region=target.region, acting=target.acting
+    )
     cost = cluster_text(cluster, services.config.price(command.cluster), cluster.state)
     await ctx.replies.ephemeral(*blocks.cluster_detail(command.cluster, cluster, cost))
 

@@ -26,7 +26,7 @@ async def undo(ctx: CommandContext, change_id: int) -> None:
     record = await services.store.get_change(change_id)
     if record is None or record.channel_id != ctx.invocation.channel_id:
         raise ActionRefused(f"change #{change_id} was not made in this channel; nothing to undo here")
-    target = services.cluster(ctx.subject, record.alias)
+    target = services.cluster(ctx.subject, record.alias, "undo")
     if target.cluster_id != record.cluster_id:
         raise ActionRefused(blocks.alias_moved_reason(record.alias, change_id))
 

@@ -41,6 +41,7 @@ from bot.emr.models import (
     UpdateRayClusterRequest,
     dumps_body,
 )
+from bot.emr.sts import Acting, RoleCredentials
 
 API_VERSION = "2023-08-08"
 USER_AGENT = "raybot/0.1 (+emr-serverless-spark 2023-08-08)"
@@ -265,11 +266,17 @@ class EmrClient:
         nonce: Callable[[], str] = _new_nonce,
         transport: httpx.AsyncBaseTransport | None = None,
         observe: Callable[[str, str, float], None] | None = None,
+        roles: RoleCredentials | None = None,
     ) -> None:
-        """`observe(action, code, seconds)` is told the outcome of every call ("OK" or the error's Code)."""
+        """`observe(action, code, seconds)` is told the outcome of every call ("OK" or the error's Code).
+
+        `roles` assumes the RAM role a call is made through (its `acting`); without it, or for a call
+        with no `acting`, calls are signed with `credentials` themselves.
+        """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._credentials = credentials
+        self._roles = roles
         self._region = region
         self._override = parse_endpoint(endpoint) if endpoint else None
         self._endpoints: dict[str, _Endpoint] = {}
@@ -300,8 +307,15 @@ class EmrClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the STS client's)."""
         await self._transport.aclose()
+        if self._roles is not None:
+            await self._roles.aclose()
+
+    @property
+    def roles(self) -> RoleCredentials | None:
+        """The cache of assumed RAM roles, when raybot acts through roles."""
+        return self._roles
 
     def endpoint_for(self, region: str | None = None) -> str:
         """The base URL a call in `region` (default: the client's region) goes to."""
@@ -318,13 +332,15 @@ class EmrClient:
 
     # -- the actions -------------------------------------------------------------------------------
 
-    async def get_cluster(self, workspace_id: str, cluster_id: str, *, region: str | None = None) -> RayCluster:
+    async def get_cluster(
+        self, workspace_id: str, cluster_id: str, *, region: str | None = None, acting: Acting | None = None
+    ) -> RayCluster:
         """GetRayCluster: the cluster as the service holds it."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id)
-        return await self._call("GetRayCluster", "GET", path, RayCluster, region=region)
+        return await self._call("GetRayCluster", "GET", path, RayCluster, region=region, acting=acting)
 
     async def list_clusters(
-        self, workspace_id: str, *, region: str | None = None, page_size: int = 100
+        self, workspace_id: str, *, region: str | None = None, page_size: int = 100, acting: Acting | None = None
     ) -> list[RayCluster]:
         """ListRayCluster, every page: until totalCount is reached, or a short page when there is no totalCount."""
         if page_size < 1:
@@ -333,7 +349,9 @@ class EmrClient:
         clusters: list[RayCluster] = []
         for page_num in range(1, MAX_LIST_PAGES + 1):
             query = {"pageNum": str(page_num), "pageSize": str(page_size)}
-            page = await self._call("ListRayCluster", "GET", path, ListRayClusterResponse, query=query, region=region)
+            page = await self._call(
+                "ListRayCluster", "GET", path, ListRayClusterResponse, query=query, region=region, acting=acting
+            )
             clusters.extend(page.ray_clusters)
             if not page.ray_clusters:
                 return clusters
@@ -349,28 +367,51 @@ class EmrClient:
         )
 
     async def update_cluster(
-        self, workspace_id: str, cluster_id: str, body: UpdateRayClusterRequest, *, region: str | None = None
+        self,
+        workspace_id: str,
+        cluster_id: str,
+        body: UpdateRayClusterRequest,
+        *,
+        region: str | None = None,
+        acting: Acting | None = None,
     ) -> ActionResponse:
         """UpdateRayCluster with `body` exactly as set (fields never set are left out)."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id)
         data = dumps_body(body.wire())
         return await self._call(
-            "UpdateRayCluster", "POST", path, ActionResponse, body=data, region=region, idempotent=False
+            "UpdateRayCluster", "POST", path, ActionResponse, body=data, region=region, idempotent=False, acting=acting
         )
 
     async def start_cluster(
-        self, workspace_id: str, cluster_id: str, *, client_token: str | None = None, region: str | None = None
+        self,
+        workspace_id: str,
+        cluster_id: str,
+        *,
+        client_token: str | None = None,
+        region: str | None = None,
+        acting: Acting | None = None,
     ) -> ActionResponse:
         """StartRayCluster; `client_token` makes a repeated start idempotent."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id, "start")
         data = dumps_body({"clientToken": client_token} if client_token else {})
-        return await self._call("StartRayCluster", "POST", path, ActionResponse, body=data, region=region)
+        return await self._call(
+            "StartRayCluster", "POST", path, ActionResponse, body=data, region=region, acting=acting
+        )
 
-    async def stop_cluster(self, workspace_id: str, cluster_id: str, *, region: str | None = None) -> ActionResponse:
+    async def stop_cluster(
+        self, workspace_id: str, cluster_id: str, *, region: str | None = None, acting: Acting | None = None
+    ) -> ActionResponse:
         """StopRayCluster."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id, "stop")
         return await self._call(
-            "StopRayCluster", "POST", path, ActionResponse, body=dumps_body({}), region=region, idempotent=False
+            "StopRayCluster",
+            "POST",
+            path,
+            ActionResponse,
+            body=dumps_body({}),
+            region=region,
+            idempotent=False,
+            acting=acting,
         )
 
     @property
@@ -391,6 +432,7 @@ class EmrClient:
         body: bytes | None = None,
         region: str | None = None,
         idempotent: bool = True,
+        acting: Acting | None = None,
     ) -> M:
         """One call, retried while that is safe: a call that is not idempotent (it changes a cluster and
         carries no token) is retried only when its attempt cannot have been applied (throttled, or no
@@ -405,7 +447,9 @@ class EmrClient:
                 while True:
                     attempt += 1
                     try:
-                        result = await self._attempt(action, method, endpoint, path, query, body, model, attempt)
+                        result = await self._attempt(
+                            action, method, endpoint, path, query, body, model, attempt, acting
+                        )
                     except EmrError as exc:
                         if not exc.retryable or attempt >= self._max_attempts:
                             raise
@@ -467,8 +511,9 @@ class EmrClient:
         body: bytes | None,
         model: type[M],
         attempt: int,
+        acting: Acting | None,
     ) -> M:
-        credential = await self._credential(action)
+        credential = await self._credential(action, acting)
         # Each attempt is signed afresh: a new date and nonce, or the service rejects the replay.
         headers = {
             "host": endpoint.host,
@@ -534,8 +579,10 @@ class EmrClient:
         """Raise EmrError(CredentialsError) when no credential can be had now (for /readyz)."""
         await self._credential("GetCredential")
 
-    async def _credential(self, action: str) -> signing.Credential:
+    async def _credential(self, action: str, acting: Acting | None = None) -> signing.Credential:
         try:
+            if acting is not None and self._roles is not None:
+                return await self._roles.credential(acting)
             return await self._credentials.get_credential()
         except EmrError as exc:
             if exc.code == CREDENTIALS_ERROR and exc.action != action:

@@ -6,6 +6,7 @@ nonce, so the emulator can verify with the same code and tests can pin both.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -139,3 +140,27 @@ def sign(
     sig = signature(credential.access_key_secret, string_to_sign(canonical))
     out["authorization"] = authorization(credential.access_key_id, names, sig)
     return out
+
+
+# --- the RPC signature (signature version 1.0, HMAC-SHA1), as STS AssumeRole is signed ---------------
+
+RPC_SIGNATURE_METHOD = "HMAC-SHA1"
+RPC_SIGNATURE_VERSION = "1.0"
+
+
+def rpc_percent_encode(value: str) -> str:
+    """POP percent-encoding: RFC 3986 unreserved characters stay, a space is %20, `*` is %2A, `~` stays."""
+    return quote(value, safe="~")
+
+
+def rpc_string_to_sign(method: str, params: Mapping[str, str]) -> str:
+    """`METHOD&%2F&<encoded canonical query>` over every parameter but Signature, sorted by name."""
+    pairs = sorted((k, v) for k, v in params.items() if k != "Signature")
+    canonical = "&".join(f"{rpc_percent_encode(k)}={rpc_percent_encode(str(v))}" for k, v in pairs)
+    return f"{method.upper()}&{rpc_percent_encode('/')}&{rpc_percent_encode(canonical)}"
+
+
+def rpc_signature(secret: str, to_sign: str) -> str:
+    """Base64 of HMAC-SHA1 keyed with the secret followed by `&`."""
+    digest = hmac.new((secret + "&").encode("utf-8"), to_sign.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")

@@ -240,6 +240,19 @@ class RecordedCall:
     answer_lost: bool = False
     received_at: float = field(default_factory=time.time)  # wall clock (not the injected one): for showing waits
 
+    @property
+    def access_key_id(self) -> str | None:
+        """The AccessKey id that signed the call (from its Authorization header)."""
+        try:
+            return signing.parse_authorization(self.headers.get("authorization", ""))["Credential"]
+        except ValueError:
+            return None
+
+    @property
+    def security_token(self) -> str | None:
+        """The STS security token the call carried, if it was signed with STS credentials."""
+        return self.headers.get(signing.SECURITY_TOKEN)
+
 
 @dataclass(frozen=True)
 class Incoming:
@@ -1065,6 +1078,11 @@ class EmrEmulator:
         self._inflight: set[asyncio.Task[Any]] = set()
 
     # ---- state and faults (callable from any thread) ----
+
+    def accept_sts_credential(self, access_key_id: str, access_key_secret: str, security_token: str) -> None:
+        """Accept calls signed with STS credentials (as the STS emulator issues them: pass its `on_issue`)."""
+        self._secrets[access_key_id] = access_key_secret
+        self._tokens[security_token] = access_key_id
 
     def seed(self, clusters: Iterable[dict]) -> None:
         """Add or replace clusters given in wire form, each with its `workspaceId`."""
