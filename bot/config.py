@@ -371,6 +371,7 @@ class Config(_Strict):
             gpu_hour={**self.pricing.gpu_hour, **own.gpu_hour},
             source=source,
         )
+
     def ram_role(self, alias: str, binding: Binding | None = None) -> RamRole | None:
         """The RAM role a call on `alias` goes through: the binding's (for calls made on its behalf), else the
         cluster's, else its workspace's; None when none is set (raybot's base credentials)."""
