@@ -39,6 +39,7 @@ from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Replies, StatusThread
+from bot.slack.words import change_record_in_words
 from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange, StoreError, StoreUnavailable
 
 log = logging.getLogger("raybot.flow")
@@ -421,7 +422,17 @@ async def _call_and_tell(
             refused = {"request_id": error.request_id, "error_code": error.code, "error_message": error.message}
             failed = await recorded(record, lambda: store.move(record.id, "failed", from_="sending", **refused))
             log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
-            await tell(thread, replies, blocks.change_failed(record.alias, error.code, error.message, error.request_id))
+            failure = blocks.change_failed(
+                record.alias,
+                error.code,
+                error.message,
+                error.request_id,
+                what=change_record_in_words(record),
+                cluster_id=record.cluster_id,
+                action=error.action,
+                attempts=error.attempts,
+            )
+            await tell(thread, replies, failure)
             await set_root(thread, record, "failed")
             return failed or sending
         except BaseException as error:
@@ -498,7 +509,9 @@ async def became_unknown(
     """
     log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
     if thread is not None:
-        await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
+        await tell(
+            thread, replies, blocks.outcome_checking(record.alias, record.id, change_record_in_words(record), reason)
+        )
         await set_root(thread, record, "unknown")
     unknown = await recorded(
         record,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from bot.emr.models import Instance, RayCluster
+from bot.slack.words import workers_up
 
 DEFAULT_FOLLOW_SECONDS = 15 * 60.0  # how long raybot follows a change before it says "still not settled"
 DELAYS = (5.0, 10.0, 20.0, 30.0)  # seconds before the 1st, 2nd, 3rd, and every later look
@@ -57,7 +58,7 @@ class GroupProgress(_Frozen):
 
     def brief(self) -> str:
         name = self.name if len(self.name) <= SUMMARY_NAME_MAX else self.name[: SUMMARY_NAME_MAX - 1] + "…"
-        return f"{name} {'?' if self.up is None else self.up}/{self.wanted}"
+        return f"{name}: {workers_up(self.up, self.wanted)}"
 
 
 class Progress(_Frozen):
@@ -70,7 +71,7 @@ class Progress(_Frozen):
     message: str | None = None  # the API's message when the cluster ended in Error
 
     def summary(self) -> str:
-        """One short line: "Running · WorkerGroup1 2/3 · WorkerGroup2 1/1 · modified" (plain text, not escaped).
+        """One short line: "Running · WorkerGroup1: 2 of 3 workers up · still updating" (plain text, not escaped).
 
         With more than SUMMARY_GROUPS_MAX groups only the incomplete ones are named (at most
         SUMMARY_GROUPS_MAX, then "+N more"), so 50 groups still make one line.
@@ -89,7 +90,7 @@ class Progress(_Frozen):
             else:
                 parts.append(f"{complete} of {len(self.groups)} groups complete")
         if self.modified:
-            parts.append("modified")
+            parts.append("still updating")
         return " · ".join(parts)
 
 

@@ -321,7 +321,7 @@ class EmrClient:
     async def get_cluster(self, workspace_id: str, cluster_id: str, *, region: str | None = None) -> RayCluster:
         """GetRayCluster: the cluster as the service holds it."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id)
-        return await self._call("GetRayCluster", "GET", path, RayCluster, region=region)
+        return await self._call("GetRayCluster", "GET", path, RayCluster, region=region, cluster_id=cluster_id)
 
     async def list_clusters(
         self, workspace_id: str, *, region: str | None = None, page_size: int = 100
@@ -355,7 +355,14 @@ class EmrClient:
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id)
         data = dumps_body(body.wire())
         return await self._call(
-            "UpdateRayCluster", "POST", path, ActionResponse, body=data, region=region, idempotent=False
+            "UpdateRayCluster",
+            "POST",
+            path,
+            ActionResponse,
+            body=data,
+            region=region,
+            idempotent=False,
+            cluster_id=cluster_id,
         )
 
     async def start_cluster(
@@ -364,13 +371,22 @@ class EmrClient:
         """StartRayCluster; `client_token` makes a repeated start idempotent."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id, "start")
         data = dumps_body({"clientToken": client_token} if client_token else {})
-        return await self._call("StartRayCluster", "POST", path, ActionResponse, body=data, region=region)
+        return await self._call(
+            "StartRayCluster", "POST", path, ActionResponse, body=data, region=region, cluster_id=cluster_id
+        )
 
     async def stop_cluster(self, workspace_id: str, cluster_id: str, *, region: str | None = None) -> ActionResponse:
         """StopRayCluster."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id, "stop")
         return await self._call(
-            "StopRayCluster", "POST", path, ActionResponse, body=dumps_body({}), region=region, idempotent=False
+            "StopRayCluster",
+            "POST",
+            path,
+            ActionResponse,
+            body=dumps_body({}),
+            region=region,
+            idempotent=False,
+            cluster_id=cluster_id,
         )
 
     @property
@@ -391,6 +407,7 @@ class EmrClient:
         body: bytes | None = None,
         region: str | None = None,
         idempotent: bool = True,
+        cluster_id: str | None = None,
     ) -> M:
         """One call, retried while that is safe: a call that is not idempotent (it changes a cluster and
         carries no token) is retried only when its attempt cannot have been applied (throttled, or no
@@ -455,6 +472,7 @@ class EmrClient:
         )
         if self._observe is not None:
             self._observe(action, error.code, self._clock() - started)
+        error.attempts, error.cluster_id = max(attempt, 1), cluster_id
         raise error
 
     async def _attempt(

@@ -81,6 +81,13 @@ def replicas_in_words(replica: Any, low: Any = None, high: Any = None) -> str:
     return f"{count} ({', '.join(bounds)})" if bounds else count
 
 
+def workers_up(up: int | None, wanted: int) -> str:
+    """The one vocabulary of running workers: "2 of 3 workers up" (None: the API lists no instances yet)."""
+    if up is None:
+        return f"{plural(wanted, 'worker')} wanted, none listed yet"
+    return f"{up} of {plural(wanted, 'worker')} up"
+
+
 def humanize(name: str) -> str:
     """A field name as words: `idleTimeoutSeconds` → "idle timeout seconds", `gftConfig.redisUrl` → "gft config redis
     url"."""
@@ -304,3 +311,53 @@ def change_in_words(diff: Sequence[DiffEntry]) -> str:
     rest = len(parts) - len(shown)
     line = "; ".join(shown) + (f"; … and {plural(rest, 'more change')}" if rest else "")
     return _cut(line, LINE_MAX + 40)
+
+
+LIFECYCLE_WORDS = {"start": "start the cluster", "stop": "stop the cluster"}
+
+
+def duration_in_words(seconds: int) -> str:
+    """ "45 min", "2 h", "1 d 6 h": how long a temporary change lasts."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min")) if n]
+    return " ".join(parts) or f"{seconds} s"
+
+
+def record_in_words(
+    action: str,
+    summary: str,
+    diff: Sequence[DiffEntry | dict[str, Any]],
+    *,
+    undo_of: int | None = None,
+    duration_seconds: int | None = None,
+) -> str:
+    """What a recorded change does, for people: its diff in words, or what a start/stop does.
+
+    `summary` (the audit's own line) is used only when the change has no diff and is no start or stop: a change
+    recorded before its plan was known. An undo and a revert name the change they take back.
+    """
+    entries = [e if isinstance(e, DiffEntry) else DiffEntry.model_validate(e) for e in diff]
+    if entries:
+        what = change_in_words(entries)
+    else:
+        what = LIFECYCLE_WORDS.get(action, summary)
+    if duration_seconds is not None and action not in ("undo", "revert"):
+        what += f", for {duration_in_words(duration_seconds)}"
+    if undo_of is not None and action == "undo":
+        return f"undo of #{undo_of}: {what}"
+    if undo_of is not None and action == "revert":
+        return f"automatic revert of #{undo_of}: {what}"
+    return what
+
+
+def change_record_in_words(record: Any) -> str:
+    """`record_in_words` of a bot.store.ChangeRecord."""
+    return record_in_words(
+        record.action,
+        record.summary,
+        record.diff,
+        undo_of=record.undo_of,
+        duration_seconds=record.duration_seconds,
+    )
