@@ -29,12 +29,12 @@ from slack_sdk.errors import SlackApiError
 from bot.change_state import TOOK_EFFECT
 from bot.config import ClusterTarget
 from bot.dispatch import CommandContext
-from bot.emr.changes import DiffEntry, Plan
+from bot.emr.changes import ChangeError, DiffEntry, Plan
 from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
 from bot.errors import ActionRefused, ClusterBusy, Denied, OutcomeNotRecorded
 from bot.follow import Wanted, wanted_after_start, wanted_after_stop, wanted_after_update
-from bot.permissions import Decision, Subject, check_change, check_lifecycle
+from bot.permissions import Decision, Subject, check_change, check_lifecycle, replica_cap
 from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
@@ -210,7 +210,11 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
             cluster = await services.emr.get_cluster(target.workspace, target.cluster_id, region=target.region)
             if request.check_read is not None:
                 request.check_read(cluster)
-            prepared = await prepare(services, target, request.action, request.replay, cluster)
+            try:
+                prepared = await prepare(services, target, request.action, request.replay, cluster)
+            except ChangeError as error:
+                # Advice to raise a max is no help when the asker's role would refuse that max.
+                raise error.within_cap(replica_cap(services.config, subject, request.action, request.alias)) from None
             if prepared is None:
                 await ctx.replies.ephemeral(*blocks.nothing_to_change(request.alias, request.summary))
                 return "unchanged"
