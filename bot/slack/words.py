@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.emr.changes import MASK, DiffEntry, is_secret_key
+from bot.emr.changes import MASK, DiffEntry, is_secret_key, mask_secrets
 
 PARTS_MAX = 4  # parts of a one-line change before "… and N more changes"
 LINE_MAX = 400  # characters of a one-line change (it sits in a status line or a history entry)
@@ -47,6 +47,7 @@ HEAD_LABELS = {
     "rayStartParams": "head Ray start parameters",
     "displayReleaseVersion": "head release version",
     "gftEnabled": "head fault tolerance (GFT)",
+    "gftConfig": "fault tolerance settings",
     "gftConfig.redisUrl": "fault tolerance Redis URL",
     "gftConfig.redisUsername": "fault tolerance Redis user",
     "gftConfig.redisPassword": "fault tolerance Redis password",
@@ -101,7 +102,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _value(key: str, value: Any, limit: int) -> str:
-    """A value as a person reads it: on/off, "16 GiB", "900 s", short JSON for structures."""
+    """A value as a person reads it: on/off, "16 GiB", "900 s", short JSON for structures (secrets in it masked)."""
+    value = mask_secrets(value, key.rsplit(".", 1)[-1])
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, str):
