@@ -27,9 +27,9 @@ DEFAULT_FOLLOW_SECONDS = 15 * 60.0  # how long raybot follows a change before it
 DELAYS = (5.0, 10.0, 20.0, 30.0)  # seconds before the 1st, 2nd, 3rd, and every later look
 MAX_DELAY = DELAYS[-1]
 JITTER = 0.2  # ± this fraction of the delay, so replicas and many follows do not look in lockstep
-SUMMARY_GROUPS_MAX = 8  # groups a one-line summary names before it says "+N more"
+SUMMARY_GROUPS_MAX = 8  # groups a one-line summary names before it says "and N more"
 SUMMARY_NAME_MAX = 40  # characters of a group name in a summary
-ALL_WORKERS = "workers"  # the one line reported when workers cannot be told apart by group
+ALL_WORKERS = "all groups"  # the one line reported when workers cannot be told apart by group
 
 Phase = Literal["applying", "done", "failed"]
 
@@ -74,7 +74,7 @@ class Progress(_Frozen):
         """One short line: "Running · WorkerGroup1: 2 of 3 workers up · still updating" (plain text, not escaped).
 
         With more than SUMMARY_GROUPS_MAX groups only the incomplete ones are named (at most
-        SUMMARY_GROUPS_MAX, then "+N more"), so 50 groups still make one line.
+        SUMMARY_GROUPS_MAX, then "and N more"), so 50 groups still make one line.
         """
         parts = [self.state or "unknown"]
         if len(self.groups) <= SUMMARY_GROUPS_MAX:
@@ -83,7 +83,7 @@ class Progress(_Frozen):
             incomplete = [g for g in self.groups if not g.complete]
             parts += [g.brief() for g in incomplete[:SUMMARY_GROUPS_MAX]]
             if len(incomplete) > SUMMARY_GROUPS_MAX:
-                parts.append(f"+{len(incomplete) - SUMMARY_GROUPS_MAX} more")
+                parts.append(f"and {len(incomplete) - SUMMARY_GROUPS_MAX} more")
             complete = len(self.groups) - len(incomplete)
             if complete == len(self.groups):
                 parts.append(f"all {complete} groups complete")

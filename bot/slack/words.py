@@ -86,6 +86,9 @@ def workers_up(up: int | None, wanted: int) -> str:
     """The one vocabulary of running workers: "2 of 3 workers up" (None: the API lists no instances yet)."""
     if up is None:
         return f"{plural(wanted, 'worker')} wanted, none listed yet"
+    if wanted == 0:
+        # A stopping cluster or a removed group: what is still running is the news.
+        return f"{plural(up, 'worker')} still up" if up else "no workers up"
     return f"{up} of {plural(wanted, 'worker')} up"
 
 
