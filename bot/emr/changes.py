@@ -353,8 +353,13 @@ class RevertConflict(ChangeError):
     """A field the change set no longer holds what it set: someone changed it since, so nothing is put back."""
 
     def __init__(self, conflicts: list[DiffEntry]) -> None:
+        from bot.slack.words import path_in_words  # words reads this module's DiffEntry: imported when needed
+
         self.conflicts = conflicts
-        lines = [f"{c.path}: the change set {_shown(c.before)}, it is now {_shown(c.after)}" for c in conflicts]
+        lines = [
+            f"{path_in_words(c.path)}: the change set {_shown(c.before)}, it is now {_shown(c.after)}"
+            for c in conflicts
+        ]
         super().__init__("the cluster changed since; nothing was put back:\n" + "\n".join(lines))
 
 
@@ -715,9 +720,13 @@ def _constraint_problems(before: dict[str, Any], fields: ClusterFields) -> list[
 
 
 def _problem_message(problems: Sequence[SpecProblem]) -> str:
-    if len(problems) == 1:
-        return f"cannot make this change: {problems[0]}"
-    return "cannot make this change:\n" + "\n".join(f"• {p}" for p in problems)
+    from bot.slack.words import path_in_words  # words reads this module's DiffEntry: imported when needed
+
+    # People read these: the field in words ("WorkerGroup1 memory"), not its API path.
+    shown = [str(p) if isinstance(p, BoundsProblem) else f"{path_in_words(p.path)}: {p.message}" for p in problems]
+    if len(shown) == 1:
+        return f"cannot make this change: {shown[0]}"
+    return "cannot make this change:\n" + "\n".join(f"• {line}" for line in shown)
 
 
 # --- describing changes -----------------------------------------------------------------------------------------

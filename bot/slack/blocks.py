@@ -458,10 +458,11 @@ def diff_lines(diff: Sequence[DiffEntry]) -> list[str]:
     return [f"{e.path}: {_shown_value(e.path, e.before)} → {_shown_value(e.path, e.after)}" for e in diff]
 
 
-def diff_sections(diff: Sequence[DiffEntry]) -> list[dict[str, Any]]:
-    """A change's detail for a thread: one plain line per changed thing (bot.slack.words), then "and N more"."""
+def diff_sections(diff: Sequence[DiffEntry], max_sections: int = DIFF_SECTIONS_MAX) -> list[dict[str, Any]]:
+    """A change's detail for a thread or a view: one plain line per changed thing (bot.slack.words), then
+    "and N more changes"."""
     lines = [f"• {_line(line, DIFF_VALUE_MAX + 100)}" for line in diff_in_words(diff)]
-    sections = _entry_sections(lines)[:DIFF_SECTIONS_MAX]
+    sections = _entry_sections(lines)[:max_sections]
     shown = sum(section["text"]["text"].count("\n") + 1 for section in sections)
     if shown < len(lines):
         sections.append(_context(_more(len(lines) - shown, "change")))

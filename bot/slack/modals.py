@@ -61,9 +61,10 @@ from bot.emr.models import (
     spec_problems,
 )
 from bot.slack import limits
-from bot.slack.blocks import diff_lines, worker_table
+from bot.slack.blocks import diff_sections, worker_table
 from bot.slack.mrkdwn import ELLIPSIS, escape, one_line, truncate
 from bot.slack.mrkdwn import code as inline_code
+from bot.slack.words import path_in_words
 
 # --- ids --------------------------------------------------------------------------------------------------------------
 
@@ -1098,12 +1099,9 @@ def review_diff(draft: Draft) -> list[DiffEntry]:
 # --- confirmation, and a cluster that changed meanwhile ---------------------------------------------------------------
 
 
-def _diff_blocks(entries: Sequence[DiffEntry], noun: str = "change") -> list[dict[str, Any]]:
-    lines = [_pre_line(line) for line in diff_lines(entries)]
-    sections, shown = _pre_sections(lines, DIFF_SECTIONS_MAX)
-    if shown < len(lines):
-        sections.append(_context(_more(len(lines) - shown, noun)))
-    return sections
+def _diff_blocks(entries: Sequence[DiffEntry]) -> list[dict[str, Any]]:
+    # The same plain words as the thread's diff (bot.slack.words): the API's paths stay in the audit log.
+    return diff_sections(entries, max_sections=DIFF_SECTIONS_MAX)
 
 
 def confirm_view(draft: Draft, entries: Sequence[DiffEntry]) -> dict[str, Any]:
@@ -1160,7 +1158,7 @@ def stale_view(draft: Draft, changes_since_open: Sequence[DiffEntry], new_cluste
     ]
     both = conflicts(draft, changes_since_open)
     if both:
-        listed = ", ".join(both)
+        listed = ", ".join(dict.fromkeys(path_in_words(path) for path in both))
         blocks.append(_section(f"You changed these too; your values are kept: {_line(listed, 2000)}"))
     blocks.append(
         _context("*Review again* shows your edits applied to the cluster as it is now; Apply only after that.")

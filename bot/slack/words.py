@@ -366,3 +366,18 @@ def change_record_in_words(record: Any) -> str:
         undo_of=record.undo_of,
         duration_seconds=record.duration_seconds,
     )
+
+
+_GROUP_FIELD_WORDS = {"replica": "replicas", "minReplica": "min replicas", "maxReplica": "max replicas"}
+
+
+def path_in_words(path: str) -> str:
+    """A field as a person names it: `workerSpec[G1].replica` → "G1 replicas", `headSpec.cpu` → "head CPU"."""
+    subject = _subjects([DiffEntry(path=path)])[0]
+    key = subject.entries[0][0]
+    if subject.kind == "group":
+        field_words = _GROUP_FIELD_WORDS.get(key) or GROUP_LABELS.get(key) or humanize(key)
+        return f"{subject.name} {field_words}" if key else f"group {subject.name}"
+    if subject.kind == "head":
+        return HEAD_LABELS.get(key) or (f"head {humanize(key)}" if key else "head")
+    return TOP_LABELS.get(key) or humanize(key)
