@@ -116,7 +116,10 @@ def test_updating_with_some_workers_up_is_applying() -> None:
 def test_done_needs_the_state_all_counts_and_modified_cleared() -> None:
     settled = [head(), *(worker("WorkerGroup1", i) for i in range(3)), worker("WorkerGroup2", 0)]
     done = progress(read("Running", False, settled), TWO)
-    assert done.phase == "done" and done.summary() == "Running · WorkerGroup1: 3 of 3 workers up · WorkerGroup2: 1 of 1 worker up"
+    assert (
+        done.phase == "done"
+        and done.summary() == "Running · WorkerGroup1: 3 of 3 workers up · WorkerGroup2: 1 of 1 worker up"
+    )
     # The API still says modified: not done, even with every worker up.
     assert progress(read("Running", True, settled), TWO).phase == "applying"
     # One worker short.
@@ -217,7 +220,10 @@ def test_workers_of_a_removed_group_must_go_before_it_is_done() -> None:
 def test_without_listed_instances_the_state_decides_and_counts_are_unknown() -> None:
     p = progress(read("Running", False, instances=None), TWO)
     assert p.phase == "done" and counts(p) == {"WorkerGroup1": (None, 3), "WorkerGroup2": (None, 1)}
-    assert p.summary() == "Running · WorkerGroup1: 3 workers wanted, none listed yet · WorkerGroup2: 1 worker wanted, none listed yet"
+    assert (
+        p.summary()
+        == "Running · WorkerGroup1: 3 workers wanted, none listed yet · WorkerGroup2: 1 worker wanted, none listed yet"
+    )
     assert progress(read("Running", True, instances=None), TWO).phase == "applying"
     # An empty list is a real answer: no worker is up.
     assert progress(read("Running", False, instances=[]), TWO).phase == "applying"
@@ -375,8 +381,13 @@ def test_follow_timeout_says_how_long_and_where_the_cluster_is() -> None:
     assert_fits(message)
     text = rendered(message)
     assert message.text.startswith("⌛ *prod* still not settled after 15 min")
-    assert "Now: Running · WorkerGroup1: 2 of 3 workers up · WorkerGroup2: 1 of 1 worker up · still updating" in message.text
-    assert "• *WorkerGroup1*: 2 of 3 workers up" in text and "*WorkerGroup2*" not in text  # only what is missing is listed
+    assert (
+        "Now: Running · WorkerGroup1: 2 of 3 workers up · WorkerGroup2: 1 of 1 worker up · still updating"
+        in message.text
+    )
+    assert (
+        "• *WorkerGroup1*: 2 of 3 workers up" in text and "*WorkerGroup2*" not in text
+    )  # only what is missing is listed
     assert "`/ray show prod`" in message.text
     unread = blocks.follow_timeout(EVIL, 7.5, None)
     assert "after 7.5 min" in unread.text and "unknown" in unread.text
