@@ -261,6 +261,19 @@ def test_check_config_prints_the_permission_table(tmp_path):
         assert expected in result.stdout
 
 
+def test_check_config_warns_when_nobody_could_approve_and_counts_in_words(tmp_path):
+    path = tmp_path / "raybot.yaml"
+    path.write_text(
+        "clusters:\n  prod: {workspace: w-1, cluster: rc-1, region: cn-hangzhou}\n"
+        "roles:\n  oncall: {actions: [resize], approval: always}\n"
+        "channels:\n  C0ONCALL01:\n    - role: oncall\n"
+    )
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "nobody could ever approve them" in result.stderr
+    assert "OK with 1 warning (above) (1 cluster, 1 role, 1 channel)" in result.stdout
+
+
 def test_check_config_names_the_broken_line(tmp_path):
     path = tmp_path / "raybot.yaml"
     path.write_text(world.CONFIG.replace(f"  {world.PLATFORM_CHANNEL}:", "  platform-team:"))
