@@ -324,8 +324,8 @@ def test_follow_status_while_applying() -> None:
         "U1AB", "prod", "WorkerGroup1 replica 2 → 3", "Running · WorkerGroup1: 2 of 3 workers up", "applying"
     )
     assert (
-        message.text
-        == "✅ <@U1AB> · *prod* · WorkerGroup1 replica 2 → 3 · accepted, applying: Running · WorkerGroup1: 2 of 3 workers up"
+        message.text == "✅ <@U1AB> · *prod* · WorkerGroup1 replica 2 → 3 · accepted, applying: "
+        "Running · WorkerGroup1: 2 of 3 workers up"
     )
     requested = blocks.follow_status("U1AB", "prod", "resize", "", "requested")
     assert requested.text.endswith("· resize · requested")

@@ -14,7 +14,6 @@ is meant. `text` is the notification/fallback text and is escaped as well.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot import grammar
-from bot.emr.changes import MASK, SECRET_KEY, DiffEntry
+from bot.emr.changes import DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster, WorkerGroup
 from bot.follow import Progress
@@ -49,7 +48,6 @@ DIFF_VALUE_MAX = 200  # characters of one value in a diff line, before escaping
 REASON_MAX = 2000  # a refusal's reason (raybot's mrkdwn)
 VOID_ENTRIES_MAX = 10  # changed fields a void approval names
 VOID_ENTRY_MAX = 110  # characters of each, escaped (10 of them and the sentence stay within OUTCOME_MAX)
-ABSENT = "—"
 FENCE = "```"
 
 ChangeStatus = Literal["pending", "done", "failed", "unchanged", "unknown", "awaiting", "rejected", "cancelled"]
@@ -168,10 +166,6 @@ def _entry_sections(entries: Sequence[str]) -> list[dict[str, Any]]:
 
 def _more(count: int, noun: str) -> str:
     return f"{ELLIPSIS} and {count} more {noun}{'' if count == 1 else 's'}"
-
-
-def _num(value: int | None) -> str:
-    return "?" if value is None else str(value)
 
 
 # --- errors and simple answers ----------------------------------------------------------------------------------------
@@ -425,37 +419,6 @@ def change_root(user_id: str, alias: str, summary: str, status: ChangeStatus) ->
     mark, word = STATUS_MARKS[status]
     text = f"{mark} {user(user_id)} · *{_line(alias, NAME_MAX)}* · {_line(summary, 2500)} · {word}"
     return SlackMessage(_fallback(text), [_section(text)])
-
-
-def _masked(path: str, value: Any) -> Any:
-    """`value` with anything that looks like a secret hidden, at any depth."""
-    if isinstance(value, dict):
-        return {k: _masked(k, v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(path, v) for v in value]
-    if value is not None and SECRET_KEY.search(path.rsplit(".", 1)[-1]):
-        return MASK
-    return value
-
-
-def _shown_value(path: str, value: Any) -> str:
-    value = _masked(path, value)
-    if value is None:
-        return ABSENT
-    if isinstance(value, str):
-        shown = value
-    else:
-        shown = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
-    return truncate(shown, DIFF_VALUE_MAX)
-
-
-def diff_lines(diff: Sequence[DiffEntry]) -> list[str]:
-    """ "path: before → after" per entry (absent shown as —, secrets masked), not escaped.
-
-    The API's own paths, for a form that edits fields by path (the editor's review); a message about a change
-    uses `diff_sections` (plain words) instead.
-    """
-    return [f"{e.path}: {_shown_value(e.path, e.before)} → {_shown_value(e.path, e.after)}" for e in diff]
 
 
 def diff_sections(diff: Sequence[DiffEntry], max_sections: int = DIFF_SECTIONS_MAX) -> list[dict[str, Any]]:
@@ -839,7 +802,7 @@ FOLLOW_MARKS: dict[str, tuple[str, str]] = {
     "timeout": ("⌛", "not settled"),
 }
 PROGRESS_MAX = 600  # a progress summary in the root message, escaped
-GROUP_SECTIONS_MAX = 5  # preformatted sections of per-group counts in a thread answer
+GROUP_SECTIONS_MAX = 5  # sections of per-group counts in a thread answer
 
 
 def follow_status(user_id: str, alias: str, summary: str, progress_summary: str, phase: FollowPhase) -> SlackMessage:
