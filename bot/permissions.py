@@ -258,14 +258,16 @@ def decide(config: Config, subject: Subject, action: str, alias: str | None = No
 
 
 def limit_violations(role_name: str, limits: Limits, before: ClusterFields, after: ClusterFields) -> list[str]:
-    """Every way the change before → after breaks the role's limits, as sentences for Slack.
+    """Every way the change before → after breaks the role's limits, as sentences for Slack: one per limit, naming
+    every group that breaks it (a limit is never said twice).
 
     Only values that a change raises (or introduces) count against max_replica, so a
     cluster already above the limit can still be reduced; max_step bounds the replica
     change of every group (added groups step from 0, removed groups to 0).
     """
-    out: list[str] = []
-    over_cap: list[str] = []  # one sentence for every group above max_replica, not one per group and field
+    over_cap: list[str] = []
+    steps: list[str] = []
+    types: list[str] = []
     # Group names and worker types come from users and the cloud: escaped, as these sentences are mrkdwn.
     before_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in before.worker_spec or []}
     after_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in after.worker_spec or []}
@@ -289,29 +291,30 @@ def limit_violations(role_name: str, limits: Limits, before: ClusterFields, afte
             old_replica = old.replica if old is not None and old.replica is not None else 0
             step = group.replica - old_replica
             if abs(step) > limits.max_step:
-                out.append(
-                    f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; "
-                    f"{name} would go from {old_replica} to {group.replica} ({step:+d})"
-                )
+                steps.append(f"{name} would go from {old_replica} to {group.replica} ({step:+d})")
         if limits.worker_types is not None:
             changed_type = old is None or group.worker_type != old.worker_type
             if changed_type and group.worker_type not in limits.worker_types:
-                allowed = escape(", ".join(limits.worker_types))
-                have = f"would be {escape(group.worker_type)}" if group.worker_type else "would have no workerType"
-                out.append(f"{role_name} allows only worker types {allowed}; {name} {have}")
-
-    if over_cap:
-        out.insert(
-            0,
-            f"{escape(role_name)} allows at most {limits.max_replica} replicas per group; " + "; ".join(over_cap),
-        )
+                types.append(
+                    f"{name} would be {escape(group.worker_type)}"
+                    if group.worker_type
+                    else f"{name} would have no worker type"
+                )
     if limits.max_step is not None:
         for name, old in before_groups.items():
             if name not in after_groups and old.replica is not None and old.replica > limits.max_step:
-                out.append(
-                    f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; "
-                    f"removing {escape(name)} would go from {old.replica} to 0 (-{old.replica})"
-                )
+                steps.append(f"removing {escape(name)} would go from {old.replica} to 0 (-{old.replica})")
+
+    out = []
+    if over_cap:
+        out.append(f"{role_name} allows at most {limits.max_replica} replicas per group; " + "; ".join(over_cap))
+    if steps:
+        out.append(
+            f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; " + "; ".join(steps)
+        )
+    if types:
+        allowed = escape(", ".join(limits.worker_types or ()))
+        out.append(f"{role_name} allows only worker types {allowed}; " + "; ".join(types))
     return out
 
 

@@ -271,7 +271,7 @@ def test_worker_types_for_new_groups(config: Config) -> None:
     )
     untyped = cluster(group(), WorkerGroup(group_name="mystery", replica=1))
     assert check_change(config, BUILDER, "edit", "staging", before, untyped).reason == (
-        "builder allows only worker types cpu, cpu-large; mystery would have no workerType"
+        "builder allows only worker types cpu, cpu-large; mystery would have no worker type"
     )
     large = cluster(group(), group("big", replica=2, worker_type="cpu-large"))
     assert check_change(config, BUILDER, "edit", "staging", before, large).allowed

@@ -550,11 +550,11 @@ def loading_view(alias: str) -> dict[str, Any]:
 
 
 def error_view(alias: str, code: str, message: str, request_id: str | None) -> dict[str, Any]:
-    """A cloud error, readable: Code, Message and RequestId; a Close button only."""
-    rid = inline_code(request_id, 64) if request_id else "none"
+    """A cloud error, readable: Code, Message and RequestId (left out when the API gave none); a Close button only."""
+    rid = f" · *RequestId* {inline_code(request_id, 64)}" if request_id else ""
     text = (
-        f"❌ *{_line(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error\n"
-        f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
+        f"❌ *{_line(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error; nothing was changed\n"
+        f"*Code* {inline_code(code, 100)}{rid}\n"
         f"*Message* {_esc(message, MESSAGE_SHOWN_MAX)}"
     )
     return _modal(
