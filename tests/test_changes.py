@@ -405,6 +405,18 @@ def test_replica_above_max_suggests_raising_max():
     assert "set max=10 as well" in message
 
 
+def test_advice_never_asks_for_more_than_the_role_allows():
+    with pytest.raises(ChangeError) as caught:
+        plan(cluster(), [SetReplicas(group="WorkerGroup1", replica=50)])
+    error = caught.value
+    assert error.within_cap(None) is error and error.within_cap(60) is error  # the advice is allowed as it is
+    capped = str(error.within_cap(40))
+    assert "set max=50" not in capped
+    assert "WorkerGroup1 cannot go to 50: your role allows at most 40 replicas per group" in capped
+    assert "ask for at most 4 replicas, or for at most 40 with max=40 as well" in capped
+    assert "ask for at most 3 replicas" in str(error.within_cap(3))
+
+
 def test_replica_below_min_suggests_lowering_min():
     with pytest.raises(ChangeError) as caught:
         plan(cluster(), [SetReplicas(group="WorkerGroup1", replica=2, min_replica=3)])
