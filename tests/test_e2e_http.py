@@ -160,7 +160,9 @@ async def test_syntax_errors_are_answered_in_the_ack_and_nothing_reaches_the_clo
     [
         ("resize nosuch WorkerGroup1=3", "nosuch"),
         ("resize prod NoSuchGroup=3", "NoSuchGroup"),
-        ("resize prod WorkerGroup1=9", "maxReplica 4"),
+        ("resize prod WorkerGroup1=9", "9 replicas is above its max 4; set max=9 as well"),
+        # The advice never asks for what the role's limit (oncall: 40 per group) would refuse next.
+        ("resize prod WorkerGroup1=50", "your role allows at most 40 replicas per group; ask for at most 4 replicas"),
     ],
 )
 async def test_unknown_names_are_answered_ephemerally_and_nothing_is_changed(http, raybot, slack, emr, text, expected):
@@ -186,6 +188,10 @@ async def test_cloud_error_on_update_is_shown_in_the_thread_with_code_and_reques
     [reply] = slack.thread(world.ONCALL_CHANNEL, failed.args["ts"])
     assert "Throttling.User" in text_of(reply)
     assert attempts[-1].request_id in text_of(reply)
+    # Which cluster, what was tried and how often, and that nothing changed.
+    assert f"The change to *prod* (clusterId `{world.PROD}`) failed: WorkerGroup1: 2 → 3 replicas" in text_of(reply)
+    assert f"(`UpdateRayCluster`, {len(attempts)} attempts)" in text_of(reply)
+    assert "nothing changed on the cluster" in text_of(reply)
     assert emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"][0]["replica"] == 2
 
 
@@ -195,6 +201,7 @@ async def test_cloud_error_on_read_is_shown_with_code_and_request_id(http, raybo
     [get] = [c for c in new_emr_calls(emr, "GetRayCluster") if "ray-doesnotexist0000" in c.path]
     assert get.code in reply["text"]
     assert get.request_id in reply["text"]
+    assert "for cluster `ray-doesnotexist0000` failed" in reply["text"] and "Nothing was changed." in reply["text"]
 
 
 async def test_acknowledges_at_once_while_the_cloud_hangs(http, raybot, slack, emr):
