@@ -122,7 +122,7 @@ def test_a_viewer_is_denied_with_the_reason(sandbox, page, fresh):
     expect(answer).to_contain_text("Only visible to you")
     # The reason, with the config's ids rendered as Slack shows them.
     expect(answer).to_contain_text(
-        re.compile(r"in #incident, only members of @oncall may resize prod\. Ask one of them")
+        re.compile(r"in #incident, only members of @oncall or @Ada.* may resize prod\. Ask one of them")
     )
     assert cloud_calls(sandbox, fresh, "UpdateRayCluster", PROD) == []
     assert sandbox.emr.cluster(WORKSPACE, PROD)["workerSpec"][0]["replica"] == 2
