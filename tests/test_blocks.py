@@ -503,3 +503,17 @@ def test_nothing_to_change():
     assert_no_raw_markup(message)
     assert message.text.startswith("➖ *prod* already matches resize")
     assert "nothing was sent" in message.text
+
+
+def test_whoami_names_each_cluster_once_in_words():
+    from bot.permissions import Grant
+
+    grant = Grant(
+        role="viewer", clusters=("*",), aliases=("prod", "staging"), actions=("*",), limits="no limits", why="x"
+    )
+    text = rendered(blocks.whoami("U0ABC123", "C0ABC123", [grant]))
+    assert "• *viewer* on every cluster (prod, staging): every action; no limits" in text
+    named = Grant(
+        role="oncall", clusters=("prod*",), aliases=("prod",), actions=("resize",), limits="no limits", why="x"
+    )
+    assert "• *oncall* on prod: resize" in rendered(blocks.whoami("U0ABC123", "C0ABC123", [named]))

@@ -78,7 +78,7 @@ async def test_allowed_resize_answers_in_a_thread(http, raybot, slack, emr):
 
     # Two answers in the thread: the change accepted (ids and diff), then once it settled (workers up).
     reply, settled = slack.thread(world.ONCALL_CHANNEL, root_ts)
-    assert "settled" in text_of(settled) and "WorkerGroup1 3/3" in text_of(settled)
+    assert "settled" in text_of(settled) and "WorkerGroup1: 3 of 3 workers up" in text_of(settled)
     reply_text = text_of(reply)
     assert world.PROD in reply_text
     assert update.request_id in reply_text
@@ -342,6 +342,12 @@ async def test_whoami_list_and_show(http, raybot, slack, emr):
     _, url = await send(http, raybot, slack, "whoami", user=world.OUTSIDER)
     whoami = text_of(await ephemeral_reply(slack, url))
     assert "viewer" in whoami and "oncall" not in whoami
+    assert "on every cluster (" in whoami and "on *" not in whoami  # the clusters named once, in words
+
+    _, url = await send(http, raybot, slack, "help resize")
+    helped = text_of(await ephemeral_reply(slack, url))
+    assert "Examples" in helped and "/ray resize prod WorkerGroup1=8 for 2h" in helped
+    assert "/ray history" not in helped  # that command's usage, not the whole help
 
     _, url = await send(http, raybot, slack, "list")
     listed = text_of(await ephemeral_reply(slack, url))
