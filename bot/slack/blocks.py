@@ -242,7 +242,8 @@ LIST_GROUPS_SHOWN = 4  # groups /ray list names per cluster; the rest are counte
 
 def _group_brief(group: WorkerGroup) -> str:
     """ "WorkerGroup1: 3 replicas (min 1, max 10)": the one vocabulary of replica counts."""
-    return f"{_line(group.group_name, 40)}: {replicas_in_words(group.replica, group.min_replica, group.max_replica)}"
+    name = _line(group.group_name or "(unnamed)", 40)
+    return f"{name}: {replicas_in_words(group.replica, group.min_replica, group.max_replica)}"
 
 
 def _request_id(request_id: str | None, label: str = "RequestId") -> str:
