@@ -20,6 +20,7 @@ from bot.errors import ActionRefused
 from bot.flow import acting_target_of, decide, hold, prepare, send, thread_of
 from bot.services import Services
 from bot.slack import blocks, mrkdwn
+from bot.slack.words import change_record_in_words
 from bot.store import ChangeRecord
 
 log = logging.getLogger("raybot.approvals")
@@ -41,7 +42,9 @@ async def close_request(services: Services, record: ChangeRecord, outcome: str |
         return
     text = outcome if isinstance(outcome, str) else outcome[0]
     try:
-        await thread.set_status(*blocks.approval_closed(record.user_id, record.alias, record.summary, text))
+        await thread.set_status(
+            *blocks.approval_closed(record.user_id, record.alias, change_record_in_words(record), text)
+        )
     except SlackApiError as error:
         log.error("could not update approval request #%s: %s", record.id, error.response.get("error"))
 

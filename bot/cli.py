@@ -54,7 +54,17 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{path}: OK ({len(config.clusters)} clusters, {len(config.roles)} roles, {len(config.channels)} channels)")
+    counts = ", ".join(
+        f"{n} {noun}{'' if n == 1 else 's'}"
+        for n, noun in (
+            (len(config.clusters), "cluster"),
+            (len(config.roles), "role"),
+            (len(config.channels), "channel"),
+        )
+    )
+    warned = len(config.warnings)
+    status = f"OK with {warned} warning{'' if warned == 1 else 's'} (above)" if warned else "OK"
+    print(f"{path}: {status} ({counts})")
     from bot.store import StoreError, inspect_store
 
     database = os.environ.get("RAYBOT_DATABASE") or "raybot.db"

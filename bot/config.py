@@ -331,7 +331,7 @@ class Config(_Strict):
         """Things that are allowed but probably wrong (globs matching no alias)."""
         if self._warnings is not None:
             return list(self._warnings)
-        return [f"{_dotted(loc)}: {message}" for loc, message in _glob_warnings(self) + _pricing_warnings(self)]
+        return [f"{_dotted(loc)}: {message}" for loc, message in _config_warnings(self) + _pricing_warnings(self)]
 
     def aliases(self) -> list[str]:
         """The cluster aliases, in the order the config lists them."""
@@ -458,6 +458,41 @@ def _semantic_problems(config: Config) -> list[tuple[Loc, str]]:
     return out
 
 
+def _config_warnings(config: Config) -> list[tuple[Loc, str]]:
+    return _glob_warnings(config) + _approval_warnings(config)
+
+
+def _approval_warnings(config: Config) -> list[tuple[Loc, str]]:
+    """Bindings whose changes need approval in a channel where no binding lets anyone approve them.
+
+    Such a request could only expire: nobody could ever press Approve.
+    """
+    out: list[tuple[Loc, str]] = []
+    for channel, bindings in config.channels.items():
+        for index, binding in enumerate(bindings):
+            role = config.roles.get(binding.role)
+            if role is None or (binding.approval or role.approval) is None:
+                continue
+            covered = [alias for alias in config.clusters if binding.covers(alias)]
+            orphans = [
+                alias
+                for alias in covered
+                if not any(
+                    other.covers(alias) and other.role in config.roles and config.roles[other.role].allows("approve")
+                    for other in bindings
+                )
+            ]
+            if orphans:
+                out.append(
+                    (
+                        ("channels", channel, index, "role"),
+                        f"changes by role {binding.role!r} need approval, but no binding in {channel} grants "
+                        f"'approve' on {', '.join(orphans)}: nobody could ever approve them",
+                    )
+                )
+    return out
+
+
 def _glob_warnings(config: Config) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     for channel, bindings in config.channels.items():
@@ -579,7 +614,7 @@ def parse_config(text: str, *, source: str = "raybot.yaml") -> Config:
 
     config._warnings = [
         f"{_place(source, _mark_for(node, loc))}: {_dotted(loc)}: {message}"
-        for loc, message in _glob_warnings(config) + _pricing_warnings(config)
+        for loc, message in _config_warnings(config) + _pricing_warnings(config)
     ]
     return config
 

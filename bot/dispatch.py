@@ -57,7 +57,15 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(error, ActionRefused):
         return blocks.refused(error.reason)
     if isinstance(error, EmrError):
-        return blocks.cloud_error(error.action, error.code, error.message, error.request_id)
+        return blocks.cloud_error(
+            error.action,
+            error.code,
+            error.message,
+            error.request_id,
+            cluster_id=error.cluster_id,
+            attempts=error.attempts,
+            may_have_changed=error.maybe_applied and not error.action.startswith(("Get", "List")),
+        )
     if isinstance(error, SlackApiError):
         return blocks.slack_error(_method(error), slack_error_text(error))
     if isinstance(error, MalformedPayload):

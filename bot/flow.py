@@ -30,16 +30,17 @@ from bot.change_state import TOOK_EFFECT
 from bot.config import ClusterTarget, UnknownClusterError
 from bot.cost import ChangeCost, change_text, recorded_change_cost
 from bot.dispatch import CommandContext
-from bot.emr.changes import DiffEntry, Plan
+from bot.emr.changes import ChangeError, DiffEntry, Plan
 from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
 from bot.errors import ActionRefused, ClusterBusy, Denied, OutcomeNotRecorded
 from bot.follow import Wanted, wanted_after_start, wanted_after_stop, wanted_after_update
-from bot.permissions import Decision, Subject, check_change, check_lifecycle
+from bot.permissions import Decision, Subject, check_change, check_lifecycle, replica_cap
 from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Replies, StatusThread
+from bot.slack.words import change_record_in_words
 from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange, StoreError, StoreUnavailable
 
 log = logging.getLogger("raybot.flow")
@@ -231,7 +232,11 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
             )
             if request.check_read is not None:
                 request.check_read(cluster)
-            prepared = await prepare(services, target, request.action, request.replay, cluster)
+            try:
+                prepared = await prepare(services, target, request.action, request.replay, cluster)
+            except ChangeError as error:
+                # Advice to raise a max is no help when the asker's role would refuse that max.
+                raise error.within_cap(replica_cap(services.config, subject, request.action, request.alias)) from None
             if prepared is None:
                 await ctx.replies.ephemeral(*blocks.nothing_to_change(request.alias, request.summary))
                 return "unchanged"
@@ -444,7 +449,17 @@ async def _call_and_tell(
             refused = {"request_id": error.request_id, "error_code": error.code, "error_message": error.message}
             failed = await recorded(record, lambda: store.move(record.id, "failed", from_="sending", **refused))
             log.warning("change failed", extra=fields | {"request_id": error.request_id, "code": error.code})
-            await tell(thread, replies, blocks.change_failed(record.alias, error.code, error.message, error.request_id))
+            failure = blocks.change_failed(
+                record.alias,
+                error.code,
+                error.message,
+                error.request_id,
+                what=change_record_in_words(record),
+                cluster_id=record.cluster_id,
+                action=error.action,
+                attempts=error.attempts,
+            )
+            await tell(thread, replies, failure)
             await set_root(thread, record, "failed")
             return failed or sending
         except BaseException as error:
@@ -558,7 +573,9 @@ async def became_unknown(
     """
     log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
     if thread is not None:
-        await tell(thread, replies, blocks.outcome_checking(record.alias, record.id, record.summary, reason))
+        await tell(
+            thread, replies, blocks.outcome_checking(record.alias, record.id, change_record_in_words(record), reason)
+        )
         await set_root(thread, record, "unknown")
     unknown = await recorded(
         record,

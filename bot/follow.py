@@ -26,14 +26,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from bot.emr.models import Instance, RayCluster
+from bot.slack.words import workers_up
 
 DEFAULT_FOLLOW_SECONDS = 15 * 60.0  # how long raybot follows a change before it says "still not settled"
 DELAYS = (5.0, 10.0, 20.0, 30.0)  # seconds before the 1st, 2nd, 3rd, and every later look
 MAX_DELAY = DELAYS[-1]
 JITTER = 0.2  # ± this fraction of the delay, so replicas and many follows do not look in lockstep
-SUMMARY_GROUPS_MAX = 8  # groups a one-line summary names before it says "+N more"
+SUMMARY_GROUPS_MAX = 8  # groups a one-line summary names before it says "and N more"
 SUMMARY_NAME_MAX = 40  # characters of a group name in a summary
-ALL_WORKERS = "workers"  # the one line reported when workers cannot be told apart by group
+ALL_WORKERS = "all groups"  # the one line reported when workers cannot be told apart by group
 
 Phase = Literal["applying", "done", "failed"]
 
@@ -72,15 +73,16 @@ class GroupProgress(_Frozen):
         return self.up == self.wanted
 
     def counts(self) -> str:
-        """ "2/3"; for an autoscaling group not at its replica, "2/3 (autoscaling 1–4)": the range it may settle in."""
-        up = "?" if self.up is None else str(self.up)
+        """ "2 of 3 workers up"; for an autoscaling group not at its replica, "1 of 3 workers up (autoscaling 1–4)":
+        the range it may settle in."""
+        text = workers_up(self.up, self.wanted)
         if self.within is not None and self.up != self.wanted:
-            return f"{up}/{self.wanted} (autoscaling {self.within[0]}–{self.within[1]})"
-        return f"{up}/{self.wanted}"
+            return f"{text} (autoscaling {self.within[0]}–{self.within[1]})"
+        return text
 
     def brief(self) -> str:
         name = self.name if len(self.name) <= SUMMARY_NAME_MAX else self.name[: SUMMARY_NAME_MAX - 1] + "…"
-        return f"{name} {self.counts()}"
+        return f"{name}: {self.counts()}"
 
 
 class Progress(_Frozen):
@@ -93,10 +95,10 @@ class Progress(_Frozen):
     message: str | None = None  # the API's message when the cluster ended in Error
 
     def summary(self) -> str:
-        """One short line: "Running · WorkerGroup1 2/3 · WorkerGroup2 1/1 · modified" (plain text, not escaped).
+        """One short line: "Running · WorkerGroup1: 2 of 3 workers up · still updating" (plain text, not escaped).
 
         With more than SUMMARY_GROUPS_MAX groups only the incomplete ones are named (at most
-        SUMMARY_GROUPS_MAX, then "+N more"), so 50 groups still make one line.
+        SUMMARY_GROUPS_MAX, then "and N more"), so 50 groups still make one line.
         """
         parts = [self.state or "unknown"]
         if len(self.groups) <= SUMMARY_GROUPS_MAX:
@@ -105,14 +107,14 @@ class Progress(_Frozen):
             incomplete = [g for g in self.groups if not g.complete]
             parts += [g.brief() for g in incomplete[:SUMMARY_GROUPS_MAX]]
             if len(incomplete) > SUMMARY_GROUPS_MAX:
-                parts.append(f"+{len(incomplete) - SUMMARY_GROUPS_MAX} more")
+                parts.append(f"and {len(incomplete) - SUMMARY_GROUPS_MAX} more")
             complete = len(self.groups) - len(incomplete)
             if complete == len(self.groups):
                 parts.append(f"all {complete} groups complete")
             else:
                 parts.append(f"{complete} of {len(self.groups)} groups complete")
         if self.modified:
-            parts.append("modified")
+            parts.append("still updating")
         return " · ".join(parts)
 
 

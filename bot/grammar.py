@@ -307,23 +307,33 @@ def _parse_autoscale(args: Sequence[str]) -> Autoscale:
 
 @dataclass(frozen=True)
 class Subcommand:
-    """One entry of the grammar: `lines` are (syntax after "/ray ", description) pairs."""
+    """One entry of the grammar: `lines` are (syntax after "/ray ", description) pairs; `examples` whole commands
+    after "/ray " that `parse` accepts (a test holds them to that)."""
 
     name: str
     lines: tuple[tuple[str, str], ...]
     parse: Callable[[Sequence[str]], Command]
+    examples: tuple[str, ...] = ()
+
+    @property
+    def brief(self) -> str:
+        """What the command does, in a few words: its first line's description."""
+        return self.lines[0][1]
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     s.name: s
     for s in (
-        Subcommand("help", (("help [<command>]", "this help, or the usage of one command"),), _parse_help),
-        Subcommand("whoami", (("whoami", "what you may do here, and why"),), _parse_whoami),
-        Subcommand("list", (("list", "clusters this channel may see: status and workers per group"),), _parse_list),
+        Subcommand(
+            "help", (("help [<command>]", "this help, or the usage of one command"),), _parse_help, ("help resize",)
+        ),
+        Subcommand("whoami", (("whoami", "what you may do here, and why"),), _parse_whoami, ("whoami",)),
+        Subcommand("list", (("list", "clusters this channel may see, with their groups"),), _parse_list, ("list",)),
         Subcommand(
             "show",
-            (("show <cluster>", "the current spec: status, head, every worker group"),),
+            (("show <cluster>", "a cluster's status, head and every worker group"),),
             _one_cluster("show", Show),
+            ("show prod",),
         ),
         Subcommand(
             "resize",
@@ -333,20 +343,40 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 ("resize <cluster> … for <30m|2h|1d>", "a temporary resize: reverted by itself at expiry"),
             ),
             _parse_resize,
+            (
+                "resize prod WorkerGroup1=4",
+                "resize prod WorkerGroup1=4 WorkerGroup2=2",
+                "resize prod WorkerGroup1 replicas=4 min=1 max=10",
+                "resize prod WorkerGroup1=8 for 2h",
+            ),
         ),
         Subcommand(
             "autoscale",
-            (("autoscale <cluster> on|off [idle=<seconds>]", "switch head autoscaling, optionally its idle timeout"),),
+            (("autoscale <cluster> on|off [idle=<seconds>]", "switch autoscaling, optionally its idle timeout"),),
             _parse_autoscale,
+            ("autoscale prod on idle=600", "autoscale prod off"),
         ),
         Subcommand(
-            "edit", (("edit <cluster>", "edit every field of the cluster in a dialog"),), _one_cluster("edit", Edit)
+            "edit",
+            (("edit <cluster>", "edit every field of the cluster in a dialog"),),
+            _one_cluster("edit", Edit),
+            ("edit prod",),
         ),
-        Subcommand("start", (("start <cluster>", "start a stopped cluster"),), _one_cluster("start", Start)),
         Subcommand(
-            "stop", (("stop <cluster>", "stop a running cluster (asks for confirmation)"),), _one_cluster("stop", Stop)
+            "start", (("start <cluster>", "start a stopped cluster"),), _one_cluster("start", Start), ("start prod",)
         ),
-        Subcommand("history", (("history <cluster> [<n>]", "the last n changes (default 10)"),), _parse_history),
+        Subcommand(
+            "stop",
+            (("stop <cluster>", "stop a running cluster (asks for confirmation)"),),
+            _one_cluster("stop", Stop),
+            ("stop prod",),
+        ),
+        Subcommand(
+            "history",
+            (("history <cluster> [<n>]", "the last n changes (default 10)"),),
+            _parse_history,
+            ("history prod", "history prod 20"),
+        ),
     )
 }
 

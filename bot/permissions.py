@@ -91,6 +91,18 @@ def _globs_text(globs: tuple[str, ...]) -> str:
     return ", ".join(globs)
 
 
+def _clusters_words(globs: tuple[str, ...]) -> str:
+    """Where a binding applies, in words: "every cluster", "prod", "clusters matching prod-*" (escaped mrkdwn)."""
+    if "*" in globs:
+        return "every cluster"
+    words = [f"clusters matching {escape(g)}" if any(c in g for c in "*?[") else escape(g) for g in globs]
+    return ", ".join(words)
+
+
+def _actions_words(actions: tuple[str, ...]) -> str:
+    return "do anything" if ALL_ACTIONS in actions else ", ".join(actions)
+
+
 def _who_mrkdwn(binding: Binding) -> str:
     parts = []
     if binding.usergroups:
@@ -200,19 +212,26 @@ def _denial(config: Config, subject: Subject, action: str, alias: str | None) ->
     if not bindings:
         return _no_channel(subject.channel_id)
     where = _channel(subject.channel_id)
-    target = f" on {alias}" if alias is not None else ""
-    # A binding would grant it, but not to this user.
+    target = f" {escape(alias)}" if alias is not None else ""
+    # A binding would grant it, but not to this user: say who may, so the asker knows whom to ask.
     others = [b for b, role in bindings if _grants_on(b, role, action, alias) and not _applies_to(b, subject)]
     if others:
-        clauses = "; ".join(f"on {_globs_text(b.clusters)} only to {_who_mrkdwn(b)}" for b in others)
-        return Decision(False, f"{where} grants {action} {clauses}", kind="not_for_user")
+        who = " or ".join(dict.fromkeys(_who_mrkdwn(b) for b in others))
+        return Decision(
+            False,
+            f"in {where}, only {who} may {action}{target}. Ask one of them, or ask a platform admin for a role.",
+            kind="not_for_user",
+        )
     roles_here = "; ".join(
-        f"{b.role} on {_globs_text(b.clusters)}"
-        + (f" for {_who_mrkdwn(b)}" if b.restricted else "")
-        + f": {_actions_text(role.actions)}"
+        ("only " + _who_mrkdwn(b) if b.restricted else "everyone")
+        + f" may {_actions_words(role.actions)} on {_clusters_words(b.clusters)} (role {escape(b.role)})"
         for b, role in bindings
     )
-    return Decision(False, f"{where} grants no role {action}{target} (roles here: {roles_here})", kind="not_granted")
+    return Decision(
+        False,
+        f"no role in {where} allows {action}{target}. Here, {roles_here}. A platform admin can bind a role that does.",
+        kind="not_granted",
+    )
 
 
 def _unknown_alias(config: Config, subject: Subject, action: str, alias: str) -> Decision:
@@ -264,7 +283,8 @@ def acting_role(config: Config, subject: Subject, action: str, alias: str) -> Ra
 def limit_violations(
     role_name: str, limits: Limits, before: ClusterFields, after: ClusterFields, cost: ChangeCost | None = None
 ) -> list[str]:
-    """Every way the change before → after breaks the role's limits, as sentences for Slack.
+    """Every way the change before → after breaks the role's limits, as sentences for Slack: one per limit, naming
+    every group that breaks it (a limit is never said twice).
 
     Only values that a change raises (or introduces) count against max_replica, so a
     cluster already above the limit can still be reduced; max_step bounds the replica
@@ -272,9 +292,9 @@ def limit_violations(
     caps the most the cluster can cost per hour after a change that raises it (`cost`, from
     bot.cost.change_cost); a change raybot cannot price is held to the cap as if above it.
     """
-    out: list[str] = []
-    if limits.max_cost_per_hour is not None:
-        out += _cost_limit_violations(role_name, limits.max_cost_per_hour, cost)
+    over_cap: list[str] = []
+    steps: list[str] = []
+    types: list[str] = []
     # Group names and worker types come from users and the cloud: escaped, as these sentences are mrkdwn.
     before_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in before.worker_spec or []}
     after_groups: dict[str, WorkerGroup] = {g.group_name or "": g for g in after.worker_spec or []}
@@ -283,39 +303,47 @@ def limit_violations(
         name = escape(raw_name)
         old = before_groups.get(raw_name)
         if limits.max_replica is not None:
-            for field, label in (("replica", ""), ("min_replica", "minReplica "), ("max_replica", "maxReplica ")):
+            above = []
+            for field, label in (("replica", "{} replicas"), ("min_replica", "min {}"), ("max_replica", "max {}")):
                 new_value = getattr(group, field)
                 old_value = getattr(old, field) if old is not None else None
                 raised = new_value is not None and (old_value is None or new_value > old_value)
                 if raised and new_value > limits.max_replica:
-                    out.append(
-                        f"{role_name} allows at most {limits.max_replica} replicas per group; "
-                        f"{name} would have {label}{new_value}"
-                    )
+                    above.append(label.format(new_value))
+            if above:
+                over_cap.append(f"{name} would have {' and '.join(above)}")
         # A group that was read without a replica gives nothing to measure a step from.
         measurable = old is None or old.replica is not None
         if limits.max_step is not None and group.replica is not None and measurable:
             old_replica = old.replica if old is not None and old.replica is not None else 0
             step = group.replica - old_replica
             if abs(step) > limits.max_step:
-                out.append(
-                    f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; "
-                    f"{name} would go from {old_replica} to {group.replica} ({step:+d})"
-                )
+                steps.append(f"{name} would go from {old_replica} to {group.replica} ({step:+d})")
         if limits.worker_types is not None:
             changed_type = old is None or group.worker_type != old.worker_type
             if changed_type and group.worker_type not in limits.worker_types:
-                allowed = escape(", ".join(limits.worker_types))
-                have = f"would be {escape(group.worker_type)}" if group.worker_type else "would have no workerType"
-                out.append(f"{role_name} allows only worker types {allowed}; {name} {have}")
-
+                types.append(
+                    f"{name} would be {escape(group.worker_type)}"
+                    if group.worker_type
+                    else f"{name} would have no worker type"
+                )
     if limits.max_step is not None:
         for name, old in before_groups.items():
             if name not in after_groups and old.replica is not None and old.replica > limits.max_step:
-                out.append(
-                    f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; "
-                    f"removing {escape(name)} would go from {old.replica} to 0 (-{old.replica})"
-                )
+                steps.append(f"removing {escape(name)} would go from {old.replica} to 0 (-{old.replica})")
+
+    out = []
+    if over_cap:
+        out.append(f"{role_name} allows at most {limits.max_replica} replicas per group; " + "; ".join(over_cap))
+    if steps:
+        out.append(
+            f"{role_name} allows changing a group by at most {limits.max_step} replicas at once; " + "; ".join(steps)
+        )
+    if types:
+        allowed = escape(", ".join(limits.worker_types or ()))
+        out.append(f"{role_name} allows only worker types {allowed}; " + "; ".join(types))
+    if limits.max_cost_per_hour is not None:
+        out += _cost_limit_violations(role_name, limits.max_cost_per_hour, cost)
     return out
 
 
@@ -371,6 +399,14 @@ def _raise_reasons(rule: ApprovalRule, delta: Rate, when: str) -> list[str]:
         elif delta.cu > rule.above_cu:
             reasons.append(f"{when}it raises the cost by {shown} (approval needed above {limit})")
     return reasons
+
+
+def replica_cap(config: Config, subject: Subject, action: str, alias: str) -> int | None:
+    """The most replicas per group any role that lets `subject` run `action` on `alias` here allows (None: no cap)."""
+    caps = [role.limits.max_replica for _, role in _applicable(config, subject, action, alias)]
+    if not caps or None in caps:
+        return None
+    return max(c for c in caps if c is not None)
 
 
 def check_change(

@@ -50,6 +50,7 @@ from bot.flow import (
 from bot.follow import Progress, Wanted, next_step, progress
 from bot.services import Services
 from bot.slack import blocks
+from bot.slack.words import change_record_in_words
 from bot.store import STALE_SENDING_SECONDS, ChangeRecord, NewChange, StoreError
 
 log = logging.getLogger("raybot.scheduler")
@@ -165,7 +166,9 @@ async def reconcile_change(services: Services, record: ChangeRecord) -> None:
         else:
             # It may have died between Slack posting its status message and recording where: that message
             # cannot be found again (raybot cannot read the channel), so the truth is posted beside it.
-            unposted = blocks.change_cancelled_unposted(record.user_id, record.alias, record.id, record.summary)
+            unposted = blocks.change_cancelled_unposted(
+                record.user_id, record.alias, record.id, change_record_in_words(record)
+            )
             await _post_quietly(services, record, unposted)
     elif state == "sending":
         deadline = record.call_deadline_at
@@ -234,7 +237,7 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
                 blocks.outcome_known(
                     record.alias,
                     record.id,
-                    record.summary,
+                    change_record_in_words(record),
                     True,
                     undo=record.action not in ("start", "stop"),
                     revert_at=now + record.duration_seconds if record.duration_seconds is not None else None,
@@ -254,7 +257,9 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
             return
         log.info("change did not take effect", extra={"change_id": record.id, "cluster": record.alias})
         if thread is not None:
-            await tell(thread, None, blocks.outcome_known(record.alias, record.id, record.summary, False))
+            await tell(
+                thread, None, blocks.outcome_known(record.alias, record.id, change_record_in_words(record), False)
+            )
             await set_root(thread, record, "failed")
     else:
         await store.touch(record.id, state="unknown", next_at=min(decide_at, now + CHECK_INTERVAL_SECONDS))

@@ -34,6 +34,7 @@ from bot.replay import changes_replay
 from bot.services import Services
 from bot.slack import blocks, modals, mrkdwn, payloads
 from bot.slack.conversation import Invocation, invocation_or_none
+from bot.slack.words import change_in_words
 
 log = logging.getLogger("raybot.edit")
 
@@ -251,7 +252,7 @@ async def apply(services: Services, view_id: str, draft: modals.Draft, user_id: 
                 ChangeRequest(
                     alias=draft.alias,
                     action="edit",
-                    summary=f"edit: {', '.join(sorted({e.path.split('.')[0] for e in modals.review_diff(draft)}))}",
+                    summary=change_in_words(modals.review_diff(draft)),
                     replay=changes_replay(modals.changes_for(draft)),
                     dedup_key=invocation.dedup_key,
                     check_read=check_read,

@@ -11,7 +11,7 @@ from bot.slack import blocks
 
 
 async def handle(command: Help, ctx: CommandContext) -> None:
-    await ctx.replies.ephemeral(*blocks.help_message())
+    await ctx.replies.ephemeral(*blocks.help_message(command.topic))
 
 
 def register(app: AsyncApp, services: Services) -> None:

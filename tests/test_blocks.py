@@ -209,14 +209,30 @@ def test_usage_error_with_the_whole_help():
         assert f"/ray {name}" in rendered(message)
 
 
-def test_help_message_lists_every_subcommand():
+def test_help_message_lists_every_subcommand_one_per_line():
     message = blocks.help_message()
     assert_fits(message)
     text = rendered(message)
-    for usage in grammar.USAGE.values():
-        for line in usage.splitlines():
-            assert mrkdwn.escape(line) in text
+    for name, sub in grammar.SUBCOMMANDS.items():
+        assert f"`/ray {name}` {mrkdwn.escape(sub.brief)}" in text
     assert "what you may do here, and why" in text
+    # Readable in a narrow column: no preformatted block whose lines would be cut off.
+    assert "```" not in text
+
+
+@pytest.mark.parametrize("topic", list(grammar.SUBCOMMANDS))
+def test_help_of_one_command_shows_its_usage_and_examples(topic):
+    message = blocks.help_message(topic)
+    assert_fits(message)
+    text = rendered(message)
+    sub = grammar.SUBCOMMANDS[topic]
+    for syntax, description in sub.lines:
+        assert mrkdwn.code(f"/ray {syntax}") in text
+        assert mrkdwn.escape(description) in text
+    for example in sub.examples:
+        assert f"`/ray {example}`" in text
+    others = [name for name in grammar.SUBCOMMANDS if name != topic and not topic.startswith(name)]
+    assert not any(f"`/ray {name}" in text for name in others if name != "help")
 
 
 def test_denied_and_internal_error():
@@ -241,7 +257,7 @@ def test_cluster_list_row_format():
     assert_fits(message)
     text = rendered(message)
     assert "*prod* `RUNNING` · ray-prod" in text
-    assert "WorkerGroup0 2/4 (min 1) · WorkerGroup1 2/4 (min 1)" in text
+    assert "• WorkerGroup0: 2 replicas (min 1, max 4)\n• WorkerGroup1: 2 replicas (min 1, max 4)" in text
     assert "*empty*" in text and "no worker groups" in text
 
 
@@ -258,7 +274,7 @@ def test_cluster_list_shows_failed_reads():
     assert_fits(message)
     text = rendered(message)
     assert "`Forbidden.NoPermission` · RequestId `RID-1`" in text
-    assert "`Timeout` · RequestId none" in text
+    assert "could not be read: `Timeout`\n" in text
     assert "2 could not be read" in text
 
 
@@ -279,6 +295,16 @@ def test_cluster_list_of_hostile_clusters_fits_and_says_what_it_cut():
     assert_fits(message)
     assert_no_raw_markup(message)
     assert "and 120 more clusters" in rendered(message)
+
+
+def test_cluster_list_of_a_50_group_cluster_is_compact():
+    message = blocks.cluster_list([("prod", cluster(50))])
+    assert_fits(message)
+    text = rendered(message)
+    assert "50 worker groups, 100 replicas in all" in text
+    assert "• WorkerGroup0: 2 replicas (min 1, max 4)" in text
+    assert "and 47 more groups" in text
+    assert text.count("\n") < 10
 
 
 def test_cluster_list_cuts_groups_that_do_not_fit():
@@ -306,7 +332,7 @@ def test_cluster_detail_fits(groups):
     text = rendered(message)
     assert f"*Worker groups* ({groups})" in text
     for i in range(groups):
-        assert f"WorkerGroup{i} " in text
+        assert f"• *WorkerGroup{i}*: 2 replicas (min 1, max 4)" in text
     if not groups:
         assert "no worker groups" in text
 
@@ -328,8 +354,9 @@ def test_cluster_detail_content():
     assert "State `RUNNING` · clusterId `rc-0123456789`" in text
     assert "*Autoscaling*\non, idle 600 s" in text
     assert "*Queue*\nq1" in text and "*Memory*\n16Gi" in text
-    assert "group         type  replica  min  max  cpu  memory  gpu" in text
-    assert "WorkerGroup0  gpu   2        1    4    8    32Gi    1*A10" in text
+    # One wrapping line per group, not a table a channel column would cut off.
+    assert "• *WorkerGroup0*: 2 replicas (min 1, max 4), type gpu, 8 CPU, 32 GiB memory, GPU 1*A10" in text
+    assert "```" not in text
     assert "*Autoscaling*\noff" in rendered(blocks.cluster_detail("prod", cluster(1)))
 
 
@@ -337,7 +364,7 @@ def test_cluster_detail_of_a_hostile_cluster_fits():
     message = blocks.cluster_detail(EVIL * 50, huge_cluster(50))
     assert_fits(message)
     assert_no_raw_markup(message)
-    # every group row is still there: the table columns are capped, so 50 groups pack into a few sections
+    # every group's line is still there: 50 groups pack into a few sections
     assert "more group" not in rendered(message)
     assert len(message.blocks) < limits.MESSAGE_BLOCKS_MAX
 
@@ -355,9 +382,7 @@ def test_cluster_detail_escapes():
     assert_no_raw_markup(message)
     text = rendered(message)
     assert "&lt;!channel&gt; &lt;@U123&gt; &amp;" in text
-    # a fence inside a group's type cannot close the table early: the only fences are the table's own
-    table = next(t for t in texts(message) if t.startswith("```"))
-    assert table.count("```") == 2
+    assert "type a`b```c" in text
 
 
 # --- the life of one change ---------------------------------------------------------------------------------------
@@ -391,19 +416,21 @@ def test_change_succeeded_renders_the_diff():
     assert_fits(message)
     text = rendered(message)
     assert "clusterId `rc-1` · requestId `REQ-1`" in text
-    assert "workerSpec[WorkerGroup1].replica: 2 → 4" in text
-    assert 'workerSpec[g2]: — → {"groupName":"g2","replica":1}' in text
-    assert 'workerSpec[old]: {"groupName":"old"} → —' in text
-    assert "description: a → b" in text
-    assert "headSpec.gftConfig.redisPassword: •••••• → ••••••" in text
-    assert "hunter" not in text
+    assert message.text.startswith("✅ *prod* updated: WorkerGroup1: 2 → 4 replicas; g2 added (1 replica); old removed")
+    assert "• WorkerGroup1: 2 → 4 replicas" in text
+    assert "• g2 added: 1 replica" in text
+    assert "• old removed" in text
+    assert "• description: a → b" in text
+    assert "• fault tolerance Redis password: changed" in text
+    assert "hunter" not in text and "workerSpec" not in text and "headSpec" not in text
 
 
 def test_change_succeeded_without_request_id_or_diff():
     message = blocks.change_succeeded("prod", "rc-1", None, [])
     assert_fits(message)
-    assert "requestId none" in message.text
-    assert "no field changed" in rendered(message)
+    assert "none" not in message.text.replace("no change", "")
+    assert "requestId" not in message.text
+    assert "no change" in rendered(message)
 
 
 def test_long_diffs_are_cut_with_a_count():
@@ -412,7 +439,7 @@ def test_long_diffs_are_cut_with_a_count():
     assert_fits(message)
     assert_no_raw_markup(message)
     text = rendered(message)
-    shown = text.count(".env: ")
+    shown = text.count("• ")
     assert 0 < shown < 400
     assert f"and {400 - shown} more changes" in text
 
@@ -421,17 +448,47 @@ def test_diff_of_50_groups_fits():
     diff = [DiffEntry(path=f"workerSpec[WorkerGroup{i}].replica", before=1, after=2) for i in range(50)]
     message = blocks.change_succeeded("prod", "rc-1", "REQ", diff)
     assert_fits(message)
-    assert rendered(message).count(": 1 → 2") == 50
+    text = rendered(message)
+    assert all(f"• WorkerGroup{i}: 1 → 2 replicas" in text for i in range(50))
+    assert "… and 46 more changes" in message.text
 
 
-@pytest.mark.parametrize(("request_id", "shown"), [("REQ-9", "*RequestId* `REQ-9`"), (None, "*RequestId* none")])
+@pytest.mark.parametrize(("request_id", "shown"), [("REQ-9", "*RequestId* `REQ-9`"), (None, "`InvalidParameter`\n")])
 def test_change_failed(request_id, shown):
     message = blocks.change_failed("prod", "InvalidParameter", "replica must be <= 10 & >= 1", request_id)
     assert_fits(message)
     text = rendered(message)
+    assert "none" not in text
     assert "*Code* `InvalidParameter`" in text
     assert shown in text
     assert "*Message* replica must be &lt;= 10 &amp; &gt;= 1" in text
+
+
+def test_change_failed_says_which_cluster_what_was_tried_and_that_nothing_changed():
+    message = blocks.change_failed(
+        "prod",
+        "Throttling.User",
+        "Request was denied due to user flow control.",
+        None,
+        what="WorkerGroup1: 2 → 3 replicas",
+        cluster_id="rc-1",
+        action="UpdateRayCluster",
+        attempts=4,
+    )
+    text = rendered(message)
+    assert "The change to *prod* (clusterId `rc-1`) failed: WorkerGroup1: 2 → 3 replicas" in text
+    assert "(`UpdateRayCluster`, 4 attempts)" in text
+    assert "nothing changed on the cluster" in text
+    assert "throttling" in text
+    assert "RequestId" not in text
+
+
+def test_cloud_error_names_the_cluster_and_attempts_and_says_whether_anything_changed():
+    text = rendered(blocks.cloud_error("GetRayCluster", "Timeout", "no answer", None, cluster_id="rc-1", attempts=3))
+    assert "`GetRayCluster` for cluster `rc-1` failed (3 attempts). Nothing was changed." in text
+    assert "RequestId" not in text
+    text = rendered(blocks.cloud_error("StopRayCluster", "Timeout", "no answer", "R-1", may_have_changed=True))
+    assert "may have been applied" in text and "*RequestId* `R-1`" in text
 
 
 def test_change_failed_with_hostile_fields_fits():
@@ -446,3 +503,17 @@ def test_nothing_to_change():
     assert_no_raw_markup(message)
     assert message.text.startswith("➖ *prod* already matches resize")
     assert "nothing was sent" in message.text
+
+
+def test_whoami_names_each_cluster_once_in_words():
+    from bot.permissions import Grant
+
+    grant = Grant(
+        role="viewer", clusters=("*",), aliases=("prod", "staging"), actions=("*",), limits="no limits", why="x"
+    )
+    text = rendered(blocks.whoami("U0ABC123", "C0ABC123", [grant]))
+    assert "• *viewer* on every cluster (prod, staging): every action; no limits" in text
+    named = Grant(
+        role="oncall", clusters=("prod*",), aliases=("prod",), actions=("resize",), limits="no limits", why="x"
+    )
+    assert "• *oncall* on prod: resize" in rendered(blocks.whoami("U0ABC123", "C0ABC123", [named]))

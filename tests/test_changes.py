@@ -401,8 +401,20 @@ def test_replica_above_max_suggests_raising_max():
         plan(cluster(), [SetReplicas(group="WorkerGroup1", replica=10)])
 
     message = str(caught.value)
-    assert "replica 10 is above maxReplica 4 of WorkerGroup1" in message
+    assert "WorkerGroup1: 10 replicas is above its max 4; set max=10 as well" in message
     assert "set max=10 as well" in message
+
+
+def test_advice_never_asks_for_more_than_the_role_allows():
+    with pytest.raises(ChangeError) as caught:
+        plan(cluster(), [SetReplicas(group="WorkerGroup1", replica=50)])
+    error = caught.value
+    assert error.within_cap(None) is error and error.within_cap(60) is error  # the advice is allowed as it is
+    capped = str(error.within_cap(40))
+    assert "set max=50" not in capped
+    assert "WorkerGroup1 cannot go to 50: your role allows at most 40 replicas per group" in capped
+    assert "ask for at most 4 replicas, or for at most 40 with max=40 as well" in capped
+    assert "ask for at most 3 replicas" in str(error.within_cap(3))
 
 
 def test_replica_below_min_suggests_lowering_min():
@@ -410,12 +422,12 @@ def test_replica_below_min_suggests_lowering_min():
         plan(cluster(), [SetReplicas(group="WorkerGroup1", replica=2, min_replica=3)])
 
     message = str(caught.value)
-    assert "replica 2 is below minReplica 3 of WorkerGroup1" in message
+    assert "WorkerGroup1: 2 replicas is below its min 3; set min=2 as well" in message
     assert "set min=2 as well" in message
 
 
 def test_lowering_max_below_the_current_replica_is_refused():
-    with pytest.raises(ChangeError, match="replica 2 is above maxReplica 1 of WorkerGroup2"):
+    with pytest.raises(ChangeError, match="WorkerGroup2: 2 replicas is above its max 1"):
         plan(cluster(), [SetReplicas(group="WorkerGroup2", max_replica=1)])
 
 
@@ -424,7 +436,7 @@ def test_min_above_max():
         plan(cluster(), [SetReplicas(group="WorkerGroup1", min_replica=5)])
 
     message = str(caught.value)
-    assert "minReplica 5 is above maxReplica 4 of WorkerGroup1" in message
+    assert "WorkerGroup1: min 5 is above its max 4; set max=5 as well" in message
     assert "set max=5 as well" in message
 
 
@@ -433,7 +445,7 @@ def test_replica_below_one_is_reported_as_such_not_as_a_bounds_problem():
         plan(cluster(), [SetReplicas(group="WorkerGroup1", replica=0)])
 
     message = str(caught.value)
-    assert "workerSpec[WorkerGroup1].replica: replica must be at least 1, not 0" in message
+    assert "WorkerGroup1 replicas: replica must be at least 1, not 0" in message
     assert "min=" not in message
 
 
@@ -473,8 +485,8 @@ def test_set_fields_refuses_paths_it_cannot_edit(path):
         ({"name": ""}, "name must be 1 to 64 characters long"),
         ({"name": "x" * 65}, "name must be 1 to 64 characters long"),
         ({"extraParam": "{not json"}, "extraParam must be a JSON document"),
-        ({"headSpec.memory": "16G"}, "headSpec.memory: memory must be a whole number of GiB"),
-        ({"headSpec.cpu": "-1"}, "headSpec.cpu: cpu must be a positive number"),
+        ({"headSpec.memory": "16G"}, "head memory: memory must be a whole number of GiB"),
+        ({"headSpec.cpu": "-1"}, "head CPU: cpu must be a positive number"),
         ({"headSpec.idleTimeoutSeconds": -5}, "idleTimeoutSeconds must not be negative"),
     ],
 )
@@ -490,9 +502,9 @@ def test_wrong_types_become_change_errors_with_wire_paths():
         plan(cluster(), [SetFields(values={"headSpec.enableAutoScaling": "maybe", "volumeIds": "vol-1"})])
 
     message = str(caught.value)
-    assert "headSpec.enableAutoScaling: Input should be a valid boolean" in message
+    assert "autoscaling: Input should be a valid boolean" in message
     assert "(given 'maybe')" in message
-    assert "volumeIds: Input should be a valid list" in message
+    assert "volumes: Input should be a valid list" in message
 
 
 def test_set_fields_needs_something_to_set():
@@ -506,7 +518,7 @@ def test_several_problems_are_listed_together():
 
     lines = str(caught.value).splitlines()
     assert lines[0] == "cannot make this change:"
-    assert [line.split(":")[0] for line in lines[1:]] == ["• name", "• headSpec.memory"]
+    assert [line.split(":")[0] for line in lines[1:]] == ["• cluster name", "• head memory"]
 
 
 def test_problems_already_in_the_read_are_labelled_as_such():
@@ -514,7 +526,7 @@ def test_problems_already_in_the_read_are_labelled_as_such():
     with pytest.raises(ChangeError) as caught:
         plan(RayCluster.model_validate(raw), [SetReplicas(group="ok", replica=3)])
 
-    assert "workerSpec[broken].memory" in str(caught.value)
+    assert "broken memory: memory must be" in str(caught.value)
     assert "already so in the cluster as read" in str(caught.value)
 
 
@@ -954,7 +966,7 @@ def test_a_revert_conflict_never_shows_a_secret():
     assert not holds_change(later_cluster, before, applied)
     with pytest.raises(RevertConflict) as caught:
         revert_plan(later_cluster, before, applied)
-    assert "workerSpec[WorkerGroup3]: the change set" in str(caught.value)  # a whole group, added by the change
+    assert "group WorkerGroup3: the change set" in str(caught.value)  # a whole group, added by the change
     assert '"replica": 3' in str(caught.value) and MASK in str(caught.value)
     assert "fresh" not in str(caught.value) and "fresh" not in repr(caught.value.conflicts)
 

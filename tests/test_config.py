@@ -255,6 +255,21 @@ def test_warnings_without_a_file() -> None:
     assert config.warnings == ["channels.C0X1[0].clusters[0]: 'dev*' matches no cluster alias (aliases: prod)"]
 
 
+def test_approval_that_nobody_could_give_is_a_warning() -> None:
+    data = {
+        "clusters": {"prod": {"workspace": "w", "cluster": "c", "region": "r"}},
+        "roles": {"oncall": {"actions": ["resize"], "approval": "always"}, "lead": {"actions": ["approve"]}},
+        "channels": {"C0X1": [{"role": "oncall"}]},
+    }
+    config = Config.model_validate(data)
+    assert config.warnings == [
+        "channels.C0X1[0].role: changes by role 'oncall' need approval, but no binding in C0X1 grants 'approve' "
+        "on prod: nobody could ever approve them"
+    ]
+    data["channels"]["C0X1"].append({"role": "lead", "users": ["U0LEAD"]})
+    assert Config.model_validate(data).warnings == []
+
+
 def test_direct_construction_also_checks_cross_references() -> None:
     data = {
         "clusters": {"prod": {"workspace": "w", "cluster": "c"}},

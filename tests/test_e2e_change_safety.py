@@ -89,7 +89,7 @@ async def test_duplicated_slash_command_makes_one_cloud_call(http, raybot, slack
     _, url = await send(http, raybot, slack, "history prod 5")
     history = text_of(await ephemeral_reply(slack, url))
     assert len(updates_of(emr)) == 1
-    assert history.count("WorkerGroup1 replicas → 3") == 1
+    assert history.count("WorkerGroup1: 2 → 3 replicas") == 1
 
 
 async def test_parallel_resizes_of_one_cluster_are_serialized_and_none_lost(http, raybot, slack, emr):

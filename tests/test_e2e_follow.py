@@ -75,7 +75,8 @@ async def test_a_change_is_followed_until_the_new_spec_runs(http, env, slack, em
             slack, lambda c: c.method == "chat.update" and "applying: Running" in c.args.get("text", "")
         )
         root_ts = applying.args["ts"]
-        assert "WorkerGroup1 2/4" in applying.args["text"] and "modified" in applying.args["text"]
+        assert "WorkerGroup1: 2 of 4 workers up" in applying.args["text"]
+        assert "still updating" in applying.args["text"]
         await look_again(raybot, clock, SETTLE / 2)
         await wait_new(slack, lambda c: c.method == "chat.update" and "WorkerGroup1 3/4" in c.args.get("text", ""))
         await look_again(raybot, clock, SETTLE)

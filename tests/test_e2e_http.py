@@ -78,7 +78,7 @@ async def test_allowed_resize_answers_in_a_thread(http, raybot, slack, emr):
 
     # Two answers in the thread: the change accepted (ids and diff), then once it settled (workers up).
     reply, settled = slack.thread(world.ONCALL_CHANNEL, root_ts)
-    assert "settled" in text_of(settled) and "WorkerGroup1 3/3" in text_of(settled)
+    assert "settled" in text_of(settled) and "WorkerGroup1: 3 of 3 workers up" in text_of(settled)
     reply_text = text_of(reply)
     assert world.PROD in reply_text
     assert update.request_id in reply_text
@@ -160,7 +160,9 @@ async def test_syntax_errors_are_answered_in_the_ack_and_nothing_reaches_the_clo
     [
         ("resize nosuch WorkerGroup1=3", "nosuch"),
         ("resize prod NoSuchGroup=3", "NoSuchGroup"),
-        ("resize prod WorkerGroup1=9", "maxReplica 4"),
+        ("resize prod WorkerGroup1=9", "9 replicas is above its max 4; set max=9 as well"),
+        # The advice never asks for what the role's limit (oncall: 40 per group) would refuse next.
+        ("resize prod WorkerGroup1=50", "your role allows at most 40 replicas per group; ask for at most 4 replicas"),
     ],
 )
 async def test_unknown_names_are_answered_ephemerally_and_nothing_is_changed(http, raybot, slack, emr, text, expected):
@@ -186,6 +188,10 @@ async def test_cloud_error_on_update_is_shown_in_the_thread_with_code_and_reques
     [reply] = slack.thread(world.ONCALL_CHANNEL, failed.args["ts"])
     assert "Throttling.User" in text_of(reply)
     assert attempts[-1].request_id in text_of(reply)
+    # Which cluster, what was tried and how often, and that nothing changed.
+    assert f"The change to *prod* (clusterId `{world.PROD}`) failed: WorkerGroup1: 2 → 3 replicas" in text_of(reply)
+    assert f"(`UpdateRayCluster`, {len(attempts)} attempts)" in text_of(reply)
+    assert "nothing changed on the cluster" in text_of(reply)
     assert emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"][0]["replica"] == 2
 
 
@@ -195,6 +201,7 @@ async def test_cloud_error_on_read_is_shown_with_code_and_request_id(http, raybo
     [get] = [c for c in new_emr_calls(emr, "GetRayCluster") if "ray-doesnotexist0000" in c.path]
     assert get.code in reply["text"]
     assert get.request_id in reply["text"]
+    assert "for cluster `ray-doesnotexist0000` failed" in reply["text"] and "Nothing was changed." in reply["text"]
 
 
 async def test_acknowledges_at_once_while_the_cloud_hangs(http, raybot, slack, emr):
@@ -261,6 +268,19 @@ def test_check_config_prints_the_permission_table(tmp_path):
         assert expected in result.stdout
 
 
+def test_check_config_warns_when_nobody_could_approve_and_counts_in_words(tmp_path):
+    path = tmp_path / "raybot.yaml"
+    path.write_text(
+        "clusters:\n  prod: {workspace: w-1, cluster: rc-1, region: cn-hangzhou}\n"
+        "roles:\n  oncall: {actions: [resize], approval: always}\n"
+        "channels:\n  C0ONCALL01:\n    - role: oncall\n"
+    )
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "nobody could ever approve them" in result.stderr
+    assert "OK with 1 warning (above) (1 cluster, 1 role, 1 channel)" in result.stdout
+
+
 def test_check_config_names_the_broken_line(tmp_path):
     path = tmp_path / "raybot.yaml"
     path.write_text(world.CONFIG.replace(f"  {world.PLATFORM_CHANNEL}:", "  platform-team:"))
@@ -322,6 +342,12 @@ async def test_whoami_list_and_show(http, raybot, slack, emr):
     _, url = await send(http, raybot, slack, "whoami", user=world.OUTSIDER)
     whoami = text_of(await ephemeral_reply(slack, url))
     assert "viewer" in whoami and "oncall" not in whoami
+    assert "on every cluster (" in whoami and "on *" not in whoami  # the clusters named once, in words
+
+    _, url = await send(http, raybot, slack, "help resize")
+    helped = text_of(await ephemeral_reply(slack, url))
+    assert "Examples" in helped and "/ray resize prod WorkerGroup1=8 for 2h" in helped
+    assert "/ray history" not in helped  # that command's usage, not the whole help
 
     _, url = await send(http, raybot, slack, "list")
     listed = text_of(await ephemeral_reply(slack, url))

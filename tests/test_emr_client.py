@@ -283,6 +283,8 @@ async def test_persistent_throttling_gives_up_with_the_service_error(make_client
     assert error.request_id == calls[-1].request_id and error.request_id
     assert len(calls) == 4
     assert sleep.delays == [0.2, 0.4, 0.8]
+    # What a person is told: which cluster, and how many attempts were made.
+    assert (error.attempts, error.cluster_id) == (4, SMALL)
 
 
 async def test_backoff_is_capped_and_full_jitter():

@@ -208,7 +208,16 @@ def test_help_and_usage_come_from_the_table():
             assert line.startswith(f"/ray {name}")
             assert line in text
     assert "/ray whoami" in text and "what you may do here, and why" in text
-    assert help_text("show") == "/ray show <cluster>   the current spec: status, head, every worker group"
+    assert help_text("show") == "/ray show <cluster>   a cluster's status, head and every worker group"
+
+
+@pytest.mark.parametrize("name", list(grammar.SUBCOMMANDS))
+def test_every_command_has_examples_that_parse(name):
+    sub = grammar.SUBCOMMANDS[name]
+    assert sub.examples, f"{name} has no example for /ray help {name}"
+    for example in sub.examples:
+        assert type(parse(example)).__name__ == type(sub.parse(example.split()[1:])).__name__
+        assert example.split()[0] == name
 
 
 def test_adding_a_subcommand_is_one_entry(monkeypatch):

@@ -356,7 +356,7 @@ REASON_CASES: dict[str, Cases] = {
 
 BLOCKS_HELPERS = {
     "worker_table": "lines for a preformatted block; shown by cluster_detail and modals.overview_view",
-    "diff_lines": "unescaped lines; shown by the diff builders and approval_void",
+    "diff_sections": "blocks of a diff in plain words; shown by change_succeeded, approval_request and the modals",
     "slack_date": "a <!date> token from a number; shown by approval_request and change_succeeded",
     "cost_line": "a context block of a cost line; shown by change_succeeded, approval_request, cluster_detail, "
     "modals.confirm_view",
@@ -662,7 +662,7 @@ def test_approval_void_escapes_a_group_named_channel_and_masks_secrets():
     message = blocks.approval_void("U0APPROVER", "prod", changed)
     expected = (
         "🚫 Approved by <@U0APPROVER>, but void: *prod* changed since the request "
-        "(`workerSpec[&lt;!channel&gt;].replica: 2 → 9`; `headSpec.gftConfig.redisPassword: •••••• → ••••••`). "
+        "(&lt;!channel&gt;: 2 → 9 replicas; fault tolerance Redis password: changed). "
         "Nothing was sent; ask again if it is still needed."
     )
     assert message.text == expected
@@ -678,7 +678,7 @@ def test_approval_void_names_ten_changes_and_counts_the_rest_within_the_outcome_
         DiffEntry(path=f"workerSpec[<!channel>{'&' * 300}{i}].replica", before=LONG, after=LONG) for i in range(25)
     ]
     message = blocks.approval_void(APPROVER, "<!here>" * 100, changed)
-    assert message.text.count("`") == 20  # ten code spans
+    assert message.text.count("&lt;!channel&gt;") == 10  # ten changes named, each by its group
     assert "… and 15 more changes" in message.text
     assert len(message.text) <= blocks.OUTCOME_MAX
     assert markup_problems(message.text, sample("long")) == []
@@ -692,7 +692,7 @@ def test_revert_failed_escapes_a_conflict_on_a_group_named_channel():
     message = blocks.revert_failed(12, "prod", str(conflict))
     expected = (
         "🚫 The automatic revert of change #12 on *prod* did not run: the cluster changed since; nothing was put back:"
-        "\nworkerSpec[&lt;!channel&gt;].replica: the change set 5, it is now 7"
+        "\n&lt;!channel&gt; replicas: the change set 5, it is now 7"
     )
     assert message.text == expected
     assert message.blocks == [{"type": "section", "text": {"type": "mrkdwn", "text": expected, "verbatim": True}}]

@@ -17,6 +17,7 @@ from bot.permissions import (
     permission_table,
     referenced_usergroups,
     render_permission_table,
+    replica_cap,
     visible_aliases,
 )
 
@@ -95,7 +96,9 @@ def test_user_listed_directly_is_allowed(config: Config) -> None:
 def test_user_outside_the_usergroup_is_told_who_may(config: Config) -> None:
     decision = decide(config, OUTSIDER, "resize", "prod")
     assert decision == Decision(
-        False, "<#C0ONCALL01> grants resize on prod* only to members of <!subteam^S0ONCALL> or <@U0LEAD>"
+        False,
+        "in <#C0ONCALL01>, only members of <!subteam^S0ONCALL> or <@U0LEAD> may resize prod. "
+        "Ask one of them, or ask a platform admin for a role.",
     )
     # but the unrestricted viewer binding still applies to them
     assert decide(config, OUTSIDER, "show", "prod") == Decision(
@@ -126,9 +129,9 @@ def test_union_of_bindings(config: Config) -> None:
     denied = decide(config, MEMBER, "resize", "staging")
     assert denied == Decision(
         False,
-        "<#C0ONCALL01> grants no role resize on staging (roles here: "
-        "oncall on prod* for members of <!subteam^S0ONCALL> or <@U0LEAD>: list, show, history, resize, autoscale, "
-        "undo; viewer on *: list, show, history)",
+        "no role in <#C0ONCALL01> allows resize staging. Here, only members of <!subteam^S0ONCALL> or <@U0LEAD> "
+        "may list, show, history, resize, autoscale, undo on clusters matching prod* (role oncall); "
+        "everyone may list, show, history on every cluster (role viewer). A platform admin can bind a role that does.",
     )
 
 
@@ -148,14 +151,17 @@ def test_star_grants_every_action(config: Config) -> None:
             True, f"admin in <#C0ADMINS> allows {action}", role="admin"
         )
     assert decide(config, Subject("U0ROOT", "C0ADMINS"), "stop", "staging").reason == (
-        "<#C0ADMINS> grants stop on * only to members of <!subteam^S0ADMINS> or <!subteam^S0SRE>"
+        "in <#C0ADMINS>, only members of <!subteam^S0ADMINS> or <!subteam^S0SRE> may stop staging. "
+        "Ask one of them, or ask a platform admin for a role."
     )
 
 
 def test_actions_tied_to_no_cluster(config: Config) -> None:
     assert decide(config, OUTSIDER, "list").allowed
     assert decide(config, Subject("U1", "C0BUILD01"), "list") == Decision(
-        False, "<#C0BUILD01> grants no role list (roles here: builder on staging: edit)"
+        False,
+        "no role in <#C0BUILD01> allows list. Here, everyone may edit on staging (role builder). "
+        "A platform admin can bind a role that does.",
     )
 
 
@@ -192,9 +198,11 @@ def test_change_needs_the_action_first(config: Config) -> None:
 def test_max_replica(config: Config) -> None:
     before = cluster(group(replica=30, max_replica=40))
     decision = check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=50, max_replica=40)))
-    assert decision == Decision(False, "oncall allows at most 40 replicas per group; WorkerGroup1 would have 50")
+    assert decision == Decision(
+        False, "oncall allows at most 40 replicas per group; WorkerGroup1 would have 50 replicas"
+    )
     raised_bound = check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=30, max_replica=45)))
-    assert raised_bound.reason == "oncall allows at most 40 replicas per group; WorkerGroup1 would have maxReplica 45"
+    assert raised_bound.reason == "oncall allows at most 40 replicas per group; WorkerGroup1 would have max 45"
     assert check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=40, max_replica=40))).allowed
 
 
@@ -206,7 +214,7 @@ def test_a_decrease_is_fine_even_above_max_replica(config: Config) -> None:
     # ... but not raise it further
     higher = cluster(group(replica=61, max_replica=80), group("WorkerGroup2", replica=5))
     assert check_change(config, MEMBER, "resize", "prod", before, higher).reason == (
-        "oncall allows at most 40 replicas per group; WorkerGroup1 would have 61"
+        "oncall allows at most 40 replicas per group; WorkerGroup1 would have 61 replicas"
     )
 
 
@@ -214,7 +222,7 @@ def test_added_group_counts_against_max_replica_and_steps_from_zero(config: Conf
     before = cluster(group())
     too_big = cluster(group(), group("WorkerGroup2", replica=15, max_replica=50))
     assert check_change(config, MEMBER, "resize", "prod", before, too_big).reason == (
-        "oncall allows at most 40 replicas per group; WorkerGroup2 would have maxReplica 50"
+        "oncall allows at most 40 replicas per group; WorkerGroup2 would have max 50"
     )
     big_step = cluster(group(), group("WorkerGroup2", replica=25, max_replica=30))
     assert check_change(config, MEMBER, "resize", "prod", before, big_step).reason == (
@@ -246,8 +254,9 @@ def test_every_violation_is_named(config: Config) -> None:
     before = cluster(group(replica=10))
     decision = check_change(config, MEMBER, "resize", "prod", before, cluster(group(replica=45, max_replica=45)))
     assert decision.reason.split("; WorkerGroup1 ")[0] == "oncall allows at most 40 replicas per group"
-    assert "would have 45" in decision.reason
-    assert "would have maxReplica 45" in decision.reason
+    # One sentence for the replica limit, naming both values: not the same sentence twice.
+    assert "WorkerGroup1 would have 45 replicas and max 45" in decision.reason
+    assert decision.reason.count("at most 40 replicas per group") == 1
     assert "from 10 to 45 (+35)" in decision.reason
 
 
@@ -262,7 +271,7 @@ def test_worker_types_for_new_groups(config: Config) -> None:
     )
     untyped = cluster(group(), WorkerGroup(group_name="mystery", replica=1))
     assert check_change(config, BUILDER, "edit", "staging", before, untyped).reason == (
-        "builder allows only worker types cpu, cpu-large; mystery would have no workerType"
+        "builder allows only worker types cpu, cpu-large; mystery would have no worker type"
     )
     large = cluster(group(), group("big", replica=2, worker_type="cpu-large"))
     assert check_change(config, BUILDER, "edit", "staging", before, large).allowed
@@ -293,7 +302,7 @@ def test_most_permissive_binding_wins(config: Config) -> None:
     small = check_change(config, Subject("U0SMALL", "C0SURGE01"), "resize", "prod", before, after)
     assert not small.allowed
     assert small.reason == (
-        "oncall allows at most 40 replicas per group; WorkerGroup1 would have 60; "
+        "oncall allows at most 40 replicas per group; WorkerGroup1 would have 60 replicas; "
         "oncall allows changing a group by at most 20 replicas at once; WorkerGroup1 would go from 10 to 60 (+50)"
     )
     # when every binding refuses, every binding's reason is given
@@ -667,3 +676,8 @@ def test_lifecycle_denials_and_bad_verbs(thresholds: Config) -> None:
     assert not unknown.allowed and unknown.kind == "unknown_cluster"
     with pytest.raises(ValueError, match="start and stop"):
         check_lifecycle(thresholds, OPS, "resize", "prod", spec())  # type: ignore[arg-type]
+
+
+def test_replica_cap_is_the_most_permissive_applicable_limit(config: Config) -> None:
+    assert replica_cap(config, MEMBER, "resize", "prod") == 40
+    assert replica_cap(config, Subject("U0ROOT", "C0ADMINS", frozenset({"S0SRE"})), "resize", "staging") is None

@@ -133,7 +133,7 @@ def test_a_viewer_is_denied_with_the_reason(sandbox, page, fresh):
     expect(answer).to_contain_text("Only visible to you")
     # The reason, with the config's ids rendered as Slack shows them.
     expect(answer).to_contain_text(
-        re.compile(r"#incident grants resize on prod, train-gpu, fleet only to members of @oncall")
+        re.compile(r"in #incident, only members of @oncall or @Ada.* may resize prod\. Ask one of them")
     )
     assert cloud_calls(sandbox, fresh, "UpdateRayCluster", PROD) == []
     assert sandbox.emr.cluster(WORKSPACE, PROD)["workerSpec"][0]["replica"] == 2

@@ -19,6 +19,7 @@ import copy
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
@@ -124,8 +125,49 @@ class Plan(BaseModel):
 class ChangeError(ValueError):
     """A change that cannot be applied to this cluster (unknown group, replica outside bounds, …).
 
-    The message is written for the person who asked for the change.
+    The message is written for the person who asked for the change. `problems` are the constraints it breaks,
+    when it is about those (a BoundsProblem's advice may be rewritten for the asker's role: `within_cap`).
     """
+
+    def __init__(self, message: str, problems: Sequence[SpecProblem] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+    def within_cap(self, cap: int | None) -> ChangeError:
+        """This error with no advice the asker's role would refuse: a max or replica count above `cap` (the most
+        replicas per group the asker's role allows; None: no cap) becomes advice to ask for at most `cap`."""
+        if cap is None or not any(isinstance(p, BoundsProblem) and p.value > cap for p in self.problems):
+            return self
+        problems = [p.capped(cap) if isinstance(p, BoundsProblem) and p.value > cap else p for p in self.problems]
+        return ChangeError(_problem_message(problems), problems)
+
+
+@dataclass(frozen=True)
+class BoundsProblem(SpecProblem):
+    """A replica count or min outside the group's bounds, with advice to move the bound to `value` as well.
+
+    Shown without its path: the message names the group.
+    """
+
+    group: str = ""
+    value: int = 0
+    high: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def capped(self, cap: int) -> SpecProblem:
+        """The same problem, advising only what a role allowing at most `cap` replicas per group permits."""
+        limit = min(cap, self.high) if self.high is not None else cap
+        advice = (
+            f"ask for at most {self.high} replicas, or for at most {cap} with max={cap} as well"
+            if self.high is not None and cap > self.high
+            else f"ask for at most {limit} replicas"
+        )
+        return SpecProblem(
+            self.path,
+            f"{self.group} cannot go to {self.value}: your role allows at most {cap} replicas per group; {advice}",
+        )
 
 
 # --- secrets ----------------------------------------------------------------------------------------------------
@@ -299,7 +341,7 @@ def _finish(before: dict[str, Any], after: dict[str, Any]) -> Plan:
 
     problems = _changed_group_problems(before, after) or _constraint_problems(before, fields)
     if problems:
-        raise ChangeError(_problem_message(problems))
+        raise ChangeError(_problem_message(problems), problems)
     try:
         body = UpdateRayClusterRequest.model_validate(after)
     except ValidationError as exc:  # spec_problems is the same check; this is the last guard, not the usual path
@@ -311,8 +353,13 @@ class RevertConflict(ChangeError):
     """A field the change set no longer holds what it set: someone changed it since, so nothing is put back."""
 
     def __init__(self, conflicts: list[DiffEntry]) -> None:
+        from bot.slack.words import path_in_words  # words reads this module's DiffEntry: imported when needed
+
         self.conflicts = conflicts
-        lines = [f"{c.path}: the change set {_shown(c.before)}, it is now {_shown(c.after)}" for c in conflicts]
+        lines = [
+            f"{path_in_words(c.path)}: the change set {_shown(c.before)}, it is now {_shown(c.after)}"
+            for c in conflicts
+        ]
         super().__init__("the cluster changed since; nothing was put back:\n" + "\n".join(lines))
 
 
@@ -626,26 +673,32 @@ def _changed_group_problems(before: dict[str, Any], after: dict[str, Any]) -> li
         path = f"workerSpec[{label}]"
         if low is not None and high is not None and low > high:
             out.append(
-                SpecProblem(
+                BoundsProblem(
                     f"{path}.minReplica",
-                    f"minReplica {low} is above maxReplica {high} of {label}; set max={low} as well "
-                    f"(or a min of at most {high})",
+                    f"{label}: min {low} is above its max {high}; set max={low} as well (or a min of at most {high})",
+                    group=label,
+                    value=low,
+                    high=high,
                 )
             )
         elif replica is not None and high is not None and replica > high:
             out.append(
-                SpecProblem(
+                BoundsProblem(
                     f"{path}.replica",
-                    f"replica {replica} is above maxReplica {high} of {label}; set max={replica} as well "
+                    f"{label}: {replica} replicas is above its max {high}; set max={replica} as well "
                     f"(or replicas of at most {high})",
+                    group=label,
+                    value=replica,
+                    high=high,
                 )
             )
         elif replica is not None and low is not None and replica < low:
             out.append(
-                SpecProblem(
+                BoundsProblem(
                     f"{path}.replica",
-                    f"replica {replica} is below minReplica {low} of {label}; set min={replica} as well "
+                    f"{label}: {replica} replicas is below its min {low}; set min={replica} as well "
                     f"(or replicas of at least {low})",
+                    group=label,
                 )
             )
     return out
@@ -667,9 +720,13 @@ def _constraint_problems(before: dict[str, Any], fields: ClusterFields) -> list[
 
 
 def _problem_message(problems: Sequence[SpecProblem]) -> str:
-    if len(problems) == 1:
-        return f"cannot make this change: {problems[0]}"
-    return "cannot make this change:\n" + "\n".join(f"• {p}" for p in problems)
+    from bot.slack.words import path_in_words  # words reads this module's DiffEntry: imported when needed
+
+    # People read these: the field in words ("WorkerGroup1 memory"), not its API path.
+    shown = [str(p) if isinstance(p, BoundsProblem) else f"{path_in_words(p.path)}: {p.message}" for p in problems]
+    if len(shown) == 1:
+        return f"cannot make this change: {shown[0]}"
+    return "cannot make this change:\n" + "\n".join(f"• {line}" for line in shown)
 
 
 # --- describing changes -----------------------------------------------------------------------------------------

@@ -337,7 +337,9 @@ class EmrClient:
     ) -> RayCluster:
         """GetRayCluster: the cluster as the service holds it."""
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id)
-        return await self._call("GetRayCluster", "GET", path, RayCluster, region=region, acting=acting)
+        return await self._call(
+            "GetRayCluster", "GET", path, RayCluster, region=region, cluster_id=cluster_id, acting=acting
+        )
 
     async def list_clusters(
         self, workspace_id: str, *, region: str | None = None, page_size: int = 100, acting: Acting | None = None
@@ -379,7 +381,15 @@ class EmrClient:
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id)
         data = dumps_body(body.wire())
         return await self._call(
-            "UpdateRayCluster", "POST", path, ActionResponse, body=data, region=region, idempotent=False, acting=acting
+            "UpdateRayCluster",
+            "POST",
+            path,
+            ActionResponse,
+            body=data,
+            region=region,
+            idempotent=False,
+            cluster_id=cluster_id,
+            acting=acting,
         )
 
     async def start_cluster(
@@ -395,7 +405,14 @@ class EmrClient:
         path = signing.encode_path("api", "v1", "workspaces", workspace_id, "rayCluster", cluster_id, "start")
         data = dumps_body({"clientToken": client_token} if client_token else {})
         return await self._call(
-            "StartRayCluster", "POST", path, ActionResponse, body=data, region=region, acting=acting
+            "StartRayCluster",
+            "POST",
+            path,
+            ActionResponse,
+            body=data,
+            region=region,
+            cluster_id=cluster_id,
+            acting=acting,
         )
 
     async def stop_cluster(
@@ -412,6 +429,7 @@ class EmrClient:
             region=region,
             idempotent=False,
             acting=acting,
+            cluster_id=cluster_id,
         )
 
     @property
@@ -433,6 +451,7 @@ class EmrClient:
         region: str | None = None,
         idempotent: bool = True,
         acting: Acting | None = None,
+        cluster_id: str | None = None,
     ) -> M:
         """One call, retried while that is safe: a call that is not idempotent (it changes a cluster and
         carries no token) is retried only when its attempt cannot have been applied (throttled, or no
@@ -499,6 +518,7 @@ class EmrClient:
         )
         if self._observe is not None:
             self._observe(action, error.code, self._clock() - started)
+        error.attempts, error.cluster_id = max(attempt, 1), cluster_id
         raise error
 
     async def _attempt(

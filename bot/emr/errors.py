@@ -25,6 +25,8 @@ class EmrError(Exception):
         retryable: bool = False,
         recommend: str | None = None,
         sent: bool = True,
+        cluster_id: str | None = None,
+        attempts: int = 1,
     ) -> None:
         self.action = action
         self.code = code
@@ -35,6 +37,10 @@ class EmrError(Exception):
         self.recommend = recommend
         # False when the request never left raybot (no connection could be made): it cannot have been applied.
         self.sent = sent
+        # Which cluster the call was about (None for a list) and how many attempts the client made, retries
+        # included: the message a person reads says both.
+        self.cluster_id = cluster_id
+        self.attempts = attempts
         super().__init__(str(self))
 
     @property

@@ -14,7 +14,6 @@ is meant. `text` is the notification/fallback text and is escaped as well.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,13 +22,20 @@ from typing import Any, Literal, NamedTuple
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot import grammar
-from bot.emr.changes import MASK, SECRET_KEY, DiffEntry
+from bot.emr.changes import DiffEntry
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster, WorkerGroup
 from bot.follow import Progress
 from bot.slack import limits
 from bot.slack.mrkdwn import ELLIPSIS, channel, escape, one_line, truncate, user
 from bot.slack.mrkdwn import code as inline_code
+from bot.slack.words import (
+    change_in_words,
+    change_record_in_words,
+    diff_in_words,
+    plural,
+    replicas_in_words,
+)
 
 FALLBACK_TEXT_MAX = 3000  # notifications show a line or two; keep fallback text short on purpose
 NAME_MAX = 80  # aliases, cluster and group names as shown in running text (escaped characters)
@@ -41,7 +47,6 @@ DIFF_VALUE_MAX = 200  # characters of one value in a diff line, before escaping
 REASON_MAX = 2000  # a refusal's reason (raybot's mrkdwn)
 VOID_ENTRIES_MAX = 10  # changed fields a void approval names
 VOID_ENTRY_MAX = 110  # characters of each, escaped (10 of them and the sentence stay within OUTCOME_MAX)
-ABSENT = "—"
 FENCE = "```"
 
 ChangeStatus = Literal["pending", "done", "failed", "unchanged", "unknown", "awaiting", "rejected", "cancelled"]
@@ -162,10 +167,6 @@ def _more(count: int, noun: str) -> str:
     return f"{ELLIPSIS} and {count} more {noun}{'' if count == 1 else 's'}"
 
 
-def _num(value: int | None) -> str:
-    return "?" if value is None else str(value)
-
-
 COST_MAX = 1000  # a cost line (bot.cost's words; GPU specs and group names in it come from the cloud), escaped
 
 
@@ -190,13 +191,33 @@ def usage_error(message: str, usage: str) -> SlackMessage:
 
 
 def help_message(topic: str | None = None) -> SlackMessage:
-    """`/ray help` (ephemeral): every command with a line about it, from the grammar's table."""
-    lines = [_pre_line(line) for line in grammar.help_text(topic).splitlines()]
+    """`/ray help` (ephemeral): one command per line with what it does; `/ray help <command>`: its usage and examples.
+
+    Built from the grammar's table, and readable in a narrow channel column: no wide preformatted block.
+    """
+    if topic is not None and topic in grammar.SUBCOMMANDS:
+        sub = grammar.SUBCOMMANDS[topic]
+        head = f"*{inline_code(grammar.PREFIX + ' ' + sub.name)}* {escape(sub.brief)}"
+        usage = [
+            f"• {inline_code(grammar.PREFIX + ' ' + syntax, 200)}\n   {escape(text)}" for syntax, text in sub.lines
+        ]
+        blocks = [_section(head), _section("*Usage*\n" + "\n".join(usage))]
+        if sub.examples:
+            examples = "\n".join(f"• {inline_code(grammar.PREFIX + ' ' + example, 200)}" for example in sub.examples)
+            blocks.append(_section("*Examples*\n" + examples))
+        blocks.append(_context(f"{inline_code(grammar.PREFIX + ' help')} lists every command."))
+        return SlackMessage(_fallback(f"{grammar.PREFIX} {sub.name}: {sub.brief}"), blocks)
     intro = "*raybot* changes Ray clusters on EMR Serverless Spark. Commands:"
-    sections, _ = _pre_sections(lines, max_sections=5)
-    footer = _context("Every change is posted in this channel with its clusterId, requestId and what changed.")
+    lines = [
+        f"{inline_code(grammar.PREFIX + ' ' + sub.name)} {escape(sub.brief)}" for sub in grammar.SUBCOMMANDS.values()
+    ]
+    footer = _context(
+        f"{inline_code(grammar.PREFIX + ' help <command>')} shows a command's usage and examples. "
+        "Every change is posted in this channel with its clusterId, requestId and what changed."
+    )
     return SlackMessage(
-        _fallback("raybot commands: " + ", ".join(grammar.SUBCOMMANDS)), [_section(intro), *sections, footer]
+        _fallback("raybot commands: " + ", ".join(grammar.SUBCOMMANDS)),
+        [_section(intro), *_entry_sections(lines), footer],
     )
 
 
@@ -223,17 +244,24 @@ def internal_error(reference: str) -> SlackMessage:
 # --- /ray list --------------------------------------------------------------------------------------------------------
 
 
+LIST_GROUPS_SHOWN = 4  # groups /ray list names per cluster; the rest are counted (/ray show has them all)
+
+
 def _group_brief(group: WorkerGroup) -> str:
-    return (
-        f"{_line(group.group_name, 40)} {_num(group.replica)}/{_num(group.max_replica)} (min {_num(group.min_replica)})"
-    )
+    """ "WorkerGroup1: 3 replicas (min 1, max 10)": the one vocabulary of replica counts."""
+    name = _line(group.group_name or "(unnamed)", 40)
+    return f"{name}: {replicas_in_words(group.replica, group.min_replica, group.max_replica)}"
+
+
+def _request_id(request_id: str | None, label: str = "RequestId") -> str:
+    """ " · RequestId `…`", or nothing when the API gave none (never "none")."""
+    return f" · {label} {inline_code(request_id, 64)}" if request_id else ""
 
 
 def _list_entry(alias: str, row: RayCluster | EmrError, limit: int, cost: str | None = None) -> str:
     title = f"*{_line(alias, NAME_MAX)}*"
     if isinstance(row, EmrError):
-        rid = inline_code(row.request_id, 64) if row.request_id else "none"
-        head = f"{title} ❌ could not be read: {inline_code(row.code, 64)} · RequestId {rid}"
+        head = f"{title} ❌ could not be read: {inline_code(row.code, 64)}{_request_id(row.request_id)}"
         room = limit - len(head) - 1
         detail = f"\n{_esc(row.message, min(room, 500))}" if room > 10 and row.message else ""
         return truncate(head + detail, limit)
@@ -245,24 +273,32 @@ def _list_entry(alias: str, row: RayCluster | EmrError, limit: int, cost: str | 
     groups = row.worker_spec or []
     if not groups:
         return truncate(f"{head}\nno worker groups", limit)
-    parts: list[str] = []
-    used = len(head) + 1
-    for index, group in enumerate(groups):
-        part = _group_brief(group)
+    if len(groups) > LIST_GROUPS_SHOWN:
+        # A cluster of 50 groups is a count and a few names here, not a wall of text.
+        total = sum(g.replica or 0 for g in groups)
+        head += f" · {plural(len(groups), 'worker group')}, {plural(total, 'replica')} in all"
+    lines = [head]
+    used = len(head)
+    shown = groups[: LIST_GROUPS_SHOWN - 1] if len(groups) > LIST_GROUPS_SHOWN else groups
+    for index, group in enumerate(shown):
+        line = f"• {_group_brief(group)}"
         rest = len(groups) - index - 1
-        reserve = len(" · " + _more(rest, "group")) if rest else 0
-        if used + len(part) + 3 + reserve > limit:
-            parts.append(_more(len(groups) - index, "group"))
+        reserve = len("\n" + _more(rest, "group")) if rest else 0
+        if used + 1 + len(line) + reserve > limit:
             break
-        parts.append(part)
-        used += len(part) + 3
-    return truncate(f"{head}\n{' · '.join(parts)}", limit)
+        lines.append(line)
+        used += 1 + len(line)
+    hidden = len(groups) - (len(lines) - 1)
+    if hidden:
+        lines.append(_more(hidden, "group"))
+    return truncate("\n".join(lines), limit)
 
 
 def cluster_list(
     rows: Sequence[tuple[str, RayCluster | EmrError]], costs: Mapping[str, str] | None = None
 ) -> SlackMessage:
-    """`/ray list`: per alias its state, its cost per hour (`costs`, by alias), "Group replica/max (min n)" per group.
+    """`/ray list`: per alias its state, its cost per hour (`costs`, by alias) and "Group: 3 replicas (min 1, max 10)"
+    per group (a few, then counted).
 
     A row whose read failed shows the error's Code and RequestId.
     One section per alias while they fit, several per section beyond that.
@@ -332,9 +368,24 @@ def _autoscaling(cluster: RayCluster) -> str:
     return "on" + (f", idle {idle} s" if idle is not None else "")
 
 
+def _group_detail(group: WorkerGroup) -> str:
+    """One worker group on one wrapping line, readable in a narrow channel column (no table to cut)."""
+    parts = [replicas_in_words(group.replica, group.min_replica, group.max_replica)]
+    if group.worker_type:
+        parts.append(f"type {_line(group.worker_type, 40)}")
+    if group.cpu:
+        parts.append(f"{_line(group.cpu, 20)} CPU")
+    if group.memory:
+        memory = group.memory.removesuffix("Gi") + " GiB" if group.memory.endswith("Gi") else group.memory
+        parts.append(f"{_line(memory, 20)} memory")
+    if group.gpu_spec:
+        parts.append(f"GPU {_line(group.gpu_spec, 40)}")
+    return f"• *{_line(group.group_name or '(unnamed)', 40)}*: {', '.join(parts)}"
+
+
 def cluster_detail(alias: str, cluster: RayCluster, cost: str | None = None) -> SlackMessage:
     """`/ray show`: status, its cost per hour (`cost`, bot.cost.cluster_text), head (queue, cpu, memory, gpu,
-    autoscaling) and every worker group as a table."""
+    autoscaling) and every worker group, one line each."""
     title = f"*{_line(alias, NAME_MAX)}*"
     if cluster.name and cluster.name != alias:
         title += f" · {_line(cluster.name, NAME_MAX)}"
@@ -365,9 +416,9 @@ def cluster_detail(alias: str, cluster: RayCluster, cost: str | None = None) -> 
     ]
     if groups:
         available = limits.MESSAGE_BLOCKS_MAX - len(blocks) - 1  # keep one for an "and N more" line
-        heading, rows = worker_table(groups)
-        sections, shown = _pre_sections(rows, max_sections=available, head=heading)
-        blocks += sections
+        sections = _entry_sections([_group_detail(g) for g in groups])
+        blocks += sections[:available]
+        shown = sum(section["text"]["text"].count("\n") + 1 for section in sections[:available])
         if shown < len(groups):
             blocks.append(_context(_more(len(groups) - shown, "group")))
     else:
@@ -386,31 +437,15 @@ def change_root(user_id: str, alias: str, summary: str, status: ChangeStatus) ->
     return SlackMessage(_fallback(text), [_section(text)])
 
 
-def _masked(path: str, value: Any) -> Any:
-    """`value` with anything that looks like a secret hidden, at any depth."""
-    if isinstance(value, dict):
-        return {k: _masked(k, v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(path, v) for v in value]
-    if value is not None and SECRET_KEY.search(path.rsplit(".", 1)[-1]):
-        return MASK
-    return value
-
-
-def _shown_value(path: str, value: Any) -> str:
-    value = _masked(path, value)
-    if value is None:
-        return ABSENT
-    if isinstance(value, str):
-        shown = value
-    else:
-        shown = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
-    return truncate(shown, DIFF_VALUE_MAX)
-
-
-def diff_lines(diff: Sequence[DiffEntry]) -> list[str]:
-    """ "path: before → after" per entry (absent shown as —, secrets masked), not escaped."""
-    return [f"{e.path}: {_shown_value(e.path, e.before)} → {_shown_value(e.path, e.after)}" for e in diff]
+def diff_sections(diff: Sequence[DiffEntry], max_sections: int = DIFF_SECTIONS_MAX) -> list[dict[str, Any]]:
+    """A change's detail for a thread or a view: one plain line per changed thing (bot.slack.words), then
+    "and N more changes"."""
+    lines = [f"• {_line(line, DIFF_VALUE_MAX + 100)}" for line in diff_in_words(diff)]
+    sections = _entry_sections(lines)[:max_sections]
+    shown = sum(section["text"]["text"].count("\n") + 1 for section in sections)
+    if shown < len(lines):
+        sections.append(_context(_more(len(lines) - shown, "change")))
+    return sections
 
 
 def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
@@ -451,17 +486,13 @@ def change_succeeded(
     With `revert_at` (a temporary resize) it says when raybot reverts it, with a button to cancel that. `cost` is
     bot.cost.change_text (for a temporary change, with its total for the duration).
     """
-    rid = inline_code(request_id, 64) if request_id else "none"
-    text = f"✅ *{_line(alias, NAME_MAX)}* updated · clusterId {inline_code(cluster_id, 64)} · requestId {rid}"
+    text = (
+        f"✅ *{_line(alias, NAME_MAX)}* updated: {_line(change_in_words(diff), 500)}\n"
+        f"clusterId {inline_code(cluster_id, 64)}{_request_id(request_id, 'requestId')}"
+    )
     blocks = [_section(text)]
-    if diff:
-        lines = [_pre_line(line) for line in diff_lines(diff)]
-        sections, shown = _pre_sections(lines, max_sections=DIFF_SECTIONS_MAX)
-        blocks += sections
-        if shown < len(lines):
-            blocks.append(_context(_more(len(lines) - shown, "change")))
-    else:
-        blocks.append(_context("no field changed"))
+    if len(diff) > 1:
+        blocks += diff_sections(diff)
     if cost:
         blocks.append(cost_line(cost))
     buttons = []
@@ -551,17 +582,18 @@ def approval_request(
     expires_at: float,
     cost: str | None = None,
 ) -> SlackMessage:
-    """The root message of a change waiting for a second person: what, why approval, diff, cost, Approve/Reject."""
+    """The root message of a change waiting for a second person: what, why approval, diff, cost, Approve/Reject.
+
+    What is asked is said in plain words from `diff`; `summary` only when there is no diff.
+    """
+    what = change_in_words(diff) if diff else summary
     text = (
-        f"✋ {user(requester)} asks to change *{_line(alias, NAME_MAX)}*: {_line(summary, 500)}\n"
+        f"✋ {user(requester)} asks to change *{_line(alias, NAME_MAX)}*: {_line(what, 500)}\n"
         f"Needs approval by someone else who may approve here: {truncate(reason, 800)}"
     )
     blocks = [_section(text)]
-    lines = [_pre_line(line) for line in diff_lines(diff)]
-    sections, shown = _pre_sections(lines, max_sections=DIFF_SECTIONS_MAX)
-    blocks += sections
-    if shown < len(lines):
-        blocks.append(_context(_more(len(lines) - shown, "change")))
+    if len(diff) > 1:
+        blocks += diff_sections(diff)
     if cost:
         blocks.append(cost_line(cost))
     blocks.append(_context(f"The request expires at {slack_date(expires_at)}."))
@@ -586,13 +618,14 @@ def approval_closed(requester: str, alias: str, summary: str, outcome: str) -> S
 def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) -> SlackMessage:
     """An approval that came too late: the cluster changed since the request, so nothing was sent.
 
-    Names what changed, at most VOID_ENTRIES_MAX entries as `path: before → after` (secrets masked, each escaped
-    and cut to VOID_ENTRY_MAX), then "and N more". The text stays within OUTCOME_MAX, so it can also be given
-    whole to approval_closed as the request's outcome.
+    Names what changed in plain words, at most VOID_ENTRIES_MAX lines (secrets masked, each escaped and cut to
+    VOID_ENTRY_MAX), then "and N more". The text stays within OUTCOME_MAX, so it can also be given whole to
+    approval_closed as the request's outcome.
     """
-    shown = [inline_code(line, VOID_ENTRY_MAX) for line in diff_lines(changed[:VOID_ENTRIES_MAX])]
-    if len(changed) > VOID_ENTRIES_MAX:
-        shown.append(_more(len(changed) - VOID_ENTRIES_MAX, "change"))
+    lines = diff_in_words(changed)
+    shown = [_line(line, VOID_ENTRY_MAX) for line in lines[:VOID_ENTRIES_MAX]]
+    if len(lines) > VOID_ENTRIES_MAX:
+        shown.append(_more(len(lines) - VOID_ENTRIES_MAX, "change"))
     what = f" ({'; '.join(shown)})" if shown else ""
     text = (
         f"🚫 Approved by {user(approver_id)}, but void: *{_line(alias, NAME_MAX)}* changed since the request{what}. "
@@ -601,48 +634,131 @@ def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) ->
     return SlackMessage(_fallback(text), [_section(text)])
 
 
+HISTORY_STATES: dict[str, str] = {
+    "awaiting_approval": "✋ awaiting approval",
+    "applying": "⏳ in progress",
+    "sending": "⏳ in progress",
+    "applied": "✅ done, settling",
+    "settled": "✅ done",
+    "not_settled": "⚠️ done, but did not settle in time",
+    "broken": "❌ done, but the cluster ended in Error",
+    "failed": "❌ failed, nothing changed",
+    "cancelled": "❌ not sent, nothing changed",
+    "unknown": "⚠️ outcome unknown, checking",
+    "rejected": "🚫 rejected",
+    "expired": "🚫 approval expired",
+    "void": "🚫 void: the cluster changed before approval",
+}
+
+
+def _history_entry(record: Any, cost: str | None = None) -> str:
+    """One change on one line: when, who, what (before → after), what it did to the cost per hour (`cost`), outcome,
+    requestId, and what is pending."""
+    outcome = HISTORY_STATES.get(record.state, f"• {_line(record.state, 30)}")
+    parts = [
+        f"*#{record.id}* {slack_date(record.created_at)}",
+        user(record.user_id),
+        _line(change_record_in_words(record), 400),
+        outcome,
+    ]
+    if cost:
+        parts.insert(3, f"💰 {_line(cost, 200)}")
+    if record.state == "awaiting_approval" and record.expires_at is not None:
+        parts[-1] += f" until {slack_date(record.expires_at)}"
+    if record.error_code:
+        parts.append(f"Code {inline_code(record.error_code, 100)}")
+    if record.request_id:
+        parts.append(f"requestId {inline_code(record.request_id, 64)}")
+    if record.revert_state == "scheduled" and record.revert_at is not None:
+        parts.append(f"⏲️ revert scheduled at {slack_date(record.revert_at)}")
+    elif record.revert_state == "running":
+        parts.append("⏲️ reverting now")
+    return " · ".join(parts)
+
+
 def history(alias: str, records: Sequence[Any], costs: Sequence[str | None] | None = None) -> SlackMessage:
     """/ray history: the last changes of a cluster, newest first (`records` are bot.store.ChangeRecord), each with
-    what it did to the cost per hour (`costs`, one per record, bot.cost.rate_text; None: nothing to tell)."""
+    what it did to the cost per hour (`costs`, one per record, bot.cost.rate_text; None: nothing to tell).
+
+    One line per change in plain words (bot.slack.words), with what is still pending: an approval awaited,
+    a revert scheduled.
+    """
     if not records:
         text = f"No change of *{_line(alias, NAME_MAX)}* is recorded yet."
         return SlackMessage(_fallback(text), [_section(text)])
-    head = f"Last {len(records)} change(s) of *{_line(alias, NAME_MAX)}*, newest first:"
-    marks = {"done": "✅", "failed": "❌", "pending": "⏳", "unknown": "⚠️"}
-    entries = []
-    for index, record in enumerate(records):
-        cost = costs[index] if costs is not None and index < len(costs) else None
-        outcome = marks.get(record.outcome, "•") + " " + _line(record.outcome, 20)
-        detail = f"requestId {inline_code(record.request_id, 64)}" if record.request_id else ""
-        if record.error_code:
-            detail = f"{inline_code(record.error_code, 100)} " + detail
-        undo = f" (undoes #{record.undo_of})" if record.undo_of else ""
-        entries.append(
-            f"*#{record.id}* {slack_date(record.created_at)} · {user(record.user_id)} · "
-            f"{_line(record.action, 30)}{undo}: {_line(record.summary, 300)}"
-            + (f" · 💰 {_line(cost, 200)}" if cost else "")
-            + f" · {outcome} {detail}".rstrip()
-        )
+    head = f"Last {plural(len(records), 'change')} of *{_line(alias, NAME_MAX)}*, newest first:"
     blocks = [_section(head)]
-    blocks += _entry_sections(entries)
+    costs = list(costs or [])
+    blocks += _entry_sections(
+        [_history_entry(record, costs[i] if i < len(costs) else None) for i, record in enumerate(records)]
+    )
     return SlackMessage(_fallback(head), blocks[: limits.MESSAGE_BLOCKS_MAX])
 
 
 def _cloud_failure(head: str, code: str, message: str, request_id: str | None) -> SlackMessage:
-    """A cloud error as people need it: Code, Message and RequestId ("none" when the API gave none)."""
-    rid = inline_code(request_id, 64) if request_id else "none"
-    text = f"{head}\n*Code* {inline_code(code, 100)} · *RequestId* {rid}\n*Message* {_esc(message, MESSAGE_MAX)}"
+    """A cloud error as people need it: what happened (`head`), Code, RequestId when there is one, Message."""
+    text = (
+        f"{head}\n*Code* {inline_code(code, 100)}{_request_id(request_id, '*RequestId*')}\n"
+        f"*Message* {_esc(message, MESSAGE_MAX)}"
+    )
     return SlackMessage(_fallback(text), [_section(text)])
 
 
-def change_failed(alias: str, code: str, message: str, request_id: str | None) -> SlackMessage:
-    """Thread reply after a failed change: the cloud error's Code, Message and RequestId (None shown as "none")."""
-    return _cloud_failure(f"❌ *{_line(alias, NAME_MAX)}*: the change failed", code, message, request_id)
+def _tried(action: str | None, attempts: int) -> str:
+    """ "UpdateRayCluster, 4 attempts": which call was tried, and how often (retries included)."""
+    parts = [inline_code(action, 64)] if action else []
+    if attempts > 1:
+        parts.append(f"{attempts} attempts")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
-def cloud_error(action: str, code: str, message: str, request_id: str | None) -> SlackMessage:
-    """A failed cloud call outside a change thread (a read, or the read before a change): Code, Message, RequestId."""
-    return _cloud_failure(f"❌ {inline_code(action, 64)} failed", code, message, request_id)
+def change_failed(
+    alias: str,
+    code: str,
+    message: str,
+    request_id: str | None,
+    *,
+    what: str = "",
+    cluster_id: str | None = None,
+    action: str | None = None,
+    attempts: int = 1,
+) -> SlackMessage:
+    """Thread reply after the cloud refused a change: which cluster, what was tried, that nothing changed,
+    the Code, Message and RequestId (left out when the API gave none).
+
+    `what` is the change in plain words; `action` and `attempts` are the call and how often it was made.
+    """
+    cluster = f"*{_line(alias, NAME_MAX)}*" + (f" (clusterId {inline_code(cluster_id, 64)})" if cluster_id else "")
+    tried = f": {_line(what, 500)}" if what else ""
+    throttled = " The service was throttling requests; try again in a minute." if code.startswith("Throttling") else ""
+    head = (
+        f"❌ The change to {cluster} failed{tried}{_tried(action, attempts)}. "
+        f"The cloud refused it: nothing changed on the cluster.{throttled}"
+    )
+    return _cloud_failure(head, code, message, request_id)
+
+
+def cloud_error(
+    action: str,
+    code: str,
+    message: str,
+    request_id: str | None,
+    *,
+    cluster_id: str | None = None,
+    attempts: int = 1,
+    may_have_changed: bool = False,
+) -> SlackMessage:
+    """A failed cloud call outside a change thread (a read, or the read before a change): which cluster, which
+    call and how often it was tried, whether anything changed, then Code, Message and RequestId when there is one.
+    """
+    cluster = f" for cluster {inline_code(cluster_id, 64)}" if cluster_id else ""
+    outcome = (
+        "It may have been applied: check with `/ray show` before trying again."
+        if may_have_changed
+        else "Nothing was changed."
+    )
+    head = f"❌ {inline_code(action, 64)}{cluster} failed{_tried(None, attempts)}. {outcome}"
+    return _cloud_failure(head, code, message, request_id)
 
 
 SLACK_ERROR_HINTS = {
@@ -675,11 +791,17 @@ def whoami(subject_user: str, channel_id: str, grants: Sequence[Any]) -> SlackMe
     head = f"What {user(subject_user)} may do in {channel(channel_id)}:"
     entries = []
     for grant in grants:
-        actions = "all actions" if "*" in grant.actions else ", ".join(grant.actions)
-        clusters = ", ".join(grant.aliases) or "no cluster yet"
+        actions = "every action" if "*" in grant.actions else ", ".join(grant.actions)
+        # The clusters it reaches now, once: the configured patterns would name most of them a second time.
+        if not grant.aliases:
+            clusters = "no cluster yet"
+        elif "*" in grant.clusters:
+            clusters = f"every cluster ({', '.join(grant.aliases)})"
+        else:
+            clusters = ", ".join(grant.aliases)
         entries.append(
-            f"• *{_line(grant.role, NAME_MAX)}* on {_line(', '.join(grant.clusters), 300)} "
-            f"({_line(clusters, 600)}): {_line(actions, 300)}; {_line(grant.limits, 300)}\n"
+            f"• *{_line(grant.role, NAME_MAX)}* on {_line(clusters, 600)}: {_line(actions, 300)}; "
+            f"{_line(grant.limits, 300)}\n"
             f"   _why_: {truncate(grant.why, 500)}"
         )
     blocks = [_section(head)]
@@ -710,7 +832,7 @@ FOLLOW_MARKS: dict[str, tuple[str, str]] = {
     "timeout": ("⌛", "not settled"),
 }
 PROGRESS_MAX = 600  # a progress summary in the root message, escaped
-GROUP_SECTIONS_MAX = 5  # preformatted sections of per-group counts in a thread answer
+GROUP_SECTIONS_MAX = 5  # sections of per-group counts in a thread answer
 
 
 def follow_status(user_id: str, alias: str, summary: str, progress_summary: str, phase: FollowPhase) -> SlackMessage:
@@ -725,13 +847,13 @@ def follow_status(user_id: str, alias: str, summary: str, progress_summary: str,
 
 
 def _group_count_sections(progress: Progress, *, incomplete_only: bool) -> list[dict[str, Any]]:
-    """Per-group "name  up/wanted" lines in preformatted sections, and an "and N more" line if they do not all fit."""
+    """Per-group "• name: 2 of 3 workers up" lines, and an "and N more" line if they do not all fit."""
     groups = [g for g in progress.groups if not (incomplete_only and g.complete)]
     if not groups:
         return []
-    width = min(max(len(g.name) for g in groups), 40)
-    lines = [_pre_line(f"{truncate(g.name, 40).ljust(width)}  {g.counts()}") for g in groups]
-    sections, shown = _pre_sections(lines, max_sections=GROUP_SECTIONS_MAX)
+    lines = [f"• *{_line(g.name, 40)}*: {g.counts()}" for g in groups]
+    sections = _entry_sections(lines)[:GROUP_SECTIONS_MAX]
+    shown = sum(section["text"]["text"].count("\n") + 1 for section in sections)
     if shown < len(lines):
         sections.append(_context(_more(len(lines) - shown, "group")))
     return sections
@@ -748,9 +870,8 @@ def follow_done(alias: str, cluster_id: str, progress: Progress) -> SlackMessage
 
 def follow_failed(alias: str, message: str | None, request_id: str | None) -> SlackMessage:
     """The one thread answer when the cluster ended in Error: the API's message, and the RequestId if known."""
-    rid = inline_code(request_id, 64) if request_id else "none"
     text = (
-        f"❌ *{_line(alias, NAME_MAX)}* ended in {inline_code('Error')} · *RequestId* {rid}\n"
+        f"❌ *{_line(alias, NAME_MAX)}* ended in {inline_code('Error')}{_request_id(request_id, '*RequestId*')}\n"
         f"*Message* {_esc(message or 'the API gave no message', MESSAGE_MAX)}"
     )
     return SlackMessage(_fallback(text), [_section(text)])
@@ -789,11 +910,12 @@ def stop_confirmation(alias: str, cluster: RayCluster, value: str) -> SlackMessa
     groups = _workers_by_group(cluster)
     total = sum(n for _, n in groups)
     head = (
-        f"Stop *{_line(alias, NAME_MAX)}*? It is {inline_code(cluster.state or 'unknown', 40)} with {total} worker(s) "
-        f"in {len(groups)} group(s) and its head; everything running on it stops."
+        f"Stop *{_line(alias, NAME_MAX)}*? It is {inline_code(cluster.state or 'unknown', 40)} with "
+        f"{plural(total, 'worker')} in {plural(len(groups), 'group')} and its head; everything running on it stops."
     )
-    lines = [_pre_line(f"{name}  {count} worker(s)") for name, count in groups]
-    sections, shown = _pre_sections(lines, max_sections=DIFF_SECTIONS_MAX)
+    lines = [f"• *{_line(name, 40)}*: {plural(count, 'worker')}" for name, count in groups]
+    sections = _entry_sections(lines)[:DIFF_SECTIONS_MAX]
+    shown = sum(section["text"]["text"].count("\n") + 1 for section in sections)
     blocks = [_section(head), *sections]
     if shown < len(lines):
         blocks.append(_context(_more(len(lines) - shown, "group")))
@@ -803,7 +925,7 @@ def stop_confirmation(alias: str, cluster: RayCluster, value: str) -> SlackMessa
         # plain_text: Slack shows it as written, so the alias goes in raw (escaping would show "&lt;").
         "text": {
             "type": "plain_text",
-            "text": truncate(f"{alias}: {total} workers and the head stop.", limits.CONFIRM_TEXT_MAX),
+            "text": truncate(f"{alias}: {plural(total, 'worker')} and the head stop.", limits.CONFIRM_TEXT_MAX),
         },
         "confirm": {"type": "plain_text", "text": "Stop it"},
         "deny": {"type": "plain_text", "text": "Keep it running"},
@@ -815,10 +937,9 @@ def stop_confirmation(alias: str, cluster: RayCluster, value: str) -> SlackMessa
 
 def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str | None) -> SlackMessage:
     """Thread reply after StartRayCluster / StopRayCluster was accepted: clusterId and requestId."""
-    rid = inline_code(request_id, 64) if request_id else "none"
     text = (
-        f"✅ *{_line(alias, NAME_MAX)}*: {_line(verb, 20)} accepted · clusterId {inline_code(cluster_id, 64)} · "
-        f"requestId {rid}. raybot follows it until it settles."
+        f"✅ *{_line(alias, NAME_MAX)}*: {_line(verb, 20)} accepted · clusterId {inline_code(cluster_id, 64)}"
+        f"{_request_id(request_id, 'requestId')}. raybot follows it until it settles."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 

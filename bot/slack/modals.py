@@ -61,9 +61,10 @@ from bot.emr.models import (
     spec_problems,
 )
 from bot.slack import limits
-from bot.slack.blocks import cost_line, diff_lines, worker_table
+from bot.slack.blocks import cost_line, diff_sections, worker_table
 from bot.slack.mrkdwn import ELLIPSIS, escape, one_line, truncate
 from bot.slack.mrkdwn import code as inline_code
+from bot.slack.words import path_in_words
 
 # --- ids --------------------------------------------------------------------------------------------------------------
 
@@ -549,11 +550,11 @@ def loading_view(alias: str) -> dict[str, Any]:
 
 
 def error_view(alias: str, code: str, message: str, request_id: str | None) -> dict[str, Any]:
-    """A cloud error, readable: Code, Message and RequestId; a Close button only."""
-    rid = inline_code(request_id, 64) if request_id else "none"
+    """A cloud error, readable: Code, Message and RequestId (left out when the API gave none); a Close button only."""
+    rid = f" · *RequestId* {inline_code(request_id, 64)}" if request_id else ""
     text = (
-        f"❌ *{_line(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error\n"
-        f"*Code* {inline_code(code, 100)} · *RequestId* {rid}\n"
+        f"❌ *{_line(alias, NAME_SHOWN_MAX)}*: the cloud answered with an error; nothing was changed\n"
+        f"*Code* {inline_code(code, 100)}{rid}\n"
         f"*Message* {_esc(message, MESSAGE_SHOWN_MAX)}"
     )
     return _modal(
@@ -1108,12 +1109,9 @@ def review_diff(draft: Draft) -> list[DiffEntry]:
 # --- confirmation, and a cluster that changed meanwhile ---------------------------------------------------------------
 
 
-def _diff_blocks(entries: Sequence[DiffEntry], noun: str = "change") -> list[dict[str, Any]]:
-    lines = [_pre_line(line) for line in diff_lines(entries)]
-    sections, shown = _pre_sections(lines, DIFF_SECTIONS_MAX)
-    if shown < len(lines):
-        sections.append(_context(_more(len(lines) - shown, noun)))
-    return sections
+def _diff_blocks(entries: Sequence[DiffEntry]) -> list[dict[str, Any]]:
+    # The same plain words as the thread's diff (bot.slack.words): the API's paths stay in the audit log.
+    return diff_sections(entries, max_sections=DIFF_SECTIONS_MAX)
 
 
 def confirm_view(draft: Draft, entries: Sequence[DiffEntry], cost: str | None = None) -> dict[str, Any]:
@@ -1172,7 +1170,7 @@ def stale_view(draft: Draft, changes_since_open: Sequence[DiffEntry], new_cluste
     ]
     both = conflicts(draft, changes_since_open)
     if both:
-        listed = ", ".join(both)
+        listed = ", ".join(dict.fromkeys(path_in_words(path) for path in both))
         blocks.append(_section(f"You changed these too; your values are kept: {_line(listed, 2000)}"))
     blocks.append(
         _context("*Review again* shows your edits applied to the cluster as it is now; Apply only after that.")
