@@ -34,8 +34,10 @@ roles:
 channels:
   C0ONCALL01:
     - {role: oncall}
+    - {role: approver, users: [U0LEAD]}
   C0COUNT01:
     - {role: counter}
+    - {role: approver, users: [U0LEAD]}
 """
 ONCALL = Subject("U0ONCALL", "C0ONCALL01")
 COUNTER = Subject("U0COUNT", "C0COUNT01")
