@@ -138,7 +138,7 @@ async def test_show_list_and_history_tell_the_cost(http, priced, slack):
     assert "staging* `Stopped`" in listed and "staging* `Stopped` · 💰" not in listed  # nothing billed while stopped
     _, url = await send(http, priced, slack, "history prod 1")
     history = text_of(await ephemeral_reply(slack, url))
-    assert "WorkerGroup1 replicas → 3 · 💰 +4 CU/h (≈ +¥1.40/h)" in history
+    assert "WorkerGroup1: 2 → 3 replicas · 💰 +4 CU/h (≈ +¥1.40/h)" in history
 
 
 async def open_review(http, raybot, slack, replica: str) -> dict:

@@ -78,12 +78,12 @@ async def test_a_change_is_followed_until_the_new_spec_runs(http, env, slack, em
         assert "WorkerGroup1: 2 of 4 workers up" in applying.args["text"]
         assert "still updating" in applying.args["text"]
         await look_again(raybot, clock, SETTLE / 2)
-        await wait_new(slack, lambda c: c.method == "chat.update" and "WorkerGroup1 3/4" in c.args.get("text", ""))
+        await wait_new(slack, lambda c: c.method == "chat.update" and "WorkerGroup1: 3 of 4 workers up" in c.args.get("text", ""))
         await look_again(raybot, clock, SETTLE)
         settled = await wait_new(
             slack, lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", "")
         )
-        assert settled.args["thread_ts"] == root_ts and "WorkerGroup1 4/4" in text_of(settled.args)
+        assert settled.args["thread_ts"] == root_ts and "WorkerGroup1: 4 of 4 workers up" in text_of(settled.args)
         final = await wait_new(
             slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", "") and "done:" in c.args["text"]
         )
@@ -127,7 +127,7 @@ async def test_a_change_to_an_autoscaling_cluster_settles_where_its_autoscaler_k
         )
         text = text_of(answer.args)
         assert "not settled" not in text
-        assert "WorkerGroup1 1/3 (autoscaling 1–4)" in text  # one worker, not 3, and why that is settled
+        assert "WorkerGroup1: 1 of 3 workers up (autoscaling 1–4)" in text  # one worker, not 3, and why that is settled
     assert [g["replica"] for g in emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"]][0] == 3
 
 
