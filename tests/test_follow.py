@@ -303,28 +303,6 @@ def hostile_progress(groups: int, phase: str = "applying") -> Progress:
     )
 
 
-@pytest.mark.parametrize("phase", ["requested", "applying", "done", "failed", "timeout"])
-def test_follow_status_escapes_and_fits(phase: str) -> None:
-    p = hostile_progress(50)
-    message = blocks.follow_status("U123ABC", EVIL * 20, EVIL * 300, p.summary(), phase)  # type: ignore[arg-type]
-    assert_fits(message)
-    assert_no_raw_markup(message)
-    assert "&lt;!channel&gt;" in message.text and message.text.startswith(blocks.FOLLOW_MARKS[phase][0])
-    assert "<@U123ABC>" in message.text  # the user's mention is raybot's own and stays live
-
-
-def test_follow_status_while_applying() -> None:
-    message = blocks.follow_status(
-        "U1AB", "prod", "WorkerGroup1 replica 2 → 3", "Running · WorkerGroup1 2/3", "applying"
-    )
-    assert (
-        message.text
-        == "✅ <@U1AB> · *prod* · WorkerGroup1 replica 2 → 3 · accepted, applying: Running · WorkerGroup1 2/3"
-    )
-    requested = blocks.follow_status("U1AB", "prod", "resize", "", "requested")
-    assert requested.text.endswith("· resize · requested")
-
-
 def test_follow_done_shows_final_counts() -> None:
     settled = Progress(
         phase="done",
