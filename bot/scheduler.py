@@ -260,8 +260,9 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
             await show_took_effect(services, record)
         services.wake_scheduler()
     elif now >= decide_at:
+        # Its reason is the verdict now, not the transport error that made it unknown (a timeout is not a failure).
         failed = await store.move(
-            record.id, "failed", from_="unknown", next_at=None, error_message="it did not take effect"
+            record.id, "failed", from_="unknown", next_at=None, error_code=None, error_message="it did not take effect"
         )
         if failed is None:
             return

@@ -226,7 +226,7 @@ def test_an_undo_and_a_revert_say_what_they_put_back() -> None:
     undo = blocks.change_card(change(id=8, action="undo", undo_of=7, diff=back, state="settled"))
     assert undo.text == "✅ <@U0ONCALL1> · *prod* · undo #7: WorkerGroup1: 3 → 2 replicas · done"
     revert = blocks.change_card(change(id=9, action="revert", undo_of=7, diff=back, user_id="U0RAYBOT"))
-    assert revert.text == "⏳ <@U0RAYBOT> · *prod* · automatic revert of #7: WorkerGroup1: 3 → 2 replicas · applying"
+    assert revert.text == "⏳ <@U0RAYBOT> · *prod* · revert #7 (automatic): WorkerGroup1: 3 → 2 replicas · applying"
 
 
 def test_start_and_stop_are_said_in_words_and_an_empty_diff_falls_back_to_what_was_asked() -> None:

@@ -209,7 +209,7 @@ async def test_5_keep_it_and_the_revert_at_the_same_moment_never_both(http, env,
 @pytest.mark.parametrize("obstacle", ["cluster busy", "read fails"])
 async def test_6_approve_on_a_busy_cluster_or_a_failed_read_leaves_the_request_open(http, served, slack, emr, obstacle):
     await send(http, served, slack, "resize fleet group-01 replicas=21 max=21")
-    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
     message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
     if obstacle == "cluster busy":
         # Another change holds fleet while its read is held; it changes nothing, so the request stays valid.
@@ -240,7 +240,7 @@ async def test_6_approve_after_the_cluster_changed_voids_the_request_and_says_wh
 ):
     async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
-        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         changed = emr.cluster(world.WORKSPACE, FLEET) | {"workspaceId": world.WORKSPACE}
         changed["workerSpec"][1]["replica"] = 4  # someone else resized group-02 since the request
         emr.seed([changed])
@@ -287,7 +287,7 @@ async def test_7_start_and_stop_wait_for_approval_then_apply_once(
         if verb == "stop":
             ask = await ephemeral_reply(slack, url)
             await click(http, bot, slack, confirmation_of(ask), STOP_ACTION, world.ONCALL_USER)
-        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         assert alias in request.args["text"]
         assert new_emr_calls(emr, action) == []
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
@@ -337,7 +337,7 @@ async def test_8_raising_max_replica_above_the_threshold_waits_for_approval(http
     # `/ray autoscale` only switches the head's autoscaling; a group's autoscaling bounds are set with resize.
     async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize prod WorkerGroup1 max=25")
-        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         assert "autoscale to 25" in request.args["text"]
         assert updates_of(emr) == []
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)

@@ -399,7 +399,7 @@ def _card_what(record: ChangeRecord) -> str:
     if record.undo_of is not None and record.action == "undo":
         what = f"undo #{record.undo_of}: {what}"
     elif record.undo_of is not None and record.action == "revert":
-        what = f"automatic revert of #{record.undo_of}: {what}"
+        what = f"revert #{record.undo_of} (automatic): {what}"
     if record.duration_seconds is not None:
         what += f" (temporary, {_duration(record.duration_seconds)})"
     return _line(what, CARD_WHAT_MAX)
@@ -456,7 +456,9 @@ def _card_revert(record: ChangeRecord) -> tuple[str, bool]:
     if revert == "running":
         return "⏲️ reverting now", False
     if revert == "cancelled":
-        return (f"⏲️ kept by {user(record.kept_by)}" if record.kept_by is not None else "⏲️ automatic revert cancelled"), False
+        return (
+            f"⏲️ kept by {user(record.kept_by)}" if record.kept_by is not None else "⏲️ automatic revert cancelled"
+        ), False
     if revert == "done":
         note = f" ({_line(record.revert_note, 200)})" if record.revert_note else ""
         return f"⏲️ reverted{note}", False
