@@ -98,9 +98,9 @@ async def ephemeral_to(slack, user: str, timeout: float = 5.0):
 
 
 async def temporary_resize(http, raybot, slack, emr) -> dict:
-    """`resize prod WorkerGroup1=3 for 1h`, applied and settled; returns its thread answer (with Keep it)."""
+    """`resize prod WorkerGroup1=3 for 1h`, applied and settled; returns its root status message (with Keep it)."""
     await send(http, raybot, slack, "resize prod WorkerGroup1=3 for 1h")
-    await wait_new(slack, lambda c: c.method == "chat.postMessage" and CANCEL_REVERT_ACTION in text_of(c.args))
+    await wait_new(slack, lambda c: c.method == "chat.postMessage" and UNDO_ACTION in text_of(c.args))  # applied
     await wait_until_followed(emr, slack)
     return message_with(slack, world.ONCALL_CHANNEL, CANCEL_REVERT_ACTION)
 
@@ -129,7 +129,7 @@ def revert_failures(slack, thread_ts: str):
 async def test_4_a_failing_revert_backs_off_and_is_told_once(http, env, slack, emr, clock, passes, failure, caplog):
     async with inprocess_raybot(env, clock) as bot:
         answer = await temporary_resize(http, bot, slack, emr)
-        thread_ts = answer["thread_ts"]
+        thread_ts = answer["ts"]
         if failure == "bot removed from the channel":
             slack.set_member(world.ONCALL_CHANNEL, False)
         else:
@@ -249,8 +249,10 @@ async def test_6_approve_after_the_cluster_changed_voids_the_request_and_says_wh
         closed = await wait_new(
             slack, lambda c: c.method == "chat.update" and c.args.get("ts") == request.response["ts"]
         )
-    assert "void" in closed.args["text"] and "group-02" in closed.args["text"]
+    assert "🚫" in closed.args["text"] and "not applied: the cluster changed since the request" in closed.args["text"]
     assert APPROVE_ACTION not in text_of(closed.args)  # closed: no button left to click
+    [detail] = slack.thread(world.ONCALL_CHANNEL, request.response["ts"])  # what changed, in its thread
+    assert "void" in detail["text"] and "group-02" in detail["text"]
     assert updates_of(emr, FLEET) == []
 
 
@@ -338,7 +340,7 @@ async def test_8_raising_max_replica_above_the_threshold_waits_for_approval(http
     async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize prod WorkerGroup1 max=25")
         request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
-        assert "autoscale to 25" in request.args["text"]
+        assert "autoscale to 25" in text_of(request.args)  # why it needs approval
         assert updates_of(emr) == []
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
         await click(http, bot, slack, message, APPROVE_ACTION, world.LEAD)
