@@ -1,9 +1,9 @@
-"""The "Keep it" button of a temporary resize: cancel its automatic revert (action `resize`).
+"""The "Keep it" button on the root message of a temporary resize: cancel its automatic revert (action `resize`).
 
 The revert is a track of the change's own row: Keep it moves it "scheduled" → "cancelled" by
 compare-and-set, the automatic revert moves it "scheduled" → "running" (under the cluster's lock)
 before it reads anything. Whichever comes first wins; the other is told so, and "the change stays"
-is said only when it does.
+is said only when it does. Kept, the root message says "kept by @x" and loses the button (bot.flow.show_card).
 """
 
 from __future__ import annotations

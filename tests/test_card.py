@@ -77,7 +77,8 @@ HEAD = "<@U0ONCALL1> · *prod* · WorkerGroup1: 2 → 3 replicas"
         ),
         (
             {"state": "not_settled", "last_summary": "Running · WorkerGroup1 2/3"},
-            f"❔ {HEAD} · accepted, not settled in time, outcome being checked: Running · WorkerGroup1 2/3",
+            f"❔ {HEAD} · accepted, not settled in time: Running · WorkerGroup1 2/3; "
+            "`/ray show prod` has the state now",
         ),
         ({"state": "broken", "error_message": None}, f"❌ {HEAD} · failed: the cluster ended in `Error`"),
         (

@@ -421,7 +421,9 @@ def _card_state(record: ChangeRecord) -> str:
     if state == "settled":
         return f"done{progress}"
     if state == "not_settled":
-        return f"accepted, not settled in time, outcome being checked{progress}"
+        # raybot stopped following it: where it ends is for a person to look at, not a failure.
+        look = inline_code(f"{grammar.PREFIX} show {record.alias}", NAME_MAX + 20)
+        return f"accepted, not settled in time{progress}; {look} has the state now"
     if state == "broken":
         return f"failed: the cluster ended in {inline_code('Error')}" + (f" ({reason})" if reason else "")
     if state == "failed":
