@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -178,10 +179,26 @@ def planned(services: Services, target: ClusterTarget, cluster: RayCluster, resu
         cluster.editable(),
         wire,
         [d.model_dump(mode="json") for d in result.diff],
-        wanted_after_update(wire, state_before=cluster.state),
+        _followed_groups(wanted_after_update(wire, state_before=cluster.state), result.diff),
         update,
         result,
     )
+
+
+_GROUP_PATH = re.compile(r"^workerSpec\[(?P<group>.*)\](?:\.|$)")
+
+
+def _followed_groups(wanted: Wanted, diff: list[DiffEntry]) -> Wanted:
+    """A change is followed until the groups it changed run as asked, not every group it sent.
+
+    The body carries every group (read-modify-write); waiting for the untouched ones too would make a change
+    that a later change of another group superseded (resize WorkerGroup1, then WorkerGroup2) never settle, and
+    its root message say "applying" until the follow gives up. A change of no group follows them all.
+    """
+    touched = {m["group"] for d in diff if (m := _GROUP_PATH.match(d.path))}
+    if not touched:
+        return wanted
+    return wanted.model_copy(update={"groups": {g: n for g, n in wanted.groups.items() if g in touched}})
 
 
 def decide(services: Services, subject: Subject, action: str, alias: str, prepared: Prepared) -> Decision:

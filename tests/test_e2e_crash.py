@@ -395,6 +395,11 @@ async def test_a_kill_with_no_change_in_flight_restarts_cleanly(forks, http, tmp
             )
             assert verdict(answer.args) == TOOK and has_button(answer.args, UNDO_ACTION)
             assert not [c for c in slack.calls[mark:] if c.method == "response_url" and c.url == url]
+            await slack.wait_for(  # followed until it settled: its root says done
+                lambda c: (
+                    c.method == "chat.update" and c.args.get("ts") == root.response["ts"] and "✅" in c.args["text"]
+                )
+            )
         finally:
             second.stop()
         assert [replica(prod_spec(emr), g) for g in ("WorkerGroup1", "WorkerGroup2")] == [3, 4]

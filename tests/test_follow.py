@@ -456,3 +456,17 @@ def test_a_stop_then_start_in_the_emulator() -> None:
     assert starting.phase == "applying" and starting.state == "Starting"
     clock.now += 60
     assert progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted).phase == "done"
+
+
+def test_a_change_is_followed_for_the_groups_it_changed() -> None:
+    """A later change of another group (WorkerGroup2) does not keep a WorkerGroup1 change from settling."""
+    from bot.emr.changes import DiffEntry
+    from bot.flow import _followed_groups
+
+    wanted = Wanted(state="Running", groups={"WorkerGroup1": 3, "WorkerGroup2": 1})
+    one = [DiffEntry(path="workerSpec[WorkerGroup1].replica", before=2, after=3)]
+    assert _followed_groups(wanted, one).groups == {"WorkerGroup1": 3}
+    head_only = [DiffEntry(path="headSpec.idleTimeoutSeconds", before=900, after=600)]
+    assert _followed_groups(wanted, head_only) == wanted
+    added = [DiffEntry(path="workerSpec[WorkerGroup2]", before=None, after={"groupName": "WorkerGroup2"})]
+    assert _followed_groups(wanted, added).groups == {"WorkerGroup2": 1}
