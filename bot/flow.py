@@ -198,7 +198,12 @@ def _followed_groups(wanted: Wanted, diff: list[DiffEntry]) -> Wanted:
     touched = {m["group"] for d in diff if (m := _GROUP_PATH.match(d.path))}
     if not touched:
         return wanted
-    return wanted.model_copy(update={"groups": {g: n for g, n in wanted.groups.items() if g in touched}})
+    return wanted.model_copy(
+        update={
+            "groups": {g: n for g, n in wanted.groups.items() if g in touched},
+            "ignored": [g for g in wanted.groups if g not in touched],
+        }
+    )
 
 
 def decide(services: Services, subject: Subject, action: str, alias: str, prepared: Prepared) -> Decision:

@@ -42,6 +42,8 @@ class Wanted(_Frozen):
 
     state: str
     groups: dict[str, int] = {}
+    # Groups the change left as they were: their workers are neither waited for nor taken for a removed group's.
+    ignored: list[str] = []
 
 
 class GroupProgress(_Frozen):
@@ -155,7 +157,7 @@ def _group_of(instance: Instance, names: list[str]) -> str | None:
 def _group_counts(instances: list[Instance], wanted: Wanted) -> list[GroupProgress]:
     # A Pending worker is not up yet.
     running = [i for i in instances if _is(i.type, "Worker") and _is(i.phase, "Running")]
-    names = list(wanted.groups)
+    names = list(wanted.groups) + [name for name in wanted.ignored if name not in wanted.groups]
     owners = [_group_of(i, names) for i in running]
     if any(owner is None for owner in owners):
         return [GroupProgress(name=ALL_WORKERS, up=len(running), wanted=sum(wanted.groups.values()))]
@@ -165,7 +167,11 @@ def _group_counts(instances: list[Instance], wanted: Wanted) -> list[GroupProgre
         up[owner] = up.get(owner, 0) + 1
     out = [GroupProgress(name=name, up=up.get(name, 0), wanted=count) for name, count in wanted.groups.items()]
     # Workers of a group the change removed (or a stop) still running: wanted 0 until they are gone.
-    out += [GroupProgress(name=name, up=count, wanted=0) for name, count in up.items() if name not in wanted.groups]
+    out += [
+        GroupProgress(name=name, up=count, wanted=0)
+        for name, count in up.items()
+        if name not in wanted.groups and name not in wanted.ignored
+    ]
     return out
 
 

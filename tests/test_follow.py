@@ -465,7 +465,27 @@ def test_a_change_is_followed_for_the_groups_it_changed() -> None:
 
     wanted = Wanted(state="Running", groups={"WorkerGroup1": 3, "WorkerGroup2": 1})
     one = [DiffEntry(path="workerSpec[WorkerGroup1].replica", before=2, after=3)]
-    assert _followed_groups(wanted, one).groups == {"WorkerGroup1": 3}
+    followed = _followed_groups(wanted, one)
+    assert (followed.groups, followed.ignored) == ({"WorkerGroup1": 3}, ["WorkerGroup2"])
+    # WorkerGroup2 runs 5 workers now (a later change): not waited for, not taken for a removed group.
+    later = RayCluster.model_validate(
+        {
+            "state": "Running",
+            "instances": [
+                *(
+                    {"instanceId": f"i-{n}", "type": "Worker", "phase": "Running", "groupName": "WorkerGroup1"}
+                    for n in range(3)
+                ),
+                *(
+                    {"instanceId": f"j-{n}", "type": "Worker", "phase": "Running", "groupName": "WorkerGroup2"}
+                    for n in range(5)
+                ),
+            ],
+        }
+    )
+    seen = progress(later, followed)
+    assert seen.phase == "done" and [g.name for g in seen.groups] == ["WorkerGroup1"]
+    assert progress(later, wanted).phase == "applying"  # every group followed: WorkerGroup2 is not as sent
     head_only = [DiffEntry(path="headSpec.idleTimeoutSeconds", before=900, after=600)]
     assert _followed_groups(wanted, head_only) == wanted
     added = [DiffEntry(path="workerSpec[WorkerGroup2]", before=None, after={"groupName": "WorkerGroup2"})]
