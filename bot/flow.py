@@ -579,8 +579,9 @@ async def show_card(services: Services, change_id: int) -> None:
 
     Whoever moves a row that changes what its root says calls this afterwards. It reads the row again after
     updating and renders once more if the row moved meanwhile, so of two renders racing, the later never leaves
-    an older state standing. If Slack refuses, the row is marked and the reconciler renders it again later
-    (bot.scheduler.refresh_cards): the root never keeps telling a state the row has left.
+    an older state standing. Every move marks the row (`card_due_at`, bot.store) and only a confirmed render
+    clears the mark; if Slack refuses, or the process dies before rendering, the reconciler renders the root
+    from the row later (bot.scheduler.refresh_cards): the root never keeps telling a state the row has left.
     """
     store = services.store
     shown: blocks.SlackMessage | None = None
@@ -594,7 +595,11 @@ async def show_card(services: Services, change_id: int) -> None:
             return
         message = blocks.change_card(record)
         if message == shown:
-            break
+            # The row as it is now is what the root shows: its mark (the move's, bot.store) is done with.
+            if record.card_due_at is not None:
+                with contextlib.suppress(StoreError):
+                    await store.card_shown(change_id, due_at=record.card_due_at)
+            return
         try:
             await services.slack.chat_update(
                 channel=record.channel_id, ts=record.root_ts, text=message.text, blocks=message.blocks
@@ -607,9 +612,7 @@ async def show_card(services: Services, change_id: int) -> None:
                 services.wake_scheduler()
             return
         shown = message
-        if record.card_due_at is not None or record.card_attempts:
-            with contextlib.suppress(StoreError):
-                await store.card_shown(change_id)
+    # Still moving after CARD_RENDERS_MAX renders: its mark stays, and the reconciler renders it once more.
 
 
 async def show_took_effect(services: Services, record: ChangeRecord) -> None:

@@ -76,6 +76,10 @@ _IN_FLIGHT = ("applying", "sending")
 # A change still "sending" this long after its call's deadline lost its outcome (the database refused it even to
 # a live process, bot.flow.recorded): the reconciler takes it over whoever's run it is.
 STALE_SENDING_SECONDS = 60.0
+# Every move marks the change's root message to be rendered this long after, unless the mover renders it first
+# (bot.flow.show_card clears the mark): a process that dies between a move and its render leaves the mark, and
+# the reconciler renders the root from the row then. Longer than a render takes; short enough for a person.
+CARD_RENDER_GRACE_SECONDS = 10.0
 # A change whose cloud call may still land: no other change to its cluster is sent until it is decided.
 _MAY_LAND = ("sending", "unknown")
 
@@ -354,6 +358,14 @@ def _row(row: Any) -> dict[str, Any]:
 
 def _record(row: Any) -> ChangeRecord | None:
     return None if row is None else ChangeRecord.model_validate(_row(row))
+
+
+def _card_due(now: float) -> Any:
+    """The mark a move puts on a change's root message (CARD_RENDER_GRACE_SECONDS); none while it has no root.
+
+    Each move sets it anew, so a render of an earlier state (bot.flow.show_card) cannot clear a later move's mark.
+    """
+    return case((changes.c.root_ts.is_not(None), now + CARD_RENDER_GRACE_SECONDS), else_=changes.c.card_due_at)
 
 
 def _states(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -705,7 +717,7 @@ class Store:
         statement = (
             update(changes)
             .where(changes.c.id == change_id, changes.c.state.in_(sources))
-            .values(state=to, version=changes.c.version + 1, updated_at=now, **values)
+            .values(state=to, version=changes.c.version + 1, updated_at=now, card_due_at=_card_due(now), **values)
             .returning(changes)
         )
         async with self._begin() as conn:
@@ -727,6 +739,7 @@ class Store:
                     undone_by=row.user_id,
                     undone_by_change=row.id,
                     undone_at=now,
+                    card_due_at=_card_due(now),
                     updated_at=now,
                 )
             )
@@ -775,7 +788,7 @@ class Store:
             await self._one(
                 update(changes)
                 .where(changes.c.id == change_id, changes.c.revert_state.in_(sources))
-                .values(revert_state=to, updated_at=self._clock(), **fields)
+                .values(revert_state=to, updated_at=self._clock(), card_due_at=_card_due(self._clock()), **fields)
                 .returning(changes)
             )
         )
@@ -793,7 +806,13 @@ class Store:
             await self._one(
                 update(changes)
                 .where(changes.c.id == change_id, or_(changes.c.revert_state == "scheduled", not_yet))
-                .values(revert_state="cancelled", revert_note=note, kept_by=kept_by, updated_at=self._clock())
+                .values(
+                    revert_state="cancelled",
+                    revert_note=note,
+                    kept_by=kept_by,
+                    updated_at=self._clock(),
+                    card_due_at=_card_due(self._clock()),
+                )
                 .returning(changes)
             )
         )
@@ -809,11 +828,12 @@ class Store:
             .returning(changes.c.id)
         )
 
-    async def card_shown(self, change_id: int) -> None:
-        """The root message shows the row as it is now: nothing left to render again."""
+    async def card_shown(self, change_id: int, *, due_at: float | None) -> None:
+        """The root message shows the row as read with `card_due_at` = `due_at`: nothing left to render again,
+        unless a move since marked it anew (then its mark stays)."""
         await self._one(
             update(changes)
-            .where(changes.c.id == change_id, or_(changes.c.card_due_at.is_not(None), changes.c.card_attempts != 0))
+            .where(changes.c.id == change_id, changes.c.card_due_at == due_at)
             .values(card_due_at=None, card_attempts=0)
             .returning(changes.c.id)
         )

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from bot.sandbox.emr_server import UPDATE, EmrEmulator, RecordedCall
 from bot.sandbox.slack_server import SlackEmulator
 from bot.slack.blocks import UNDO_ACTION
+from bot.store import CARD_RENDER_GRACE_SECONDS
 from tests import e2e_world as world
 from tests.e2e import NOT_TOOK, TOOK, has_button, raybot_env, says_settled, send, undecided, verdict
 from tests.forkserver import ForkedRaybot, ForkServer, PlainStarter
@@ -400,6 +401,18 @@ async def test_a_kill_with_no_change_in_flight_restarts_cleanly(forks, http, tmp
                     c.method == "chat.update" and c.args.get("ts") == root.response["ts"] and "✅" in c.args["text"]
                 )
             )
+            # Killed right after the first change's last answer, its root may not have been rendered yet: the
+            # restarted raybot renders it from the row once the move's mark is due (CARD_RENDER_GRACE_SECONDS).
+            first_ts = done.args["thread_ts"]
+            if undecided((slack.message(CHANNEL, first_ts) or {}).get("text", "")):
+                await slack.wait_for(
+                    lambda c: (
+                        c.method == "chat.update"
+                        and c.args.get("ts") == first_ts
+                        and not undecided(c.args.get("text", ""))
+                    ),
+                    timeout=CARD_RENDER_GRACE_SECONDS + 10,
+                )
         finally:
             second.stop()
         assert [replica(prod_spec(emr), g) for g in ("WorkerGroup1", "WorkerGroup2")] == [3, 4]

@@ -2087,7 +2087,7 @@ async def test_a_root_message_slack_refused_is_due_again(store: Store, clock: Fa
     assert not await store.is_change_root("C1", "1700000000.000200")
     assert not await store.is_change_root("C2", "1700000000.000100")
     await store.touch(record.id, state="applied", next_at=None)
-    assert await store.cards_due(T0) == []
+    assert await store.cards_due(T0 + 10**6) == []  # moved before it had a root: nothing to render
 
     await store.card_failed(record.id, retry_at=T0 + 5)
     assert await store.next_due_at() == T0 + 5
@@ -2097,7 +2097,7 @@ async def test_a_root_message_slack_refused_is_due_again(store: Store, clock: Fa
     await store.card_failed(record.id, retry_at=T0 + 15)
     assert (await store.get_change(record.id)).card_attempts == 2  # type: ignore[union-attr]
 
-    await store.card_shown(record.id)
+    await store.card_shown(record.id, due_at=T0 + 15)
     shown = await store.get_change(record.id)
     assert shown is not None and (shown.card_due_at, shown.card_attempts) == (None, 0)
     assert await store.next_due_at() is None
@@ -2105,3 +2105,33 @@ async def test_a_root_message_slack_refused_is_due_again(store: Store, clock: Fa
     await store.card_failed(record.id, retry_at=T0)
     await store.card_given_up(record.id)
     assert await store.cards_due(T0 + 10**6) == []
+
+
+async def test_every_move_marks_the_root_until_a_render_of_it_clears_the_mark(store: Store, clock: FakeClock) -> None:
+    """A process that dies between a move and its render leaves the mark: the reconciler renders the root then."""
+    record = await reach(store, "sending", duration_seconds=60)
+    await store.set_thread(record.id, root_ts="1700000000.000100", thread_ts="1700000000.000100")
+    moved = await store.move(record.id, "applied", from_="sending")
+    grace = bot.store.CARD_RENDER_GRACE_SECONDS
+    assert moved is not None and moved.card_due_at == T0 + grace
+    assert await store.cards_due(T0 + grace - 1) == []
+    assert [r.id for r in await store.cards_due(T0 + grace)] == [record.id]
+
+    clock.advance(1)  # a later move marks it anew: a render of the earlier state does not clear that mark
+    kept = await store.cancel_revert(record.id, note="kept by U2", kept_by="U2")
+    assert kept is not None and kept.card_due_at == T0 + 1 + grace
+    await store.card_shown(record.id, due_at=T0 + grace)
+    assert (await store.get_change(record.id)).card_due_at == T0 + 1 + grace  # type: ignore[union-attr]
+    await store.card_shown(record.id, due_at=T0 + 1 + grace)
+    assert (await store.get_change(record.id)).card_due_at is None  # type: ignore[union-attr]
+
+    clock.advance(1)  # the change an undo puts back is marked too
+    undo = await reach(store, "sending", action="undo", undo_of=record.id)
+    await store.move(undo.id, "applied", from_="sending")
+    assert (await store.get_change(record.id)).card_due_at == T0 + 2 + grace  # type: ignore[union-attr]
+
+    clock.advance(1)  # and a move of the revert track
+    other = await reach(store, "applied", duration_seconds=60)
+    await store.set_thread(other.id, root_ts="1700000000.000200", thread_ts="1700000000.000200")
+    claimed = await store.move_revert(other.id, "running", from_="scheduled", revert_run_id=store.run_id)
+    assert claimed is not None and claimed.card_due_at == T0 + 3 + grace
