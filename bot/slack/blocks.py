@@ -360,7 +360,7 @@ CARD_WHAT_MAX = 1200  # the change in words on the root message, escaped
 CARD_REASON_MAX = 600  # a failure's or refusal's reason on the root message, escaped
 APPROVAL_REASON_MAX = 800  # why approval is needed (raybot's mrkdwn from bot.permissions)
 LIFECYCLE_WORDS = {"start": "start the cluster", "stop": "stop the cluster"}
-# The root message's mark and words per state of the change (bot/change_state.py); revert and undo are told after.
+# The root message's mark per state of the change (bot/change_state.py); an undone change is ↩️ whatever its state.
 CARD_MARKS: dict[str, str] = {
     "awaiting_approval": "🕒",
     "applying": "⏳",
@@ -453,8 +453,9 @@ def _card_revert(record: ChangeRecord) -> tuple[str, bool]:
         if record.state in ("applying", "sending", "unknown"):
             return f"⏲️ reverts {_duration(record.duration_seconds)} after it takes effect", True
         return "", False
-    if revert == "scheduled" and record.revert_at is not None:
-        return f"⏲️ reverts at {slack_date(record.revert_at)}", True
+    if revert == "scheduled":
+        when = f"at {slack_date(record.revert_at)}" if record.revert_at is not None else "soon"
+        return f"⏲️ reverts {when}", True
     if revert == "running":
         return "⏲️ reverting now", False
     if revert == "cancelled":
