@@ -604,9 +604,10 @@ async def show_card(services: Services, change_id: int) -> None:
             await services.slack.chat_update(
                 channel=record.channel_id, ts=record.root_ts, text=message.text, blocks=message.blocks
             )
-        except SlackApiError as error:
+        except Exception as error:  # noqa: BLE001 - Slack refused, or never answered: the row stays the truth
             retry_at = services.clock() + backoff(record.card_attempts + 1, first=CARD_RETRY_SECONDS, cap=300.0)
-            log.error("could not update the status message of change #%s: %s", change_id, error.response.get("error"))
+            why = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
+            log.error("could not update the status message of change #%s: %s", change_id, why)
             with contextlib.suppress(StoreError):
                 await store.card_failed(change_id, retry_at=retry_at)
                 services.wake_scheduler()

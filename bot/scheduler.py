@@ -129,21 +129,27 @@ async def reconcile(services: Services) -> tuple[int, int]:
 
 
 async def refresh_cards(services: Services, now: float) -> int:
-    """Render again the root messages Slack refused to update (bot.flow.show_card marked them); returns how many
-    could not be read. One that Slack keeps refusing is given up after CARD_MAX_ATTEMPTS, and logged."""
+    """Render again the root messages whose mark is due (a move not rendered since: Slack refused, or the process
+    died first; bot.flow.show_card); returns how many failures. One that Slack keeps refusing is given up after
+    CARD_MAX_ATTEMPTS, and logged."""
     try:
         due = await services.store.cards_due(now)
     except StoreError as error:
         log.warning("cannot read the status messages to render again: %s", error)
         return 1
+    failures = 0
     for record in due:
         if record.card_attempts >= CARD_MAX_ATTEMPTS:
             log.error("gave up updating the status message of change #%s", record.id)
             with contextlib.suppress(StoreError):
                 await services.store.card_given_up(record.id)
             continue
-        await show_card(services, record.id)
-    return 0
+        try:
+            await show_card(services, record.id)
+        except Exception as error:  # noqa: BLE001 - one root message must not stop the loop
+            failures += 1
+            log.error("rendering the status message of change #%s failed: %s", record.id, _why(error))
+    return failures
 
 
 def _why(error: BaseException) -> str:

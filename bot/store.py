@@ -839,13 +839,16 @@ class Store:
         )
 
     async def card_given_up(self, change_id: int) -> None:
-        """Stop rendering a root message Slack keeps refusing (its attempts stay recorded)."""
+        """Stop rendering a root message Slack keeps refusing (logged by the caller); a later move tries afresh."""
         await self._one(
-            update(changes).where(changes.c.id == change_id).values(card_due_at=None).returning(changes.c.id)
+            update(changes)
+            .where(changes.c.id == change_id)
+            .values(card_due_at=None, card_attempts=0)
+            .returning(changes.c.id)
         )
 
     async def cards_due(self, now: float, limit: int = 20) -> list[ChangeRecord]:
-        """Changes whose root message must be rendered again now (an update Slack refused), earliest first."""
+        """Changes whose root message must be rendered now (a move not rendered since), earliest first."""
         rows = await self._all(
             select(changes)
             .where(changes.c.card_due_at.is_not(None), changes.c.card_due_at <= now)

@@ -241,3 +241,26 @@ async def test_a_root_update_slack_refused_is_rendered_again(http, env, slack, e
         assert record is not None and (record.card_due_at, record.card_attempts) == (None, 0)
     last = last_root_update(slack, ts)
     assert last["text"].endswith(f"· ⏲️ kept by <@{ONCALL}>") and not has_button(last, CANCEL_REVERT_ACTION)
+
+
+async def test_a_move_whose_process_died_before_rendering_is_rendered_by_the_reconciler(
+    http, env, slack, emr, monkeypatch
+):
+    passes = SchedulerPasses.install(monkeypatch)
+    clock = FakeClock(T0)
+    async with inprocess_raybot(env, clock) as bot:
+        await send(http, bot, slack, "resize prod WorkerGroup1=3 for 1h")
+        root = await wait_new(slack, root_posted(slack, PROD_RESIZE))
+        ts = root.response["ts"]
+        await wait_new(slack, root_update(ts, "✅", "⏲️ reverts at"))
+        await passes.wake_and_wait(bot)  # the pass that followed it to its end has rendered it, and is over
+        # Keep it recorded by a process that died before it could render the root: only the row knows.
+        kept = await bot.services.store.cancel_revert(1, note=f"kept by {LEAD}", kept_by=LEAD)
+        assert kept is not None and kept.card_due_at is not None
+        await passes.wake_and_wait(bot)
+        assert "kept by" not in slack.message(CHANNEL, ts)["text"]  # its mover had the grace to render it
+        clock.now = kept.card_due_at
+        await passes.wake_and_wait(bot)
+        assert (await bot.services.store.get_change(1)).card_due_at is None  # type: ignore[union-attr]
+    last = last_root_update(slack, ts)
+    assert last["text"].endswith(f"· ⏲️ kept by <@{LEAD}>") and not has_button(last, CANCEL_REVERT_ACTION)
