@@ -17,36 +17,30 @@ from slack_sdk.errors import SlackApiError
 from bot.dispatch import CommandContext
 from bot.emr.changes import diff, redact_secrets
 from bot.errors import ActionRefused
-from bot.flow import acting_target_of, decide, hold, prepare, send, thread_of
+from bot.flow import acting_target_of, decide, hold, prepare, send, show_card, thread_of
 from bot.services import Services
 from bot.slack import blocks, mrkdwn
-from bot.slack.words import change_record_in_words
 from bot.store import ChangeRecord
 
 log = logging.getLogger("raybot.approvals")
 
-EXPIRED_TEXT = "⌛ The request expired before anyone approved it; nothing was changed."
-
 
 async def expire(services: Services, record: ChangeRecord) -> None:
-    """Close a request nobody decided before it expired: its buttons go, and it says so."""
+    """Close a request nobody decided before it expired: its root message says so, and its buttons go."""
     expired = await services.store.move(record.id, "expired", from_="awaiting_approval", next_at=None)
     if expired is not None:
-        await close_request(services, expired, EXPIRED_TEXT)
+        await show_card(services, expired.id)
 
 
-async def close_request(services: Services, record: ChangeRecord, outcome: str | tuple[str, list]) -> None:
-    """Replace the request's buttons by what happened to it (also used when it expires unanswered)."""
+async def _tell_quietly(services: Services, record: ChangeRecord, message: tuple[str, list]) -> None:
+    """A detail in the request's thread (its root message says the outcome); a refusal is logged."""
     thread = thread_of(services, record)
     if thread is None:
         return
-    text = outcome if isinstance(outcome, str) else outcome[0]
     try:
-        await thread.set_status(
-            *blocks.approval_closed(record.user_id, record.alias, change_record_in_words(record), text)
-        )
+        await thread.reply(*message)
     except SlackApiError as error:
-        log.error("could not update approval request #%s: %s", record.id, error.response.get("error"))
+        log.error("could not answer in the thread of request #%s: %s", record.id, error.response.get("error"))
 
 
 async def _request(services: Services, change_id: int, channel_id: str) -> ChangeRecord:
@@ -78,18 +72,27 @@ async def approve(ctx: CommandContext, change_id: int) -> None:
         changed = diff(redact_secrets(record.spec_before) or {}, redact_secrets(fresh) or {})
         if changed:
             voided = await services.store.move(
-                record.id, "void", from_="awaiting_approval", next_at=None, error_message="the cluster changed"
+                record.id,
+                "void",
+                from_="awaiting_approval",
+                next_at=None,
+                error_message="the cluster changed since the request",
             )
             if voided is not None:
-                await close_request(services, voided, blocks.approval_void(subject.user_id, record.alias, changed))
+                await _tell_quietly(services, voided, blocks.approval_void(subject.user_id, record.alias, changed))
+                await show_card(services, voided.id)
             return
         prepared = await prepare(services, target, record.action, record.replay or {}, cluster)
         if prepared is None:
             voided = await services.store.move(
-                record.id, "void", from_="awaiting_approval", next_at=None, error_message="nothing to change"
+                record.id,
+                "void",
+                from_="awaiting_approval",
+                next_at=None,
+                error_message="approved, but the cluster already matches the request",
             )
             if voided is not None:
-                await close_request(services, voided, "➖ Approved, but the cluster already matches: nothing was sent.")
+                await show_card(services, voided.id)
             return
         # The role's limits still hold for the requester; only the approval itself is what this click gives.
         decide(
@@ -112,14 +115,7 @@ async def approve(ctx: CommandContext, change_id: int) -> None:
             raise ActionRefused("someone else decided this request a moment ago")
         thread = thread_of(services, applying)
         assert thread is not None  # a request is posted before it can be approved
-        try:
-            await thread.set_status(
-                *blocks.change_root(
-                    applying.user_id, applying.alias, f"{applying.summary} (approved by {subject.user_id})", "pending"
-                )
-            )
-        except SlackApiError as error:
-            log.error("could not update approval request #%s: %s", record.id, error.response.get("error"))
+        await show_card(services, applying.id)
         await send(services, applying, thread, ctx.replies, fence, prepared)
 
 
@@ -146,7 +142,4 @@ async def reject(ctx: CommandContext, change_id: int) -> None:
     )
     if decided is None:
         raise ActionRefused("this request was already decided")
-    verb = "withdrawn" if subject.user_id == record.user_id else "rejected"
-    await close_request(
-        services, decided, f"🚫 {verb.capitalize()} by {mrkdwn.user(subject.user_id)}; nothing was changed."
-    )
+    await show_card(services, decided.id)

@@ -17,7 +17,9 @@ store before anything is read; a button on a change acts on the change's row by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from slack_sdk.errors import SlackApiError
 
-from bot.change_state import TOOK_EFFECT
+from bot.change_state import TOOK_EFFECT, backoff
 from bot.config import ClusterTarget, UnknownClusterError
 from bot.cost import ChangeCost, change_text, recorded_change_cost
 from bot.dispatch import CommandContext
@@ -57,6 +59,10 @@ UNRESOLVED_RECHECK_SECONDS = 0.5
 CHECK_GRACE_SECONDS = 5.0
 # The longest a change waits for an earlier change's verdict before it is told the cluster is busy.
 UNRESOLVED_WAIT_MAX_SECONDS = 30.0
+# A root message re-rendered this many times at most in one go when its row keeps moving meanwhile.
+CARD_RENDERS_MAX = 3
+# The first retry of a root message Slack refused to update (then backing off, bot.change_state.backoff).
+CARD_RETRY_SECONDS = 5.0
 # What a start or stop needs the cluster to be in.
 NEEDED_STATE = {"start": "Stopped", "stop": "Running"}
 LIFECYCLE = frozenset(NEEDED_STATE)
@@ -194,9 +200,30 @@ def planned(services: Services, target: ClusterTarget, cluster: RayCluster, resu
         cluster.editable(),
         wire,
         [d.model_dump(mode="json") for d in result.diff],
-        wanted_after_update(wire, state_before=cluster.state),
+        _followed_groups(wanted_after_update(wire, state_before=cluster.state), result.diff),
         update,
         result,
+    )
+
+
+_GROUP_PATH = re.compile(r"^workerSpec\[(?P<group>.*)\](?:\.|$)")
+
+
+def _followed_groups(wanted: Wanted, diff: list[DiffEntry]) -> Wanted:
+    """A change is followed until the groups it changed run as asked, not every group it sent.
+
+    The body carries every group (read-modify-write); waiting for the untouched ones too would make a change
+    that a later change of another group superseded (resize WorkerGroup1, then WorkerGroup2) never settle, and
+    its root message say "applying" until the follow gives up. A change of no group follows them all.
+    """
+    touched = {m["group"] for d in diff if (m := _GROUP_PATH.match(d.path))}
+    if not touched:
+        return wanted
+    return wanted.model_copy(
+        update={
+            "groups": {g: n for g, n in wanted.groups.items() if g in touched},
+            "ignored": [g for g in wanted.groups if g not in touched],
+        }
     )
 
 
@@ -261,7 +288,7 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
             )
             if decision.approval is not None:
                 recorded = True
-                await request_approval(ctx, new, prepared, decision)
+                await request_approval(ctx, new, decision)
                 return "awaiting_approval"
             record = await services.store.create_change(new, state="applying", fence=fence)
             recorded = True
@@ -330,26 +357,16 @@ async def hold(services: Services, target: ClusterTarget, user_id: str, summary:
             log.warning("could not release the lock of %s: %s", target.alias, error)
 
 
-async def request_approval(ctx: CommandContext, new: NewChange, prepared: Prepared, decision: Decision) -> None:
-    """Record the change as awaiting approval and post it with Approve / Reject; nothing is sent to the cloud."""
+async def request_approval(ctx: CommandContext, new: NewChange, decision: Decision) -> None:
+    """Record the change as awaiting approval and post its root message with Approve / Reject; nothing is sent."""
     services = ctx.services
     expires_at = services.clock() + decision.approval_minutes * 60
     record = await services.store.create_change(
         new.model_copy(update={"expires_at": expires_at, "approval_reason": decision.approval}),
         state="awaiting_approval",
     )
-    message = blocks.approval_request(
-        new.user_id,
-        new.alias,
-        new.summary,
-        decision.approval or "",
-        prepared.plan.diff if prepared.plan is not None else [],
-        record.id,
-        expires_at,
-        cost=cost_text(services, new.alias, new.action, new.spec_before, new.body, new.duration_seconds),
-    )
     try:
-        thread = await ctx.replies.open_thread(*message)
+        thread = await ctx.replies.open_thread(*card(services, record), broadcast=await broadcasts(services, record))
     except BaseException:
         await services.store.move(record.id, "void", from_="awaiting_approval", error_message="request not posted")
         raise
@@ -365,18 +382,35 @@ def thread_of(services: Services, record: ChangeRecord) -> StatusThread | None:
     return StatusThread(services.slack, record.channel_id, record.root_ts, record.thread_ts or record.root_ts)
 
 
+async def broadcasts(services: Services, record: ChangeRecord) -> bool:
+    """Whether a change's root message, posted in a thread, is also shown in the channel (reply_broadcast).
+
+    A change asked for in a thread that is not raybot's (an alert's, a person's mention) would otherwise show
+    nothing in the channel; in the thread of one of raybot's own changes (an Undo, a revert) the parent's root
+    message already says what happened at root level.
+    """
+    if record.thread_ts is None:
+        return False
+    return not await services.store.is_change_root(record.channel_id, record.thread_ts)
+
+
 async def open_root(services: Services, record: ChangeRecord, replies: Replies | None) -> StatusThread:
     """Post the root status message of a recorded change and remember it on the record.
 
     If Slack refuses, the change is cancelled (nothing was sent) and the error goes to the requester.
     """
-    message = blocks.change_root(record.user_id, record.alias, record.summary, "pending")
+    message = card(services, record)
     try:
+        broadcast = await broadcasts(services, record)
         if replies is not None:
-            thread = await replies.open_thread(*message)
+            thread = await replies.open_thread(*message, broadcast=broadcast)
         else:
             resp = await services.slack.chat_postMessage(
-                channel=record.channel_id, thread_ts=record.thread_ts, text=message[0], blocks=message[1]
+                channel=record.channel_id,
+                thread_ts=record.thread_ts,
+                reply_broadcast=broadcast or None,
+                text=message[0],
+                blocks=message[1],
             )
             thread = StatusThread(services.slack, record.channel_id, resp["ts"], record.thread_ts or resp["ts"])
         await services.store.set_thread(record.id, root_ts=thread.root_ts, thread_ts=thread.thread_ts)
@@ -420,7 +454,7 @@ async def send(
         )
         log.warning("change cancelled: lock lost before sending", extra=fields)
         await tell(thread, replies, blocks.change_cancelled(record.alias, record.id, "its lock on the cluster ran out"))
-        await set_root(thread, record, "cancelled")
+        await show_card(services, record.id)
         return cancelled or record
     except BaseException:
         await store.move(record.id, "cancelled", from_="applying", error_message="stopped before sending")
@@ -460,7 +494,7 @@ async def _call_and_tell(
                 attempts=error.attempts,
             )
             await tell(thread, replies, failure)
-            await set_root(thread, record, "failed")
+            await show_card(services, record.id)
             return failed or sending
         except BaseException as error:
             # Cancelled by a drain, or a bug: sent or not, nobody knows. The reconciler finds out.
@@ -472,7 +506,6 @@ async def _call_and_tell(
     log.info("change applied", extra=fields | {"request_id": response.request_id})
     # Told first, then moved: once "applied", the follower may answer at once, and its answer must come last.
     # A crash in between leaves "sending", which the reconciler checks and tells again, truthfully.
-    revert_at = services.clock() + record.duration_seconds if record.duration_seconds is not None else None
     await tell(
         thread,
         replies,
@@ -482,8 +515,6 @@ async def _call_and_tell(
             response.request_id,
             _diff_entries(record),
             change_id=record.id,
-            revert_at=revert_at,
-            schedule_id=record.id,
             cost=cost_text(
                 services, record.alias, record.action, record.spec_before, record.body, record.duration_seconds
             ),
@@ -493,11 +524,11 @@ async def _call_and_tell(
             record.alias, record.action, response.cluster_id or record.cluster_id, response.request_id
         ),
     )
-    await set_following(thread, record)
     applied = await recorded(
         record, lambda: took_effect(services, sending, from_="sending", request_id=response.request_id)
     )
     services.wake_scheduler()
+    await show_took_effect(services, record)
     if applied is None:
         current = await store.get_change(record.id)
         ours = response.request_id is not None and current is not None and current.request_id == response.request_id
@@ -576,7 +607,6 @@ async def became_unknown(
         await tell(
             thread, replies, blocks.outcome_checking(record.alias, record.id, change_record_in_words(record), reason)
         )
-        await set_root(thread, record, "unknown")
     unknown = await recorded(
         record,
         lambda: services.store.move(
@@ -591,6 +621,7 @@ async def became_unknown(
         ),
     )
     services.wake_scheduler()
+    await show_card(services, record.id)
     return unknown or await services.store.get_change(record.id) or record
 
 
@@ -617,24 +648,61 @@ def _diff_entries(record: ChangeRecord) -> list[DiffEntry]:
     return [DiffEntry.model_validate(d) for d in record.diff]
 
 
-async def set_root(thread: StatusThread | None, record: ChangeRecord, status: str) -> None:
-    """Update the root status message; a refusal is logged (the thread answer already told the outcome)."""
-    if thread is None:
-        return
-    try:
-        await thread.set_status(*blocks.change_root(record.user_id, record.alias, record.summary, status))  # type: ignore[arg-type]
-    except SlackApiError as error:
-        log.error("could not update the status message of %s: %s", record.alias, error.response.get("error"))
+def card(services: Services, record: ChangeRecord) -> blocks.SlackMessage:
+    """The root status message of a change as its row says now, with what it costs per hour (blocks.change_card)."""
+    return blocks.change_card(
+        record,
+        cost_text(services, record.alias, record.action, record.spec_before, record.body, record.duration_seconds),
+    )
 
 
-async def set_following(thread: StatusThread | None, record: ChangeRecord) -> None:
-    """The root says the change is accepted and being applied; the follower keeps it current."""
-    if thread is None:
-        return
-    try:
-        await thread.set_status(*blocks.follow_status(record.user_id, record.alias, record.summary, "", "applying"))
-    except SlackApiError as error:
-        log.error("could not update the status message of %s: %s", record.alias, error.response.get("error"))
+async def show_card(services: Services, change_id: int) -> None:
+    """Render a change's root message from its row as it is now (blocks.change_card) — level-triggered.
+
+    Whoever moves a row that changes what its root says calls this afterwards. It reads the row again after
+    updating and renders once more if the row moved meanwhile, so of two renders racing, the later never leaves
+    an older state standing. Every move marks the row (`card_due_at`, bot.store) and only a confirmed render
+    clears the mark; if Slack refuses, or the process dies before rendering, the reconciler renders the root
+    from the row later (bot.scheduler.refresh_cards): the root never keeps telling a state the row has left.
+    """
+    store = services.store
+    shown: blocks.SlackMessage | None = None
+    for _ in range(CARD_RENDERS_MAX):
+        try:
+            record = await store.get_change(change_id)
+        except StoreError as error:
+            log.warning("could not read change #%s to update its status message: %s", change_id, error)
+            return
+        if record is None or record.root_ts is None:
+            return
+        message = card(services, record)
+        if message == shown:
+            # The row as it is now is what the root shows: its mark (the move's, bot.store) is done with.
+            if record.card_due_at is not None:
+                with contextlib.suppress(StoreError):
+                    await store.card_shown(change_id, due_at=record.card_due_at)
+            return
+        try:
+            await services.slack.chat_update(
+                channel=record.channel_id, ts=record.root_ts, text=message.text, blocks=message.blocks
+            )
+        except Exception as error:  # noqa: BLE001 - Slack refused, or never answered: the row stays the truth
+            retry_at = services.clock() + backoff(record.card_attempts + 1, first=CARD_RETRY_SECONDS, cap=300.0)
+            why = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
+            log.error("could not update the status message of change #%s: %s", change_id, why)
+            with contextlib.suppress(StoreError):
+                await store.card_failed(change_id, retry_at=retry_at)
+                services.wake_scheduler()
+            return
+        shown = message
+    # Still moving after CARD_RENDERS_MAX renders: its mark stays, and the reconciler renders it once more.
+
+
+async def show_took_effect(services: Services, record: ChangeRecord) -> None:
+    """The root messages to render once `record` took effect: its own, and that of the change it put back."""
+    await show_card(services, record.id)
+    if record.undo_of is not None and record.action in ("undo", "revert"):
+        await show_card(services, record.undo_of)
 
 
 async def tell(thread: StatusThread, replies: Replies | None, message: tuple[str, list]) -> None:

@@ -53,6 +53,8 @@ class Wanted(_Frozen):
     state: str
     groups: dict[str, int] = {}
     ranges: dict[str, tuple[int, int]] = {}
+    # Groups the change left as they were: their workers are neither waited for nor taken for a removed group's.
+    ignored: list[str] = []
 
 
 class GroupProgress(_Frozen):
@@ -205,7 +207,7 @@ def _group_of(instance: Instance, names: list[str]) -> str | None:
 def _group_counts(instances: list[Instance], wanted: Wanted) -> list[GroupProgress]:
     # A Pending worker is not up yet.
     running = [i for i in instances if _is(i.type, "Worker") and _is(i.phase, "Running")]
-    names = list(wanted.groups)
+    names = list(wanted.groups) + [name for name in wanted.ignored if name not in wanted.groups]
     owners = [_group_of(i, names) for i in running]
     if any(owner is None for owner in owners):
         total = sum(wanted.groups.values())
@@ -223,7 +225,11 @@ def _group_counts(instances: list[Instance], wanted: Wanted) -> list[GroupProgre
         for name, count in wanted.groups.items()
     ]
     # Workers of a group the change removed (or a stop) still running: wanted 0 until they are gone.
-    out += [GroupProgress(name=name, up=count, wanted=0) for name, count in up.items() if name not in wanted.groups]
+    out += [
+        GroupProgress(name=name, up=count, wanted=0)
+        for name, count in up.items()
+        if name not in wanted.groups and name not in wanted.ignored
+    ]
     return out
 
 

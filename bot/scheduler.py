@@ -41,8 +41,8 @@ from bot.flow import (
     open_root,
     planned,
     send,
-    set_following,
-    set_root,
+    show_card,
+    show_took_effect,
     tell,
     thread_of,
     took_effect,
@@ -65,6 +65,7 @@ FAILED_PASS_PAUSE_SECONDS = 1.0
 # The least pause when what is due is being handled by another replica (leased to it): look again this soon.
 LEASED_ELSEWHERE_PAUSE_SECONDS = 1.0
 REVERT_MAX_ATTEMPTS = 8  # then the automatic revert gives up, and says so
+CARD_MAX_ATTEMPTS = 8  # a root message Slack refused this many times is left as it is (and logged)
 BUSY_RETRY_SECONDS = 15.0
 # How long a replica holds a due change it is working on before another may take it over.
 LEASE_SECONDS = 60.0  # a revert that finds the cluster locked by a person's change looks again this soon
@@ -125,7 +126,32 @@ async def reconcile(services: Services) -> tuple[int, int]:
                 log.error("the automatic revert of change #%s failed: %s", record.id, _why(error))
                 with contextlib.suppress(Exception):
                     await revert_failed(services, record, _why(error))
+    failures += await refresh_cards(services, now)
     return failures, len(due)
+
+
+async def refresh_cards(services: Services, now: float) -> int:
+    """Render again the root messages whose mark is due (a move not rendered since: Slack refused, or the process
+    died first; bot.flow.show_card); returns how many failures. One that Slack keeps refusing is given up after
+    CARD_MAX_ATTEMPTS, and logged."""
+    try:
+        due = await services.store.cards_due(now)
+    except StoreError as error:
+        log.warning("cannot read the status messages to render again: %s", error)
+        return 1
+    failures = 0
+    for record in due:
+        if record.card_attempts >= CARD_MAX_ATTEMPTS:
+            log.error("gave up updating the status message of change #%s", record.id)
+            with contextlib.suppress(StoreError):
+                await services.store.card_given_up(record.id)
+            continue
+        try:
+            await show_card(services, record.id)
+        except Exception as error:  # noqa: BLE001 - one root message must not stop the loop
+            failures += 1
+            log.error("rendering the status message of change #%s failed: %s", record.id, _why(error))
+    return failures
 
 
 def _why(error: BaseException) -> str:
@@ -162,7 +188,7 @@ async def reconcile_change(services: Services, record: ChangeRecord) -> None:
             await tell(
                 thread, None, blocks.change_cancelled(record.alias, record.id, "raybot stopped before sending it")
             )
-            await set_root(thread, record, "cancelled")
+            await show_card(services, record.id)
         else:
             # It may have died between Slack posting its status message and recording where: that message
             # cannot be found again (raybot cannot read the channel), so the truth is posted beside it.
@@ -240,18 +266,18 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
                     change_record_in_words(record),
                     True,
                     undo=record.action not in ("start", "stop"),
-                    revert_at=now + record.duration_seconds if record.duration_seconds is not None else None,
                     cost=cost_text(
                         services, record.alias, record.action, record.spec_before, record.body, record.duration_seconds
                     ),
                 ),
             )
-            await set_following(thread, record)
-        await took_effect(services, record, from_="unknown")
+        if await took_effect(services, record, from_="unknown") is not None:
+            await show_took_effect(services, record)
         services.wake_scheduler()
     elif now >= decide_at:
+        # Its reason is the verdict now, not the transport error that made it unknown (a timeout is not a failure).
         failed = await store.move(
-            record.id, "failed", from_="unknown", next_at=None, error_message="it did not take effect"
+            record.id, "failed", from_="unknown", next_at=None, error_code=None, error_message="it did not take effect"
         )
         if failed is None:
             return
@@ -260,7 +286,7 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
             await tell(
                 thread, None, blocks.outcome_known(record.alias, record.id, change_record_in_words(record), False)
             )
-            await set_root(thread, record, "failed")
+        await show_card(services, record.id)
     else:
         await store.touch(record.id, state="unknown", next_at=min(decide_at, now + CHECK_INTERVAL_SECONDS))
 
@@ -270,7 +296,8 @@ async def look(services: Services, record: ChangeRecord) -> None:
     store = services.store
     thread = thread_of(services, record)
     if record.wanted is None or record.follow_deadline_at is None:
-        await store.move(record.id, "settled", from_="applied", next_at=None)
+        if await store.move(record.id, "settled", from_="applied", next_at=None) is not None:
+            await show_card(services, record.id)
         return
     wanted = Wanted.model_validate(record.wanted)
     target = await acting_target_of(services, record)
@@ -294,12 +321,8 @@ async def look(services: Services, record: ChangeRecord) -> None:
             attempts=step.attempt,
             last_summary=summary or record.last_summary,
         )
-        if summary is not None and summary != record.last_summary and thread is not None:
-            await _quietly(
-                thread.set_status(
-                    *blocks.follow_status(record.user_id, record.alias, record.summary, summary, "applying")
-                )
-            )
+        if summary is not None and summary != record.last_summary:
+            await show_card(services, record.id)
         return
     to = {"done": "settled", "failed": "broken"}.get(step.outcome, "not_settled")
     finished = await store.move(record.id, to, from_="applied", next_at=None, last_summary=summary)
@@ -315,10 +338,7 @@ async def look(services: Services, record: ChangeRecord) -> None:
     log.info("change #%s settled: %s", record.id, to, extra={"change_id": record.id, "cluster": record.alias})
     if thread is not None:
         await tell(thread, None, answer)
-        phase = {"done": "done", "failed": "failed"}.get(step.outcome, "timeout")
-        await _quietly(
-            thread.set_status(*blocks.follow_status(record.user_id, record.alias, record.summary, summary or "", phase))
-        )
+    await show_card(services, record.id)
 
 
 async def _post_quietly(services: Services, record: ChangeRecord, message: tuple[str, list]) -> None:
@@ -329,14 +349,6 @@ async def _post_quietly(services: Services, record: ChangeRecord, message: tuple
         )
     except SlackApiError as error:
         log.error("could not tell %s about change #%s: %s", record.channel_id, record.id, error.response.get("error"))
-
-
-async def _quietly(call: object) -> None:
-    """A Slack call whose failure has nobody to tell: logged."""
-    try:
-        await call  # type: ignore[misc]
-    except SlackApiError as error:
-        log.error("Slack refused a status update: %s", error.response.get("error"))
 
 
 class RevertNotApplied(Exception):
@@ -354,6 +366,7 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
         # The run that was reverting it is gone: hand it back, due at once.
         await store.move_revert(record.id, "scheduled", from_="running", revert_run_id=None)
         services.wake_scheduler()
+        await show_card(services, record.id)
         return
     target = await acting_target_of(services, record)
     me = services.bot_user_id
@@ -363,6 +376,7 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
             claimed = await store.move_revert(record.id, "running", from_="scheduled", revert_run_id=store.run_id)
             if claimed is None:
                 return  # kept, undone, or another worker has it
+            await show_card(services, record.id)  # "reverting now"
             if record.spec_before is None or record.body is None:
                 await _give_up(services, claimed, "the change is not complete in the audit log")
                 return
@@ -377,6 +391,7 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
             prepared = planned(services, target, cluster, result)
             if prepared is None:
                 await store.move_revert(record.id, "done", from_="running", revert_note="nothing to revert")
+                await show_card(services, record.id)
                 return
             reverting = await store.create_change(
                 NewChange(
@@ -403,10 +418,12 @@ async def revert_due(services: Services, record: ChangeRecord) -> None:
             if final.state in ("failed", "cancelled"):
                 raise RevertNotApplied(final.error_message or final.state)
             await store.move_revert(record.id, "done", from_="running", revert_note=f"change #{final.id}")
+            await show_card(services, record.id)
     except ClusterBusy:
         await store.move_revert(
             record.id, "scheduled", from_=("scheduled", "running"), revert_at=services.clock() + BUSY_RETRY_SECONDS
         )
+        await show_card(services, record.id)
 
 
 async def _give_up(services: Services, record: ChangeRecord, reason: str) -> None:
@@ -414,6 +431,8 @@ async def _give_up(services: Services, record: ChangeRecord, reason: str) -> Non
     thread = thread_of(services, record)
     if failed is not None and thread is not None:
         await tell(thread, None, blocks.revert_failed(record.id, record.alias, reason))
+    if failed is not None:
+        await show_card(services, record.id)
 
 
 async def revert_failed(services: Services, record: ChangeRecord, reason: str) -> None:
@@ -431,6 +450,8 @@ async def revert_failed(services: Services, record: ChangeRecord, reason: str) -
                 None,
                 blocks.revert_failed(record.id, record.alias, f"{reason} (gave up after {attempts} tries)"),
             )
+        if moved is not None:
+            await show_card(services, record.id)
         return
     retry_at = now + backoff(attempts)
     moved = await services.store.move_revert(
@@ -453,3 +474,5 @@ async def revert_failed(services: Services, record: ChangeRecord, reason: str) -
                 "in all; Keep it stops that",
             ),
         )
+    if moved is not None:
+        await show_card(services, record.id)

@@ -82,12 +82,22 @@ changes = Table(
     # Which run is working on the row's background step, until when (a dead run's lease runs out).
     Column("lease_run", Text),
     Column("lease_until", Float),
+    # What the root status message says that the rest of the row does not (bot.slack.blocks.change_card).
+    Column("kept_by", Text),
+    Column("undone_by", Text),
+    Column("undone_by_change", Integer),
+    Column("undone_at", Float),
+    # A root message Slack refused to update: rendered again from the row then (the reconciler), `card_attempts` so far.
+    Column("card_due_at", Float),
+    Column("card_attempts", Integer, nullable=False, default=0, server_default="0"),
     _one_of("state", STATES),
     _one_of("revert_state", REVERT_STATES, nullable=True),
     Index("changes_by_alias", "alias", "created_at", "id"),
     Index("changes_due", "next_at"),
     Index("changes_by_state", "state"),
     Index("changes_revert_due", "revert_state", "revert_at"),
+    Index("changes_card_due", "card_due_at"),
+    Index("changes_by_root", "channel_id", "root_ts"),
 )
 
 dedup_keys = Table(

@@ -76,6 +76,10 @@ _IN_FLIGHT = ("applying", "sending")
 # A change still "sending" this long after its call's deadline lost its outcome (the database refused it even to
 # a live process, bot.flow.recorded): the reconciler takes it over whoever's run it is.
 STALE_SENDING_SECONDS = 60.0
+# Every move marks the change's root message to be rendered this long after, unless the mover renders it first
+# (bot.flow.show_card clears the mark): a process that dies between a move and its render leaves the mark, and
+# the reconciler renders the root from the row then. Longer than a render takes; short enough for a person.
+CARD_RENDER_GRACE_SECONDS = 10.0
 # A change whose cloud call may still land: no other change to its cluster is sent until it is decided.
 _MAY_LAND = ("sending", "unknown")
 
@@ -176,6 +180,12 @@ class ChangeRecord(_Frozen):
     finished_at: float | None = None  # when it took effect or failed for good
     lease_run: str | None = None  # the run handling its background step now …
     lease_until: float | None = None  # … until then (then another may take over)
+    kept_by: str | None = None  # who pressed Keep it (the automatic revert was cancelled)
+    undone_by: str | None = None  # who undid it (raybot's own user for an automatic revert) …
+    undone_by_change: int | None = None  # … by which change …
+    undone_at: float | None = None  # … once that change took effect
+    card_due_at: float | None = None  # Slack refused to update its root message: render it again then
+    card_attempts: int = 0
 
     @property
     def outcome(self) -> str:
@@ -350,6 +360,14 @@ def _record(row: Any) -> ChangeRecord | None:
     return None if row is None else ChangeRecord.model_validate(_row(row))
 
 
+def _card_due(now: float) -> Any:
+    """The mark a move puts on a change's root message (CARD_RENDER_GRACE_SECONDS); none while it has no root.
+
+    Each move sets it anew, so a render of an earlier state (bot.flow.show_card) cannot clear a later move's mark.
+    """
+    return case((changes.c.root_ts.is_not(None), now + CARD_RENDER_GRACE_SECONDS), else_=changes.c.card_due_at)
+
+
 def _states(value: str | tuple[str, ...]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -368,6 +386,8 @@ _CHANGE_COLUMNS = frozenset(c.name for c in changes.columns) - {"id"}
 # Columns a move may set besides the state (the state machine's own bookkeeping is set by the store).
 _SETTABLE = _CHANGE_COLUMNS - {"created_at", "updated_at", "version", "state", "lease_run", "lease_until"}
 _REVERT_FIELDS = frozenset({"revert_at", "revert_attempts", "revert_run_id", "revert_note"})
+# Undoing or reverting a change records, on the change put back, which change did it and who.
+_PUTS_BACK = ("undo", "revert")
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -697,7 +717,7 @@ class Store:
         statement = (
             update(changes)
             .where(changes.c.id == change_id, changes.c.state.in_(sources))
-            .values(state=to, version=changes.c.version + 1, updated_at=now, **values)
+            .values(state=to, version=changes.c.version + 1, updated_at=now, card_due_at=_card_due(now), **values)
             .returning(changes)
         )
         async with self._begin() as conn:
@@ -710,6 +730,19 @@ class Store:
 
     @staticmethod
     async def _took_effect(conn: AsyncConnection, row: Any, now: float) -> Any:
+        if row.undo_of is not None and row.action in _PUTS_BACK:
+            # What the root message of the change put back says from now on: undone (or reverted) by whom.
+            await conn.execute(
+                update(changes)
+                .where(changes.c.id == row.undo_of)
+                .values(
+                    undone_by=row.user_id,
+                    undone_by_change=row.id,
+                    undone_at=now,
+                    card_due_at=_card_due(now),
+                    updated_at=now,
+                )
+            )
         if row.undo_of is not None and row.action == "undo":
             # Undone by a person: the pending automatic revert of that change must not run any more.
             await conn.execute(
@@ -755,12 +788,12 @@ class Store:
             await self._one(
                 update(changes)
                 .where(changes.c.id == change_id, changes.c.revert_state.in_(sources))
-                .values(revert_state=to, updated_at=self._clock(), **fields)
+                .values(revert_state=to, updated_at=self._clock(), card_due_at=_card_due(self._clock()), **fields)
                 .returning(changes)
             )
         )
 
-    async def cancel_revert(self, change_id: int, *, note: str) -> ChangeRecord | None:
+    async def cancel_revert(self, change_id: int, *, note: str, kept_by: str | None = None) -> ChangeRecord | None:
         """Keep a temporary change: its revert ends "cancelled", whether it is scheduled already or will be
         when the change takes effect (Keep it clicked while the change is still being sent). None when there
         is no revert left to cancel (it runs, ran, or was cancelled)."""
@@ -773,10 +806,63 @@ class Store:
             await self._one(
                 update(changes)
                 .where(changes.c.id == change_id, or_(changes.c.revert_state == "scheduled", not_yet))
-                .values(revert_state="cancelled", revert_note=note, updated_at=self._clock())
+                .values(
+                    revert_state="cancelled",
+                    revert_note=note,
+                    kept_by=kept_by,
+                    updated_at=self._clock(),
+                    card_due_at=_card_due(self._clock()),
+                )
                 .returning(changes)
             )
         )
+
+    # --- root messages ------------------------------------------------------------------------------
+
+    async def card_failed(self, change_id: int, *, retry_at: float) -> None:
+        """Slack refused to update the change's root message: the reconciler renders it again at `retry_at`."""
+        await self._one(
+            update(changes)
+            .where(changes.c.id == change_id)
+            .values(card_due_at=retry_at, card_attempts=changes.c.card_attempts + 1)
+            .returning(changes.c.id)
+        )
+
+    async def card_shown(self, change_id: int, *, due_at: float | None) -> None:
+        """The root message shows the row as read with `card_due_at` = `due_at`: nothing left to render again,
+        unless a move since marked it anew (then its mark stays)."""
+        await self._one(
+            update(changes)
+            .where(changes.c.id == change_id, changes.c.card_due_at == due_at)
+            .values(card_due_at=None, card_attempts=0)
+            .returning(changes.c.id)
+        )
+
+    async def card_given_up(self, change_id: int) -> None:
+        """Stop rendering a root message Slack keeps refusing (logged by the caller); a later move tries afresh."""
+        await self._one(
+            update(changes)
+            .where(changes.c.id == change_id)
+            .values(card_due_at=None, card_attempts=0)
+            .returning(changes.c.id)
+        )
+
+    async def cards_due(self, now: float, limit: int = 20) -> list[ChangeRecord]:
+        """Changes whose root message must be rendered now (a move not rendered since), earliest first."""
+        rows = await self._all(
+            select(changes)
+            .where(changes.c.card_due_at.is_not(None), changes.c.card_due_at <= now)
+            .order_by(changes.c.card_due_at, changes.c.id)
+            .limit(limit)
+        )
+        return [ChangeRecord.model_validate(_row(r)) for r in rows]
+
+    async def is_change_root(self, channel_id: str, ts: str) -> bool:
+        """Whether the message `ts` of `channel_id` is the root message of one of raybot's changes."""
+        found = await self._one(
+            select(changes.c.id).where(changes.c.channel_id == channel_id, changes.c.root_ts == ts).limit(1)
+        )
+        return found is not None
 
     async def get_change(self, change_id: int) -> ChangeRecord | None:
         return _record(await self._one(select(changes).where(changes.c.id == change_id)))
@@ -964,6 +1050,7 @@ class Store:
                         .where(or_(owned.c.owner.is_(None), owned.c.owner != self.run_id))
                     )
                 ).scalar(),
+                (await conn.execute(select(func.min(changes.c.card_due_at)))).scalar(),
                 (
                     # A change "sending" long past its call's deadline: its outcome was never written.
                     await conn.execute(

@@ -76,6 +76,13 @@ def text_of(message: dict) -> str:
 
 
 TOOK, NOT_TOOK = "took effect", "did not take effect"
+# Marks of a root status message whose change is not decided yet: applying (⏳), outcome being checked (❔).
+UNDECIDED_MARKS = ("⏳", "❔")
+
+
+def undecided(text: str) -> bool:
+    """Whether a root status message's text still says its change is in progress or being checked."""
+    return any(mark in text for mark in UNDECIDED_MARKS)
 
 
 def verdict(message: dict) -> str | None:

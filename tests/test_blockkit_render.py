@@ -18,6 +18,7 @@ from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
 from bot.slack import blocks, modals
 from bot.slack import quick_resize as quick
+from bot.store import ChangeRecord
 from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
 BLOCKKIT_JS = Path(__file__).resolve().parents[1] / "bot" / "sandbox" / "web" / "blockkit.js"
@@ -180,10 +181,32 @@ def test_change_failed_shows_code_message_and_request_id(page):
 
 
 def test_approval_request_buttons_keep_their_style(page):
-    diff = [DiffEntry(path="workerSpec[a10-small].replica", before=2, after=30)]
-    message = blocks.approval_request("U0ONCALL1", "train-gpu", "a10-small replicas → 30", "above 20", diff, 5, 0.0)
-    show_blocks(page, message.blocks)
-    assert "@Olivia (on-call) asks to change train-gpu" in text(page)
+    diff = [DiffEntry(path="workerSpec[a10-small].replica", before=2, after=30).model_dump(mode="json")]
+    record = ChangeRecord(
+        id=5,
+        created_at=0.0,
+        updated_at=0.0,
+        version=0,
+        state="awaiting_approval",
+        team_id="T0TEAM",
+        user_id="U0ONCALL1",
+        channel_id="C0ONCALL01",
+        thread_ts=None,
+        root_ts="1.000001",
+        alias="train-gpu",
+        workspace="w-1",
+        cluster_id="ray-1",
+        region="cn-hangzhou",
+        action="resize",
+        summary="resize a10-small=30",
+        spec_before=None,
+        body=None,
+        diff=diff,
+        approval_reason="above 20",
+        expires_at=0.0,
+    )
+    show_blocks(page, blocks.change_card(record).blocks)
+    assert "🕒 @Olivia (on-call) · train-gpu · a10-small: 2 → 30 replicas · awaiting approval" in text(page)
     assert page.locator("#root .bk-button.bk-primary").text_content() == "Approve"
     assert page.locator("#root .bk-button.bk-danger").text_content() == "Reject"
 

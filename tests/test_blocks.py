@@ -388,21 +388,6 @@ def test_cluster_detail_escapes():
 # --- the life of one change ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "mark"), [("pending", "⏳"), ("done", "✅"), ("failed", "❌"), ("unchanged", "➖")])
-def test_change_root(status, mark):
-    message = blocks.change_root("U0ABC123", "prod", "resize WorkerGroup1 2 → 4", status)
-    assert_fits(message)
-    assert message.text.startswith(f"{mark} <@U0ABC123> · *prod* · resize WorkerGroup1 2 → 4")
-
-
-def test_change_root_escapes_and_validates():
-    message = blocks.change_root("U0ABC123", EVIL, EVIL * 200, "pending")
-    assert_fits(message)
-    assert_no_raw_markup(message)
-    with pytest.raises(ValueError):
-        blocks.change_root("<!channel>", "prod", "x", "done")
-
-
 def test_change_succeeded_renders_the_diff():
     diff = [
         DiffEntry(path="workerSpec[WorkerGroup1].replica", before=2, after=4),

@@ -67,7 +67,7 @@ async def finish_held_change(emr, slack) -> None:
         slack,
         lambda c: (
             c.method == "chat.update"
-            and "WorkerGroup1 replicas → 3" in c.args.get("text", "")
+            and "WorkerGroup1: 2 → 3 replicas" in c.args.get("text", "")
             and "✅" in c.args["text"]
         ),
         timeout=15,
@@ -102,7 +102,7 @@ async def test_parallel_resizes_of_one_cluster_are_serialized_and_none_lost(http
         slack,
         lambda c: (
             c.method == "chat.update"
-            and "WorkerGroup1 replicas → 3" in c.args.get("text", "")
+            and "WorkerGroup1: 2 → 3 replicas" in c.args.get("text", "")
             and "✅" in c.args["text"]
         ),
     )
@@ -110,7 +110,7 @@ async def test_parallel_resizes_of_one_cluster_are_serialized_and_none_lost(http
         slack,
         lambda c: (
             c.method == "chat.update"
-            and "WorkerGroup2 replicas → 5" in c.args.get("text", "")
+            and "WorkerGroup2: 1 → 5 replicas" in c.args.get("text", "")
             and "✅" in c.args["text"]
         ),
     )
@@ -180,7 +180,7 @@ async def test_undo_after_a_conflicting_change_explains_and_changes_nothing(http
 
 async def test_approval_refused_to_the_requester_and_applied_once_on_a_double_click(http, raybot, slack, emr):
     await send(http, raybot, slack, "resize fleet group-01 replicas=21 max=21")
-    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
     assert updates_of(emr, FLEET) == []
     message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
 

@@ -43,8 +43,9 @@ async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(h
     async with inprocess_raybot(env, clock) as first:
         await send(http, first, slack, "resize prod WorkerGroup1=3 for 1h")
         done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
-        assert "reverts this change" in text_of(done.args)
-        assert CANCEL_REVERT_ACTION in text_of(done.args)
+        # The root says when it reverts, and holds Keep it.
+        root = await wait_new(slack, lambda c: c.method == "chat.update" and "⏲️ reverts at" in c.args.get("text", ""))
+        assert root.args["ts"] == done.args["thread_ts"] and CANCEL_REVERT_ACTION in text_of(root.args)
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3]
 
     clock.now += 2 * HOUR  # raybot was stopped while the resize expired
@@ -85,7 +86,7 @@ async def test_approval_after_expiry_is_refused(http, env, slack, emr):
     clock = FakeClock(1_800_000_000.0)
     async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
-        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
         clock.now += 31 * 60
         await post_interaction(
@@ -102,7 +103,7 @@ async def test_an_approval_request_nobody_answers_is_closed_when_it_expires(http
     clock = FakeClock(1_800_000_000.0)
     async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
-        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         clock.now += 31 * 60
         bot.services.wake_scheduler()
         closed = await wait_new(slack, lambda c: c.method == "chat.update" and "expired" in c.args.get("text", ""))

@@ -15,7 +15,7 @@ Then raybot is started again on the same database, and the trial checks:
 - every root status message posted before the kill gets its outcome in its thread within 20 s of the restart: a
   reply saying it "took effect" (or the usual ✅ answer), with Undo, if the emulator's cluster holds WorkerGroup1=n,
   and "did not take effect" if it does not; the root ends ✅ exactly when the change took effect;
-- no root message in the channel still shows ⏳;
+- no root message in the channel still shows ⏳ or ❔ (in progress, outcome being checked);
 - the command led to at most one accepted UpdateRayCluster (the emulator's count), and the restarted raybot sent
   none of its own.
 
@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from bot.sandbox.emr_server import UPDATE, EmrEmulator, RecordedCall
 from bot.sandbox.slack_server import SlackEmulator
 from bot.slack.blocks import UNDO_ACTION
+from bot.store import CARD_RENDER_GRACE_SECONDS
 from tests import e2e_world as world
-from tests.e2e import NOT_TOOK, TOOK, has_button, raybot_env, says_settled, send, verdict
+from tests.e2e import NOT_TOOK, TOOK, has_button, raybot_env, says_settled, send, undecided, verdict
 from tests.forkserver import ForkedRaybot, ForkServer, PlainStarter
 
 SEED = 20240611
@@ -174,10 +175,10 @@ async def run_trial(lane: Lane, trial: Trial) -> None:
 
 def beside(message: dict, root: dict) -> bool:
     """A channel message (not in a thread) naming the same change as `root`: what raybot posts when it cannot
-    find that root again. It names who asked and what ("<@U…> · *prod* · WorkerGroup1 replicas → 4")."""
-    summary = root.get("text", "").split("· ", 1)[-1].rsplit(" · ", 1)[0]
+    find that root again. It names who asked and which cluster, as the root does ("<@U…> · *prod* · …")."""
+    who, alias = root.get("text", "").split(" · ")[:2]
     text = message.get("text", "")
-    return not message.get("thread_ts") and text != root.get("text") and summary in text
+    return not message.get("thread_ts") and text != root.get("text") and f"{who.split(' ', 1)[-1]} · {alias}" in text
 
 
 async def after_restart(
@@ -198,11 +199,13 @@ async def after_restart(
             return None
 
     async def without_hourglass(ts: str, what: str, timeout: float) -> str:
-        """The root message `ts` once it no longer shows ⏳ (its text as it is after `timeout` otherwise)."""
-        if "⏳" in (slack.message(CHANNEL, ts) or {}).get("text", ""):
+        """The root message `ts` once it no longer shows ⏳ or ❔ (its text as it is after `timeout` otherwise)."""
+        if undecided((slack.message(CHANNEL, ts) or {}).get("text", "")):
             await waited(
-                f"{what} to leave ⏳",
-                lambda c: c.method == "chat.update" and c.args.get("ts") == ts and "⏳" not in c.args.get("text", ""),
+                f"{what} to leave ⏳ / ❔",
+                lambda c: (
+                    c.method == "chat.update" and c.args.get("ts") == ts and not undecided(c.args.get("text", ""))
+                ),
                 timeout,
             )
         return (slack.message(CHANNEL, ts) or {}).get("text", "")
@@ -214,7 +217,7 @@ async def after_restart(
     # A new change of the same cluster is taken at once: the lock of the dead run holds nothing back.
     new_slack = since(slack.calls, len(slack.calls))
     _, url = await send(http, lane.raybot, slack, f"resize prod WorkerGroup2={m}")
-    summary = f"WorkerGroup2 replicas → {m}"
+    summary = f"→ {m} replicas"
     first = await waited(
         f"the new resize ({summary}) to be taken or answered",
         lambda c: (
@@ -282,15 +285,15 @@ async def after_restart(
         if not holds and any(has_button(r, UNDO_ACTION) for r in replies):
             problems.append("a change that did not take effect is offered Undo")
         final = await without_hourglass(ts, "the root status message", outcome_by - loop.time())
-        if "⏳" not in final and ("✅" in final) != holds:
+        if not undecided(final) and ("✅" in final) != holds:
             problems.append(f"the change {truth} but its root says {final!r}")
     left = [
         m["text"]
         for m in slack.channel_messages(CHANNEL)
-        if "⏳" in m.get("text", "") and m["ts"] not in lane.unfindable
+        if undecided(m.get("text", "")) and m["ts"] not in lane.unfindable
     ]
     if left:
-        problems.append(f"root messages still show ⏳: {left}")
+        problems.append(f"root messages still show ⏳ or ❔: {left}")
 
     applied = [c for c in emr.calls[emr_mark:] if c.action == UPDATE and c.applied]
     crashed = [
@@ -382,7 +385,7 @@ async def test_a_kill_with_no_change_in_flight_restarts_cleanly(forks, http, tmp
             mark = len(slack.calls)
             _, url = await send(http, second, slack, "resize prod WorkerGroup2=4")
             root = await slack.wait_for(
-                lambda c: c.method == "chat.postMessage" and "WorkerGroup2 replicas → 4" in c.args.get("text", "")
+                lambda c: c.method == "chat.postMessage" and "WorkerGroup2: 1 → 4 replicas" in c.args.get("text", "")
             )
             answer = await slack.wait_for(
                 lambda c: (
@@ -393,9 +396,26 @@ async def test_a_kill_with_no_change_in_flight_restarts_cleanly(forks, http, tmp
             )
             assert verdict(answer.args) == TOOK and has_button(answer.args, UNDO_ACTION)
             assert not [c for c in slack.calls[mark:] if c.method == "response_url" and c.url == url]
+            await slack.wait_for(  # followed until it settled: its root says done
+                lambda c: (
+                    c.method == "chat.update" and c.args.get("ts") == root.response["ts"] and "✅" in c.args["text"]
+                )
+            )
+            # Killed right after the first change's last answer, its root may not have been rendered yet: the
+            # restarted raybot renders it from the row once the move's mark is due (CARD_RENDER_GRACE_SECONDS).
+            first_ts = done.args["thread_ts"]
+            if undecided((slack.message(CHANNEL, first_ts) or {}).get("text", "")):
+                await slack.wait_for(
+                    lambda c: (
+                        c.method == "chat.update"
+                        and c.args.get("ts") == first_ts
+                        and not undecided(c.args.get("text", ""))
+                    ),
+                    timeout=CARD_RENDER_GRACE_SECONDS + 10,
+                )
         finally:
             second.stop()
         assert [replica(prod_spec(emr), g) for g in ("WorkerGroup1", "WorkerGroup2")] == [3, 4]
         assert emr.accepted_updates(world.WORKSPACE, world.PROD) == 2
         assert done.args["thread_ts"] != root.response["ts"]
-        assert not [m for m in slack.channel_messages(CHANNEL) if "⏳" in m.get("text", "")]
+        assert not [m for m in slack.channel_messages(CHANNEL) if undecided(m.get("text", ""))]

@@ -5,7 +5,7 @@ past raybot's deadline and applied later (or never), and a 503 after the service
 raybot runs with RAYBOT_LOCK_TTL_SECONDS=1 (its locks must be renewed while a change is in flight) and
 RAYBOT_EMR_DEADLINE_SECONDS=2 (6 for the lock test, whose slow call must finish). Verdicts are read with
 tests.e2e.verdict: "took effect" / "did not take effect" (or the usual ✅ / ❌ answers); "⏳" marks raybot's
-"does not know yet … checking" reply and a root still in progress.
+"does not know yet … checking" reply and a root still in progress (❔: its outcome being checked).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.e2e import (
     raybot_env,
     send,
     text_of,
+    undecided,
     verdict,
     wait_new,
 )
@@ -111,13 +112,13 @@ async def verdict_in(slack, root, timeout: float = VERDICT_WITHIN):
 
 
 async def final_root(slack, root, timeout: float = 10.0) -> str:
-    """The root status message's text once it no longer shows ⏳."""
+    """The root status message's text once it says what became of its change (no ⏳ or ❔ left)."""
     ts = root.response["ts"]
     stored = slack.message(world.ONCALL_CHANNEL, ts) or {}
-    if "⏳" in stored.get("text", ""):
+    if undecided(stored.get("text", "")):
         await wait_new(
             slack,
-            lambda c: c.method == "chat.update" and c.args.get("ts") == ts and "⏳" not in c.args.get("text", ""),
+            lambda c: c.method == "chat.update" and c.args.get("ts") == ts and not undecided(c.args.get("text", "")),
             timeout=timeout,
         )
     return (slack.message(world.ONCALL_CHANNEL, ts) or {}).get("text", "")
@@ -137,7 +138,7 @@ def told_checking_before(slack, root, answer) -> bool:
 async def test_a_cloud_call_slower_than_the_lock_ttl_keeps_the_cluster_locked(http, patient_raybot, slack, emr):
     emr.inject("latency", action=UPDATE, seconds=SLOW_CALL, times=1)
     await send(http, patient_raybot, slack, "resize prod WorkerGroup1=3")
-    first_root = await root_of(slack, "WorkerGroup1 replicas → 3")
+    first_root = await root_of(slack, "WorkerGroup1: 2 → 3 replicas")
     slow = await emr.held(UPDATE, timeout=10)
     _, second_url = await send(http, patient_raybot, slack, "resize prod WorkerGroup2=5", user=world.LEAD)
 
@@ -150,7 +151,7 @@ async def test_a_cloud_call_slower_than_the_lock_ttl_keeps_the_cluster_locked(ht
             or (
                 c.method == "chat.postMessage"
                 and not c.args.get("thread_ts")
-                and "WorkerGroup2 replicas → 5" in c.args.get("text", "")
+                and "WorkerGroup2: 1 → 5 replicas" in c.args.get("text", "")
             )
         ),
         timeout=15,
@@ -177,7 +178,7 @@ async def test_a_hung_update_applied_after_the_deadline_took_effect_and_offers_u
     # The service gets the update but applies it only a second after raybot gave up; the answer is lost.
     emr.inject("hang_apply", action=UPDATE, times=1, seconds=1.0)
     await send(http, raybot, slack, "resize prod WorkerGroup1=3")
-    root = await root_of(slack, "WorkerGroup1 replicas → 3")
+    root = await root_of(slack, "WorkerGroup1: 2 → 3 replicas")
     held = await emr.held(UPDATE, timeout=10)
 
     answer = await verdict_in(slack, root)
@@ -194,7 +195,7 @@ async def test_a_hung_update_applied_after_the_deadline_took_effect_and_offers_u
 async def test_a_hung_update_never_applied_did_not_take_effect(http, raybot, slack, emr):
     emr.inject("hang", action=UPDATE, times=1)  # held until the test ends; never applied
     await send(http, raybot, slack, "resize prod WorkerGroup1=3")
-    root = await root_of(slack, "WorkerGroup1 replicas → 3")
+    root = await root_of(slack, "WorkerGroup1: 2 → 3 replicas")
     await emr.held(UPDATE, timeout=10)
     loop = asyncio.get_running_loop()
     held_at = loop.time()
@@ -216,7 +217,7 @@ async def test_a_hung_update_never_applied_did_not_take_effect(http, raybot, sla
 async def test_a_503_after_the_update_was_applied_took_effect(http, raybot, slack, emr):
     emr.inject("5xx_after_apply", action=UPDATE)  # every attempt is applied, then answered 503
     await send(http, raybot, slack, "resize prod WorkerGroup1=3")
-    root = await root_of(slack, "WorkerGroup1 replicas → 3")
+    root = await root_of(slack, "WorkerGroup1: 2 → 3 replicas")
 
     answer = await verdict_in(slack, root)
     assert verdict(answer.args) == TOOK, f"the update was applied; the thread says {thread_texts(slack, root)}"

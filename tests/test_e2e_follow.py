@@ -78,7 +78,9 @@ async def test_a_change_is_followed_until_the_new_spec_runs(http, env, slack, em
         assert "WorkerGroup1: 2 of 4 workers up" in applying.args["text"]
         assert "still updating" in applying.args["text"]
         await look_again(raybot, clock, SETTLE / 2)
-        await wait_new(slack, lambda c: c.method == "chat.update" and "WorkerGroup1: 3 of 4 workers up" in c.args.get("text", ""))
+        await wait_new(
+            slack, lambda c: c.method == "chat.update" and "WorkerGroup1: 3 of 4 workers up" in c.args.get("text", "")
+        )
         await look_again(raybot, clock, SETTLE)
         settled = await wait_new(
             slack, lambda c: c.method == "chat.postMessage" and "settled" in c.args.get("text", "")

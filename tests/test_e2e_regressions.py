@@ -98,9 +98,9 @@ async def ephemeral_to(slack, user: str, timeout: float = 5.0):
 
 
 async def temporary_resize(http, raybot, slack, emr) -> dict:
-    """`resize prod WorkerGroup1=3 for 1h`, applied and settled; returns its thread answer (with Keep it)."""
+    """`resize prod WorkerGroup1=3 for 1h`, applied and settled; returns its root status message (with Keep it)."""
     await send(http, raybot, slack, "resize prod WorkerGroup1=3 for 1h")
-    await wait_new(slack, lambda c: c.method == "chat.postMessage" and CANCEL_REVERT_ACTION in text_of(c.args))
+    await wait_new(slack, lambda c: c.method == "chat.postMessage" and UNDO_ACTION in text_of(c.args))  # applied
     await wait_until_followed(emr, slack)
     return message_with(slack, world.ONCALL_CHANNEL, CANCEL_REVERT_ACTION)
 
@@ -129,7 +129,7 @@ def revert_failures(slack, thread_ts: str):
 async def test_4_a_failing_revert_backs_off_and_is_told_once(http, env, slack, emr, clock, passes, failure, caplog):
     async with inprocess_raybot(env, clock) as bot:
         answer = await temporary_resize(http, bot, slack, emr)
-        thread_ts = answer["thread_ts"]
+        thread_ts = answer["ts"]
         if failure == "bot removed from the channel":
             slack.set_member(world.ONCALL_CHANNEL, False)
         else:
@@ -209,7 +209,7 @@ async def test_5_keep_it_and_the_revert_at_the_same_moment_never_both(http, env,
 @pytest.mark.parametrize("obstacle", ["cluster busy", "read fails"])
 async def test_6_approve_on_a_busy_cluster_or_a_failed_read_leaves_the_request_open(http, served, slack, emr, obstacle):
     await send(http, served, slack, "resize fleet group-01 replicas=21 max=21")
-    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+    request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
     message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
     if obstacle == "cluster busy":
         # Another change holds fleet while its read is held; it changes nothing, so the request stays valid.
@@ -240,7 +240,7 @@ async def test_6_approve_after_the_cluster_changed_voids_the_request_and_says_wh
 ):
     async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
-        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         changed = emr.cluster(world.WORKSPACE, FLEET) | {"workspaceId": world.WORKSPACE}
         changed["workerSpec"][1]["replica"] = 4  # someone else resized group-02 since the request
         emr.seed([changed])
@@ -249,8 +249,10 @@ async def test_6_approve_after_the_cluster_changed_voids_the_request_and_says_wh
         closed = await wait_new(
             slack, lambda c: c.method == "chat.update" and c.args.get("ts") == request.response["ts"]
         )
-    assert "void" in closed.args["text"] and "group-02" in closed.args["text"]
+    assert "🚫" in closed.args["text"] and "not applied: the cluster changed since the request" in closed.args["text"]
     assert APPROVE_ACTION not in text_of(closed.args)  # closed: no button left to click
+    [detail] = slack.thread(world.ONCALL_CHANNEL, request.response["ts"])  # what changed, in its thread
+    assert "void" in detail["text"] and "group-02" in detail["text"]
     assert updates_of(emr, FLEET) == []
 
 
@@ -287,7 +289,7 @@ async def test_7_start_and_stop_wait_for_approval_then_apply_once(
         if verb == "stop":
             ask = await ephemeral_reply(slack, url)
             await click(http, bot, slack, confirmation_of(ask), STOP_ACTION, world.ONCALL_USER)
-        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         assert alias in request.args["text"]
         assert new_emr_calls(emr, action) == []
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
@@ -337,8 +339,8 @@ async def test_8_raising_max_replica_above_the_threshold_waits_for_approval(http
     # `/ray autoscale` only switches the head's autoscaling; a group's autoscaling bounds are set with resize.
     async with inprocess_raybot(env, clock) as bot:
         await send(http, bot, slack, "resize prod WorkerGroup1 max=25")
-        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
-        assert "autoscale to 25" in request.args["text"]
+        request = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
+        assert "autoscale to 25" in text_of(request.args)  # why it needs approval
         assert updates_of(emr) == []
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
         await click(http, bot, slack, message, APPROVE_ACTION, world.LEAD)

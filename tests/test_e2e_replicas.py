@@ -163,7 +163,7 @@ class Watch:
         return await asyncio.to_thread(self.emr.wait_for_call, lambda c: id(c) not in earlier and predicate(c), timeout)
 
 
-ROOT = re.compile(r"\*(r\d)\* · " + GROUP + r" replicas → (\d+)( for \w+)? · ")
+ROOT = re.compile(r"\*(r\d)\* · " + GROUP + r": \S+ → (\d+) replicas( \(temporary, [^)]*\))? · ")
 
 
 def roots(watch: Watch) -> dict[str, tuple[str, int]]:
@@ -497,7 +497,7 @@ async def test_a_replica_killed_mid_change_is_taken_over_by_another(http, fleet,
 
     # A temporary resize made through A (the shortest the grammar takes: a minute).
     await to_a.command(slack, f"resize r2 {GROUP}=4 for 1m")
-    await watch.wait(lambda c: is_applied_answer(c) and "reverts this change" in text_of(c.args))
+    await watch.wait(lambda c: is_applied_answer(c) and roots(watch).get(c.args["thread_ts"]) == ("r2", 4))
 
     # Two changes whose UpdateRayCluster A is waiting for when it dies: the service applied r0's (and the
     # answer was lost), it never got r1's. The emulator's `hang` holds a call and never applies it; r0's is

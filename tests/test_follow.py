@@ -309,28 +309,6 @@ def hostile_progress(groups: int, phase: str = "applying") -> Progress:
     )
 
 
-@pytest.mark.parametrize("phase", ["requested", "applying", "done", "failed", "timeout"])
-def test_follow_status_escapes_and_fits(phase: str) -> None:
-    p = hostile_progress(50)
-    message = blocks.follow_status("U123ABC", EVIL * 20, EVIL * 300, p.summary(), phase)  # type: ignore[arg-type]
-    assert_fits(message)
-    assert_no_raw_markup(message)
-    assert "&lt;!channel&gt;" in message.text and message.text.startswith(blocks.FOLLOW_MARKS[phase][0])
-    assert "<@U123ABC>" in message.text  # the user's mention is raybot's own and stays live
-
-
-def test_follow_status_while_applying() -> None:
-    message = blocks.follow_status(
-        "U1AB", "prod", "WorkerGroup1 replica 2 → 3", "Running · WorkerGroup1: 2 of 3 workers up", "applying"
-    )
-    assert (
-        message.text == "✅ <@U1AB> · *prod* · WorkerGroup1 replica 2 → 3 · accepted, applying: "
-        "Running · WorkerGroup1: 2 of 3 workers up"
-    )
-    requested = blocks.follow_status("U1AB", "prod", "resize", "", "requested")
-    assert requested.text.endswith("· resize · requested")
-
-
 def test_follow_done_shows_final_counts() -> None:
     settled = Progress(
         phase="done",
@@ -590,3 +568,37 @@ def test_a_start_without_a_settle_model_brings_every_groups_workers_up_at_once()
     emulator.start(ws, cid, "key", None, "REQ-1")
     done = progress(RayCluster.model_validate(emulator.snapshot(ws, cid)), wanted_after_start(stopped))
     assert done.phase == "done" and all(g.up == g.wanted for g in done.groups)
+
+
+def test_a_change_is_followed_for_the_groups_it_changed() -> None:
+    """A later change of another group (WorkerGroup2) does not keep a WorkerGroup1 change from settling."""
+    from bot.emr.changes import DiffEntry
+    from bot.flow import _followed_groups
+
+    wanted = Wanted(state="Running", groups={"WorkerGroup1": 3, "WorkerGroup2": 1})
+    one = [DiffEntry(path="workerSpec[WorkerGroup1].replica", before=2, after=3)]
+    followed = _followed_groups(wanted, one)
+    assert (followed.groups, followed.ignored) == ({"WorkerGroup1": 3}, ["WorkerGroup2"])
+    # WorkerGroup2 runs 5 workers now (a later change): not waited for, not taken for a removed group.
+    later = RayCluster.model_validate(
+        {
+            "state": "Running",
+            "instances": [
+                *(
+                    {"instanceId": f"i-{n}", "type": "Worker", "phase": "Running", "groupName": "WorkerGroup1"}
+                    for n in range(3)
+                ),
+                *(
+                    {"instanceId": f"j-{n}", "type": "Worker", "phase": "Running", "groupName": "WorkerGroup2"}
+                    for n in range(5)
+                ),
+            ],
+        }
+    )
+    seen = progress(later, followed)
+    assert seen.phase == "done" and [g.name for g in seen.groups] == ["WorkerGroup1"]
+    assert progress(later, wanted).phase == "applying"  # every group followed: WorkerGroup2 is not as sent
+    head_only = [DiffEntry(path="headSpec.idleTimeoutSeconds", before=900, after=600)]
+    assert _followed_groups(wanted, head_only) == wanted
+    added = [DiffEntry(path="workerSpec[WorkerGroup2]", before=None, after={"groupName": "WorkerGroup2"})]
+    assert _followed_groups(wanted, added).groups == {"WorkerGroup2": 1}

@@ -164,6 +164,63 @@ def progress_of(s: Sample) -> follow.Progress:
     return follow.progress(s.cluster, follow.wanted_after_update(edited(s)))
 
 
+def card_by(user_id: str) -> ChangeRecord:
+    """A plain change of `user_id` to show on a root message."""
+    return ChangeRecord(
+        id=7,
+        created_at=NOW,
+        updated_at=NOW,
+        version=1,
+        state="applying",
+        team_id="T0TEAM",
+        user_id=user_id,
+        channel_id=TRUSTED_CHANNEL,
+        thread_ts=None,
+        root_ts="1717405200.000100",
+        alias="prod",
+        workspace="w-1",
+        cluster_id="ray-1",
+        region="cn-hangzhou",
+        action="resize",
+        summary="resize",
+        spec_before=None,
+        body=None,
+        diff=[],
+        duration_seconds=3600,
+        revert_state="cancelled",
+    )
+
+
+def cards_of(s: Sample) -> list[ChangeRecord]:
+    """A change in every state and revert/undo combination, every field a user or the cloud controls hostile."""
+    base = card_by(TRUSTED_USER).model_copy(
+        update={
+            "alias": s.text,
+            "summary": s.text,
+            "diff": [d.model_dump(mode="json") for d in diff_of(s)],
+            "error_code": s.text,
+            "error_message": s.text,
+            "last_summary": s.text,
+            "approval_reason": approval_reason_of(s),
+            "expires_at": NOW,
+            "revert_note": s.text,
+            "duration_seconds": None,
+            "revert_state": None,
+        }
+    )
+    out = [base.model_copy(update={"state": state}) for state in STATES]
+    out += [
+        base.model_copy(update={"state": "settled", "duration_seconds": 3600, "revert_state": track, "revert_at": NOW})
+        for track in ("scheduled", "running", "cancelled", "done", "failed")
+    ]
+    out += [
+        base.model_copy(update={"state": "settled", "undone_by": APPROVER, "undone_by_change": 9, "undone_at": NOW}),
+        base.model_copy(update={"state": "applying", "decided_by": APPROVER, "action": "undo", "undo_of": 3}),
+        base.model_copy(update={"state": "settled", "diff": [], "action": "start"}),
+    ]
+    return out
+
+
 def records_of(s: Sample) -> list[ChangeRecord]:
     states = STATES
     return [
@@ -287,7 +344,7 @@ MESSAGE_CASES: dict[str, Cases] = {
         call([]),
     ],
     "cluster_detail": lambda s: [call(s.text, s.cluster), call(s.text, s.cluster, cost_of(s))],
-    "change_root": lambda s: [call(TRUSTED_USER, s.text, s.text, status) for status in blocks.STATUS_MARKS],
+    "change_card": lambda s: [call(card) for card in cards_of(s)] + [call(cards_of(s)[0], cost_of(s))],
     "change_succeeded": lambda s: [
         call(s.text, s.text, s.text, diff_of(s), change_id=7, revert_at=NOW, schedule_id=3),
         call(s.text, s.text, s.text, diff_of(s), change_id=7, cost=cost_of(s)),
@@ -301,14 +358,6 @@ MESSAGE_CASES: dict[str, Cases] = {
     "revert_cancelled": lambda s: [call(TRUSTED_USER, 7)],
     "cluster_busy": lambda s: [call(s.text, TRUSTED_USER, s.text)],
     "refused": lambda s: [call(reason) for reason in reasons_of(s)],
-    "approval_request": lambda s: [
-        call(TRUSTED_USER, s.text, s.text, approval_reason_of(s), diff_of(s), 12, NOW),
-        call(TRUSTED_USER, s.text, s.text, approval_reason_of(s), diff_of(s), 12, NOW, cost=cost_of(s)),
-    ],
-    "approval_closed": lambda s: [
-        call(TRUSTED_USER, s.text, s.text, blocks.approval_void(APPROVER, s.text, diff_of(s)).text),
-        call(TRUSTED_USER, s.text, s.text, f"🚫 Rejected by {mrkdwn.user(APPROVER)}; nothing was changed."),
-    ],
     "approval_void": lambda s: [call(APPROVER, s.text, diff_of(s)), call(APPROVER, s.text, diff_of(s)[:1])],
     "history": lambda s: [
         call(s.text, records_of(s)),
@@ -330,10 +379,6 @@ MESSAGE_CASES: dict[str, Cases] = {
     "whoami": lambda s: [call(TRUSTED_USER, TRUSTED_CHANNEL, grants_of(s)), call(TRUSTED_USER, TRUSTED_CHANNEL, [])],
     "hint": lambda s: [call(f"Try {mrkdwn.code(f'{grammar.PREFIX} show {s.text}')} for the details.")],
     "nothing_to_change": lambda s: [call(s.text, s.text)],
-    "follow_status": lambda s: [
-        *(call(TRUSTED_USER, s.text, s.text, progress_of(s).summary(), phase) for phase in blocks.FOLLOW_MARKS),
-        call(TRUSTED_USER, s.text, s.text, "", "requested"),
-    ],
     "follow_done": lambda s: [call(s.text, s.text, progress_of(s))],
     "follow_failed": lambda s: [call(s.text, s.text, s.text), call(s.text, None, None)],
     "follow_timeout": lambda s: [call(s.text, 15, progress_of(s)), call(s.text, 7.5, None)],
@@ -356,9 +401,9 @@ REASON_CASES: dict[str, Cases] = {
 
 BLOCKS_HELPERS = {
     "worker_table": "lines for a preformatted block; shown by cluster_detail and modals.overview_view",
-    "diff_sections": "blocks of a diff in plain words; shown by change_succeeded, approval_request and the modals",
-    "slack_date": "a <!date> token from a number; shown by approval_request and change_succeeded",
-    "cost_line": "a context block of a cost line; shown by change_succeeded, approval_request, cluster_detail, "
+    "diff_sections": "blocks of a diff in plain words; shown by change_succeeded and the modals",
+    "slack_date": "a <!date> token from a number; shown by change_card, change_succeeded and history",
+    "cost_line": "a context block of a cost line; shown by change_card, change_succeeded, cluster_detail, "
     "modals.confirm_view",
 }
 """Public functions of blocks that build no payload of their own, and where their output is checked."""
@@ -609,12 +654,10 @@ def test_the_input_is_shown_escaped_not_dropped(name: str):
 @pytest.mark.parametrize(
     "build",
     [
-        lambda bad: blocks.change_root(bad, "prod", "resize", "pending"),
+        lambda bad: blocks.change_card(card_by(bad)),
+        lambda bad: blocks.change_card(card_by(TRUSTED_USER).model_copy(update={"kept_by": bad})),
         lambda bad: blocks.cluster_busy("prod", bad, "resize"),
-        lambda bad: blocks.approval_request(bad, "prod", "resize", "why", [], 1, NOW),
-        lambda bad: blocks.approval_closed(bad, "prod", "resize", "done"),
         lambda bad: blocks.approval_void(bad, "prod", []),
-        lambda bad: blocks.follow_status(bad, "prod", "resize", "", "requested"),
         lambda bad: blocks.whoami(bad, TRUSTED_CHANNEL, []),
         lambda bad: blocks.whoami(TRUSTED_USER, bad, []),
         lambda bad: blocks.revert_cancelled(bad, 7),
@@ -637,9 +680,8 @@ def test_names_with_line_breaks_stay_on_their_line():
     name = "prod*\n✅ approved by everyone\r\n> quoted"
     shown = "prod* ✅ approved by everyone &gt; quoted"
     for message in (
-        blocks.change_root(TRUSTED_USER, name, f"resize {name} to 3", "pending"),
+        blocks.change_card(card_by(TRUSTED_USER).model_copy(update={"alias": name, "summary": name, "diff": []})),
         blocks.approval_void(APPROVER, name, [DiffEntry(path=f"workerSpec[{name}].replica", before=1, after=2)]),
-        blocks.follow_status(TRUSTED_USER, name, name, "", "requested"),
         blocks.revert_failed(7, name, "Throttling: try later"),
         blocks.edit_prompt(name, "{}"),
         blocks.refused(blocks.wrong_state_reason(name, name, "Running", "stop")),
@@ -667,10 +709,6 @@ def test_approval_void_escapes_a_group_named_channel_and_masks_secrets():
     )
     assert message.text == expected
     assert message.blocks == [{"type": "section", "text": {"type": "mrkdwn", "text": expected, "verbatim": True}}]
-    # approvals.close_request passes it on as the request's outcome: whole, not cut.
-    closed = blocks.approval_closed("U0ASKER", "prod", "resize <!channel> to 9", message.text)
-    assert closed.blocks[0]["text"]["text"].endswith("\n" + expected)
-    assert "resize &lt;!channel&gt; to 9" in closed.text
 
 
 def test_approval_void_names_ten_changes_and_counts_the_rest_within_the_outcome_size():
@@ -682,9 +720,6 @@ def test_approval_void_names_ten_changes_and_counts_the_rest_within_the_outcome_
     assert "… and 15 more changes" in message.text
     assert len(message.text) <= blocks.OUTCOME_MAX
     assert markup_problems(message.text, sample("long")) == []
-    # The longest alias and summary still leave room for the whole outcome.
-    closed = blocks.approval_closed(TRUSTED_USER, LONG, LONG, message.text)
-    assert closed.blocks[0]["text"]["text"].endswith("\n" + message.text)
 
 
 def test_revert_failed_escapes_a_conflict_on_a_group_named_channel():

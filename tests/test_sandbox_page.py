@@ -105,7 +105,7 @@ def test_resize_answers_in_the_thread_with_cluster_id_and_request_id(sandbox, pa
     open_as(page, sandbox, "oncall")
     type_in(page, "/ray resize prod WorkerGroup1=3")
 
-    root = page.locator("#messages .message", has_text="WorkerGroup1 replicas → 3 · done")
+    root = page.locator("#messages .message", has_text="WorkerGroup1: 2 → 3 replicas · done")
     expect(root).to_contain_text("✅")
     expect(root).to_contain_text("@Olivia (on-call)")  # <@U0ONCALL1> rendered as a mention
     [update] = cloud_calls(sandbox, fresh, "UpdateRayCluster", PROD)
@@ -151,7 +151,7 @@ def test_a_throttling_fault_is_reported_with_its_code_and_request_id(sandbox, pa
     expect(page.locator("#faults")).to_contain_text("throttled · UpdateRayCluster")
 
     type_in(page, "/ray resize train-gpu a10-small=3")
-    root = page.locator("#messages .message", has_text="a10-small replicas → 3")
+    root = page.locator("#messages .message", has_text="a10-small: 2 → 3 replicas")
     expect(root).to_contain_text("failed")
     attempts = cloud_calls(sandbox, fresh, "UpdateRayCluster", TRAIN_GPU)
     assert attempts and all(a.code == "Throttling.User" for a in attempts)

@@ -492,7 +492,7 @@ async def test_opening_a_new_database_migrates_it_to_the_head(new_db: Db, clock:
         assert new_db.revision() == [(HEAD,)]
         assert new_db.tables() == {*metadata.tables, "alembic_version", "schema_compat"}
         assert shape(new_db) == SCHEMA  # the migrations make exactly what bot/schema.py describes
-        assert new_db.raw("SELECT id, oldest_compatible FROM schema_compat") == [(1, "0001")]
+        assert new_db.raw("SELECT id, oldest_compatible FROM schema_compat") == [(1, "0002")]
         async with store._connect() as conn:
             if new_db.postgres:
                 settings = await conn.exec_driver_sql(
@@ -1695,6 +1695,8 @@ async def test_an_undo_taking_effect_cancels_the_revert_it_makes_needless(store:
         T0 + 30,
     )
     assert await store.due_reverts(T0 + 10**6) == []
+    # Its root message says who undid it, with which change, and when (bot.slack.blocks.change_card).
+    assert (undone.undone_by, undone.undone_by_change, undone.undone_at) == ("U1", undo.id, T0 + 30)
 
     # A revert already running is not taken from its worker by an undo.
     running = await reach(store, "applied", duration_seconds=60)
@@ -2057,3 +2059,79 @@ async def test_closed_store_refuses_calls(db: Db, clock: FakeClock) -> None:
     for call in (store.ping, lambda: store.claim("k"), lambda: store.get_change(1), store.heartbeat, store.open):
         with pytest.raises(StoreError, match="the store is closed"):
             await call()
+
+
+async def test_what_the_root_message_says_is_kept_on_the_row(store: Store, clock: FakeClock) -> None:
+    # Keep it records who kept it; a failed undo records nothing; an automatic revert records raybot as undoing it.
+    temporary = await reach(store, "applied", duration_seconds=3600)
+    kept = await store.cancel_revert(temporary.id, note="kept by U2", kept_by="U2")
+    assert kept is not None and (kept.revert_state, kept.kept_by) == ("cancelled", "U2")
+    failed = await reach(store, "sending", action="undo", undo_of=temporary.id)
+    await store.move(failed.id, "failed", from_="sending")
+    assert (await store.get_change(temporary.id)).undone_by_change is None  # type: ignore[union-attr]
+    reverted = await reach(store, "applied", duration_seconds=60)
+    clock.advance(5)
+    revert = await reach(store, "applied", action="revert", undo_of=reverted.id, user_id="U0RAYBOT")
+    after = await store.get_change(reverted.id)
+    assert after is not None and (after.undone_by, after.undone_by_change, after.undone_at) == (
+        "U0RAYBOT",
+        revert.id,
+        T0 + 5,
+    )
+
+
+async def test_a_root_message_slack_refused_is_due_again(store: Store, clock: FakeClock) -> None:
+    record = await reach(store, "applied")
+    await store.set_thread(record.id, root_ts="1700000000.000100", thread_ts="1700000000.000100")
+    assert await store.is_change_root("C1", "1700000000.000100")
+    assert not await store.is_change_root("C1", "1700000000.000200")
+    assert not await store.is_change_root("C2", "1700000000.000100")
+    await store.touch(record.id, state="applied", next_at=None)
+    assert await store.cards_due(T0 + 10**6) == []  # moved before it had a root: nothing to render
+
+    await store.card_failed(record.id, retry_at=T0 + 5)
+    assert await store.next_due_at() == T0 + 5
+    assert await store.cards_due(T0 + 4) == []
+    [due] = await store.cards_due(T0 + 5)
+    assert (due.id, due.card_due_at, due.card_attempts) == (record.id, T0 + 5, 1)
+    await store.card_failed(record.id, retry_at=T0 + 15)
+    assert (await store.get_change(record.id)).card_attempts == 2  # type: ignore[union-attr]
+
+    await store.card_shown(record.id, due_at=T0 + 15)
+    shown = await store.get_change(record.id)
+    assert shown is not None and (shown.card_due_at, shown.card_attempts) == (None, 0)
+    assert await store.next_due_at() is None
+
+    await store.card_failed(record.id, retry_at=T0)
+    await store.card_given_up(record.id)
+    assert await store.cards_due(T0 + 10**6) == []
+
+
+async def test_every_move_marks_the_root_until_a_render_of_it_clears_the_mark(store: Store, clock: FakeClock) -> None:
+    """A process that dies between a move and its render leaves the mark: the reconciler renders the root then."""
+    record = await reach(store, "sending", duration_seconds=60)
+    await store.set_thread(record.id, root_ts="1700000000.000100", thread_ts="1700000000.000100")
+    moved = await store.move(record.id, "applied", from_="sending")
+    grace = bot.store.CARD_RENDER_GRACE_SECONDS
+    assert moved is not None and moved.card_due_at == T0 + grace
+    assert await store.cards_due(T0 + grace - 1) == []
+    assert [r.id for r in await store.cards_due(T0 + grace)] == [record.id]
+
+    clock.advance(1)  # a later move marks it anew: a render of the earlier state does not clear that mark
+    kept = await store.cancel_revert(record.id, note="kept by U2", kept_by="U2")
+    assert kept is not None and kept.card_due_at == T0 + 1 + grace
+    await store.card_shown(record.id, due_at=T0 + grace)
+    assert (await store.get_change(record.id)).card_due_at == T0 + 1 + grace  # type: ignore[union-attr]
+    await store.card_shown(record.id, due_at=T0 + 1 + grace)
+    assert (await store.get_change(record.id)).card_due_at is None  # type: ignore[union-attr]
+
+    clock.advance(1)  # the change an undo puts back is marked too
+    undo = await reach(store, "sending", action="undo", undo_of=record.id)
+    await store.move(undo.id, "applied", from_="sending")
+    assert (await store.get_change(record.id)).card_due_at == T0 + 2 + grace  # type: ignore[union-attr]
+
+    clock.advance(1)  # and a move of the revert track
+    other = await reach(store, "applied", duration_seconds=60)
+    await store.set_thread(other.id, root_ts="1700000000.000200", thread_ts="1700000000.000200")
+    claimed = await store.move_revert(other.id, "running", from_="scheduled", revert_run_id=store.run_id)
+    assert claimed is not None and claimed.card_due_at == T0 + 3 + grace

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
@@ -33,14 +33,18 @@ from bot.slack.words import (
     change_in_words,
     change_record_in_words,
     diff_in_words,
+    duration_in_words,
     plural,
     replicas_in_words,
 )
 
+if TYPE_CHECKING:
+    from bot.store import ChangeRecord
+
 FALLBACK_TEXT_MAX = 3000  # notifications show a line or two; keep fallback text short on purpose
 NAME_MAX = 80  # aliases, cluster and group names as shown in running text (escaped characters)
 MESSAGE_MAX = 1500  # an error message from the cloud API, escaped
-OUTCOME_MAX = 1500  # what became of an approval request, as approval_closed shows it (raybot's mrkdwn)
+OUTCOME_MAX = 1500  # why an approval came to nothing, as approval_void says it (raybot's mrkdwn)
 LIST_ENTRIES_PER_SECTION_MAX = 10  # beyond this many clusters per section, entries become too short to read
 DIFF_SECTIONS_MAX = 10  # preformatted sections a diff may take
 DIFF_VALUE_MAX = 200  # characters of one value in a diff line, before escaping
@@ -48,18 +52,6 @@ REASON_MAX = 2000  # a refusal's reason (raybot's mrkdwn)
 VOID_ENTRIES_MAX = 10  # changed fields a void approval names
 VOID_ENTRY_MAX = 110  # characters of each, escaped (10 of them and the sentence stay within OUTCOME_MAX)
 FENCE = "```"
-
-ChangeStatus = Literal["pending", "done", "failed", "unchanged", "unknown", "awaiting", "rejected", "cancelled"]
-STATUS_MARKS: dict[str, tuple[str, str]] = {
-    "pending": ("⏳", "in progress"),
-    "done": ("✅", "done"),
-    "failed": ("❌", "failed"),
-    "unchanged": ("➖", "nothing to change"),
-    "unknown": ("⏳", "outcome unknown, checking"),
-    "cancelled": ("❌", "stopped before it was sent"),
-    "awaiting": ("✋", "waiting for approval"),
-    "rejected": ("🚫", "not applied"),
-}
 
 # Action ids of raybot's buttons: the builders below put them on buttons, commands/ listen for them.
 UNDO_ACTION = "raybot_undo"
@@ -430,11 +422,144 @@ def cluster_detail(alias: str, cluster: RayCluster, cost: str | None = None) -> 
 # --- the life of one change -------------------------------------------------------------------------------------------
 
 
-def change_root(user_id: str, alias: str, summary: str, status: ChangeStatus) -> SlackMessage:
-    """The root message of a change in the channel: who, which cluster, what, and its status (updated in place)."""
-    mark, word = STATUS_MARKS[status]
-    text = f"{mark} {user(user_id)} · *{_line(alias, NAME_MAX)}* · {_line(summary, 2500)} · {word}"
-    return SlackMessage(_fallback(text), [_section(text)])
+CARD_WHAT_MAX = 1200  # the change in words on the root message, escaped
+CARD_REASON_MAX = 600  # a failure's or refusal's reason on the root message, escaped
+APPROVAL_REASON_MAX = 800  # why approval is needed (raybot's mrkdwn from bot.permissions)
+# The root message's mark per state of the change (bot/change_state.py); an undone change is ↩️ whatever its state.
+CARD_MARKS: dict[str, str] = {
+    "awaiting_approval": "🕒",
+    "applying": "⏳",
+    "sending": "⏳",
+    "applied": "⏳",
+    "unknown": "❔",
+    "settled": "✅",
+    "not_settled": "❔",
+    "broken": "❌",
+    "failed": "❌",
+    "cancelled": "❌",
+    "rejected": "🚫",
+    "expired": "⌛",
+    "void": "🚫",
+}
+UNDONE_MARK = "↩️"
+
+
+def _card_what(record: ChangeRecord) -> str:
+    """The change in plain words, before → after (escaped): from the row's diff, else what was asked."""
+    return _line(change_record_in_words(record), CARD_WHAT_MAX)
+
+
+def _card_state(record: ChangeRecord) -> str:
+    """What became of the change itself (escaped mrkdwn), without its revert or undo."""
+    state = record.state
+    progress = f": {_line(record.last_summary, PROGRESS_MAX)}" if record.last_summary else ""
+    reason = _line(record.error_message or record.error_code or "", CARD_REASON_MAX)
+    if state == "awaiting_approval":
+        return "awaiting approval by someone else who may approve here"
+    if state in ("applying", "sending"):
+        return "applying"
+    if state == "applied":
+        return f"accepted, applying{progress}"
+    if state == "unknown":
+        return "outcome being checked (the cloud call may or may not have been applied)"
+    if state == "settled":
+        return f"done{progress}"
+    if state == "not_settled":
+        # raybot stopped following it: where it ends is for a person to look at, not a failure.
+        look = inline_code(f"{grammar.PREFIX} show {record.alias}", NAME_MAX + 20)
+        return f"accepted, not settled in time{progress}; {look} has the state now"
+    if state == "broken":
+        return f"failed: the cluster ended in {inline_code('Error')}" + (f" ({reason})" if reason else "")
+    if state == "failed":
+        code = f"{inline_code(record.error_code, 100)} " if record.error_code else ""
+        message = _line(record.error_message, CARD_REASON_MAX) if record.error_message else ""
+        return f"failed: {code}{message}".rstrip()
+    if state == "cancelled":
+        return "failed: nothing was sent" + (f" ({reason})" if reason else "")
+    if state == "rejected":
+        verb = "withdrawn" if record.decided_by == record.user_id else "rejected"
+        by = f" by {user(record.decided_by)}" if record.decided_by is not None else ""
+        return f"{verb}{by}; nothing was changed"
+    if state == "expired":
+        when = f" {slack_date(record.expires_at)}" if record.expires_at is not None else ""
+        return f"expired{when} before anyone approved it; nothing was changed"
+    if state == "void":
+        return "not applied" + (f": {reason}" if reason else "") + "; nothing was sent"
+    return _line(state, 40)
+
+
+def _card_revert(record: ChangeRecord) -> tuple[str, bool]:
+    """The automatic revert of a temporary change (escaped mrkdwn, or ""), and whether Keep it is still offered."""
+    revert = record.revert_state
+    if record.duration_seconds is None:
+        return "", False
+    if revert is None:
+        if record.state in ("applying", "sending", "unknown"):
+            return f"⏲️ reverts {duration_in_words(record.duration_seconds)} after it takes effect", True
+        return "", False
+    if revert == "scheduled":
+        when = f"at {slack_date(record.revert_at)}" if record.revert_at is not None else "soon"
+        return f"⏲️ reverts {when}", True
+    if revert == "running":
+        return "⏲️ reverting now", False
+    if revert == "cancelled":
+        return (
+            f"⏲️ kept by {user(record.kept_by)}" if record.kept_by is not None else "⏲️ automatic revert cancelled"
+        ), False
+    if revert == "done":
+        note = f" ({_line(record.revert_note, 200)})" if record.revert_note else ""
+        return f"⏲️ reverted{note}", False
+    note = f": {_line(record.revert_note, CARD_REASON_MAX)}" if record.revert_note else ""
+    return f"⏲️ the automatic revert did not run{note}", False
+
+
+def _card_undone(record: ChangeRecord) -> str:
+    """Who put the change back, and when (escaped mrkdwn); "" while nobody has."""
+    if record.undone_by_change is None:
+        return ""
+    when = f" {slack_date(record.undone_at)}" if record.undone_at is not None else ""
+    if record.revert_state in ("running", "done"):
+        return f"reverted automatically{when} (change #{record.undone_by_change})"
+    by = f" by {user(record.undone_by)}" if record.undone_by is not None else ""
+    return f"undone{by}{when} (change #{record.undone_by_change})"
+
+
+def change_card(record: ChangeRecord, cost: str | None = None) -> SlackMessage:
+    """The root status message of a change, a pure function of its row (updated in place for its whole life).
+
+    One line: mark, requester, cluster, the change in plain words (before → after), and its state — ⏳ applying,
+    ✅ done, ❌ failed with the reason, ❔ outcome being checked, ↩️ undone by …, ⏲️ reverts at … / kept by …,
+    🕒 awaiting approval. Buttons that still act are on it (Approve / Reject, Keep it); the detail (clusterId,
+    requestId, full diff, progress) is in the thread. `cost` (bot.cost.change_text) is what the change does to the
+    cluster's cost per hour, shown under the line, so whoever approves or looks back sees it at a glance.
+    """
+    undone = _card_undone(record)
+    mark = UNDONE_MARK if undone else CARD_MARKS.get(record.state, "•")
+    parts = [f"{mark} {user(record.user_id)}", f"*{_line(record.alias, NAME_MAX)}*", _card_what(record)]
+    parts.append(undone or _card_state(record))
+    if record.decided_by is not None and record.state not in ("awaiting_approval", "rejected", "expired"):
+        parts.append(f"approved by {user(record.decided_by)}")
+    revert, keep = ("", False) if undone else _card_revert(record)
+    if revert:
+        parts.append(revert)
+    text = " · ".join(parts)
+    body = [_section(text)]
+    if cost:
+        body.append(cost_line(cost))
+    buttons = []
+    if record.state == "awaiting_approval":
+        why = f"Why: {truncate(record.approval_reason, APPROVAL_REASON_MAX)}. " if record.approval_reason else ""
+        expires = f"The request expires {slack_date(record.expires_at)}." if record.expires_at is not None else ""
+        body.append(_context(f"{why}{expires}".strip() or "Needs a second person's approval."))
+        buttons += [
+            _button("Approve", APPROVE_ACTION, str(record.id), "primary"),
+            _button("Reject", REJECT_ACTION, str(record.id), "danger"),
+        ]
+    if keep:
+        buttons.append(_button("Keep it (cancel the revert)", CANCEL_REVERT_ACTION, str(record.id)))
+    if buttons:
+        body.append(_actions(*buttons))
+    return SlackMessage(_fallback(text), body)
 
 
 def diff_sections(diff: Sequence[DiffEntry], max_sections: int = DIFF_SECTIONS_MAX) -> list[dict[str, Any]]:
@@ -572,55 +697,11 @@ def wrong_state_reason(alias: str, state: str | None, needed: str, verb: str) ->
     return f"{inline_code(alias, NAME_MAX)} is {now}: only a {_line(needed, 40)} cluster can {_line(verb, 20)}"
 
 
-def approval_request(
-    requester: str,
-    alias: str,
-    summary: str,
-    reason: str,
-    diff: Sequence[DiffEntry],
-    approval_id: int,
-    expires_at: float,
-    cost: str | None = None,
-) -> SlackMessage:
-    """The root message of a change waiting for a second person: what, why approval, diff, cost, Approve/Reject.
-
-    What is asked is said in plain words from `diff`; `summary` only when there is no diff.
-    """
-    what = change_in_words(diff) if diff else summary
-    text = (
-        f"✋ {user(requester)} asks to change *{_line(alias, NAME_MAX)}*: {_line(what, 500)}\n"
-        f"Needs approval by someone else who may approve here: {truncate(reason, 800)}"
-    )
-    blocks = [_section(text)]
-    if len(diff) > 1:
-        blocks += diff_sections(diff)
-    if cost:
-        blocks.append(cost_line(cost))
-    blocks.append(_context(f"The request expires at {slack_date(expires_at)}."))
-    blocks.append(
-        _actions(
-            _button("Approve", APPROVE_ACTION, str(approval_id), "primary"),
-            _button("Reject", REJECT_ACTION, str(approval_id), "danger"),
-        )
-    )
-    return SlackMessage(_fallback(text), blocks)
-
-
-def approval_closed(requester: str, alias: str, summary: str, outcome: str) -> SlackMessage:
-    """The approval request once decided: its buttons are gone and it says what happened."""
-    text = (
-        f"{user(requester)} asked to change *{_line(alias, NAME_MAX)}*: {_line(summary, 500)}\n"
-        f"{truncate(outcome, OUTCOME_MAX)}"
-    )
-    return SlackMessage(_fallback(text), [_section(text)])
-
-
 def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) -> SlackMessage:
     """An approval that came too late: the cluster changed since the request, so nothing was sent.
 
     Names what changed in plain words, at most VOID_ENTRIES_MAX lines (secrets masked, each escaped and cut to
-    VOID_ENTRY_MAX), then "and N more". The text stays within OUTCOME_MAX, so it can also be given whole to
-    approval_closed as the request's outcome.
+    VOID_ENTRY_MAX), then "and N more". The text stays within OUTCOME_MAX.
     """
     lines = diff_in_words(changed)
     shown = [_line(line, VOID_ENTRY_MAX) for line in lines[:VOID_ENTRIES_MAX]]
@@ -822,28 +903,8 @@ def nothing_to_change(alias: str, summary: str) -> SlackMessage:
 
 # --- following a change until the cluster settles ---------------------------------------------------------------------
 
-FollowPhase = Literal["requested", "applying", "done", "failed", "timeout"]
-FOLLOW_MARKS: dict[str, tuple[str, str]] = {
-    "requested": ("⏳", "requested"),
-    # The API accepted the change (✅, as issue 3 asks of the root message); the cluster is still moving to it.
-    "applying": ("✅", "accepted, applying"),
-    "done": ("✅", "done"),
-    "failed": ("❌", "failed"),
-    "timeout": ("⌛", "not settled"),
-}
-PROGRESS_MAX = 600  # a progress summary in the root message, escaped
+PROGRESS_MAX = 600  # a progress summary, escaped
 GROUP_SECTIONS_MAX = 5  # sections of per-group counts in a thread answer
-
-
-def follow_status(user_id: str, alias: str, summary: str, progress_summary: str, phase: FollowPhase) -> SlackMessage:
-    """The change's root message while raybot follows it (updated in place): "⏳ … · applying: Running · G1 2/3".
-
-    `progress_summary` is `Progress.summary()` (cloud text: escaped here); empty shows the word alone.
-    """
-    mark, word = FOLLOW_MARKS[phase]
-    shown = f"{word}: {_line(progress_summary, PROGRESS_MAX)}" if progress_summary else word
-    text = f"{mark} {user(user_id)} · *{_line(alias, NAME_MAX)}* · {_line(summary, 2000)} · {shown}"
-    return SlackMessage(_fallback(text), [_section(text)])
 
 
 def _group_count_sections(progress: Progress, *, incomplete_only: bool) -> list[dict[str, Any]]:

@@ -146,11 +146,16 @@ class Replies:
         """The same answers through chat.postEphemeral (to the user, in the channel and thread), not response_url."""
         return Replies(self.client, replace(self.invocation, response_url=None))
 
-    async def open_thread(self, text: str, blocks: Blocks | None = None) -> StatusThread:
-        """Post the root status message of a change (in the request's thread when it came from one)."""
+    async def open_thread(self, text: str, blocks: Blocks | None = None, *, broadcast: bool = False) -> StatusThread:
+        """Post the root status message of a change (in the request's thread when it came from one; `broadcast`
+        shows that reply in the channel too, as one message updated in both places)."""
         inv = self.invocation
         resp = await self.client.chat_postMessage(
-            channel=inv.channel_id, text=text, blocks=blocks, thread_ts=inv.thread_ts
+            channel=inv.channel_id,
+            text=text,
+            blocks=blocks,
+            thread_ts=inv.thread_ts,
+            reply_broadcast=True if broadcast and inv.thread_ts else None,
         )
         root_ts = resp["ts"]
         return StatusThread(self.client, resp.get("channel") or inv.channel_id, root_ts, inv.thread_ts or root_ts)
