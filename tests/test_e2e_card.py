@@ -88,7 +88,7 @@ async def test_after_undo_the_root_says_undone_by_whom(http, env, slack, emr):
         answer = message_with(slack, CHANNEL, UNDO_ACTION)
         await post_interaction(http, bot, button_payload(slack, answer, CHANNEL, UNDO_ACTION, user=LEAD))
         await wait_new(slack, root_update(ts, "↩️", "undone by"))
-        undo_root = await wait_new(slack, root_posted(slack, "undo #1", thread_ts=ts))
+        undo_root = await wait_new(slack, root_posted(slack, "undo of #1", thread_ts=ts))
         await wait_new(slack, root_update(undo_root.response["ts"], "✅", "done"), timeout=10)
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3, 2]
     last = last_root_update(slack, ts)
@@ -99,7 +99,7 @@ async def test_after_undo_the_root_says_undone_by_whom(http, env, slack, emr):
     # the parent is raybot's, and says "undone" at root level already).
     assert not undo_root.args.get("reply_broadcast")
     undo_last = last_root_update(slack, undo_root.response["ts"])
-    assert undo_last["text"].startswith(f"✅ <@{LEAD}> · *prod* · undo #1: WorkerGroup1: 3 → 2 replicas · done")
+    assert undo_last["text"].startswith(f"✅ <@{LEAD}> · *prod* · undo of #1: WorkerGroup1: 3 → 2 replicas · done")
 
 
 async def test_after_keep_it_the_root_says_kept_by_whom_and_its_button_is_gone(http, env, slack, emr, monkeypatch):
@@ -118,7 +118,7 @@ async def test_after_keep_it_the_root_says_kept_by_whom_and_its_button_is_gone(h
         await passes.wake_and_wait(bot)
     assert len(updates_of(emr)) == 1
     last = last_root_update(slack, ts)
-    assert last["text"].startswith(f"✅ <@{ONCALL}> · *prod* · {PROD_RESIZE} (temporary, 1 h) · done")
+    assert last["text"].startswith(f"✅ <@{ONCALL}> · *prod* · {PROD_RESIZE}, for 1 h · done")
     assert last["text"].endswith(f"· ⏲️ kept by <@{ONCALL}>")
     assert not has_button(last, CANCEL_REVERT_ACTION)
     assert not [m for m in slack.all_messages(CHANNEL) if has_button(m, CANCEL_REVERT_ACTION)]
@@ -135,12 +135,12 @@ async def test_after_the_scheduled_revert_the_root_says_reverted(http, env, slac
         clock.now += 2 * HOUR
         bot.services.wake_scheduler()
         await wait_new(slack, root_update(ts, "↩️", "reverted automatically"), timeout=10)
-        revert_root = await wait_new(slack, root_posted(slack, "revert #1 (automatic)", thread_ts=ts))
+        revert_root = await wait_new(slack, root_posted(slack, "automatic revert of #1", thread_ts=ts))
         await wait_new(slack, root_update(revert_root.response["ts"], "✅", "done"), timeout=10)
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3, 2]
     last = last_root_update(slack, ts)
     assert last["text"] == (
-        f"↩️ <@{ONCALL}> · *prod* · {PROD_RESIZE} (temporary, 1 h) · reverted automatically "
+        f"↩️ <@{ONCALL}> · *prod* · {PROD_RESIZE}, for 1 h · reverted automatically "
         f"{slack_date(T0 + 2 * HOUR)} (change #2)"
     )
     assert not has_button(last, CANCEL_REVERT_ACTION)

@@ -52,12 +52,16 @@ async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(h
     async with inprocess_raybot(env, clock):
         reverted = await wait_new(
             slack,
-            lambda c: c.method == "chat.update" and "revert #" in c.args.get("text", "") and "✅" in c.args["text"],
+            lambda c: (
+                c.method == "chat.update"
+                and "automatic revert of #" in c.args.get("text", "")
+                and "✅" in c.args["text"]
+            ),
         )
         assert reverted.args["channel"] == world.ONCALL_CHANNEL
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3, 2]
     thread = slack.thread(world.ONCALL_CHANNEL, done.args["thread_ts"])
-    assert any("revert #" in m["text"] for m in thread)  # a change of its own, in the same thread
+    assert any("automatic revert of #" in m["text"] for m in thread)  # a change of its own, in the same thread
 
 
 async def test_keep_it_cancels_the_automatic_revert(http, env, slack, emr):

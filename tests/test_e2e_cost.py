@@ -109,7 +109,7 @@ async def test_temporary_resize_shows_its_total_for_the_duration(http, priced, s
 
 async def test_a_change_above_the_cost_threshold_waits_for_approval_showing_its_cost(http, priced, slack, emr):
     await send(http, priced, slack, "resize prod WorkerGroup1 replicas=10 max=10")
-    request = await wait_new(slack, posted(slack, "✋"), timeout=10)
+    request = await wait_new(slack, posted(slack, "🕒"), timeout=10)
     text = text_of(request.args)
     assert "it raises the cost by +32 CU/h (≈ +¥11.20/h) (approval needed above +¥10.00/h)" in text
     [line] = cost_lines(request.args)
@@ -186,7 +186,7 @@ async def test_without_pricing_the_same_flows_show_cu_only(http, unpriced, slack
     mark(emr, slack)
 
     await send(http, unpriced, slack, "resize fleet group-01 replicas=21 max=21")
-    request = await wait_new(slack, posted(slack, "✋"), timeout=10)
+    request = await wait_new(slack, posted(slack, "🕒"), timeout=10)
     [line] = cost_lines(request.args)
     assert line.startswith("💰 +38 CU/h · up to +32 CU/h when autoscaled to max")
 

@@ -217,7 +217,7 @@ async def after_restart(
     # A new change of the same cluster is taken at once: the lock of the dead run holds nothing back.
     new_slack = since(slack.calls, len(slack.calls))
     _, url = await send(http, lane.raybot, slack, f"resize prod WorkerGroup2={m}")
-    summary = f"→ {m} replicas"
+    summary = f"→ {m} replica"  # "1 replica", "3 replicas"
     first = await waited(
         f"the new resize ({summary}) to be taken or answered",
         lambda c: (

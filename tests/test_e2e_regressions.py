@@ -150,7 +150,7 @@ async def test_4_a_failing_revert_backs_off_and_is_told_once(http, env, slack, e
     if failure == "cloud refuses the update":
         assert len(updates_of(emr)) == 1 + 2  # the resize, then the first try and its retry: no more
         thread = slack.thread(world.ONCALL_CHANNEL, thread_ts)
-        roots = [m for m in thread if "revert #" in m.get("text", "")]
+        roots = [m for m in thread if "RAYBOT> · *prod* · automatic revert of #" in m.get("text", "")]
         assert len(roots) == 2 and all(m["text"].startswith("❌") for m in roots)  # each try's root says it failed
 
 
@@ -172,7 +172,11 @@ async def test_5_keep_it_while_the_revert_runs_is_refused_and_the_revert_goes_ah
         emr.release_hanging()  # the read is answered: the revert goes ahead
         await wait_new(
             slack,
-            lambda c: c.method == "chat.update" and "revert #" in c.args.get("text", "") and "✅" in c.args["text"],
+            lambda c: (
+                c.method == "chat.update"
+                and "automatic revert of #" in c.args.get("text", "")
+                and "✅" in c.args["text"]
+            ),
         )
         await wait_until_followed(emr, slack)
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3, 2]
@@ -392,7 +396,7 @@ async def undo_last(http, raybot, slack) -> None:
 
 
 def undone(c) -> bool:
-    return c.method == "chat.update" and "undo #" in c.args.get("text", "") and "✅" in c.args["text"]
+    return c.method == "chat.update" and "undo of #" in c.args.get("text", "") and "✅" in c.args["text"]
 
 
 async def test_9_resize_then_undo_sends_the_real_secrets(http, env, slack, emr, clock, tmp_path):
@@ -528,7 +532,9 @@ async def test_11_undo_of_a_temporary_resize_cancels_its_revert(http, env, slack
         clock.now += 2 * HOUR
         await passes.wake_and_wait(bot)
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr)] == [3, 2]  # the resize and its Undo only
-    assert not posted(slack, lambda a: "revert #" in a.get("text", "") or "automatic revert" in a.get("text", ""))
+    assert not posted(
+        slack, lambda a: "automatic revert of #" in a.get("text", "") or "automatic revert" in a.get("text", "")
+    )
 
 
 async def test_11_a_revert_goes_to_the_changed_cluster_after_its_alias_moved(http, env, slack, emr, clock, tmp_path):
@@ -540,7 +546,11 @@ async def test_11_a_revert_goes_to_the_changed_cluster_after_its_alias_moved(htt
     async with inprocess_raybot(env, clock):
         await wait_new(
             slack,
-            lambda c: c.method == "chat.update" and "revert #" in c.args.get("text", "") and "✅" in c.args["text"],
+            lambda c: (
+                c.method == "chat.update"
+                and "automatic revert of #" in c.args.get("text", "")
+                and "✅" in c.args["text"]
+            ),
         )
         await wait_until_followed(emr, slack)
     assert [u.json["workerSpec"][0]["replica"] for u in updates_of(emr, world.PROD)] == [3, 2]

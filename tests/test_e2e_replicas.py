@@ -163,7 +163,7 @@ class Watch:
         return await asyncio.to_thread(self.emr.wait_for_call, lambda c: id(c) not in earlier and predicate(c), timeout)
 
 
-ROOT = re.compile(r"\*(r\d)\* · " + GROUP + r": \S+ → (\d+) replicas( \(temporary, [^)]*\))? · ")
+ROOT = re.compile(r"\*(r\d)\* · " + GROUP + r": \S+ → (\d+) replicas(, for [^·]*)? · ")
 
 
 def roots(watch: Watch) -> dict[str, tuple[str, int]]:

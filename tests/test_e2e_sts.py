@@ -213,7 +213,11 @@ async def test_an_automatic_revert_acts_for_the_person_who_asked(http, env, slac
     async with inprocess_raybot(env, clock):
         await wait_new(
             slack,
-            lambda c: c.method == "chat.update" and "revert #" in c.args.get("text", "") and "✅" in c.args["text"],
+            lambda c: (
+                c.method == "chat.update"
+                and "automatic revert of #" in c.args.get("text", "")
+                and "✅" in c.args["text"]
+            ),
         )
         await wait_until_followed(emr, slack)
     first, renewed = issued_to(sts, PROD_ROLE)
@@ -232,7 +236,7 @@ async def test_an_approved_change_acts_for_its_requester_and_a_denial_leaves_the
     fleet = "ray-9w2n4b6c8d0fgh1j"
     async with inprocess_raybot(env, clock) as raybot:
         await send(http, raybot, slack, "resize fleet group-01 replicas=21 max=21")  # above 20: needs approval
-        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✋" in c.args.get("text", ""))
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "🕒" in c.args.get("text", ""))
         [asked] = issued_to(sts, ONCALL_ROLE)  # the request's read, through the on-call binding's role
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
         click = button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.LEAD)
