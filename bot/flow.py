@@ -42,7 +42,7 @@ from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.conversation import Replies, StatusThread
-from bot.slack.words import change_record_in_words
+from bot.slack.words import change_record_in_words, diff_in_words
 from bot.store import ChangeRecord, Fence, LockBusy, LockLost, NewChange, StoreError, StoreUnavailable
 
 log = logging.getLogger("raybot.flow")
@@ -372,6 +372,12 @@ async def request_approval(ctx: CommandContext, new: NewChange, decision: Decisi
         raise
     await services.store.set_thread(record.id, root_ts=thread.root_ts, thread_ts=thread.thread_ts)
     services.wake_scheduler()  # its expiry is due from now on
+    diff = _diff_entries(record)
+    if len(diff_in_words(diff)) > 1:
+        try:
+            await thread.reply(*blocks.approval_detail(diff))
+        except SlackApiError as error:  # the root message still says what is asked, shortened
+            log.error("could not post the detail of approval request #%s: %s", record.id, error.response.get("error"))
     log.info("approval requested", extra={"cluster": new.alias, "user": new.user_id, "change_id": record.id})
 
 

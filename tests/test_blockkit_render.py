@@ -95,11 +95,9 @@ def count(page, selector: str) -> int:
 # --- messages ---------------------------------------------------------------------------------------------------------
 
 
-def test_change_succeeded_shows_ids_diff_date_and_buttons(page):
+def test_change_succeeded_shows_ids_diff_and_undo(page):
     diff = [DiffEntry(path="workerSpec[WorkerGroup1].replica", before=2, after=3)]
-    message = blocks.change_succeeded(
-        "prod", "ray-uiulpgow9xljimm1", "1EEB1317-C185", diff, change_id=7, revert_at=1732622400.0, schedule_id=3
-    )
+    message = blocks.change_succeeded("prod", "ray-uiulpgow9xljimm1", "1EEB1317-C185", diff, change_id=7)
     show_blocks(page, message.blocks)
     shown = text(page)
     assert (
@@ -108,17 +106,14 @@ def test_change_succeeded_shows_ids_diff_date_and_buttons(page):
     )
     assert "workerSpec" not in shown
     assert page.locator("#root .bk-code").all_text_contents() == ["ray-uiulpgow9xljimm1", "1EEB1317-C185"]
-    # <!date^…|fallback> is shown as a date, its fallback kept as the tooltip; never as raw markup.
-    assert "<!date" not in shown and "raybot reverts this change at" in shown
-    assert page.locator("#root .bk-date").get_attribute("title") == "2024-11-26 12:00 UTC"
-    assert page.locator("#root .bk-button").all_text_contents() == ["Undo", "Keep it (cancel the revert)"]
+    assert page.locator("#root .bk-button").all_text_contents() == ["Undo"]
 
     page.locator("#root .bk-button", has_text="Undo").click()
     [action] = page.evaluate("() => window.ACTIONS")
     assert action == {
         "type": "button",
         "action_id": blocks.UNDO_ACTION,
-        "block_id": "b2",  # raybot's actions block has no block_id; the renderer names it, as Slack does
+        "block_id": "b1",  # raybot's actions block has no block_id; the renderer names it, as Slack does
         "text": {"type": "plain_text", "text": "Undo"},
         "value": "7",
     }
@@ -203,10 +198,14 @@ def test_approval_request_buttons_keep_their_style(page):
         body=None,
         diff=diff,
         approval_reason="above 20",
-        expires_at=0.0,
+        expires_at=1732622400.0,
     )
     show_blocks(page, blocks.change_card(record).blocks)
-    assert "🕒 @Olivia (on-call) · train-gpu · a10-small: 2 → 30 replicas · awaiting approval" in text(page)
+    shown = text(page)
+    assert "🕒 @Olivia (on-call) · train-gpu · a10-small: 2 → 30 replicas · awaiting approval" in shown
+    # <!date^…|fallback> is shown as a date, its fallback kept as the tooltip; never as raw markup.
+    assert "<!date" not in shown and "The request expires" in shown
+    assert page.locator("#root .bk-date").get_attribute("title") == "2024-11-26 12:00 UTC"
     assert page.locator("#root .bk-button.bk-primary").text_content() == "Approve"
     assert page.locator("#root .bk-button.bk-danger").text_content() == "Reject"
 

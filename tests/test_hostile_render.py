@@ -346,7 +346,7 @@ MESSAGE_CASES: dict[str, Cases] = {
     "cluster_detail": lambda s: [call(s.text, s.cluster), call(s.text, s.cluster, cost_of(s))],
     "change_card": lambda s: [call(card) for card in cards_of(s)] + [call(cards_of(s)[0], cost_of(s))],
     "change_succeeded": lambda s: [
-        call(s.text, s.text, s.text, diff_of(s), change_id=7, revert_at=NOW, schedule_id=3),
+        call(s.text, s.text, s.text, diff_of(s), change_id=7),
         call(s.text, s.text, s.text, diff_of(s), change_id=7, cost=cost_of(s)),
         call(s.text, s.text, None, []),
     ],
@@ -358,6 +358,7 @@ MESSAGE_CASES: dict[str, Cases] = {
     "revert_cancelled": lambda s: [call(TRUSTED_USER, 7)],
     "cluster_busy": lambda s: [call(s.text, TRUSTED_USER, s.text)],
     "refused": lambda s: [call(reason) for reason in reasons_of(s)],
+    "approval_detail": lambda s: [call(diff_of(s))],
     "approval_void": lambda s: [call(APPROVER, s.text, diff_of(s)), call(APPROVER, s.text, diff_of(s)[:1])],
     "history": lambda s: [
         call(s.text, records_of(s)),
@@ -366,8 +367,8 @@ MESSAGE_CASES: dict[str, Cases] = {
     ],
     "outcome_checking": lambda s: [call(s.text, 7, s.text, s.text)],
     "outcome_known": lambda s: [
-        call(s.text, 7, s.text, True, revert_at=NOW),
-        call(s.text, 7, s.text, True, revert_at=NOW, cost=cost_of(s)),
+        call(s.text, 7, s.text, True),
+        call(s.text, 7, s.text, True, cost=cost_of(s)),
         call(s.text, 7, s.text, True, undo=False),
         call(s.text, 7, s.text, False),
     ],

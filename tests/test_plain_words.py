@@ -123,12 +123,10 @@ HISTORY = [
 # calls with the seed clusters (fleet-50 is the 50-group one) as input.
 PLAIN_CASES: dict[str, Cases] = {
     "change_succeeded": lambda s: [
-        *(call("prod", "rc-1", "R-1", d, change_id=7, revert_at=NOW, schedule_id=7) for d in DIFFS.values()),
+        *(call("prod", "rc-1", "R-1", d, change_id=7) for d in DIFFS.values()),
         call("prod", "rc-1", None, EVERY_KIND[10:11]),
     ],
-    "approval_request": lambda s: [
-        call(TRUSTED_USER, "prod", "resize: audit text", "above 20 replicas", d, 12, NOW) for d in DIFFS.values()
-    ],
+    "approval_detail": lambda s: [call(d) for d in DIFFS.values()],
     "approval_void": lambda s: [call(APPROVER, "prod", d) for d in DIFFS.values()],
     "history": lambda s: [call("prod", HISTORY), call("prod", [])],
     "change_failed": lambda s: [

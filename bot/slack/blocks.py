@@ -602,14 +602,12 @@ def change_succeeded(
     diff: Sequence[DiffEntry],
     *,
     change_id: int | None = None,
-    revert_at: float | None = None,
-    schedule_id: int | None = None,
     cost: str | None = None,
 ) -> SlackMessage:
     """Thread reply after UpdateRayCluster succeeded: clusterId, requestId, what changed, what it costs, and Undo.
 
-    With `revert_at` (a temporary resize) it says when raybot reverts it, with a button to cancel that. `cost` is
-    bot.cost.change_text (for a temporary change, with its total for the duration).
+    `cost` is bot.cost.change_text (for a temporary change, with its total for the duration). A temporary change's
+    revert, and its Keep it, are on the root message (change_card), the one place that stays current.
     """
     text = (
         f"✅ *{_line(alias, NAME_MAX)}* updated: {_line(change_in_words(diff), 500)}\n"
@@ -620,14 +618,8 @@ def change_succeeded(
         blocks += diff_sections(diff)
     if cost:
         blocks.append(cost_line(cost))
-    buttons = []
     if change_id is not None:
-        buttons.append(_button("Undo", UNDO_ACTION, str(change_id)))
-    if revert_at is not None and schedule_id is not None:
-        blocks.append(_context(f"⏲️ Temporary: raybot reverts this change at {slack_date(revert_at)}."))
-        buttons.append(_button("Keep it (cancel the revert)", CANCEL_REVERT_ACTION, str(schedule_id)))
-    if buttons:
-        blocks.append(_actions(*buttons))
+        blocks.append(_actions(_button("Undo", UNDO_ACTION, str(change_id))))
     return SlackMessage(_fallback(text), blocks)
 
 
@@ -695,6 +687,13 @@ def wrong_state_reason(alias: str, state: str | None, needed: str, verb: str) ->
     """
     now = inline_code(state, 40) if state else "in an unknown state"
     return f"{inline_code(alias, NAME_MAX)} is {now}: only a {_line(needed, 40)} cluster can {_line(verb, 20)}"
+
+
+def approval_detail(diff: Sequence[DiffEntry]) -> SlackMessage:
+    """Thread reply under an approval request whose change has several parts: every part in plain words, so whoever
+    approves sees all of it (the root message says it in one line, shortened)."""
+    text = "What approving it changes, in full:"
+    return SlackMessage(_fallback(text), [_section(text), *diff_sections(diff)])
 
 
 def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) -> SlackMessage:
@@ -1021,7 +1020,6 @@ def outcome_known(
     applied: bool,
     *,
     undo: bool = True,
-    revert_at: float | None = None,
     cost: str | None = None,
 ) -> SlackMessage:
     """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered, and what it costs:
@@ -1037,12 +1035,8 @@ def outcome_known(
         "the cluster holds it."
     )
     body = [_section(text), *([cost_line(cost)] if cost else [])]
-    buttons = [_button("Undo", UNDO_ACTION, str(change_id))] if undo else []
-    if revert_at is not None:
-        body.append(_context(f"⏲️ Temporary: raybot reverts this change at {slack_date(revert_at)}."))
-        buttons.append(_button("Keep it (cancel the revert)", CANCEL_REVERT_ACTION, str(change_id)))
-    if buttons:
-        body.append(_actions(*buttons))
+    if undo:
+        body.append(_actions(_button("Undo", UNDO_ACTION, str(change_id))))
     return SlackMessage(_fallback(text), body)
 
 
