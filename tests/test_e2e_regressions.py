@@ -255,7 +255,9 @@ async def test_6_approve_after_the_cluster_changed_voids_the_request_and_says_wh
         )
     assert "🚫" in closed.args["text"] and "not applied: the cluster changed since the request" in closed.args["text"]
     assert APPROVE_ACTION not in text_of(closed.args)  # closed: no button left to click
-    [detail] = slack.thread(world.ONCALL_CHANNEL, request.response["ts"])  # what changed, in its thread
+    # In its thread: the request in full (two parts), then what changed since.
+    asked, detail = slack.thread(world.ONCALL_CHANNEL, request.response["ts"])
+    assert "What approving it changes, in full" in text_of(asked) and "group-01: max 5 → 21" in text_of(asked)
     assert "void" in detail["text"] and "group-02" in detail["text"]
     assert updates_of(emr, FLEET) == []
 
