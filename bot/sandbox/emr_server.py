@@ -94,7 +94,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import copy
 import hashlib
 import hmac
@@ -118,6 +117,7 @@ from pydantic import ValidationError
 
 from bot.emr import signing
 from bot.emr.models import ClusterFields, RayCluster, UpdateRayClusterRequest
+from bot.sandbox.loop_thread import serve_in_thread, stop_thread
 
 log = logging.getLogger(__name__)
 
@@ -1259,24 +1259,7 @@ class EmrEmulator:
         with self._lifecycle:
             if self._thread is not None:
                 raise RuntimeError("the emulator is already running")
-            loop = asyncio.new_event_loop()
-            opened: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                try:
-                    loop.run_until_complete(self._open(host, port))
-                except BaseException as exc:  # handed to start()'s caller (e.g. port in use)
-                    loop.close()
-                    opened.set_exception(exc)
-                    return
-                opened.set_result(None)
-                loop.run_forever()
-                loop.close()
-
-            thread = threading.Thread(target=run, name="emr-emulator", daemon=True)
-            thread.start()
-            opened.result()
+            loop, thread = serve_in_thread("emr-emulator", lambda: self._open(host, port))
             self._loop, self._thread = loop, thread
             return self.url
 
@@ -1287,11 +1270,7 @@ class EmrEmulator:
             if loop is None or thread is None:
                 return
             self._loop = self._thread = None
-            try:
-                asyncio.run_coroutine_threadsafe(self._close(), loop).result()
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join()
+            stop_thread(loop, thread, self._close(), timeout=None)
 
     def __enter__(self) -> EmrEmulator:
         self.start()

@@ -50,6 +50,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from bot.sandbox.loop_thread import serve_in_thread, stop_thread
+
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
@@ -643,38 +645,7 @@ class SlackEmulator:
         """Serve on ``host:port`` (0 picks a free port) in a background thread; returns the base URL."""
         if self._thread is not None:
             raise RuntimeError("SlackEmulator is already started")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._startup(host, port))
-            except BaseException as exc:  # handed to the starting thread
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=serve, name="slack-emulator", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = self._loop = None
-            raise failure[0]
+        self._loop, self._thread = serve_in_thread("slack-emulator", lambda: self._startup(host, port))
         return self.url
 
     def stop(self) -> None:
@@ -683,10 +654,8 @@ class SlackEmulator:
         if thread is None or loop is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=15)
+            stop_thread(loop, thread, self._shutdown(), timeout=15)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=15)
             self._thread = self._loop = None
 
     def __enter__(self) -> SlackEmulator:

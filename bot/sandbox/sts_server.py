@@ -16,7 +16,6 @@ Answers are shaped like STS's: `{"RequestId", "AssumedRoleUser", "Credentials"}`
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import re
 import secrets
 import ssl
@@ -32,6 +31,7 @@ from aiohttp import web
 
 from bot.emr import signing
 from bot.emr.sts import ROLE_ARN, SESSION_NAME, STS_VERSION
+from bot.sandbox.loop_thread import serve_in_thread, stop_thread
 
 MAX_SKEW_SECONDS = 900
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -299,24 +299,7 @@ class StsEmulator:
         """Serve on host:port (0: any free port) from a background thread; return the base URL."""
         if self._thread is not None:
             raise RuntimeError("the STS emulator is already running")
-        loop = asyncio.new_event_loop()
-        opened: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._open(host, port))
-            except BaseException as exc:
-                loop.close()
-                opened.set_exception(exc)
-                return
-            opened.set_result(None)
-            loop.run_forever()
-            loop.close()
-
-        thread = threading.Thread(target=run, name="sts-emulator", daemon=True)
-        thread.start()
-        opened.result()
+        loop, thread = serve_in_thread("sts-emulator", lambda: self._open(host, port))
         self._loop, self._thread = loop, thread
         return self.url
 
@@ -344,9 +327,7 @@ class StsEmulator:
             if runner is not None:
                 await runner.cleanup()
 
-        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+        stop_thread(loop, thread, close(), timeout=10)
 
     def __enter__(self) -> StsEmulator:
         self.start()
