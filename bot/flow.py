@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -36,7 +35,7 @@ from bot.emr.changes import ChangeError, DiffEntry, Plan
 from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
 from bot.errors import ActionRefused, ClusterBusy, Denied, OutcomeNotRecorded
-from bot.follow import Wanted, wanted_after_start, wanted_after_stop, wanted_after_update
+from bot.follow import Wanted, followed_groups, wanted_after_start, wanted_after_stop, wanted_after_update
 from bot.permissions import Decision, Subject, check_change, check_lifecycle, replica_cap
 from bot.replay import planner
 from bot.services import Services
@@ -200,30 +199,9 @@ def planned(services: Services, target: ClusterTarget, cluster: RayCluster, resu
         cluster.editable(),
         wire,
         [d.model_dump(mode="json") for d in result.diff],
-        _followed_groups(wanted_after_update(wire, state_before=cluster.state), result.diff),
+        followed_groups(wanted_after_update(wire, state_before=cluster.state), result.diff),
         update,
         result,
-    )
-
-
-_GROUP_PATH = re.compile(r"^workerSpec\[(?P<group>.*)\](?:\.|$)")
-
-
-def _followed_groups(wanted: Wanted, diff: list[DiffEntry]) -> Wanted:
-    """A change is followed until the groups it changed run as asked, not every group it sent.
-
-    The body carries every group (read-modify-write); waiting for the untouched ones too would make a change
-    that a later change of another group superseded (resize WorkerGroup1, then WorkerGroup2) never settle, and
-    its root message say "applying" until the follow gives up. A change of no group follows them all.
-    """
-    touched = {m["group"] for d in diff if (m := _GROUP_PATH.match(d.path))}
-    if not touched:
-        return wanted
-    return wanted.model_copy(
-        update={
-            "groups": {g: n for g, n in wanted.groups.items() if g in touched},
-            "ignored": [g for g in wanted.groups if g not in touched],
-        }
     )
 
 

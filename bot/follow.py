@@ -20,11 +20,13 @@ group without both bounds is still held to its `replica`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.emr.changes import DiffEntry
 from bot.emr.models import Instance, RayCluster
 from bot.slack.words import workers_up
 
@@ -307,3 +309,24 @@ def next_step(progress: Progress | None, *, now: float, deadline_at: float, atte
     if now >= deadline_at:
         return Step(outcome="timeout", attempt=looks)
     return Step(outcome="again", next_at=min(now + next_delay(looks, draw), deadline_at), attempt=looks)
+
+
+_GROUP_PATH = re.compile(r"^workerSpec\[(?P<group>.*)\](?:\.|$)")
+
+
+def followed_groups(wanted: Wanted, diff: Sequence[DiffEntry]) -> Wanted:
+    """A change is followed until the groups it changed run as asked, not every group it sent.
+
+    The body carries every group (read-modify-write); waiting for the untouched ones too would make a change
+    that a later change of another group superseded (resize WorkerGroup1, then WorkerGroup2) never settle, and
+    its root message say "applying" until the follow gives up. A change of no group follows them all.
+    """
+    touched = {m["group"] for d in diff if (m := _GROUP_PATH.match(d.path))}
+    if not touched:
+        return wanted
+    return wanted.model_copy(
+        update={
+            "groups": {g: n for g, n in wanted.groups.items() if g in touched},
+            "ignored": [g for g in wanted.groups if g not in touched],
+        }
+    )

@@ -22,6 +22,7 @@ from bot.follow import (
     GroupProgress,
     Progress,
     Wanted,
+    followed_groups,
     next_delay,
     next_step,
     progress,
@@ -573,11 +574,10 @@ def test_a_start_without_a_settle_model_brings_every_groups_workers_up_at_once()
 def test_a_change_is_followed_for_the_groups_it_changed() -> None:
     """A later change of another group (WorkerGroup2) does not keep a WorkerGroup1 change from settling."""
     from bot.emr.changes import DiffEntry
-    from bot.flow import _followed_groups
 
     wanted = Wanted(state="Running", groups={"WorkerGroup1": 3, "WorkerGroup2": 1})
     one = [DiffEntry(path="workerSpec[WorkerGroup1].replica", before=2, after=3)]
-    followed = _followed_groups(wanted, one)
+    followed = followed_groups(wanted, one)
     assert (followed.groups, followed.ignored) == ({"WorkerGroup1": 3}, ["WorkerGroup2"])
     # WorkerGroup2 runs 5 workers now (a later change): not waited for, not taken for a removed group.
     later = RayCluster.model_validate(
@@ -599,6 +599,6 @@ def test_a_change_is_followed_for_the_groups_it_changed() -> None:
     assert seen.phase == "done" and [g.name for g in seen.groups] == ["WorkerGroup1"]
     assert progress(later, wanted).phase == "applying"  # every group followed: WorkerGroup2 is not as sent
     head_only = [DiffEntry(path="headSpec.idleTimeoutSeconds", before=900, after=600)]
-    assert _followed_groups(wanted, head_only) == wanted
+    assert followed_groups(wanted, head_only) == wanted
     added = [DiffEntry(path="workerSpec[WorkerGroup2]", before=None, after={"groupName": "WorkerGroup2"})]
-    assert _followed_groups(wanted, added).groups == {"WorkerGroup2": 1}
+    assert followed_groups(wanted, added).groups == {"WorkerGroup2": 1}
