@@ -57,9 +57,11 @@ def seed() -> list[dict]:
 
 
 def applied(call, alias: str) -> bool:
-    """The thread answer of an applied change to `alias` ("✅ *alias* updated · clusterId …")."""
+    """The thread answer of an applied change to `alias` ("📨 *alias* change accepted, applying: …")."""
     text = call.args.get("text", "")
-    return call.method == "chat.postMessage" and bool(call.args.get("thread_ts")) and f"*{alias}* updated" in text
+    return (
+        call.method == "chat.postMessage" and bool(call.args.get("thread_ts")) and f"*{alias}* change accepted" in text
+    )
 
 
 async def resize(http: httpx.AsyncClient, replica, slack, alias: str, value: int) -> None:

@@ -632,12 +632,23 @@ def _diff_entries(record: ChangeRecord) -> list[DiffEntry]:
     return [DiffEntry.model_validate(d) for d in record.diff]
 
 
+# States in which a change's cost is a fact or about to be one; a change that failed, was refused or never sent
+# costs nothing, and an undone one costs nothing any more.
+COSTED_STATES = frozenset({"awaiting_approval", "applying", "sending", "unknown", "applied", "settled", "not_settled"})
+
+
 def card(services: Services, record: ChangeRecord) -> blocks.SlackMessage:
-    """The root status message of a change as its row says now, with what it costs per hour (blocks.change_card)."""
-    return blocks.change_card(
-        record,
-        cost_text(services, record.alias, record.action, record.spec_before, record.body, record.duration_seconds),
-    )
+    """The root status message of a change as its row says now, with what it costs per hour (blocks.change_card).
+
+    The total for a temporary change's duration is told only while its revert is still to come: once kept, the
+    change is permanent and its cost per hour is what matters.
+    """
+    cost = None
+    if record.state in COSTED_STATES and record.undone_by_change is None:
+        temporary = record.duration_seconds is not None and record.revert_state in (None, "scheduled", "running")
+        duration = record.duration_seconds if temporary else None
+        cost = cost_text(services, record.alias, record.action, record.spec_before, record.body, duration)
+    return blocks.change_card(record, cost)
 
 
 async def show_card(services: Services, change_id: int) -> None:

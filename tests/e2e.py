@@ -88,16 +88,17 @@ def undecided(text: str) -> bool:
 def verdict(message: dict) -> str | None:
     """What a thread reply says became of its change: TOOK, NOT_TOOK, or None (no verdict, or still checking).
 
-    The usual answer of a change raybot saw through ("✅ … updated", with Undo) is TOOK; a "❌" answer is NOT_TOOK.
+    The usual answer of a change raybot saw through ("📨 … change accepted", or "✅ … took effect", with Undo) is
+    TOOK; a "❌" answer is NOT_TOOK.
     """
     text, whole = message.get("text", ""), text_of(message)
-    if "⏳" in text:
+    if text.startswith("❔"):
         return None  # "does not know yet whether change #N took effect … checking"
     if NOT_TOOK in whole:  # it contains TOOK: look for it first
         return NOT_TOOK
     if TOOK in whole:
         return TOOK
-    if text.startswith("✅") and has_button(message, UNDO_ACTION):
+    if text.startswith(("📨", "✅")) and has_button(message, UNDO_ACTION):
         return TOOK
     if "❌" in text:
         return NOT_TOOK

@@ -101,8 +101,8 @@ def test_change_succeeded_shows_ids_diff_and_undo(page):
     show_blocks(page, message.blocks)
     shown = text(page)
     assert (
-        "✅ prod updated: WorkerGroup1: 2 → 3 replicas\nclusterId ray-uiulpgow9xljimm1 · requestId 1EEB1317-C185"
-        in shown
+        "📨 prod change accepted, applying: WorkerGroup1: 2 → 3 replicas\n"
+        "clusterId ray-uiulpgow9xljimm1 · requestId 1EEB1317-C185" in shown
     )
     assert "workerSpec" not in shown
     assert page.locator("#root .bk-code").all_text_contents() == ["ray-uiulpgow9xljimm1", "1EEB1317-C185"]

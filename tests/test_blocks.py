@@ -401,7 +401,9 @@ def test_change_succeeded_renders_the_diff():
     assert_fits(message)
     text = rendered(message)
     assert "clusterId `rc-1` · requestId `REQ-1`" in text
-    assert message.text.startswith("✅ *prod* updated: WorkerGroup1: 2 → 4 replicas; g2 added (1 replica); old removed")
+    assert message.text.startswith(
+        "📨 *prod* change accepted, applying: WorkerGroup1: 2 → 4 replicas; g2 added (1 replica); old removed"
+    )
     assert "• WorkerGroup1: 2 → 4 replicas" in text
     assert "• g2 added: 1 replica" in text
     assert "• old removed" in text

@@ -192,7 +192,7 @@ async def test_approval_refused_to_the_requester_and_applied_once_on_a_double_cl
 
     click = button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.LEAD)
     await asyncio.gather(post_interaction(http, raybot, click), post_interaction(http, raybot, click))
-    await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""), timeout=10)
+    await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""), timeout=10)
     [update] = updates_of(emr, FLEET)
     assert update.json["workerSpec"][0]["replica"] == 21
     assert request.args["channel"] == world.ONCALL_CHANNEL

@@ -42,7 +42,7 @@ async def test_temporary_resize_expiring_while_stopped_is_reverted_after_start(h
     clock = FakeClock(1_800_000_000.0)
     async with inprocess_raybot(env, clock) as first:
         await send(http, first, slack, "resize prod WorkerGroup1=3 for 1h")
-        done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+        done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
         # The root says when it reverts, and holds Keep it.
         root = await wait_new(slack, lambda c: c.method == "chat.update" and "⏲️ reverts at" in c.args.get("text", ""))
         assert root.args["ts"] == done.args["thread_ts"] and CANCEL_REVERT_ACTION in text_of(root.args)
@@ -68,7 +68,7 @@ async def test_keep_it_cancels_the_automatic_revert(http, env, slack, emr):
     clock = FakeClock(1_800_000_000.0)
     async with inprocess_raybot(env, clock) as first:
         await send(http, first, slack, "resize prod WorkerGroup1=3 for 1h")
-        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
         answer = message_with(slack, world.ONCALL_CHANNEL, CANCEL_REVERT_ACTION)
         await post_interaction(
             http,

@@ -92,7 +92,7 @@ async def test_resize_answer_shows_the_delta_at_the_configured_price_and_the_gau
     cu_before = await added(http, priced, "raybot_added_cu_per_hour")
     money_before = await added(http, priced, "raybot_added_cost_per_hour")
     await send(http, priced, slack, "resize prod WorkerGroup1 replicas=4")
-    answer = await wait_new(slack, posted(slack, "updated"), timeout=10)
+    answer = await wait_new(slack, posted(slack, "change accepted"), timeout=10)
     [line] = cost_lines(answer.args)
     assert line.startswith("💰 +8 CU/h (≈ +¥2.80/h) · autoscaling 16 … 84 CU/h (≈ ¥5.60 … ¥29.40/h)")
     await wait_until_followed(emr, slack)  # told first, then recorded as applied: counted by then
@@ -102,7 +102,7 @@ async def test_resize_answer_shows_the_delta_at_the_configured_price_and_the_gau
 
 async def test_temporary_resize_shows_its_total_for_the_duration(http, priced, slack):
     await send(http, priced, slack, "resize prod WorkerGroup1 replicas=4 for 2h")
-    answer = await wait_new(slack, posted(slack, "updated"), timeout=10)
+    answer = await wait_new(slack, posted(slack, "change accepted"), timeout=10)
     [line] = cost_lines(answer.args)
     assert line.startswith("💰 +8 CU/h (≈ +¥2.80/h) · ≈ ¥5.60 for 2 h")
 
@@ -127,7 +127,7 @@ async def test_a_change_above_the_cost_limit_is_denied_with_the_figures(http, pr
 
 async def test_show_list_and_history_tell_the_cost(http, priced, slack):
     await send(http, priced, slack, "resize prod WorkerGroup1 replicas=3")
-    await wait_new(slack, posted(slack, "updated"), timeout=10)
+    await wait_new(slack, posted(slack, "change accepted"), timeout=10)
     _, url = await send(http, priced, slack, "show prod")
     shown = await ephemeral_reply(slack, url)
     [line] = cost_lines(shown)
@@ -179,7 +179,7 @@ async def test_the_modal_review_shows_the_delta(http, priced, slack):
 
 async def test_without_pricing_the_same_flows_show_cu_only(http, unpriced, slack, emr):
     await send(http, unpriced, slack, "resize prod WorkerGroup1 replicas=4 for 2h")
-    answer = await wait_new(slack, posted(slack, "updated"), timeout=10)
+    answer = await wait_new(slack, posted(slack, "change accepted"), timeout=10)
     [line] = cost_lines(answer.args)
     assert line.startswith("💰 +8 CU/h · 16 CU-hours for 2 h · autoscaling 16 … 84 CU/h")
     await wait_until_followed(emr, slack)

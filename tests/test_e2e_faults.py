@@ -4,8 +4,8 @@ past raybot's deadline and applied later (or never), and a 503 after the service
 
 raybot runs with RAYBOT_LOCK_TTL_SECONDS=1 (its locks must be renewed while a change is in flight) and
 RAYBOT_EMR_DEADLINE_SECONDS=2 (6 for the lock test, whose slow call must finish). Verdicts are read with
-tests.e2e.verdict: "took effect" / "did not take effect" (or the usual ✅ / ❌ answers); "⏳" marks raybot's
-"does not know yet … checking" reply and a root still in progress (❔: its outcome being checked).
+tests.e2e.verdict: "took effect" / "did not take effect" (or the usual 📨 / ❌ answers); "❔" marks raybot's
+"does not know yet … checking" reply, and ⏳ or ❔ a root still undecided (applying, its outcome being checked).
 """
 
 from __future__ import annotations
@@ -129,10 +129,10 @@ def thread_texts(slack, root) -> list[str]:
 
 
 def told_checking_before(slack, root, answer) -> bool:
-    """Whether the thread was told "⏳ … does not know yet … checking" before `answer`."""
+    """Whether the thread was told "❔ … does not know yet … checking" before `answer`."""
     replies = slack.thread(world.ONCALL_CHANNEL, root.response["ts"])
     index = next(i for i, m in enumerate(replies) if m["ts"] == answer.response["ts"])
-    return any("⏳" in m.get("text", "") for m in replies[:index])
+    return any(m.get("text", "").startswith("❔") for m in replies[:index])
 
 
 async def test_a_cloud_call_slower_than_the_lock_ttl_keeps_the_cluster_locked(http, patient_raybot, slack, emr):

@@ -320,7 +320,7 @@ async def test_mention_in_a_thread_changes_the_cluster_and_answers_in_that_threa
     assert response.status_code == 200
     root = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "⏳" in c.args.get("text", ""))
     assert root.args["thread_ts"] == alert  # the status message goes into the alert's thread
-    reply = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+    reply = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
     assert reply.args["thread_ts"] == alert
     [update] = updates_of(emr)
     assert update.request_id in text_of(reply.args)

@@ -128,7 +128,7 @@ async def test_edit_a_group_in_the_50_group_cluster_and_apply(http, raybot, slac
     [update] = updates_of(emr, FLEET)
     groups = update.json["workerSpec"]
     assert len(groups) == 50 and groups[6]["replica"] == 4 and groups[6]["maxReplica"] == 9
-    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
     assert update.request_id in text_of(done.args) and done.args["channel"] == world.ONCALL_CHANNEL
 
 
@@ -273,7 +273,7 @@ async def test_message_shortcut_edits_and_answers_in_the_messages_thread(http, r
     values = with_value(untouched_values(overview), modals.BLOCK_DESCRIPTION, "from the alert")
     _, confirm_id = await submit_view(http, raybot, slack, picker_id, world.EDITOR, values)
     await submit_view(http, raybot, slack, confirm_id, world.EDITOR, {})
-    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
     assert done.args["thread_ts"] == root  # the thread of the message (its own thread when it is a reply)
 
 

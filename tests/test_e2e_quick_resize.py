@@ -119,7 +119,7 @@ async def test_alert_naming_prod_and_a_group_resizes_it_in_the_alerts_thread(htt
     groups = {g["groupName"]: g for g in update.json["workerSpec"]}
     assert groups["WorkerGroup2"]["replica"] == 5 and groups["WorkerGroup1"]["replica"] == 2
     assert groups["WorkerGroup2"]["maxReplica"] == 8  # only the replica count changed
-    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
     assert done.args["channel"] == world.ONCALL_CHANNEL and done.args["thread_ts"] == alert_ts
     assert update.request_id in text_of(done.args)
     posts = [c for c in slack.calls if id(c) not in after_alert and c.method == "chat.postMessage"]
@@ -243,7 +243,7 @@ async def test_the_full_editor_is_one_button_away(http, raybot, slack, emr):
     values = with_value(untouched_values(overview), modals.BLOCK_DESCRIPTION, "from the quick resize")
     _, confirm_id = await submit_view(http, raybot, slack, overview["id"], world.ADMIN, values)
     await submit_view(http, raybot, slack, confirm_id, world.ADMIN, {})
-    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+    done = await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
     assert done.args["thread_ts"] == alert_ts  # the editor answers in the alert's thread too
     [update] = updates_of(emr)
     assert update.json["description"] == "from the quick resize"

@@ -233,7 +233,7 @@ async def test_6_approve_on_a_busy_cluster_or_a_failed_read_leaves_the_request_o
         assert "nothing was sent" in text_of(await ephemeral_reply(slack, url))
 
     await click(http, served, slack, message, APPROVE_ACTION, world.LEAD)
-    await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+    await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
     await wait_until_followed(emr, slack)
     [update] = updates_of(emr, FLEET)
     assert update.json["workerSpec"][0]["replica"] == 21
@@ -350,7 +350,7 @@ async def test_8_raising_max_replica_above_the_threshold_waits_for_approval(http
         assert updates_of(emr) == []
         message = message_with(slack, world.ONCALL_CHANNEL, APPROVE_ACTION)
         await click(http, bot, slack, message, APPROVE_ACTION, world.LEAD)
-        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "✅" in c.args.get("text", ""))
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "📨" in c.args.get("text", ""))
         await wait_until_followed(emr, slack)
     [update] = updates_of(emr)
     assert update.json["workerSpec"][0]["maxReplica"] == 25

@@ -193,7 +193,7 @@ def is_applied_answer(call) -> bool:
     return (
         call.method == "chat.postMessage"
         and call.args.get("thread_ts") is not None
-        and " updated: " in call.args.get("text", "")
+        and " change accepted, applying: " in call.args.get("text", "")
         and "clusterId " in call.args.get("text", "")
         and UNDO_ACTION in text_of(call.args)
     )

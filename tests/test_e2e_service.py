@@ -96,7 +96,7 @@ async def test_sigterm_lets_the_change_in_flight_finish_and_exits_0(http, env, s
     assert code == 0, output
     [update] = updates_of(emr)
     assert update.status == 200
-    done = [c for c in slack.calls if c.method == "chat.postMessage" and "✅" in c.args.get("text", "")]
+    done = [c for c in slack.calls if c.method == "chat.postMessage" and "📨" in c.args.get("text", "")]
     assert any(update.request_id in text_of(c.args) for c in done)  # the thread was answered before exiting
     assert "raybot: stopped" in output
 

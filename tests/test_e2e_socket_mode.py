@@ -204,7 +204,7 @@ async def test_the_same_event_reaching_both_replicas_changes_the_cluster_once(re
     acks = [await slack.wait_for_ack(envelope_id) for envelope_id in copies]
     assert sorted(a.connection_id for a in acks) == sorted(r.connection for r in pair), "both got it and acked"
 
-    await answered_in_thread(slack, message, "✅")
+    await answered_in_thread(slack, message, "📨")
     loser, _ = await asyncio.to_thread(wait_for_output, processes, "duplicate delivery ignored", after=marks)
     await answered_in_thread(slack, message, "settled", timeout=20)
     updates = [c for c in emr.calls[emr_mark:] if c.action == "UpdateRayCluster"]
@@ -244,7 +244,7 @@ async def test_a_replica_frozen_past_the_ack_timeout_does_not_apply_the_change_t
         await slack.expire_envelope(envelope_id)  # as if 3 s went by without its ack
         ack = await slack.wait_for_ack(envelope_id, timeout=10)
         assert ack.connection_id == other.connection
-        await answered_in_thread(slack, message, "✅")
+        await answered_in_thread(slack, message, "📨")
     finally:
         frozen.process.thaw()
     # Back to life, the frozen replica reads the stale envelope, acks it late and must not act on it again.
@@ -278,7 +278,7 @@ async def test_a_replica_killed_before_it_acknowledged_leaves_the_envelope_to_th
     assert deliveries == [(victim.connection, 0, ""), (survivor.connection, 1, "connection_closed")]
     assert envelope_id not in slack.socket_connection(victim.connection).acked
 
-    await answered_in_thread(slack, message, "✅")
+    await answered_in_thread(slack, message, "📨")
     await answered_in_thread(slack, message, "settled", timeout=20)
     updates = [c for c in emr.calls[emr_mark:] if c.action == "UpdateRayCluster"]
     assert [[g["replica"] for g in u.json["workerSpec"]] for u in updates] == [[2, 7]]

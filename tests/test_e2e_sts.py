@@ -112,7 +112,7 @@ async def test_each_cluster_and_binding_acts_through_its_own_role(http, env, sla
             mark(emr, slack)
             text = f"resize {alias} WorkerGroup1={replicas}"
             await send(http, raybot, slack, text, user=world.ADMIN, channel="C0PLATFORM")
-            updated = f"*{alias}* updated"
+            updated = f"*{alias}* change accepted"
             await wait_new(
                 slack, lambda c, updated=updated: c.method == "chat.postMessage" and updated in c.args["text"]
             )
@@ -131,7 +131,7 @@ async def test_each_cluster_and_binding_acts_through_its_own_role(http, env, sla
         # In the on-call channel the binding names a role of its own: it wins over the cluster's.
         mark(emr, slack)
         await send(http, raybot, slack, "resize prod WorkerGroup1=4")
-        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*prod* updated" in c.args["text"])
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*prod* change accepted" in c.args["text"])
         await wait_until_followed(emr, slack)
         [oncall] = issued_to(sts, ONCALL_ROLE)
         assert oncall.session_name == f"raybot-{world.ONCALL_USER}"
@@ -206,7 +206,7 @@ async def test_an_assume_role_denial_reaches_the_thread_and_nothing_is_sent(http
 async def test_an_automatic_revert_acts_for_the_person_who_asked(http, env, slack, emr, sts, clock):
     async with inprocess_raybot(env, clock) as raybot:
         await send(http, raybot, slack, "resize prod WorkerGroup1=3 for 1h", user=world.ADMIN, channel="C0PLATFORM")
-        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*prod* updated" in c.args["text"])
+        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*prod* change accepted" in c.args["text"])
         await wait_until_followed(emr, slack)
     clock.now += 2 * 3600  # raybot was stopped while the change expired; its role credentials expired too
     mark(emr, slack)
@@ -256,7 +256,9 @@ async def test_an_approved_change_acts_for_its_requester_and_a_denial_leaves_the
         await post_interaction(
             http, raybot, button_payload(slack, message, world.ONCALL_CHANNEL, APPROVE_ACTION, user=world.LEAD)
         )
-        await wait_new(slack, lambda c: c.method == "chat.postMessage" and "*fleet* updated" in c.args.get("text", ""))
+        await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "*fleet* change accepted" in c.args.get("text", "")
+        )
         await wait_until_followed(emr, slack)
     _, approved = issued_to(sts, ONCALL_ROLE)
     # The approver's click, the requester's change: ActionTrail names the person who asked.

@@ -270,7 +270,7 @@ def test_history_reads_one_line_per_change_with_what_is_pending():
     text = "\n".join(shown_texts(blocks.history("prod", HISTORY)))
     lines = [line for line in text.splitlines() if line.startswith("*#")]
     assert len(lines) == len(HISTORY)
-    assert "✋ awaiting approval until <!date^" in lines[0]
+    assert "🕒 awaiting approval until <!date^" in lines[0]
     assert "WorkerGroup1: 2 → 3 replicas, min 1 → 2, max 4 → 10" in lines[1]
     assert "requestId `R-8` · ⏲️ revert scheduled at <!date^" in lines[1]
     assert "undo of #5: WorkerGroup1: 2 → 3 replicas · ❌ failed, nothing changed · Code `Throttling.User`" in lines[3]

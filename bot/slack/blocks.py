@@ -442,6 +442,8 @@ CARD_MARKS: dict[str, str] = {
     "void": "🚫",
 }
 UNDONE_MARK = "↩️"
+# A thread answer when the cloud accepted a change: not ✅ — only a settled change is done (CARD_MARKS).
+ACCEPTED_MARK = "📨"
 
 
 def _card_what(record: ChangeRecord) -> str:
@@ -610,7 +612,7 @@ def change_succeeded(
     revert, and its Keep it, are on the root message (change_card), the one place that stays current.
     """
     text = (
-        f"✅ *{_line(alias, NAME_MAX)}* updated: {_line(change_in_words(diff), 500)}\n"
+        f"{ACCEPTED_MARK} *{_line(alias, NAME_MAX)}* change accepted, applying: {_line(change_in_words(diff), 500)}\n"
         f"clusterId {inline_code(cluster_id, 64)}{_request_id(request_id, 'requestId')}"
     )
     blocks = [_section(text)]
@@ -714,27 +716,32 @@ def approval_void(approver_id: str, alias: str, changed: Sequence[DiffEntry]) ->
     return SlackMessage(_fallback(text), [_section(text)])
 
 
-HISTORY_STATES: dict[str, str] = {
-    "awaiting_approval": "✋ awaiting approval",
-    "applying": "⏳ in progress",
-    "sending": "⏳ in progress",
-    "applied": "✅ done, settling",
-    "settled": "✅ done",
-    "not_settled": "⚠️ done, but did not settle in time",
-    "broken": "❌ done, but the cluster ended in Error",
-    "failed": "❌ failed, nothing changed",
-    "cancelled": "❌ not sent, nothing changed",
-    "unknown": "⚠️ outcome unknown, checking",
-    "rejected": "🚫 rejected",
-    "expired": "🚫 approval expired",
-    "void": "🚫 void: the cluster changed before approval",
+# What became of a change, in /ray history: the same marks as the root message (CARD_MARKS), in a few words.
+HISTORY_WORDS: dict[str, str] = {
+    "awaiting_approval": "awaiting approval",
+    "applying": "applying",
+    "sending": "applying",
+    "applied": "accepted, applying",
+    "settled": "done",
+    "not_settled": "accepted, did not settle in time",
+    "broken": "the cluster ended in Error",
+    "failed": "failed, nothing changed",
+    "cancelled": "not sent, nothing changed",
+    "unknown": "outcome being checked",
+    "rejected": "rejected, nothing changed",
+    "expired": "approval expired, nothing changed",
+    "void": "void: the cluster changed before approval",
 }
 
 
 def _history_entry(record: Any, cost: str | None = None) -> str:
     """One change on one line: when, who, what (before → after), what it did to the cost per hour (`cost`), outcome,
     requestId, and what is pending."""
-    outcome = HISTORY_STATES.get(record.state, f"• {_line(record.state, 30)}")
+    undone = _card_undone(record)
+    if undone:
+        outcome = f"{UNDONE_MARK} {undone}"
+    else:
+        outcome = f"{CARD_MARKS.get(record.state, '•')} {HISTORY_WORDS.get(record.state) or _line(record.state, 30)}"
     parts = [
         f"*#{record.id}* {slack_date(record.created_at)}",
         user(record.user_id),
@@ -998,8 +1005,9 @@ def stop_confirmation(alias: str, cluster: RayCluster, value: str) -> SlackMessa
 def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str | None) -> SlackMessage:
     """Thread reply after StartRayCluster / StopRayCluster was accepted: clusterId and requestId."""
     text = (
-        f"✅ *{_line(alias, NAME_MAX)}*: {_line(verb, 20)} accepted · clusterId {inline_code(cluster_id, 64)}"
-        f"{_request_id(request_id, 'requestId')}. raybot follows it until it settles."
+        f"{ACCEPTED_MARK} *{_line(alias, NAME_MAX)}*: {_line(verb, 20)} accepted · "
+        f"clusterId {inline_code(cluster_id, 64)}{_request_id(request_id, 'requestId')}. "
+        "raybot follows it until it settles."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
@@ -1007,7 +1015,7 @@ def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str |
 def outcome_checking(alias: str, change_id: int, summary: str, reason: str) -> SlackMessage:
     """Told in a change's thread when its cloud call may or may not have been applied."""
     text = (
-        f"⏳ raybot does not know yet whether change #{change_id} to *{_line(alias, NAME_MAX)}* "
+        f"❔ raybot does not know yet whether change #{change_id} to *{_line(alias, NAME_MAX)}* "
         f"({_line(summary, 300)}) took effect ({_esc(reason, 300)}). It is reading the cluster and will say here."
     )
     return SlackMessage(_fallback(text), [_section(text)])
