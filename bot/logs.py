@@ -38,6 +38,7 @@ CONTEXT_FIELDS: tuple[str, ...] = (
     "change_id",
     "request_id",
     "cluster",
+    "cluster_id",
     "workspace",
     "action",
     "code",

@@ -284,3 +284,16 @@ def test_direct_construction_also_checks_cross_references() -> None:
 def test_safe_load_semantics_only() -> None:
     message = error_of(GOOD.replace("region: cn-hangzhou ", "region: !!python/object/apply:os.getcwd [] "))
     assert "invalid YAML" in message and "raybot.yaml:1:" in message
+
+
+def _readme_config() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Configuration (`raybot.yaml`)") :]
+    return section[section.index("```yaml\n") + len("```yaml\n") : section.index("```", section.index("```yaml") + 3)]
+
+
+@pytest.mark.parametrize("source", ["README.md", "examples/raybot.yaml"])
+def test_the_documented_configs_are_valid_and_raise_no_warning(source: str) -> None:
+    """A newcomer copies these: they must pass `raybot check-config` as they are, warnings included."""
+    text = _readme_config() if source == "README.md" else (Path(__file__).resolve().parents[1] / source).read_text()
+    assert parse_config(text, source=source).warnings == []

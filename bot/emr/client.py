@@ -485,6 +485,7 @@ class EmrClient:
                             exc.status,
                             exc.request_id,
                             delay,
+                            extra={"action": action, "cluster_id": cluster_id, "request_id": exc.request_id},
                         )
                         await self._sleep(delay)
                         continue
@@ -494,6 +495,11 @@ class EmrClient:
                         attempt,
                         getattr(result, "request_id", None),
                         (self._clock() - started) * 1000,
+                        extra={
+                            "action": action,
+                            "cluster_id": cluster_id,
+                            "request_id": getattr(result, "request_id", None),
+                        },
                     )
                     if self._observe is not None:
                         self._observe(action, "OK", self._clock() - started)
@@ -515,6 +521,7 @@ class EmrClient:
             error.status,
             error.request_id,
             (self._clock() - started) * 1000,
+            extra={"action": action, "cluster_id": cluster_id, "request_id": error.request_id, "code": error.code},
         )
         if self._observe is not None:
             self._observe(action, error.code, self._clock() - started)
