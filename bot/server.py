@@ -178,10 +178,11 @@ async def readiness(services: Services) -> dict[str, str]:
         if not status.up_to_date:
             raise StoreError(status.describe())
 
-    # Each configured RAM role is assumed once (then kept in the cache until near expiry, like a command's).
+    # Each configured RAM role is assumed afresh, apart from the commands' cache, at most once a minute
+    # (RoleCredentials.check): a revoked trust policy shows here within that minute.
     roles = services.emr.roles
     names = check_names(services.config.ram_roles() if roles is not None else [])
-    role_checks = [check(f"role {name}", lambda role=role: roles.probe(role)) for role, name in names.items()]
+    role_checks = [check(f"role {name}", lambda role=role: roles.check(role)) for role, name in names.items()]
     await asyncio.gather(
         check("store", store),
         check("slack", services.slack.auth_test),

@@ -17,9 +17,11 @@ from bot.logs import (
     clear_secrets,
     configure_logging,
     default_format,
+    hold_secret,
     log_context,
     redact,
     register_secret,
+    release_secret,
 )
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
@@ -213,6 +215,24 @@ def test_rotated_secrets_are_remembered_up_to_a_bound_newest_first() -> None:
     assert redact("first-secret-value one-more-token") == f"{MASK} {MASK}"
     assert redact("sts-token-0000") == "sts-token-0000"  # the oldest was dropped
     assert redact("sts-token-0001") == MASK
+
+
+def test_held_secrets_stay_masked_whatever_rotates_until_each_holder_released_them() -> None:
+    hold_secret(SIGNING_SECRET)
+    hold_secret("held-twice-secret")
+    hold_secret("held-twice-secret")
+    for i in range(2 * MAX_SECRETS):  # the base chain rotating for days: held ones are outside its bound
+        register_secret(f"sts-token-{i:04d}")
+    assert redact(f"{SIGNING_SECRET} held-twice-secret") == f"{MASK} {MASK}"
+    release_secret("held-twice-secret")
+    assert redact("held-twice-secret") == MASK  # one holder left
+    release_secret("held-twice-secret")
+    release_secret("never-held-value")
+    assert redact("held-twice-secret") == "held-twice-secret"
+    register_secret(AK_SECRET)
+    hold_secret(AK_SECRET)
+    release_secret(AK_SECRET)
+    assert redact(AK_SECRET) == MASK  # still registered
 
 
 def test_secrets_are_masked_in_message_args_extras_and_exceptions() -> None:
