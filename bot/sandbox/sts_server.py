@@ -7,7 +7,8 @@ token, when the caller is itself an STS credential, as under RRSA), that the rol
 trust policy lets the caller in, the ExternalId it requires, the session name and the duration. It
 then issues short-lived credentials per role and session, told to `on_issue` (so the EMR emulator
 can accept them). It serves plain HTTP, or HTTPS with `ssl_context` (the official provider speaks
-HTTPS only; tests make a throwaway CA with trustme).
+HTTPS only; tests make a throwaway CA with trustme). Tests switch it to refuse a role (`deny`) or to keep
+one AssumeRole unanswered until they `release()` it (`hold`: a renewal in flight).
 
 Answers are shaped like STS's: `{"RequestId", "AssumedRoleUser", "Credentials"}` on success, and
 `{"RequestId", "HostId", "Code", "Message", "Recommend"}` with the HTTP status of the error otherwise.
