@@ -64,8 +64,12 @@ _SLACK_TOKEN = re.compile(r"\b(?P<prefix>xox[a-z](?:\.xox[a-z])?-|xapp-)(?!\[RED
 
 _secrets: dict[str, None] = {}  # an ordered set: oldest first
 _held: dict[str, int] = {}  # value → how many holders
-# What `redact` masks, longest first: rebuilt on each change (rare), read whole by any thread (no lock needed).
-_masked: tuple[str, ...] = ()
+# Past this many secrets, `redact` first finds which of them a text may hold by their first MIN_SECRET_LENGTH
+# characters (one dict look-up per position) rather than searching the text once per secret.
+INDEX_ABOVE = 128
+# What `redact` masks, longest first, and those secrets by their first characters: rebuilt together on each
+# change (rare), and read as one tuple by any thread (no lock needed).
+_masked: tuple[tuple[str, ...], dict[str, tuple[str, ...]]] = ((), {})
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "raybot_log_context", default=MappingProxyType({})
 )
@@ -77,7 +81,12 @@ _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asc
 def _rebuild() -> None:
     global _masked
     # Longest first, so a secret that contains another is masked whole.
-    _masked = tuple(sorted(set(_secrets) | set(_held), key=len, reverse=True))
+    ordered = tuple(sorted(set(_secrets) | set(_held), key=len, reverse=True))
+    index: dict[str, list[str]] = {}
+    if len(ordered) > INDEX_ABOVE:
+        for secret in ordered:
+            index.setdefault(secret[:MIN_SECRET_LENGTH], []).append(secret)
+    _masked = (ordered, {prefix: tuple(found) for prefix, found in index.items()})
 
 
 def register_secret(value: str | None) -> None:
@@ -114,11 +123,6 @@ def release_secret(value: str | None) -> None:
             _rebuild()
 
 
-def masked_count() -> int:
-    """How many distinct secrets `redact` masks now."""
-    return len(_masked)
-
-
 def clear_secrets() -> None:
     """Forget every registered and held secret (tests)."""
     _secrets.clear()
@@ -129,7 +133,12 @@ def clear_secrets() -> None:
 def redact(text: str) -> str:
     """`text` with every secret the module knows of replaced by [REDACTED]."""
     # Registered and held values first, longest first (see `_rebuild`).
-    for secret in _masked:
+    ordered, index = _masked
+    if index:
+        width = MIN_SECRET_LENGTH
+        found = {s for i in range(len(text) - width + 1) for s in index.get(text[i : i + width], ())}
+        ordered = tuple(sorted(found, key=len, reverse=True)) if found else ()
+    for secret in ordered:
         if secret in text:
             text = text.replace(secret, MASK)
     text = _QUOTED_HEADER.sub(lambda m: f"{m['name']}{m['q']}{MASK}{m['q']}", text)

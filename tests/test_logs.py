@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from bot.logs import (
+    INDEX_ABOVE,
     MASK,
     MAX_SECRETS,
     clear_secrets,
@@ -233,6 +234,18 @@ def test_held_secrets_stay_masked_whatever_rotates_until_each_holder_released_th
     hold_secret(AK_SECRET)
     release_secret(AK_SECRET)
     assert redact(AK_SECRET) == MASK  # still registered
+
+
+def test_many_held_secrets_are_found_through_their_index_longest_first() -> None:
+    tokens = [f"CAIS{i:05d}-sts-token-value" for i in range(INDEX_ABOVE + 10)]
+    for token in tokens:
+        hold_secret(token)
+    hold_secret("CAIS00007-sts-token-value-and-longer")  # contains another held secret: masked whole
+    line = f"a={tokens[0]} b=CAIS00007-sts-token-value-and-longer end{tokens[-1]}"
+    assert redact(line) == f"a={MASK} b={MASK} end{MASK}"
+    assert redact("CAIS99999-sts-token-value CAIS0") == "CAIS99999-sts-token-value CAIS0"  # never held
+    release_secret(tokens[-1])
+    assert redact(tokens[-1]) == tokens[-1]
 
 
 def test_secrets_are_masked_in_message_args_extras_and_exceptions() -> None:

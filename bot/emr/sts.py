@@ -208,7 +208,9 @@ class StsClient:
         return params
 
     async def assume_role(self, base: signing.Credential, role: RamRole, name: str) -> Assumed:
-        """Assume `role` as session `name`; every failure is EmrError(action="AssumeRole", sent=False)."""
+        """Assume `role` as session `name`; every failure is EmrError(action="AssumeRole", sent=False).
+
+        Whoever keeps the credential has it masked in logs while it may be used (RoleCredentials does)."""
         sent_at = self._clock()
         params = self.request_params(base, role, name, sent_at)
         url = f"{self._endpoint.base_url}/?{signing.canonical_query(params)}"
