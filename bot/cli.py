@@ -11,7 +11,7 @@ from importlib import resources
 from bot.config import Config, ConfigError, load_config
 from bot.cost import money_text
 from bot.emr.sts import ENV_STS_ENDPOINT, probe_roles
-from bot.logs import configure_logging, register_secret
+from bot.logs import configure_logging, hold_secret
 from bot.permissions import render_permission_table
 from bot.settings import SettingsError, load_settings
 
@@ -36,7 +36,7 @@ def _serve(_: argparse.Namespace) -> int:
         print(f"raybot: RAYBOT_LOG_FORMAT / RAYBOT_LOG_LEVEL: {error}", file=sys.stderr)
         return 2
     for secret in (settings.bot_token, settings.app_token, settings.signing_secret):
-        register_secret(secret)
+        hold_secret(secret)  # for the process's life: rotating credentials must never push these out
     try:
         asyncio.run(serve(settings, config))
     except StartupError as error:
@@ -94,15 +94,21 @@ def _probe_roles(config: Config) -> bool:
 
     async def run() -> dict[str, str]:
         try:
-            return await probe_roles(config.ram_roles(), roles.probe)
+            return await probe_roles(config.ram_roles(), roles.check)
         finally:
             await roles.aclose()
 
     results = asyncio.run(run())
-    print(f"roles: assumed through {roles.sts.endpoint}")
-    for arn, result in results.items():
-        print(f"  {arn}: {result}")
+    print(probe_summary(roles.sts.endpoint, results))
     return all(result == "ok" for result in results.values())
+
+
+def probe_summary(endpoint: str, results: dict[str, str]) -> str:
+    """What `check-config --probe` says: how many roles STS let raybot assume, then each role's answer."""
+    assumed = sum(result == "ok" for result in results.values())
+    lines = [f"roles: probed through {endpoint}: {assumed} of {len(results)} assumed"]
+    lines += [f"  {arn}: {result}" for arn, result in results.items()]
+    return "\n".join(lines)
 
 
 def render_price_table(config: Config) -> str:

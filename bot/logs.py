@@ -3,7 +3,7 @@
 `configure_logging()` installs one handler on the root logger. Every record that
 reaches it passes `Redactor` first, which masks Slack tokens, Authorization and
 x-acs-security-token header values, ACS3 signatures and every value registered with
-`register_secret()` — in the message, its %-args, the extra fields and the
+`register_secret()` or `hold_secret()` — in the message, its %-args, the extra fields and the
 exception text — so no code path has to remember to be careful.
 
 Context fields (Slack team, channel and user ids, the change id, the cloud
@@ -47,8 +47,9 @@ CONTEXT_FIELDS: tuple[str, ...] = (
 
 # Shorter values would mask ordinary words everywhere; real secrets are far longer.
 MIN_SECRET_LENGTH = 6
-# STS credentials rotate about hourly for as long as the process lives: keep the newest ones only
-# (a dropped one has long expired), so redaction stays cheap.
+# The base credentials chain rotates its STS credential about hourly for as long as the process lives: of what
+# `register_secret` is told, keep the newest ones only (a dropped one has long expired), so redaction stays cheap.
+# Secrets with an owner that knows when they die (assumed roles, the Slack tokens) are held, outside this bound.
 MAX_SECRETS = 64
 
 _QUOTED_HEADER = re.compile(
@@ -63,6 +64,13 @@ _SIGNATURE = re.compile(r"(?P<name>Signature=)(?!\[REDACTED\])[^\s,;&'\"]+")
 _SLACK_TOKEN = re.compile(r"\b(?P<prefix>xox[a-z](?:\.xox[a-z])?-|xapp-)(?!\[REDACTED\])[A-Za-z0-9-]+")
 
 _secrets: dict[str, None] = {}  # an ordered set: oldest first
+_held: dict[str, int] = {}  # value → how many holders
+# Past this many secrets, `redact` first finds which of them a text may hold by their first MIN_SECRET_LENGTH
+# characters (one dict look-up per position) rather than searching the text once per secret.
+INDEX_ABOVE = 128
+# What `redact` masks, longest first, and those secrets by their first characters: rebuilt together on each
+# change (rare), and read as one tuple by any thread (no lock needed).
+_masked: tuple[tuple[str, ...], dict[str, tuple[str, ...]]] = ((), {})
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "raybot_log_context", default=MappingProxyType({})
 )
@@ -71,24 +79,67 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+def _rebuild() -> None:
+    global _masked
+    # Longest first, so a secret that contains another is masked whole.
+    ordered = tuple(sorted(set(_secrets) | set(_held), key=len, reverse=True))
+    index: dict[str, list[str]] = {}
+    if len(ordered) > INDEX_ABOVE:
+        for secret in ordered:
+            index.setdefault(secret[:MIN_SECRET_LENGTH], []).append(secret)
+    _masked = (ordered, {prefix: tuple(found) for prefix, found in index.items()})
+
+
 def register_secret(value: str | None) -> None:
-    """Mask `value` wherever it appears in a log record from now on (signing secret, AK secret, STS token)."""
+    """Mask `value` wherever it appears in a log record from now on; of these, the newest MAX_SECRETS are kept
+    (what the base credentials chain hands out: it rotates for the process's life). See `hold_secret`."""
     if value and len(value) >= MIN_SECRET_LENGTH:
-        _secrets.pop(value, None)
+        changed = value not in _secrets
+        _secrets.pop(value, None)  # moved to the newest end
         _secrets[value] = None
         while len(_secrets) > MAX_SECRETS:
             del _secrets[next(iter(_secrets))]
+            changed = True
+        if changed:
+            _rebuild()
+
+
+def hold_secret(value: str | None) -> None:
+    """Mask `value` until as many `release_secret(value)` as holds (no bound: the holder bounds what it holds).
+
+    For secrets whose owner knows their life: a cached role credential, the Slack tokens (held for good).
+    """
+    if value and len(value) >= MIN_SECRET_LENGTH:
+        _held[value] = _held.get(value, 0) + 1
+        if _held[value] == 1:
+            _rebuild()
+
+
+def release_secret(value: str | None) -> None:
+    """Undo one `hold_secret(value)`; the value stays masked while someone else holds or registered it."""
+    if value and value in _held:
+        _held[value] -= 1
+        if _held[value] <= 0:
+            del _held[value]
+            _rebuild()
 
 
 def clear_secrets() -> None:
-    """Forget every registered secret (tests)."""
+    """Forget every registered and held secret (tests)."""
     _secrets.clear()
+    _held.clear()
+    _rebuild()
 
 
 def redact(text: str) -> str:
     """`text` with every secret the module knows of replaced by [REDACTED]."""
-    # Registered values first and longest first, so a secret that contains another is masked whole.
-    for secret in sorted(_secrets, key=len, reverse=True):
+    # Registered and held values first, longest first (see `_rebuild`).
+    ordered, index = _masked
+    if index:
+        width = MIN_SECRET_LENGTH
+        found = {s for i in range(len(text) - width + 1) for s in index.get(text[i : i + width], ())}
+        ordered = tuple(sorted(found, key=len, reverse=True)) if found else ()
+    for secret in ordered:
         if secret in text:
             text = text.replace(secret, MASK)
     text = _QUOTED_HEADER.sub(lambda m: f"{m['name']}{m['q']}{MASK}{m['q']}", text)

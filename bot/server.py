@@ -36,7 +36,7 @@ from bot.dispatch import CommandRouter
 from bot.emr.client import EmrClient
 from bot.emr.credentials import CredentialsProvider, DefaultCredentials
 from bot.emr.errors import EmrError
-from bot.emr.sts import RoleCredentials, StsClient, check_names, regional_sts_endpoint
+from bot.emr.sts import RamRole, RoleCredentials, StsClient, check_names, regional_sts_endpoint
 from bot.metrics import Metrics, SlackRateLimitObserver
 from bot.scheduler import run_scheduler
 from bot.services import Services, UsergroupDirectory
@@ -97,7 +97,14 @@ async def running_services(
         endpoint=settings.emr_endpoint,
         deadline=settings.emr_deadline_seconds,
         observe=metrics.cloud_call,
-        roles=role_credentials(config, base, settings.sts_endpoint, clock=clock, observe=metrics.assume_role),
+        roles=role_credentials(
+            config,
+            base,
+            settings.sts_endpoint,
+            clock=clock,
+            observe=metrics.assume_role,
+            deadline=settings.emr_deadline_seconds,
+        ),
     )
     try:
         store = await open_store(
@@ -143,14 +150,20 @@ def role_credentials(
     endpoint: str | None = None,
     *,
     clock: Callable[[], float] = time.time,
-    observe: Callable[[str, str], None] | None = None,
+    observe: Callable[[RamRole, str], None] | None = None,
+    deadline: float = 5.0,
 ) -> RoleCredentials | None:
     """The cache of assumed RAM roles, when the config names any; STS at `endpoint` (RAYBOT_STS_ENDPOINT), else
-    the config's `sts_endpoint`, else the regional endpoint of the default region (or of the first cluster)."""
+    the config's `sts_endpoint`, else the regional endpoint of the default region (or of the first cluster).
+
+    `deadline` bounds one AssumeRole; `raybot serve` gives it RAYBOT_EMR_DEADLINE_SECONDS, the deadline of the
+    EMR call a command's AssumeRole comes before (which bounds the wait for it anyway)."""
     if not config.ram_roles():
         return None
     region = config.region or next(iter(config.clusters.values())).region or "cn-hangzhou"
-    sts = StsClient(endpoint=endpoint or config.sts_endpoint or regional_sts_endpoint(region), clock=clock)
+    sts = StsClient(
+        endpoint=endpoint or config.sts_endpoint or regional_sts_endpoint(region), clock=clock, deadline=deadline
+    )
     return RoleCredentials(base, sts, clock=clock, observe=observe)
 
 
@@ -178,10 +191,11 @@ async def readiness(services: Services) -> dict[str, str]:
         if not status.up_to_date:
             raise StoreError(status.describe())
 
-    # Each configured RAM role is assumed once (then kept in the cache until near expiry, like a command's).
+    # Each configured RAM role is assumed afresh, apart from the commands' cache, at most once a minute
+    # (RoleCredentials.check): a revoked trust policy shows here within that minute.
     roles = services.emr.roles
     names = check_names(services.config.ram_roles() if roles is not None else [])
-    role_checks = [check(f"role {name}", lambda role=role: roles.probe(role)) for role, name in names.items()]
+    role_checks = [check(f"role {name}", lambda role=role: roles.check(role)) for role, name in names.items()]
     await asyncio.gather(
         check("store", store),
         check("slack", services.slack.auth_test),

@@ -14,7 +14,7 @@ import logging
 
 import pytest
 
-from bot.emr.sts import REFRESH_BEFORE_SECONDS, WAIT_BEFORE_SECONDS
+from bot.emr.sts import READY_RECHECK_SECONDS, REFRESH_BEFORE_SECONDS, WAIT_BEFORE_SECONDS
 from bot.sandbox.sts_server import EmulatedRole, StsEmulator
 from bot.slack.blocks import APPROVE_ACTION
 from tests import e2e_world as world
@@ -97,6 +97,15 @@ def issued_to(sts: StsEmulator, role_arn: str):
     return [i for i in sts.issued if i.role_arn == role_arn]
 
 
+async def shows(http, raybot, slack, count: int) -> None:
+    """`count` concurrent `/ray show prod` by the admin, each answered without a failure."""
+    sent = await asyncio.gather(
+        *(send(http, raybot, slack, "show prod", user=world.ADMIN, channel="C0PLATFORM") for _ in range(count))
+    )
+    replies = await asyncio.gather(*(ephemeral_reply(slack, url, timeout=20) for _, url in sent))
+    assert all("failed" not in text_of(r) for r in replies)
+
+
 def assert_no_secret_logged(caplog, sts: StsEmulator) -> None:
     text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert AK_SECRET not in text
@@ -149,29 +158,82 @@ async def test_credentials_are_reused_until_near_expiry_then_refreshed_once_unde
     http, env, slack, emr, sts, clock, caplog
 ):
     caplog.set_level(logging.DEBUG)
-
-    async def shows(count: int) -> None:
-        sent = await asyncio.gather(
-            *(send(http, raybot, slack, "show prod", user=world.ADMIN, channel="C0PLATFORM") for _ in range(count))
-        )
-        replies = await asyncio.gather(*(ephemeral_reply(slack, url, timeout=20) for _, url in sent))
-        assert all("failed" not in text_of(r) for r in replies)
-
     async with inprocess_raybot(env, clock) as raybot:
-        await shows(5)
+        await shows(http, raybot, slack, 5)
         [first] = issued_to(sts, PROD_ROLE)
         clock.now = first.expires_at - REFRESH_BEFORE_SECONDS - 1  # 55 minutes on: still fresh
-        await shows(5)
+        await shows(http, raybot, slack, 5)
         assert len(sts.assumed(PROD_ROLE)) == 1
 
         mark(emr, slack)
         clock.now = first.expires_at - WAIT_BEFORE_SECONDS + 1  # too close: every command waits for one renewal
-        await shows(50)
+        await shows(http, raybot, slack, 50)
         assert len(sts.assumed(PROD_ROLE)) == 2
         [_, second] = issued_to(sts, PROD_ROLE)
         reads = new_emr_calls(emr, "GetRayCluster")
         assert len(reads) == 50 and {c.access_key_id for c in reads} == {second.access_key_id}
     assert_no_secret_logged(caplog, sts)
+
+
+async def test_in_the_renewal_window_50_commands_go_on_with_the_old_credential_while_one_assume_role_renews(
+    http, env, slack, emr, sts, clock, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    # The AssumeRole's deadline is the cloud calls' one: long enough here for a renewal held while 50 commands run.
+    async with inprocess_raybot(env | {"RAYBOT_EMR_DEADLINE_SECONDS": "60"}, clock) as raybot:
+        await shows(http, raybot, slack, 1)
+        [first] = issued_to(sts, PROD_ROLE)
+        clock.now = first.expires_at - REFRESH_BEFORE_SECONDS + 1  # renewal due, but 4 minutes before the last one
+        assert clock.now < first.expires_at - WAIT_BEFORE_SECONDS
+
+        mark(emr, slack)
+        sts.hold(PROD_ROLE)  # the renewal stays in flight until every command below has been answered
+        await shows(http, raybot, slack, 50)
+        await sts.held()
+        reads = new_emr_calls(emr, "GetRayCluster")
+        assert len(reads) == 50 and {(c.access_key_id, c.security_token) for c in reads} == {
+            (first.access_key_id, first.security_token)
+        }
+        assert len(sts.assumed(PROD_ROLE)) == 1  # the renewal has not been answered
+
+        sts.release()
+        await raybot.services.emr.roles.renewed()
+        [_, renewed] = issued_to(sts, PROD_ROLE)  # exactly one AssumeRole renewed it, for all 50
+        assert len(sts.calls) == 2 and renewed.session_name == first.session_name
+
+        mark(emr, slack)
+        await shows(http, raybot, slack, 1)  # the next command signs with the new credential
+        [read] = new_emr_calls(emr, "GetRayCluster")
+        assert (read.access_key_id, read.security_token) == (renewed.access_key_id, renewed.security_token)
+        assert len(sts.calls) == 2
+    assert_no_secret_logged(caplog, sts)
+
+
+async def test_readyz_asks_sts_again_after_a_success_at_most_once_a_minute(http, env, slack, emr, sts, clock):
+    async with inprocess_raybot(env, clock) as raybot:
+        await shows(http, raybot, slack, 1)  # the admin's prod session is cached for commands
+        assert (await http.get(f"{raybot.url}/readyz")).status_code == 200
+        probes = [c for c in sts.calls if c.session_name == "raybot-probe"]
+        assert sorted(c.role_arn for c in probes) == sorted([PROD_ROLE, STAGING_ROLE, ONCALL_ROLE])
+
+        sts.deny(PROD_ROLE)  # someone revokes the trust policy
+        clock.now += READY_RECHECK_SECONDS - 1
+        assert (await http.get(f"{raybot.url}/readyz")).status_code == 200  # the last answer, STS not asked
+        asked = len(sts.calls)
+        clock.now += 1
+        ready = await http.get(f"{raybot.url}/readyz")
+        refused = [c for c in sts.calls[asked:] if c.role_arn == PROD_ROLE]
+        assert len(refused) == 1 and refused[0].session_name == "raybot-probe"
+        assert ready.status_code == 503 and not ready.json()["ready"]
+        assert ready.json()["checks"]["role raybot-prod"] == f"NoPermission (RequestId {refused[0].request_id})"
+        assert ready.json()["checks"]["role raybot-staging"] == "ok"
+        asked = len(sts.calls)
+        assert (await http.get(f"{raybot.url}/readyz")).status_code == 503 and len(sts.calls) == asked
+
+        # The readiness check kept its hands off the commands' cache: the admin's credential still serves.
+        mark(emr, slack)
+        await shows(http, raybot, slack, 1)
+        assert len(sts.calls) == asked and len(new_emr_calls(emr, "GetRayCluster")) == 1
 
 
 async def test_an_assume_role_denial_reaches_the_thread_and_nothing_is_sent(http, env, slack, emr, sts, clock):
@@ -200,6 +262,8 @@ async def test_an_assume_role_denial_reaches_the_thread_and_nothing_is_sent(http
         assert 'raybot_assume_role_total{account="1234567890123456",code="NoPermission",role="raybot-prod"}' in metrics
 
         sts.clear_denials()
+        assert (await http.get(f"{raybot.url}/readyz")).status_code == 503  # STS is asked once a minute at most
+        clock.now += READY_RECHECK_SECONDS
         assert (await http.get(f"{raybot.url}/readyz")).status_code == 200
 
 

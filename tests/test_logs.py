@@ -12,14 +12,17 @@ from collections.abc import Iterator
 import pytest
 
 from bot.logs import (
+    INDEX_ABOVE,
     MASK,
     MAX_SECRETS,
     clear_secrets,
     configure_logging,
     default_format,
+    hold_secret,
     log_context,
     redact,
     register_secret,
+    release_secret,
 )
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
@@ -213,6 +216,36 @@ def test_rotated_secrets_are_remembered_up_to_a_bound_newest_first() -> None:
     assert redact("first-secret-value one-more-token") == f"{MASK} {MASK}"
     assert redact("sts-token-0000") == "sts-token-0000"  # the oldest was dropped
     assert redact("sts-token-0001") == MASK
+
+
+def test_held_secrets_stay_masked_whatever_rotates_until_each_holder_released_them() -> None:
+    hold_secret(SIGNING_SECRET)
+    hold_secret("held-twice-secret")
+    hold_secret("held-twice-secret")
+    for i in range(2 * MAX_SECRETS):  # the base chain rotating for days: held ones are outside its bound
+        register_secret(f"sts-token-{i:04d}")
+    assert redact(f"{SIGNING_SECRET} held-twice-secret") == f"{MASK} {MASK}"
+    release_secret("held-twice-secret")
+    assert redact("held-twice-secret") == MASK  # one holder left
+    release_secret("held-twice-secret")
+    release_secret("never-held-value")
+    assert redact("held-twice-secret") == "held-twice-secret"
+    register_secret(AK_SECRET)
+    hold_secret(AK_SECRET)
+    release_secret(AK_SECRET)
+    assert redact(AK_SECRET) == MASK  # still registered
+
+
+def test_many_held_secrets_are_found_through_their_index_longest_first() -> None:
+    tokens = [f"CAIS{i:05d}-sts-token-value" for i in range(INDEX_ABOVE + 10)]
+    for token in tokens:
+        hold_secret(token)
+    hold_secret("CAIS00007-sts-token-value-and-longer")  # contains another held secret: masked whole
+    line = f"a={tokens[0]} b=CAIS00007-sts-token-value-and-longer end{tokens[-1]}"
+    assert redact(line) == f"a={MASK} b={MASK} end{MASK}"
+    assert redact("CAIS99999-sts-token-value CAIS0") == "CAIS99999-sts-token-value CAIS0"  # never held
+    release_secret(tokens[-1])
+    assert redact(tokens[-1]) == tokens[-1]
 
 
 def test_secrets_are_masked_in_message_args_extras_and_exceptions() -> None:

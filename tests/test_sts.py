@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ from bot.emr.client import EmrClient
 from bot.emr.credentials import StaticCredentials
 from bot.emr.errors import EmrError
 from bot.emr.sts import (
+    READY_RECHECK_SECONDS,
     REFRESH_BEFORE_SECONDS,
     WAIT_BEFORE_SECONDS,
     Acting,
@@ -31,6 +33,7 @@ from bot.emr.sts import (
     check_names,
 )
 from bot.emr.sts import session_name as session_name_for
+from bot.logs import MASK, MAX_SECRETS, configure_logging, redact
 from bot.permissions import Subject, acting_role
 from bot.sandbox.emr_server import EmrEmulator
 from bot.sandbox.sts_server import EmulatedRole, StsEmulator
@@ -67,14 +70,27 @@ def sts(clock: FakeClock):
     emulator.stop()
 
 
-def roles_for(sts: StsEmulator, clock: FakeClock, observed: list | None = None) -> RoleCredentials:
+def roles_for(sts: StsEmulator, clock: FakeClock, observed: list | None = None, **options) -> RoleCredentials:
     client = StsClient(endpoint=sts.url, clock=clock)
     return RoleCredentials(
         StaticCredentials(BASE_ID, BASE_SECRET),
         client,
         clock=clock,
         observe=(lambda role, code: observed.append((role.name, code))) if observed is not None else None,
+        **options,
     )
+
+
+@pytest.fixture
+def json_log():
+    """raybot's own logging setup (JSON lines, the masking filter) writing to a buffer; restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = io.StringIO()
+    configure_logging("json", stream=out)
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 # --- the signature ---------------------------------------------------------------------------------
@@ -252,6 +268,75 @@ async def test_a_denial_is_told_to_every_waiter_and_counted(sts, clock) -> None:
     await roles.aclose()
 
 
+async def test_every_credential_still_usable_is_masked_however_many_sessions(sts, clock, json_log) -> None:
+    roles = roles_for(sts, clock)
+    users = [f"U{i:04d}" for i in range(MAX_SECRETS)]  # 2 secrets a session: twice the masker's rotating bound
+    await asyncio.gather(*(roles.credential(Acting(PROD, user)) for user in users))
+    first = sts.issued[0]
+    # One session renewed: the credential it replaced may still be signing a call, so it stays masked …
+    clock.now = first.expires_at - REFRESH_BEFORE_SECONDS + 1
+    await roles.credential(Acting(PROD, first.session_name.removeprefix("raybot-")))
+    await roles.renewed()
+    assert len(sts.issued) == len(users) + 1
+    secrets = [s for i in sts.issued for s in (i.access_key_secret, i.security_token)]
+    logging.getLogger("raybot.flow").warning("signed with %s", " ".join(secrets), extra={"cluster": secrets[-1]})
+    line = json_log.getvalue().splitlines()[-1]
+    assert all(secret not in line for secret in secrets) and line.count(MASK) == len(secrets) + 1
+
+    # … until it expires: the next credential kept lets it go (and every other one expired with it).
+    clock.now = first.expires_at + 1
+    await roles.credential(Acting(STAGING, "U0LATE"))
+    assert redact(first.access_key_secret) == first.access_key_secret
+    assert redact(sts.issued[-2].security_token) == MASK  # the renewed one is good for an hour more
+    await roles.aclose()
+    assert redact(sts.issued[-1].security_token) == sts.issued[-1].security_token  # closed: nothing held
+
+
+async def test_the_cache_keeps_the_most_recently_used_sessions_up_to_its_bound(sts, clock) -> None:
+    roles = roles_for(sts, clock, max_sessions=3)
+    for user in ("U1A", "U2B", "U3C", "U1A", "U4D"):  # U1A used again: U2B is the least recently used
+        await roles.credential(Acting(PROD, user))
+    assert roles.sessions == 3 and len(sts.assumed()) == 4
+    for user in ("U1A", "U3C", "U4D"):
+        await roles.credential(Acting(PROD, user))
+    assert len(sts.assumed()) == 4  # all three still cached
+    evicted = sts.issued[1]
+    assert redact(evicted.security_token) == MASK  # evicted, not expired: a command may still sign with it
+    await roles.credential(Acting(PROD, "U2B"))  # evicted: assumed again, and U1A goes
+    assert roles.sessions == 3 and len(sts.assumed()) == 5 and sts.issued[-1].session_name == "raybot-U2B"
+    await roles.credential(Acting(PROD, "U1A"))
+    assert len(sts.assumed()) == 6
+    await roles.aclose()
+
+
+async def test_the_readiness_check_asks_sts_afresh_once_a_minute_and_leaves_the_cache_alone(sts, clock) -> None:
+    observed: list = []
+    roles = roles_for(sts, clock, observed)
+    used = await roles.credential(Acting(PROD, "U0ONCALL1"))
+    await asyncio.gather(*(roles.check(PROD) for _ in range(5)))  # one AssumeRole, whoever asks
+    assert [c.session_name for c in sts.calls] == ["raybot-U0ONCALL1", "raybot-probe"]
+
+    sts.deny(PROD.arn)  # the trust policy no longer lets raybot in
+    clock.now += READY_RECHECK_SECONDS - 1
+    await roles.check(PROD)  # the last answer stands for a minute: STS is not asked
+    assert len(sts.calls) == 2
+    clock.now += 1
+    for _ in range(2):
+        with pytest.raises(EmrError) as caught:
+            await roles.check(PROD)
+        assert caught.value.code == "NoPermission" and caught.value.request_id == sts.calls[-1].request_id
+    assert len(sts.calls) == 3
+    # Commands go on with the credential they hold (until it needs renewing, when STS will say no to them too).
+    assert await roles.credential(Acting(PROD, "U0ONCALL1")) == used and len(sts.calls) == 3
+    assert observed == [("raybot-prod", "OK"), ("raybot-prod", "OK"), ("raybot-prod", "NoPermission")]
+
+    sts.clear_denials()
+    clock.now += READY_RECHECK_SECONDS
+    await roles.check(PROD)
+    assert roles.sessions == 1  # the checks' credentials were thrown away, never cached
+    await roles.aclose()
+
+
 async def test_emr_calls_are_signed_with_the_role_credentials(sts, clock, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     emr = EmrEmulator(access_keys={BASE_ID: BASE_SECRET}, clusters=world.SEED, clock=clock)
@@ -396,6 +481,8 @@ channels:
         refused_run = probe()
         assert refused_run.returncode == 1, refused_run.stderr
         out = refused_run.stdout
+        assert f"roles: probed through {emulator.url}: 1 of 2 assumed\n" in out
+        assert "assumed through" not in out
         [refused] = [c for c in emulator.calls if c.role_arn == PROD.arn]
         assert f"{PROD.arn}: EntityNotExist.Role: raybot may not assume raybot-prod" in out
         assert f"(RequestId {refused.request_id})" in out
@@ -405,7 +492,13 @@ channels:
         assert all(i.access_key_secret not in out + refused_run.stderr for i in emulator.issued)
 
         emulator.clear_denials()
-        assert probe().returncode == 0
+        both = probe()
+        assert both.returncode == 0 and f"roles: probed through {emulator.url}: 2 of 2 assumed\n" in both.stdout
+
+        emulator.deny()
+        none = probe()
+        assert none.returncode == 1 and f"roles: probed through {emulator.url}: 0 of 2 assumed\n" in none.stdout
+        assert f"{STAGING.arn}: NoPermission: raybot may not assume raybot-staging" in none.stdout
 
 
 def test_the_deploy_policies_of_least_privilege() -> None:

@@ -13,6 +13,20 @@ trust store; its failures are a CredentialException holding STS's whole answer a
 RequestId; and its module logs through its own stream handler. The request it sends is reproduced
 here exactly (GET, RPC signature 1.0, HMAC-SHA1; tests check both signatures against its helpers and
 run the provider itself against the STS emulator).
+
+The cache is per (role, session name), and so per (role, Slack user), not per role: STS fixes the session
+name when it issues a credential, and a credential shared by every user would make ActionTrail name one
+user for everyone's calls. One AssumeRole is in flight per (role, user) at a time; at most MAX_SESSIONS
+sessions are kept (the least recently used one goes first).
+
+Log masking follows the cache: a credential's AccessKeySecret and SecurityToken are held by the log
+masker (`bot.logs.hold_secret`) from the moment STS hands it out until it expires — also after a renewal
+replaced it or the cache evicted it, as a command may still be signing with it (at most MAX_SESSIONS such
+credentials are kept masked beyond the cache; the one nearest expiry goes first).
+
+`/readyz` asks STS afresh (`RoleCredentials.check`, as `raybot-probe`), never through the cache, at most
+once per role every READY_RECHECK_SECONDS: a role whose trust policy was revoked reads as failing within
+that time, while commands go on with what the cache holds.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +48,7 @@ import httpx
 from bot.emr import signing
 from bot.emr.credentials import CredentialsProvider
 from bot.emr.errors import EmrError, is_retryable
-from bot.logs import register_secret
+from bot.logs import hold_secret, release_secret
 
 STS_VERSION = "2015-04-01"
 ASSUME_ROLE = "AssumeRole"
@@ -46,6 +61,10 @@ SESSION_NAME = re.compile(r"^[A-Za-z0-9.@_-]{2,64}$")
 SESSION_CHARS = re.compile(r"[^A-Za-z0-9.@_-]")
 ROLE_ARN = re.compile(r"^acs:ram::(?P<account>\d{1,32}):role/(?P<name>[A-Za-z0-9.@_-]{1,64})$")
 DEFAULT_DURATION = 3600
+# Sessions kept: one per (role, Slack user) active within the hour, so this is a bound, not a working size.
+MAX_SESSIONS = 1000
+# /readyz asks STS about a role at most this often (the answer in between is the last one).
+READY_RECHECK_SECONDS = 60.0
 USER_PLACEHOLDER = "{user}"
 
 log = logging.getLogger("raybot.sts")
@@ -189,7 +208,9 @@ class StsClient:
         return params
 
     async def assume_role(self, base: signing.Credential, role: RamRole, name: str) -> Assumed:
-        """Assume `role` as session `name`; every failure is EmrError(action="AssumeRole", sent=False)."""
+        """Assume `role` as session `name`; every failure is EmrError(action="AssumeRole", sent=False).
+
+        Whoever keeps the credential has it masked in logs while it may be used (RoleCredentials does)."""
         sent_at = self._clock()
         params = self.request_params(base, role, name, sent_at)
         url = f"{self._endpoint.base_url}/?{signing.canonical_query(params)}"
@@ -231,8 +252,6 @@ class StsClient:
             expiration = parse_expiration(found["Expiration"])
         except (ValueError, KeyError, TypeError):
             raise assume_role_failure(role, response.status_code, b"", rid) from None
-        register_secret(credential.access_key_secret)  # whatever logs, it never shows these
-        register_secret(credential.security_token)
         # Trust the shorter of STS's word and our own count: a skewed clock must not keep a dead credential.
         return Assumed(credential, min(expiration, sent_at + role.duration))
 
@@ -250,8 +269,8 @@ class RoleCredentials:
 
     One AssumeRole per key is in flight at a time, however many commands ask. A credential within
     REFRESH_BEFORE_SECONDS of expiry is still handed out while one background AssumeRole renews it;
-    within WAIT_BEFORE_SECONDS callers wait for that renewal. `observe(role, code)` is told each
-    AssumeRole's outcome ("OK" or STS's Code).
+    within WAIT_BEFORE_SECONDS callers wait for that renewal. At most `max_sessions` keys are kept (least
+    recently used evicted). `observe(role, code)` is told each AssumeRole's outcome ("OK" or STS's Code).
     """
 
     def __init__(
@@ -261,17 +280,30 @@ class RoleCredentials:
         *,
         clock: Callable[[], float] = time.time,
         observe: Callable[[RamRole, str], None] | None = None,
+        max_sessions: int = MAX_SESSIONS,
+        recheck_seconds: float = READY_RECHECK_SECONDS,
     ) -> None:
         self._base = base
         self._sts = sts
         self._clock = clock
         self._observe = observe
-        self._cache: dict[_Key, Assumed] = {}
+        self._max_sessions = max_sessions
+        self._recheck = recheck_seconds
+        self._cache: OrderedDict[_Key, Assumed] = OrderedDict()  # least recently used first
+        # Out of the cache (renewed or evicted) but not yet expired: a command may still sign with one.
+        self._retired: list[Assumed] = []
         self._inflight: dict[_Key, asyncio.Task[Assumed]] = {}
+        self._checks: dict[RamRole, tuple[float, EmrError | None]] = {}
+        self._checking: dict[RamRole, asyncio.Task[None]] = {}
 
     @property
     def sts(self) -> StsClient:
         return self._sts
+
+    @property
+    def sessions(self) -> int:
+        """How many (role, session name) credentials are cached."""
+        return len(self._cache)
 
     async def credential(self, acting: Acting) -> signing.Credential:
         """The credential to sign a call made for `acting` with; EmrError(AssumeRole or CredentialsError)."""
@@ -280,6 +312,7 @@ class RoleCredentials:
         cached = self._cache.get(key)
         now = self._clock()
         if cached is not None and now < cached.expires_at - WAIT_BEFORE_SECONDS:
+            self._cache.move_to_end(key)
             if now >= cached.expires_at - REFRESH_BEFORE_SECONDS:
                 self._renewal(key, role)  # in the background: this command goes on with the cached one
             return cached.credential
@@ -314,12 +347,9 @@ class RoleCredentials:
                 error.request_id,
             )
             raise
-        self._tell(role, "OK")
         now = self._clock()
-        # Sessions of people who stopped asking would otherwise stay forever: drop what has expired.
-        for stale in [k for k, v in self._cache.items() if v.expires_at <= now]:
-            del self._cache[stale]
-        self._cache[key] = assumed
+        self._keep(key, assumed, now)  # masked before anything else runs
+        self._tell(role, "OK")
         log.info(
             "assumed role role=%s session=%s expires_in_s=%.0f",
             role.arn,
@@ -328,23 +358,87 @@ class RoleCredentials:
         )
         return assumed
 
+    def _keep(self, key: _Key, assumed: Assumed, now: float) -> None:
+        """Cache `assumed` (masked from now until it expires), and keep the cache and the masked within bounds."""
+        _hold(assumed)
+        replaced = self._cache.pop(key, None)
+        if replaced is not None:
+            self._retired.append(replaced)
+        self._cache[key] = assumed
+        # Sessions of people who stopped asking would otherwise stay forever: drop what has expired …
+        for stale in [k for k, v in self._cache.items() if v.expires_at <= now]:
+            _release(self._cache.pop(stale))
+        # … and the least recently used beyond the bound.
+        while len(self._cache) > self._max_sessions:
+            self._retired.append(self._cache.popitem(last=False)[1])
+        self._retired.sort(key=lambda a: a.expires_at)
+        while self._retired and (self._retired[0].expires_at <= now or len(self._retired) > self._max_sessions):
+            _release(self._retired.pop(0))
+
     def _tell(self, role: RamRole, code: str) -> None:
         if self._observe is not None:
             self._observe(role, code)
 
-    async def probe(self, role: RamRole) -> None:
-        """Assume `role` once as raybot itself (through the cache); raises the EmrError a command would get."""
-        await self.credential(Acting(role, None))
+    async def check(self, role: RamRole) -> None:
+        """Whether raybot may assume `role` now, asked of STS itself as `raybot-probe` (never through the cache
+        commands use), at most once per `recheck_seconds` per role: in between, the last answer stands.
+        Raises the EmrError STS (or the base credentials) gave."""
+        last = self._checks.get(role)
+        if last is None or self._clock() >= last[0] + self._recheck:
+            task = self._checking.get(role)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._check(role), name=f"check-role-{role.name}")
+                self._checking[role] = task
+                task.add_done_callback(lambda t: self._checked(role, t))
+            await asyncio.shield(task)
+            last = self._checks[role]
+        if last[1] is not None:
+            # A fresh traceback each time: re-raising one instance would grow its traceback at every probe.
+            raise last[1].with_traceback(None)
+
+    def _checked(self, role: RamRole, task: asyncio.Task[None]) -> None:
+        if self._checking.get(role) is task:
+            del self._checking[role]
+        if not task.cancelled():
+            task.exception()
+
+    async def _check(self, role: RamRole) -> None:
+        asked_at = self._clock()
+        try:
+            base = await self._base.get_credential()
+            await self._sts.assume_role(base, role, session_name(role, None))  # thrown away: never used
+        except EmrError as error:
+            self._tell(role, error.code)
+            log.warning("role check failed role=%s code=%s request_id=%s", role.arn, error.code, error.request_id)
+            self._checks[role] = (asked_at, error)
+            return
+        self._tell(role, "OK")
+        self._checks[role] = (asked_at, None)
 
     async def renewed(self) -> None:
         """Wait until the AssumeRoles in flight have ended (whatever their outcome)."""
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
     async def aclose(self) -> None:
-        for task in list(self._inflight.values()):
+        tasks = [*self._inflight.values(), *self._checking.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._sts.aclose()
+        for assumed in [*self._cache.values(), *self._retired]:
+            _release(assumed)
+        self._cache.clear()
+        self._retired.clear()
+
+
+def _hold(assumed: Assumed) -> None:
+    hold_secret(assumed.credential.access_key_secret)
+    hold_secret(assumed.credential.security_token)
+
+
+def _release(assumed: Assumed) -> None:
+    release_secret(assumed.credential.access_key_secret)
+    release_secret(assumed.credential.security_token)
 
 
 def check_names(roles: list[RamRole]) -> dict[RamRole, str]:

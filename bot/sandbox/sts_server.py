@@ -7,7 +7,8 @@ token, when the caller is itself an STS credential, as under RRSA), that the rol
 trust policy lets the caller in, the ExternalId it requires, the session name and the duration. It
 then issues short-lived credentials per role and session, told to `on_issue` (so the EMR emulator
 can accept them). It serves plain HTTP, or HTTPS with `ssl_context` (the official provider speaks
-HTTPS only; tests make a throwaway CA with trustme).
+HTTPS only; tests make a throwaway CA with trustme). Tests switch it to refuse a role (`deny`) or to keep
+one AssumeRole unanswered until they `release()` it (`hold`: a renewal in flight).
 
 Answers are shaped like STS's: `{"RequestId", "AssumedRoleUser", "Credentials"}` on success, and
 `{"RequestId", "HostId", "Code", "Message", "Recommend"}` with the HTTP status of the error otherwise.
@@ -117,6 +118,9 @@ class StsEmulator:
         self._ssl = ssl_context
         self._nonces: set[tuple[str, str]] = set()
         self._denials: list[_Denial] = []
+        self._hold: tuple[str | None] | None = None  # (role ARN or None for any) of the next request to hold
+        self._held = threading.Event()
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self.calls: list[StsCall] = []
         self.issued: list[Issued] = []
@@ -145,6 +149,23 @@ class StsEmulator:
         the signature check, as STS refuses a caller its RAM policy does not allow."""
         with self._lock:
             self._denials.append(_Denial(role_arn, code, message, status, times))
+
+    def hold(self, role_arn: str | None = None) -> None:
+        """Keep the next AssumeRole (of `role_arn`; None: any) unanswered until `release()` (or `stop()`):
+        a renewal in flight for as long as a test needs. Then it is answered as usual."""
+        with self._lock:
+            self._hold = (role_arn,)
+            self._held.clear()
+            self._released.clear()
+
+    async def held(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (API, like the EMR emulator's)
+        """Return once the request `hold` asked for has arrived and is being held."""
+        if not await asyncio.to_thread(self._held.wait, timeout):
+            raise TimeoutError(f"no AssumeRole was held within {timeout:g} s")
+
+    def release(self) -> None:
+        """Answer the held AssumeRole."""
+        self._released.set()
 
     def clear_denials(self) -> None:
         with self._lock:
@@ -292,6 +313,13 @@ class StsEmulator:
         if request.method == "POST":
             params.update(parse_qsl((await request.read()).decode("utf-8"), keep_blank_values=True))
         request_id = str(uuid.uuid4()).upper()
+        with self._lock:
+            hold = self._hold is not None and self._hold[0] in (None, params.get("RoleArn"))
+            if hold:
+                self._hold = None
+        if hold:
+            self._held.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._released.wait, 60)
         status, body = self.answer(request.method, params, request_id)
         return web.json_response(body, status=status, headers={"x-acs-request-id": request_id})
 
@@ -321,6 +349,7 @@ class StsEmulator:
         if loop is None or thread is None:
             return
         self._loop = self._thread = None
+        self._released.set()  # a held request is answered, so the server can close
         runner = self._runner
 
         async def close() -> None:
