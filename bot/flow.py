@@ -36,7 +36,7 @@ from bot.emr.errors import EmrError
 from bot.emr.models import ActionResponse, ClusterFields, RayCluster
 from bot.errors import ActionRefused, ClusterBusy, Denied, OutcomeNotRecorded
 from bot.follow import Wanted, followed_groups, wanted_after_start, wanted_after_stop, wanted_after_update
-from bot.permissions import Decision, Subject, check_change, check_lifecycle, replica_cap
+from bot.permissions import Decision, Subject, approvers_here, check_change, check_lifecycle, replica_cap
 from bot.replay import planner
 from bot.services import Services
 from bot.slack import blocks
@@ -648,7 +648,10 @@ def card(services: Services, record: ChangeRecord) -> blocks.SlackMessage:
         temporary = record.duration_seconds is not None and record.revert_state in (None, "scheduled", "running")
         duration = record.duration_seconds if temporary else None
         cost = cost_text(services, record.alias, record.action, record.spec_before, record.body, duration)
-    return blocks.change_card(record, cost)
+    approvers = None
+    if record.state == "awaiting_approval":
+        approvers = approvers_here(services.config, record.channel_id, record.alias, record.user_id)
+    return blocks.change_card(record, cost, approvers)
 
 
 async def show_card(services: Services, change_id: int) -> None:

@@ -187,6 +187,23 @@ def _grants_on(binding: Binding, role: Role, action: str, alias: str | None) -> 
     return role.allows(action) and (alias is None or binding.covers(alias))
 
 
+def approvers_here(config: Config, channel_id: str, alias: str, requester: str) -> str | None:
+    """Who may approve a change of `alias` asked in `channel_id` (mrkdwn mentions from the config's ids), for the
+    root message of a request: "<@U…> or members of <!subteam^S…>", "anyone here who may approve" when a binding
+    grants it to everyone in the channel, None when no binding does (check-config warns of that). The requester
+    is left out: nobody approves their own change."""
+    people: list[str] = []
+    for binding, role in _bindings(config, channel_id):
+        if not _grants_on(binding, role, "approve", alias):
+            continue
+        if not binding.restricted:
+            return "anyone here who may approve"
+        others = binding.model_copy(update={"users": tuple(u for u in binding.users if u != requester)})
+        if others.restricted:
+            people.append(_who_mrkdwn(others))
+    return " or ".join(dict.fromkeys(people)) or None
+
+
 def referenced_usergroups(config: Config) -> set[str]:
     """The user groups whose membership the caller must look up to fill Subject.usergroups."""
     return {group for bindings in config.channels.values() for b in bindings for group in b.usergroups}

@@ -275,3 +275,9 @@ def test_every_state_and_revert_escapes_hostile_text_and_fits(state: str, revert
 def test_a_user_id_that_is_not_one_is_refused() -> None:
     with pytest.raises(ValueError, match="not a Slack"):
         blocks.change_card(change(decided_by="<!here>", state="rejected"))
+
+
+def test_a_request_names_who_may_approve_it() -> None:
+    record = change(state="awaiting_approval", approval_reason="replica 30 above 20", expires_at=NOW)
+    card = blocks.change_card(record, approvers="<@U0LEAD> or members of <!subteam^S0LEADS>")
+    assert card.text.endswith("· awaiting approval by <@U0LEAD> or members of <!subteam^S0LEADS>")

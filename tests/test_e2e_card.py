@@ -152,7 +152,7 @@ async def test_after_approval_the_root_says_approved_and_done(http, env, slack, 
         await send(http, bot, slack, "resize fleet group-01 replicas=21 max=21")
         request = await wait_new(slack, root_posted(slack, "🕒"))
         ts = request.response["ts"]
-        assert "awaiting approval by someone else who may approve here" in request.args["text"]
+        assert request.args["text"].endswith(f"awaiting approval by <@{LEAD}>")  # who may approve it here
         assert APPROVE_ACTION in text_of(request.args)
         message = slack.message(CHANNEL, ts)
         await post_interaction(http, bot, button_payload(slack, message, CHANNEL, APPROVE_ACTION, user=LEAD))

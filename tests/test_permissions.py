@@ -681,3 +681,32 @@ def test_lifecycle_denials_and_bad_verbs(thresholds: Config) -> None:
 def test_replica_cap_is_the_most_permissive_applicable_limit(config: Config) -> None:
     assert replica_cap(config, MEMBER, "resize", "prod") == 40
     assert replica_cap(config, Subject("U0ROOT", "C0ADMINS", frozenset({"S0SRE"})), "resize", "staging") is None
+
+
+def test_the_approvers_named_on_a_request_are_those_whose_binding_grants_approve_here() -> None:
+    from bot.permissions import approvers_here
+
+    config = parse_config(
+        """\
+clusters:
+  prod: {workspace: w-1, cluster: ray-1, region: cn-hangzhou}
+  dev: {workspace: w-1, cluster: ray-2, region: cn-hangzhou}
+roles:
+  oncall: {actions: [resize]}
+  lead: {actions: [approve]}
+channels:
+  C0ONE:
+    - {role: oncall}
+    - {role: lead, clusters: ["prod"], users: [U0LEAD, U0ASKER], usergroups: [S0LEADS]}
+  C0TWO:
+    - {role: lead}
+"""
+    )
+    assert approvers_here(config, "C0ONE", "prod", "U0ASKER") == "members of <!subteam^S0LEADS> or <@U0LEAD>"
+    assert approvers_here(config, "C0ONE", "dev", "U0ASKER") is None  # the lead binding does not cover dev
+    assert approvers_here(config, "C0TWO", "dev", "U0ASKER") == "anyone here who may approve"
+    assert approvers_here(config, "C0NONE", "prod", "U0ASKER") is None
+    only_me = config.model_copy(
+        update={"channels": {"C0ONE": (config.channels["C0ONE"][1].model_copy(update={"usergroups": ()}),)}}
+    )
+    assert approvers_here(only_me, "C0ONE", "prod", "U0LEAD") == "<@U0ASKER>"  # never the requester

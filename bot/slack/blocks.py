@@ -451,13 +451,18 @@ def _card_what(record: ChangeRecord) -> str:
     return _line(change_record_in_words(record), CARD_WHAT_MAX)
 
 
-def _card_state(record: ChangeRecord) -> str:
-    """What became of the change itself (escaped mrkdwn), without its revert or undo."""
+def _card_state(record: ChangeRecord, approvers: str | None = None) -> str:
+    """What became of the change itself (escaped mrkdwn), without its revert or undo. `approvers`: who may approve
+    it (raybot's mentions, bot.permissions.approvers_here)."""
     state = record.state
     progress = f": {_line(record.last_summary, PROGRESS_MAX)}" if record.last_summary else ""
     reason = _line(record.error_message or record.error_code or "", CARD_REASON_MAX)
     if state == "awaiting_approval":
-        return "awaiting approval by someone else who may approve here"
+        return (
+            f"awaiting approval by {approvers}"
+            if approvers
+            else "awaiting approval by someone else who may approve here"
+        )
     if state in ("applying", "sending"):
         return "applying"
     if state == "applied":
@@ -526,19 +531,20 @@ def _card_undone(record: ChangeRecord) -> str:
     return f"undone{by}{when} (change #{record.undone_by_change})"
 
 
-def change_card(record: ChangeRecord, cost: str | None = None) -> SlackMessage:
+def change_card(record: ChangeRecord, cost: str | None = None, approvers: str | None = None) -> SlackMessage:
     """The root status message of a change, a pure function of its row (updated in place for its whole life).
 
     One line: mark, requester, cluster, the change in plain words (before → after), and its state — ⏳ applying,
     ✅ done, ❌ failed with the reason, ❔ outcome being checked, ↩️ undone by …, ⏲️ reverts at … / kept by …,
     🕒 awaiting approval. Buttons that still act are on it (Approve / Reject, Keep it); the detail (clusterId,
     requestId, full diff, progress) is in the thread. `cost` (bot.cost.change_text) is what the change does to the
-    cluster's cost per hour, shown under the line, so whoever approves or looks back sees it at a glance.
+    cluster's cost per hour, shown under the line, so whoever approves or looks back sees it at a glance;
+    `approvers` (bot.permissions.approvers_here) who may approve it while it awaits approval.
     """
     undone = _card_undone(record)
     mark = UNDONE_MARK if undone else CARD_MARKS.get(record.state, "•")
     parts = [f"{mark} {user(record.user_id)}", f"*{_line(record.alias, NAME_MAX)}*", _card_what(record)]
-    parts.append(undone or _card_state(record))
+    parts.append(undone or _card_state(record, approvers))
     if record.decided_by is not None and record.state not in ("awaiting_approval", "rejected", "expired"):
         parts.append(f"approved by {user(record.decided_by)}")
     revert, keep = ("", False) if undone else _card_revert(record)
