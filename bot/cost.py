@@ -424,6 +424,15 @@ def range_text(floor: Rate, ceiling: Rate) -> str:
     return text
 
 
+def _more_than(a: Rate, b: Rate) -> bool:
+    """Whether rate `a` is above `b`: by CU when both are counted, else by money; unknown counts as more."""
+    if a.cu is not None and b.cu is not None:
+        return a.cu > b.cu
+    if a.money is not None and b.money is not None:
+        return a.money > b.money
+    return True
+
+
 def change_text(cost: ChangeCost, *, duration_seconds: int | None = None) -> str:
     """One line of what a change costs, plain text: `+32 CU/h (≈ +¥11.20/h) · ≈ ¥22.40 for 2 h · now 40 CU/h …`.
 
@@ -434,7 +443,9 @@ def change_text(cost: ChangeCost, *, duration_seconds: int | None = None) -> str
     if duration_seconds is not None:
         pieces.append(total_text(cost.now, duration_seconds))
     if cost.range is not None:
-        if cost.ceiling.rises and cost.ceiling != cost.now:
+        # The ceiling's own delta only where it says more than the delta now (a raise of max beyond replica);
+        # "+32 now, up to +24 at max" would read as if the most were less than the least.
+        if cost.ceiling.rises and _more_than(cost.ceiling, cost.now):
             pieces.append(f"up to {rate_text(cost.ceiling, signed=True)} when autoscaled to max")
         pieces.append(range_text(*cost.range))
     else:
