@@ -241,7 +241,10 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
                 prepared = await prepare(services, target, request.action, request.replay, cluster)
             except ChangeError as error:
                 # Advice to raise a max is no help when the asker's role would refuse that max.
-                raise error.within_cap(replica_cap(services.config, subject, request.action, request.alias)) from None
+                before = ClusterFields.model_validate(cluster.editable())
+                raise error.within_cap(
+                    lambda group: replica_cap(services.config, subject, request.action, request.alias, before, group)
+                ) from None
             if prepared is None:
                 await ctx.replies.ephemeral(*blocks.nothing_to_change(request.alias, request.summary))
                 return "unchanged"

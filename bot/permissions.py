@@ -19,6 +19,7 @@ from typing import Literal
 
 from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
 from bot.cost import ChangeCost, Rate, change_cost, money_text, number_text, rate_text
+from bot.emr.changes import ReplicaCap
 from bot.emr.models import ClusterFields, WorkerGroup
 from bot.emr.sts import RamRole
 from bot.slack.mrkdwn import escape
@@ -418,12 +419,27 @@ def _raise_reasons(rule: ApprovalRule, delta: Rate, when: str) -> list[str]:
     return reasons
 
 
-def replica_cap(config: Config, subject: Subject, action: str, alias: str) -> int | None:
-    """The most replicas per group any role that lets `subject` run `action` on `alias` here allows (None: no cap)."""
-    caps = [role.limits.max_replica for _, role in _applicable(config, subject, action, alias)]
-    if not caps or None in caps:
-        return None
-    return max(c for c in caps if c is not None)
+def replica_cap(
+    config: Config, subject: Subject, action: str, alias: str, before: ClusterFields, group: str
+) -> ReplicaCap | None:
+    """The most replicas any role that lets `subject` run `action` on `alias` here allows `group` after a change
+    from `before` (None: no cap): its max_replica, and its max_step from the group's replicas now."""
+    old = next((g for g in before.worker_spec or [] if g.group_name == group), None)
+    now = old.replica if old is not None else 0
+    best: ReplicaCap | None = None
+    for _, role in _applicable(config, subject, action, alias):
+        caps = []
+        if role.limits.max_replica is not None:
+            caps.append(ReplicaCap(role.limits.max_replica, f"at most {role.limits.max_replica} replicas per group"))
+        if role.limits.max_step is not None and now is not None:
+            step, most = role.limits.max_step, now + role.limits.max_step
+            caps.append(ReplicaCap(most, f"changing a group by at most {step} replicas at once (from {now}: {most})"))
+        if not caps:
+            return None  # a role with no cap for this group: the most permissive wins
+        cap = min(caps, key=lambda c: c.most)
+        if best is None or cap.most > best.most:
+            best = cap
+    return best
 
 
 def check_change(

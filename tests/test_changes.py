@@ -406,15 +406,27 @@ def test_replica_above_max_suggests_raising_max():
 
 
 def test_advice_never_asks_for_more_than_the_role_allows():
+    from bot.emr.changes import ReplicaCap
+
     with pytest.raises(ChangeError) as caught:
         plan(cluster(), [SetReplicas(group="WorkerGroup1", replica=50)])
     error = caught.value
-    assert error.within_cap(None) is error and error.within_cap(60) is error  # the advice is allowed as it is
-    capped = str(error.within_cap(40))
-    assert "set max=50" not in capped
-    assert "WorkerGroup1 cannot go to 50: your role allows at most 40 replicas per group" in capped
-    assert "ask for at most 4 replicas, or for at most 40 with max=40 as well" in capped
-    assert "ask for at most 3 replicas" in str(error.within_cap(3))
+    per_group = ReplicaCap(40, "at most 40 replicas per group")
+    assert error.within_cap(lambda group: None) is error
+    assert error.within_cap(lambda group: ReplicaCap(60, "at most 60 replicas per group")) is error  # allowed as is
+    capped = str(error.within_cap(lambda group: per_group))
+    assert capped == (
+        "cannot make this change: WorkerGroup1 cannot go to 50: your role allows at most 40 replicas per group; "
+        "ask for at most 4 replicas, or for at most 40 with max=40 as well"
+    )
+    assert str(error.within_cap(lambda group: ReplicaCap(3, "at most 3 replicas per group"))).endswith(
+        "ask for at most 3 replicas"
+    )
+    stepped = ReplicaCap(10, "changing a group by at most 8 replicas at once (from 2: 10)")
+    assert str(error.within_cap(lambda group: stepped)) == (
+        "cannot make this change: WorkerGroup1 cannot go to 50: your role allows changing a group by at most "
+        "8 replicas at once (from 2: 10); ask for at most 4 replicas, or for at most 10 with max=10 as well"
+    )
 
 
 def test_replica_below_min_suggests_lowering_min():

@@ -161,8 +161,12 @@ async def test_syntax_errors_are_answered_in_the_ack_and_nothing_reaches_the_clo
         ("resize nosuch WorkerGroup1=3", "nosuch"),
         ("resize prod NoSuchGroup=3", "NoSuchGroup"),
         ("resize prod WorkerGroup1=9", "9 replicas is above its max 4; set max=9 as well"),
-        # The advice never asks for what the role's limit (oncall: 40 per group) would refuse next.
-        ("resize prod WorkerGroup1=50", "your role allows at most 40 replicas per group; ask for at most 4 replicas"),
+        # The advice never asks for what the role's limits (oncall: 40 per group, steps of 20) would refuse next.
+        (
+            "resize prod WorkerGroup1=50",
+            "cannot make this change: WorkerGroup1 cannot go to 50: your role allows changing a group by at most 20 "
+            "replicas at once (from 2: 22); ask for at most 4 replicas, or for at most 22 with max=22 as well",
+        ),
     ],
 )
 async def test_unknown_names_are_answered_ephemerally_and_nothing_is_changed(http, raybot, slack, emr, text, expected):

@@ -679,8 +679,41 @@ def test_lifecycle_denials_and_bad_verbs(thresholds: Config) -> None:
 
 
 def test_replica_cap_is_the_most_permissive_applicable_limit(config: Config) -> None:
-    assert replica_cap(config, MEMBER, "resize", "prod") == 40
-    assert replica_cap(config, Subject("U0ROOT", "C0ADMINS", frozenset({"S0SRE"})), "resize", "staging") is None
+    # MEMBER's role: max_replica 40, max_step 20; the lead's binding has max_replica 100 and no step.
+    small, large = cluster(group(replica=2)), cluster(group(replica=30, max_replica=60))
+    cap = replica_cap(config, MEMBER, "resize", "prod", small, "WorkerGroup1")
+    assert cap is not None and cap.most == 22
+    assert cap.why == "changing a group by at most 20 replicas at once (from 2: 22)"
+    cap = replica_cap(config, MEMBER, "resize", "prod", large, "WorkerGroup1")
+    assert cap is not None and (cap.most, cap.why) == (40, "at most 40 replicas per group")
+    new_group = replica_cap(config, MEMBER, "resize", "prod", small, "NewGroup")
+    assert new_group is not None and new_group.most == 20  # a new group steps from 0
+    surge = replica_cap(config, Subject("U0BIG", "C0SURGE01"), "resize", "prod", small, "WorkerGroup1")
+    assert surge is not None and surge.most == 100  # surge has no step: the most permissive role wins
+    root = Subject("U0ROOT", "C0ADMINS", frozenset({"S0SRE"}))
+    assert replica_cap(config, root, "resize", "staging", small, "WorkerGroup1") is None
+
+
+def test_the_advice_in_a_refusal_is_a_change_the_role_then_allows(config: Config) -> None:
+    """`resize prod WorkerGroup1=50` on a group at 2 (max 4): the advice must pass check_change as it is worded."""
+    from bot.emr.changes import ChangeError, SetReplicas, plan
+    from bot.emr.models import RayCluster
+
+    fields = cluster(group(replica=2, max_replica=4)).model_dump(by_alias=True, exclude_none=True)
+    read = RayCluster.model_validate({"clusterId": "c", "state": "Running", **fields})
+    before = ClusterFields.model_validate(read.editable())
+    with pytest.raises(ChangeError) as caught:
+        plan(read, [SetReplicas(group="WorkerGroup1", replica=50)])
+    message = str(caught.value.within_cap(lambda g: replica_cap(config, MEMBER, "resize", "prod", before, g)))
+    assert message == (
+        "cannot make this change: WorkerGroup1 cannot go to 50: your role allows changing a group by at most "
+        "20 replicas at once (from 2: 22); ask for at most 4 replicas, or for at most 22 with max=22 as well"
+    )
+    advised = plan(read, [SetReplicas(group="WorkerGroup1", replica=22, max_replica=22)]).body
+    assert advised is not None
+    assert check_change(config, MEMBER, "resize", "prod", before, advised).allowed
+    too_far = plan(read, [SetReplicas(group="WorkerGroup1", replica=23, max_replica=23)]).body
+    assert too_far is not None and not check_change(config, MEMBER, "resize", "prod", before, too_far).allowed
 
 
 def test_the_approvers_named_on_a_request_are_those_whose_binding_grants_approve_here() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -133,13 +133,25 @@ class ChangeError(ValueError):
         super().__init__(message)
         self.problems = tuple(problems)
 
-    def within_cap(self, cap: int | None) -> ChangeError:
-        """This error with no advice the asker's role would refuse: a max or replica count above `cap` (the most
-        replicas per group the asker's role allows; None: no cap) becomes advice to ask for at most `cap`."""
-        if cap is None or not any(isinstance(p, BoundsProblem) and p.value > cap for p in self.problems):
+    def within_cap(self, cap_for: Callable[[str], ReplicaCap | None]) -> ChangeError:
+        """This error with no advice the asker's role would refuse: a max or replica count above what the role
+        allows the group (`cap_for(group)`; None: no cap) becomes advice to ask for at most that."""
+        problems = [
+            p.capped(cap) if isinstance(p, BoundsProblem) and (cap := cap_for(p.group)) and p.value > cap.most else p
+            for p in self.problems
+        ]
+        if problems == list(self.problems):
             return self
-        problems = [p.capped(cap) if isinstance(p, BoundsProblem) and p.value > cap else p for p in self.problems]
         return ChangeError(_problem_message(problems), problems)
+
+
+@dataclass(frozen=True)
+class ReplicaCap:
+    """The most replicas the asker's role lets one group have after a change, and why, in words that follow
+    "your role allows": "at most 40 replicas per group", "changing a group by at most 8 replicas at once (…)"."""
+
+    most: int
+    why: str
 
 
 @dataclass(frozen=True)
@@ -156,17 +168,20 @@ class BoundsProblem(SpecProblem):
     def __str__(self) -> str:
         return self.message
 
-    def capped(self, cap: int) -> SpecProblem:
-        """The same problem, advising only what a role allowing at most `cap` replicas per group permits."""
-        limit = min(cap, self.high) if self.high is not None else cap
+    def capped(self, cap: ReplicaCap) -> BoundsProblem:
+        """The same problem, advising only what the asker's role allows the group (`cap`)."""
+        most = cap.most
         advice = (
-            f"ask for at most {self.high} replicas, or for at most {cap} with max={cap} as well"
-            if self.high is not None and cap > self.high
-            else f"ask for at most {limit} replicas"
+            f"ask for at most {self.high} replicas, or for at most {most} with max={most} as well"
+            if self.high is not None and most > self.high
+            else f"ask for at most {min(most, self.high) if self.high is not None else most} replicas"
         )
-        return SpecProblem(
+        return BoundsProblem(
             self.path,
-            f"{self.group} cannot go to {self.value}: your role allows at most {cap} replicas per group; {advice}",
+            f"{self.group} cannot go to {self.value}: your role allows {cap.why}; {advice}",
+            group=self.group,
+            value=self.value,
+            high=self.high,
         )
 
 
