@@ -347,6 +347,11 @@ class Config(_Strict):
         assert region is not None  # checked when the config was validated
         return ClusterTarget(alias=alias, workspace=entry.workspace, cluster_id=entry.cluster, region=region)
 
+    @property
+    def currency(self) -> str | None:
+        """The currency of every price and money limit in the config (pricing.currency), None without pricing."""
+        return self.pricing.currency if self.pricing is not None else None
+
     def price(self, alias: str) -> Price | None:
         """The prices the cluster `alias` pays, None without a `pricing` section (then raybot shows CU only).
 

@@ -20,8 +20,13 @@ class UnknownCluster(Exception):
     def __init__(self, alias: str, known: list[str]) -> None:
         self.alias = alias
         self.known = known
-        listed = ", ".join(known) if known else "none"
-        super().__init__(f"unknown cluster {alias!r}; clusters you may use here: {listed}")
+        if known:
+            super().__init__(f"unknown cluster {alias!r}; clusters you may use here: {', '.join(known)}")
+        else:
+            super().__init__(
+                f"unknown cluster {alias!r}, and no cluster is yours to use in this channel "
+                "(/ray whoami shows what your roles here allow)"
+            )
 
 
 class ClusterBusy(Exception):

@@ -77,11 +77,11 @@ class GroupProgress(_Frozen):
         return self.up == self.wanted
 
     def counts(self) -> str:
-        """ "2 of 3 workers up"; for an autoscaling group not at its replica, "1 of 3 workers up (autoscaling 1–4)":
-        the range it may settle in."""
+        """ "2 of 3 workers up"; for an autoscaling group not at its replica, the range it may settle in:
+        "1 of 3 workers up (autoscaling: min 1, max 4)"."""
         text = workers_up(self.up, self.wanted)
         if self.within is not None and self.up != self.wanted:
-            return f"{text} (autoscaling {self.within[0]}–{self.within[1]})"
+            return f"{text} (autoscaling: min {self.within[0]}, max {self.within[1]})"
         return text
 
     def brief(self) -> str:

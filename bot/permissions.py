@@ -670,7 +670,7 @@ def grants(config: Config, subject: Subject) -> list[Grant]:
             clusters=b.clusters,
             aliases=tuple(alias for alias in config.clusters if b.covers(alias)),
             actions=role.actions,
-            limits=_limits_and_approval(role, b, config.pricing.currency if config.pricing else None),
+            limits=_limits_and_approval(role, b, config.currency),
             why=_why(b, subject),
         )
         for b, role in _bindings(config, subject.channel_id)
@@ -686,7 +686,7 @@ def permission_table(config: Config) -> list[PermissionRow]:
             role=b.role,
             clusters=b.clusters,
             actions=config.roles[b.role].actions,
-            limits=_limits_and_approval(config.roles[b.role], b, config.pricing.currency if config.pricing else None),
+            limits=_limits_and_approval(config.roles[b.role], b, config.currency),
             who=_who_plain(b),
         )
         for channel, bindings in config.channels.items()

@@ -1237,8 +1237,14 @@ class SchemaStatus(NamedTuple):
     def describe(self) -> str:
         if self.up_to_date:
             return f"{self.store}, migrations current ({self.head})"
-        at = self.current or "none"
-        return f"{self.store}, migrations pending: the database is at {at}, this raybot at {self.head} (run at start)"
+        if self.current is None:
+            return (
+                f"{self.store}, no raybot tables yet: raybot serve creates them at start (migrations up to {self.head})"
+            )
+        return (
+            f"{self.store}, migrations pending: the database is at {self.current}, this raybot at {self.head} "
+            "(raybot serve runs them at start)"
+        )
 
 
 def _head_revision() -> str:
@@ -1268,6 +1274,9 @@ def _current_revision(sync_connection: Any) -> str | None:
 async def inspect_store(database: str) -> SchemaStatus:
     """The store RAYBOT_DATABASE names and its migrations, read without changing anything (check-config)."""
     url = database_url(database)
+    if url.get_backend_name() == "sqlite" and not await asyncio.to_thread(Path(url.database or "").exists):
+        # Connecting would create the file: a check must leave no raybot.db behind where it was run.
+        return SchemaStatus(f"{describe_database(url)} (not created yet)", None, _head_revision())
     engine = _engine(url)
     try:
         async with engine.connect() as conn:

@@ -183,7 +183,7 @@ async def fill(
         )
         await save(services, draft)
         limits = limits_here(services.config, subject, "resize", alias)
-        return quick.quick_view(draft, limits, quick.Preview(draft.group))
+        return quick.quick_view(draft, limits, quick.Preview(draft.group), services.config.currency)
 
     await edit.fill_from_read(
         services, view_id=view_id, user_id=user_id, channel_id=channel_id, alias=alias, action="resize", build=build
@@ -204,7 +204,8 @@ async def preview(services: Services, body: dict[str, Any], *, typed: Any = None
     group = quick.chosen_group(draft, state, selected if isinstance(selected, str) else None)
     subject = await services.subject(draft.user_id, draft.channel_id)
     judged = quick.judge(services.config, subject, draft, group, quick.typed_replicas(state, typed))
-    new_view = quick.quick_view(draft, limits_here(services.config, subject, "resize", draft.alias), judged)
+    roles = limits_here(services.config, subject, "resize", draft.alias)
+    new_view = quick.quick_view(draft, roles, judged, services.config.currency)
     try:
         await services.slack.views_update(view_id=payloads.view_id(view), hash=view.get("hash"), view=new_view)
     except SlackApiError as error:

@@ -542,7 +542,8 @@ def test_what_is_typed_is_sent_when_the_input_loses_focus(clocked):
 def test_a_dispatching_select_in_an_input_block_reports_the_group_picked(clocked):
     draft, view = quick_view_of_prod()
     show_view(clocked, view)
-    clocked.locator(f'#root select[data-action-id="{quick.ACTION_GROUP}"]').select_option(label="WorkerGroup1 (2)")
+    select = clocked.locator(f'#root select[data-action-id="{quick.ACTION_GROUP}"]')
+    select.select_option(label="WorkerGroup1 · 2 replicas")
     [action] = actions(clocked)
     assert (action["type"], action["block_id"]) == ("static_select", quick.BLOCK_GROUP)
     assert quick.chosen_group(draft, read_state(clocked), action["selected_option"]["value"]) == "WorkerGroup1"

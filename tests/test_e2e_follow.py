@@ -129,7 +129,9 @@ async def test_a_change_to_an_autoscaling_cluster_settles_where_its_autoscaler_k
         )
         text = text_of(answer.args)
         assert "not settled" not in text
-        assert "WorkerGroup1: 1 of 3 workers up (autoscaling 1–4)" in text  # one worker, not 3, and why that is settled
+        assert (
+            "WorkerGroup1: 1 of 3 workers up (autoscaling: min 1, max 4)" in text
+        )  # one worker, not 3, and why that is settled
     assert [g["replica"] for g in emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"]][0] == 3
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -256,9 +257,9 @@ async def test_bad_missing_or_stale_signature_is_rejected_and_nothing_happens(ht
     assert len(emr.calls) == emr_calls
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args], cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bot.cli", *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=60
     )
 
 
@@ -283,6 +284,16 @@ def test_check_config_warns_when_nobody_could_approve_and_counts_in_words(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "nobody could ever approve them" in result.stderr
     assert "OK with 1 warning (above) (1 cluster, 1 role, 1 channel)" in result.stdout
+
+
+def test_check_config_reads_the_store_without_creating_it(tmp_path):
+    path = tmp_path / "raybot.yaml"
+    path.write_text(world.CONFIG)
+    result = run_cli("check-config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "store: SQLite raybot.db (not created yet), no raybot tables yet: raybot serve creates them" in result.stdout
+    assert "none" not in result.stdout.split("store:")[1].splitlines()[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raybot.yaml"]  # nothing left behind
 
 
 def test_check_config_names_the_broken_line(tmp_path):

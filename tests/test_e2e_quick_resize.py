@@ -109,7 +109,7 @@ async def test_alert_naming_prod_and_a_group_resizes_it_in_the_alerts_thread(htt
     alert_ts = await shortcut_on(http, raybot, slack, "[FIRING:1] RayQueueBacklog prod: *WorkerGroup2* saturated")
     after_alert = {id(c) for c in slack.calls}
     view = await quick_view_opened(slack)
-    assert preselected(view) == "WorkerGroup2 (1)"
+    assert preselected(view) == "WorkerGroup2 · 1 replica"
     assert world.PROD in text_of(view)
     values = with_value(untouched_values(view), quick.BLOCK_REPLICAS, "5")
     answer, _ = await submit_view(http, raybot, slack, view["id"], world.ONCALL_USER, values)
@@ -186,7 +186,7 @@ async def test_an_alert_naming_a_cluster_id_opens_its_quick_resize(http, raybot,
     await shortcut_on(http, raybot, slack, text)
     view = await quick_view_opened(slack)
     assert view["title"]["text"] == "Resize fleet"
-    assert preselected(view) == "group-07 (2)"
+    assert preselected(view) == "group-07 · 2 replicas"
     assert FLEET in text_of(view)
 
 
@@ -222,7 +222,7 @@ async def test_the_full_editor_is_one_button_away(http, raybot, slack, emr):
         http, raybot, slack, "prod WorkerGroup1 hot", user=world.ADMIN, channel=world.PLATFORM_CHANNEL
     )
     view = await quick_view_opened(slack)
-    assert preselected(view) == "WorkerGroup1 (2)"
+    assert preselected(view) == "WorkerGroup1 · 2 replicas"
     action = {
         "type": "button",
         "action_id": quick.ACTION_FULL_EDITOR,

@@ -527,11 +527,11 @@ def test_an_autoscaled_count_says_its_range_in_the_summary_and_the_answer() -> N
     done = progress(read("Running", False, instances), wanted)
     assert done.phase == "done"
     assert done.summary() == (
-        "Running · WorkerGroup1: 2 of 3 workers up (autoscaling 1–4) · WorkerGroup2: 1 of 1 worker up"
+        "Running · WorkerGroup1: 2 of 3 workers up (autoscaling: min 1, max 4) · WorkerGroup2: 1 of 1 worker up"
         " · inverted: 2 of 2 workers up"
     )
     text = rendered(blocks.follow_done("prod", CID, done))
-    assert "WorkerGroup1*: 2 of 3 workers up (autoscaling 1–4)" in text
+    assert "WorkerGroup1*: 2 of 3 workers up (autoscaling: min 1, max 4)" in text
     # At its replica, the count reads as any other.
     assert GroupProgress(name="g", up=3, wanted=3, within=(1, 4)).brief() == "g: 3 of 3 workers up"
 

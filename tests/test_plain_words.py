@@ -22,10 +22,16 @@ from typing import Any
 
 import pytest
 
-from bot.emr.changes import DiffEntry
+from bot.config import parse_config
+from bot.emr.changes import ChangeError, DiffEntry, SetReplicas, plan
+from bot.emr.models import ClusterFields
+from bot.errors import UnknownCluster
+from bot.permissions import Subject, check_change, limits_here, replica_cap
 from bot.sandbox.slack_server import blocks_problems, view_problems
 from bot.slack import blocks, limits, modals
+from bot.slack import quick_resize as quick
 from bot.store import ChangeRecord
+from tests import e2e_world as world
 from tests.test_hostile_render import (
     APPROVER,
     MESSAGE_CASES,
@@ -278,3 +284,77 @@ def test_history_reads_one_line_per_change_with_what_is_pending():
     assert "stop the cluster · ✅ done" in lines[5]
     assert "edit: edit" not in text and "requestId none" not in text
     assert "for 2 h" in lines[7] and "⏲️ reverting now" in lines[7]
+
+
+# --- the quick resize and the refusals, as people meet them ----------------------------------------------------------
+
+QUICK_CONFIG = parse_config(world.CONFIG)
+QUICK_ONCALL = Subject(world.ONCALL_USER, world.ONCALL_CHANNEL, frozenset({world.ONCALL_GROUP}))
+QUICK_TYPED = [None, "", "ten", "0", "1", "2", "3", "7", "21", "45", "500"]
+
+
+@pytest.mark.parametrize("sample_id", [*SEED_SAMPLES, "seed:prod+hostile", "seed:prod+wide"])
+def test_the_quick_resize_reads_in_plain_words_whatever_is_typed(sample_id: str):
+    cluster = sample(sample_id.split("+")[0]).cluster
+    if "+" in sample_id:
+        wire = cluster.model_dump(by_alias=True, exclude_none=True)
+        # hostile: a name of the hostile kind; wide: a max of 60, so the role's limits and approval speak too.
+        wire["workerSpec"][0] |= {"groupName": HOSTILE_NAME} if sample_id.endswith("hostile") else {"maxReplica": 60}
+        cluster = type(cluster).model_validate(wire)
+    draft = quick.new_quick_draft(
+        "prod",
+        cluster,
+        channel_id=world.ONCALL_CHANNEL,
+        thread_ts="1732600000.000100",
+        user_id=world.ONCALL_USER,
+        named_groups=(),
+        can_edit=True,
+    )
+    roles = limits_here(QUICK_CONFIG, QUICK_ONCALL, "resize", "prod")
+    views = [quick.loading_view("prod")]
+    said = set()
+    for typed in QUICK_TYPED:
+        preview = quick.judge(QUICK_CONFIG, QUICK_ONCALL, draft, draft.group, typed)
+        views.append(quick.quick_view(draft, roles, preview, "CNY"))
+        if preview.error is not None:
+            assert words_problems([quick.submit_errors(preview)[quick.BLOCK_REPLICAS]]) == []
+        said.add("error" if preview.error else "approval" if preview.ok and preview.decision.approval else "ok")
+    if sample_id.endswith("wide"):
+        assert said == {"error", "approval", "ok"}  # each kind of answer was rendered
+    for view in views:
+        assert words_problems(shown_texts(view)) == [], sample_id
+        assert limit_problems(view) == [], sample_id
+
+
+def refusals() -> list[tuple[str, Any]]:
+    """The refusals a person meets most, built from the same functions the flow uses."""
+    prod = sample("seed:prod").cluster
+    before = ClusterFields.model_validate(prod.editable())
+    out: list[tuple[str, Any]] = []
+    with pytest.raises(ChangeError) as caught:
+        plan(prod, [SetReplicas(group="WorkerGroup1", replica=50)])
+    capped = caught.value.within_cap(
+        lambda group: replica_cap(QUICK_CONFIG, QUICK_ONCALL, "resize", "prod", before, group)
+    )
+    out.append(("advice within the role's caps", blocks.usage_error(str(capped), "/ray show prod")))
+    out.append(("advice as the cloud bounds it", blocks.usage_error(str(caught.value), "/ray show prod")))
+    for known in ([], ["prod", "staging"]):
+        out.append((f"unknown cluster, {len(known)} known", blocks.usage_error(str(UnknownCluster("x", known)), "")))
+    bigger = quick.with_replicas(before, "WorkerGroup1", 60)
+    decision = check_change(QUICK_CONFIG, QUICK_ONCALL, "resize", "prod", before, bigger)
+    assert not decision.allowed
+    out.append(("limits", blocks.denied(decision.reason)))
+    outsider = check_change(QUICK_CONFIG, Subject("U0NOBODY", world.ONCALL_CHANNEL), "resize", "prod", before, bigger)
+    out.append(("not granted", blocks.denied(outsider.reason)))
+    return out
+
+
+def test_the_refusals_read_in_plain_words_and_say_each_thing_once():
+    for label, message in refusals():
+        assert words_problems(shown_texts(message)) == [], label
+        assert limit_problems(message) == [], label
+    texts = {label: "\n".join(shown_texts(message)) for label, message in refusals()}
+    # Every limit the change breaks, each said once, with the figures.
+    assert texts["limits"].count("at most 40 replicas per group") == 1
+    assert texts["limits"].count("at most 20 replicas at once") == 1
+    assert "none" not in texts["unknown cluster, 0 known"]

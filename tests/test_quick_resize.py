@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.config import parse_config
-from bot.emr.models import ClusterFields, RayCluster
+from bot.emr.models import ClusterFields, RayCluster, WorkerGroup
 from bot.permissions import Decision, Subject, limits_here
 from bot.slack import modals
 from bot.slack import quick_resize as quick
@@ -177,19 +177,47 @@ def test_the_view_fits_and_shows_the_group_the_number_and_the_limits() -> None:
     select = inputs[quick.BLOCK_GROUP]
     assert select["dispatch_action"] is True
     assert select["element"]["initial_option"]["value"] == "1"
-    assert [o["text"]["text"] for o in select["element"]["options"]] == ["WorkerGroup1 (2)", "WorkerGroup2 (1)"]
+    assert [o["text"]["text"] for o in select["element"]["options"]] == [
+        "WorkerGroup1 · 2 replicas",
+        "WorkerGroup2 · 1 replica",
+    ]
     number = inputs[quick.BLOCK_REPLICAS]
     assert number["dispatch_action"] is True and number["element"]["type"] == "number_input"
     assert number["element"]["dispatch_action_config"] == {"trigger_actions_on": ["on_character_entered"]}
     assert number["hint"]["text"] == "WorkerGroup2 has 1 now"
     limits_text = context_text(view, quick.BLOCK_LIMITS)
     assert "*oncall*" in limits_text and "at most 40 replicas per group" in limits_text
-    assert "approval above 20 replicas" in limits_text and "between 1 and 8" in limits_text
+    assert limits_text == (
+        "Your limits here: *oncall*: at most 40 replicas per group; changes of at most 20 replicas at once; "
+        "approval above 20 replicas (30 min)\n"
+        "*WorkerGroup2* has 1 replica (min 1, max 8); autoscaling is on: the cloud moves it between its min and max."
+    )
     assert "Type the new number" in context_text(view, quick.BLOCK_EFFECT)
     assert block(view, quick.BLOCK_ACTIONS)["elements"][0]["action_id"] == quick.ACTION_FULL_EDITOR
     # Without `edit`, no button that would only be refused.
     no_edit = quick.quick_view(draft_of(prod()), roles(), quick.Preview("WorkerGroup1"))
     assert quick.BLOCK_ACTIONS not in [b.get("block_id") for b in no_edit["blocks"]]
+
+
+def test_the_limits_line_says_whether_the_cloud_autoscales_and_counts_money_in_the_configs_currency() -> None:
+    from bot.config import ApprovalRule, Limits
+
+    group = prod().editable()["workerSpec"][0]
+    fixed = quick.limits_line(
+        WorkerGroup.model_validate(group),
+        [("oncall", Limits(max_cost_per_hour=200), ApprovalRule(above_cost_per_hour=50))],
+        autoscaling=False,
+        currency="CNY",
+    )
+    assert fixed == (
+        "Your limits here: *oncall*: at most ¥200.00/h per cluster; approval above +¥50.00/h (30 min)\n"
+        "*WorkerGroup1* has 2 replicas (min 1, max 4); autoscaling is off: it stays at the count you set."
+    )
+    unbounded = WorkerGroup(group_name="g", replica=1)
+    assert quick.limits_line(unbounded, [], autoscaling=None).endswith(
+        "*g* has 1 replica; autoscaling is off: it stays at the count you set."
+    )
+    assert "none: you may not resize this cluster here" in quick.limits_line(None, [])
 
 
 def test_the_view_as_typed_shows_the_effect_or_the_limit() -> None:

@@ -376,7 +376,7 @@ def test_an_alert_is_resized_in_the_quick_resize_with_a_live_preview(sandbox, pa
     modal = quick_modal(page)
     expect(modal).to_contain_text(f"clusterId {PROD}")  # "Reading prod…" replaced by the quick resize
     group = modal.locator('select[data-action-id="quick.group"]')
-    expect(group.locator("option:checked")).to_have_text("WorkerGroup2 (1)")  # the group the alert names
+    expect(group.locator("option:checked")).to_have_text("WorkerGroup2 · 1 replica")  # the group the alert names
     effect = modal.locator('[data-block-id="quick.effect"]')
     expect(effect).to_contain_text("Type the new number of replicas")
 

@@ -1031,7 +1031,7 @@ def changes_for(draft: Draft) -> list[Change]:
         if key in ("headSpec", "workerSpec") or before.get(key) == after.get(key):
             continue
         if key not in TOP_LEVEL_FIELDS:
-            raise ChangeError(f"{key} cannot be changed from the editor")
+            raise ChangeError(f"{path_in_words(key)} cannot be changed from the editor")
         values[key] = after.get(key)
     head_before = before.get("headSpec") if isinstance(before.get("headSpec"), dict) else {}
     head_after = after.get("headSpec") if isinstance(after.get("headSpec"), dict) else {}
@@ -1039,7 +1039,7 @@ def changes_for(draft: Draft) -> list[Change]:
         if head_before.get(key) == head_after.get(key):
             continue
         if key not in HEAD_FIELDS:
-            raise ChangeError(f"headSpec.{key} cannot be changed from the editor")
+            raise ChangeError(f"{path_in_words('headSpec.' + key)} cannot be changed from the editor")
         values[f"headSpec.{key}"] = head_after.get(key)
     changes: list[Change] = [SetFields(values=values)] if values else []
 

@@ -35,6 +35,7 @@ from bot.permissions import Decision, Subject, approval_text, check_change, limi
 from bot.slack import limits
 from bot.slack.mrkdwn import ELLIPSIS, escape, one_line, truncate
 from bot.slack.mrkdwn import code as inline_code
+from bot.slack.words import plural, replicas_in_words
 
 CALLBACK_QUICK = "raybot.quick.resize"
 CALLBACK_LOADING = "raybot.quick.loading"
@@ -217,7 +218,7 @@ def judge(config: Config, subject: Subject, draft: QuickDraft, group: str | None
             error=f"{replicas} is above the maximum of {name} ({high}); raise its max in the full editor first",
         )
     if current.replica == replicas:
-        return Preview(group=group, error=f"{name} has {replicas} replicas already: nothing to change")
+        return Preview(group=group, error=f"{name} has {plural(replicas, 'replica')} already: nothing to change")
     after = with_replicas(cluster, group, replicas)
     decision = check_change(config, subject, "resize", draft.alias, cluster, after)
     if not decision.allowed:
@@ -296,20 +297,31 @@ def quick_resize_effect(
     return f"{line}\n*Resize* applies it at once; the outcome is posted in the alert's thread."
 
 
-def limits_line(group: WorkerGroup | None, roles: Sequence[tuple[str, Limits, ApprovalRule | None]]) -> str:
-    """The limits that apply (mrkdwn): each granting role's limits and approval rule, and the group's autoscaling
-    min and max. `roles` as bot.permissions.limits_here gives them."""
+def limits_line(
+    group: WorkerGroup | None,
+    roles: Sequence[tuple[str, Limits, ApprovalRule | None]],
+    *,
+    autoscaling: bool | None = None,
+    currency: str | None = None,
+) -> str:
+    """The limits that apply (mrkdwn): each granting role's limits and approval rule (money in `currency`, the
+    config's pricing currency), and the group's replicas with its min and max and whether the cloud autoscales it
+    (`autoscaling`: the head's enableAutoScaling as read). `roles` as bot.permissions.limits_here gives them."""
     parts = []
     for role, role_limits, rule in roles:
-        approval = approval_text(rule)
+        approval = approval_text(rule, currency)
         parts.append(
-            f"*{escape(role)}*: {escape(limits_text(role_limits))}" + (f"; {escape(approval)}" if approval else "")
+            f"*{escape(role)}*: {escape(limits_text(role_limits, currency))}"
+            + (f"; {escape(approval)}" if approval else "")
         )
     text = "Your limits here: " + (" · or ".join(parts) if parts else "none: you may not resize this cluster here")
     if group is not None:
-        low, high = group.min_replica, group.max_replica
-        bounds = f"between {low} and {high}" if low is not None and high is not None else "with no bounds read"
-        text += f"\n{_name(group.group_name)} autoscales {bounds} replicas (its min and max)."
+        count = replicas_in_words(group.replica, group.min_replica, group.max_replica)
+        if autoscaling:
+            scaling = "autoscaling is on: the cloud moves it between its min and max"
+        else:
+            scaling = "autoscaling is off: it stays at the count you set"
+        text += f"\n{_name(group.group_name)} has {count}; {scaling}."
     return text
 
 
@@ -327,9 +339,8 @@ def _preview_text(cluster: ClusterFields, preview: Preview) -> str:
 def _group_select(draft: QuickDraft, chosen: str | None) -> dict[str, Any]:
     options = []
     for index, group in enumerate(draft.fields().worker_spec or []):
-        label = (
-            f"{group.group_name or f'(unnamed #{index + 1})'} ({group.replica if group.replica is not None else '?'})"
-        )
+        count = plural(group.replica, "replica") if group.replica is not None else "replicas not set"
+        label = f"{group.group_name or f'(unnamed #{index + 1})'} · {count}"
         options.append({"text": _plain(label, limits.OPTION_TEXT_MAX), "value": str(index)})
     element: dict[str, Any] = {
         "type": "static_select",
@@ -371,7 +382,10 @@ def _replicas_input(group: WorkerGroup | None) -> dict[str, Any]:
 
 
 def quick_view(
-    draft: QuickDraft, roles: Sequence[tuple[str, Limits, ApprovalRule | None]], preview: Preview
+    draft: QuickDraft,
+    roles: Sequence[tuple[str, Limits, ApprovalRule | None]],
+    preview: Preview,
+    currency: str | None = None,
 ) -> dict[str, Any]:
     """The quick resize: the group (preselected), the number, the limits that apply and what the number would do;
     Submit "Resize" (or "Request approval" when the number typed needs it); "Open the full editor" when the person
@@ -386,7 +400,9 @@ def quick_view(
     blocks: list[dict[str, Any]] = [{"type": "section", "text": _mrkdwn(intro)}]
     if cluster.worker_spec:
         blocks += [_group_select(draft, chosen), _replicas_input(group)]
-    blocks.append({"type": "context", "block_id": BLOCK_LIMITS, "elements": [_mrkdwn(limits_line(group, roles))]})
+    autoscaling = cluster.head_spec.enable_auto_scaling if cluster.head_spec is not None else None
+    limits_shown = limits_line(group, roles, autoscaling=autoscaling, currency=currency)
+    blocks.append({"type": "context", "block_id": BLOCK_LIMITS, "elements": [_mrkdwn(limits_shown)]})
     blocks.append({"type": "context", "block_id": BLOCK_EFFECT, "elements": [_mrkdwn(_preview_text(cluster, preview))]})
     if draft.can_edit:
         button = {
