@@ -353,7 +353,7 @@ def test_cluster_detail_content():
     assert "*prod* · ray-prod" in text
     assert "State `RUNNING` · clusterId `rc-0123456789`" in text
     assert "*Autoscaling*\non, idle 600 s" in text
-    assert "*Queue*\nq1" in text and "*Memory*\n16Gi" in text
+    assert "*Queue*\nq1" in text and "*Memory*\n16 GiB" in text
     # One wrapping line per group, not a table a channel column would cut off.
     assert "• *WorkerGroup0*: 2 replicas (min 1, max 4), type gpu, 8 CPU, 32 GiB memory, GPU 1*A10" in text
     assert "```" not in text

@@ -182,3 +182,13 @@ def test_a_record_in_words():
     assert record_in_words("resize", "W replicas → 2", d, duration_seconds=3600) == "W: 3 → 2 replicas, for 1 h"
     assert record_in_words("stop", "stop", []) == "stop the cluster"
     assert record_in_words("edit", "edit: audit line", []) == "edit: audit line"  # nothing better is known
+
+
+@pytest.mark.parametrize(
+    ("quantity", "shown"),
+    [("16Gi", "16 GiB"), ("512Mi", "512 MiB"), ("1.5Gi", "1.5 GiB"), ("16G", "16G"), ("16384", "16384")],
+)
+def test_memory_reads_as_people_write_it(quantity: str, shown: str) -> None:
+    from bot.slack.words import memory_in_words
+
+    assert memory_in_words(quantity) == shown

@@ -34,6 +34,7 @@ from bot.slack.words import (
     change_record_in_words,
     diff_in_words,
     duration_in_words,
+    memory_in_words,
     plural,
     replicas_in_words,
 )
@@ -368,8 +369,7 @@ def _group_detail(group: WorkerGroup) -> str:
     if group.cpu:
         parts.append(f"{_line(group.cpu, 20)} CPU")
     if group.memory:
-        memory = group.memory.removesuffix("Gi") + " GiB" if group.memory.endswith("Gi") else group.memory
-        parts.append(f"{_line(memory, 20)} memory")
+        parts.append(f"{_line(memory_in_words(group.memory), 20)} memory")
     if group.gpu_spec:
         parts.append(f"GPU {_line(group.gpu_spec, 40)}")
     return f"• *{_line(group.group_name or '(unnamed)', 40)}*: {', '.join(parts)}"
@@ -394,7 +394,7 @@ def cluster_detail(alias: str, cluster: RayCluster, cost: str | None = None) -> 
     head_fields = [
         ("Queue", head.queue_name if head else None),
         ("CPU", head.cpu if head else None),
-        ("Memory", head.memory if head else None),
+        ("Memory", memory_in_words(head.memory) if head and head.memory else None),
         ("GPU", head.gpu_spec if head else None),
         ("Autoscaling", _autoscaling(cluster)),
         ("Release", cluster.display_release_version),

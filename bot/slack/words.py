@@ -67,7 +67,7 @@ _REPLICA_FIELDS = ("replica", "minReplica", "maxReplica")
 _AUTOSCALING_FIELDS = ("enableAutoScaling", "idleTimeoutSeconds")
 _UNITS = {"idleTimeoutSeconds": " s"}
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_MEMORY = re.compile(r"^([0-9]+)Gi$")
+_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Gi|Mi)$")
 
 
 def plural(count: int, noun: str) -> str:
@@ -80,6 +80,12 @@ def replicas_in_words(replica: Any, low: Any = None, high: Any = None) -> str:
     count = plural(replica, "replica") if isinstance(replica, int) else "replicas not set"
     bounds = [f"{name} {value}" for name, value in (("min", low), ("max", high)) if value is not None]
     return f"{count} ({', '.join(bounds)})" if bounds else count
+
+
+def memory_in_words(value: str) -> str:
+    """A Kubernetes memory quantity as people write it: "16Gi" → "16 GiB", "512Mi" → "512 MiB"; others as given."""
+    match = _MEMORY.match(value)
+    return f"{match.group(1)} {match.group(2)}B" if match else value
 
 
 def workers_up(up: int | None, wanted: int) -> str:
@@ -110,8 +116,7 @@ def _value(key: str, value: Any, limit: int) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, str):
-        memory = _MEMORY.match(value) if key.endswith("memory") else None
-        shown = f"{memory.group(1)} GiB" if memory else value
+        shown = memory_in_words(value) if key.endswith("memory") else value
         return _cut(shown, limit) or '""'
     if isinstance(value, int | float):
         return f"{value:g}{_UNITS.get(key.rsplit('.', 1)[-1], '')}"
