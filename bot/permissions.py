@@ -571,8 +571,9 @@ def check_lifecycle(
     The same bindings decide as for `check_change`, and the most permissive one wins (one
     that needs no approval beats one that does). `cluster` is the cluster as read: stopping
     takes every running worker away (a step of -replica per group), starting brings each
-    group up to its replica (a step of +replica, and that many replicas). Role limits are
-    not applied: starting or stopping changes no spec.
+    group up to its replica (a step of +replica, and that many replicas). Of the role limits only
+    max_cost_per_hour applies, to a start (it brings the whole cluster's cost back); the others bound a spec,
+    which starting or stopping does not change.
     """
     if verb not in ("start", "stop"):
         raise ValueError(f"check_lifecycle is for start and stop, not {verb!r}")
@@ -580,9 +581,15 @@ def check_lifecycle(
     if not first.allowed:
         return first
     needing_approval: list[Decision] = []
+    reasons: list[str] = []
     # Starting brings the whole cluster's cost back; stopping only lowers it.
     cost = change_cost(None, cluster, config.price(alias)) if verb == "start" else None
     for binding, role in _applicable(config, subject, verb, alias):
+        cap = role.limits.max_cost_per_hour
+        violations = _cost_limit_violations(binding.role, cap, cost) if cap is not None else []
+        if violations:
+            reasons += [v for v in violations if v not in reasons]
+            continue
         rule = binding.approval or role.approval
         why = lifecycle_approval_reason(rule, verb, cluster, cost) if rule is not None else None
         decision = Decision(
@@ -595,7 +602,9 @@ def check_lifecycle(
         if why is None:
             return decision
         needing_approval.append(decision)
-    return needing_approval[0]  # decide() allowed it, so some binding applies
+    if needing_approval:
+        return needing_approval[0]
+    return Decision(False, "; ".join(reasons), kind="limit")  # decide() allowed it: every binding's cap refused it
 
 
 def lifecycle_approval_reason(

@@ -203,6 +203,15 @@ def test_starting_a_cluster_counts_its_whole_cost(config):
     assert check_lifecycle(config, ONCALL, "start", "prod", spec(10)).approval is None
 
 
+def test_starting_a_cluster_above_the_roles_cost_cap_is_denied_with_the_figures(config):
+    # 150 workers of 4 CPU / 16 GiB: 604 CU/h with the head, ≈ ¥211.40/h at ¥0.35, above oncall's ¥200/h.
+    decision = check_lifecycle(config, ONCALL, "start", "prod", spec(150))
+    assert not decision.allowed and decision.kind == "limit"
+    assert decision.reason == (
+        "oncall allows at most ¥200.00/h per cluster; this change would make it up to ¥211.40/h (+604 CU/h (≈ +¥211.40/h))"
+    )
+
+
 def test_a_change_that_lowers_the_cost_overall_passes_the_cap_even_above_it():
     config = parse_config(CONFIG.replace("max_cost_per_hour: 200", "max_cost_per_hour: 1"))
     gpu = {"groupName": "a10", "replica": 4, "cpu": "8", "memory": "30Gi", "gpuSpec": "A10:1"}
