@@ -208,7 +208,8 @@ def test_starting_a_cluster_above_the_roles_cost_cap_is_denied_with_the_figures(
     decision = check_lifecycle(config, ONCALL, "start", "prod", spec(150))
     assert not decision.allowed and decision.kind == "limit"
     assert decision.reason == (
-        "oncall allows at most ¥200.00/h per cluster; this change would make it up to ¥211.40/h (+604 CU/h (≈ +¥211.40/h))"
+        "oncall allows at most ¥200.00/h per cluster; "
+        "this change would make it up to ¥211.40/h (+604 CU/h (≈ +¥211.40/h))"
     )
 
 

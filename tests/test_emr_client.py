@@ -389,6 +389,19 @@ def test_error_bodies_are_parsed_in_either_case():
     assert "\x00" not in html.message and "\n" not in html.message and len(html.message) < 300
 
 
+def test_a_signature_mismatch_never_repeats_the_headers_the_cloud_signed():
+    body = (
+        b'{"Code":"SignatureDoesNotMatch","RequestId":"R-9","Message":"The request signature does not conform to '
+        b'Alibaba Cloud standards. server string to sign is:POST\\n/api/v1/x\\nx-acs-security-token:CAIS%2Btok"}'
+    )
+    error = error_from_response("UpdateRayCluster", 400, {}, body)
+    assert "CAIS" not in error.message and "security-token" not in error.message
+    assert error.message == (
+        "The request signature does not conform to Alibaba Cloud standards (the string the cloud signed is left "
+        "out: it can carry credentials)"
+    )
+
+
 def test_snippet_is_short_and_printable():
     assert snippet(b"a\r\n\tb\x1b[31m") == "a b [31m"
     assert snippet("é".encode() * 500).endswith("…")

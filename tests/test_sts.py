@@ -30,6 +30,7 @@ from bot.emr.sts import (
     RamRole,
     RoleCredentials,
     StsClient,
+    assume_role_failure,
     check_names,
 )
 from bot.emr.sts import session_name as session_name_for
@@ -165,11 +166,33 @@ async def test_the_emulator_refuses_a_wrong_signature_and_a_replayed_nonce(sts, 
     with pytest.raises(EmrError) as wrong:
         await client.assume_role(signing.Credential(BASE_ID, "not-the-secret"), PROD, "raybot-U1")
     assert wrong.value.code == "SignatureDoesNotMatch" and wrong.value.request_id
+    # STS quotes the string it signed, the caller's security token among the parameters: never shown or logged.
+    assert "string to sign" not in str(wrong.value) and BASE_ID not in str(wrong.value)
+    assert "the string the cloud signed is left out" in str(wrong.value)
     await client.assume_role(signing.Credential(BASE_ID, BASE_SECRET), PROD, "raybot-U1")
     with pytest.raises(EmrError) as replay:
         await client.assume_role(signing.Credential(BASE_ID, BASE_SECRET), PROD, "raybot-U1")
     assert replay.value.code == "SignatureNonceUsed"
     await client.aclose()
+
+
+def test_a_signature_mismatch_never_repeats_the_string_sts_signed() -> None:
+    from urllib.parse import quote
+
+    token = "CAIS+tok/en=="
+    quoted = quote(quote(token, safe=""), safe="")
+    body = (
+        '{"Code": "SignatureDoesNotMatch", "RequestId": "R-1", "Message": "Specified signature is not matched with '
+        f'our calculation. server string to sign is:GET&%2F&AccessKeyId%3DSTS.x%26SecurityToken%3D{quoted}"}}'
+    ).encode()
+    error = assume_role_failure(PROD, 400, body, None)
+    assert token not in str(error) and quoted not in str(error) and "SecurityToken" not in str(error)
+    assert error.message == (
+        f"raybot may not assume {PROD.name}: Specified signature is not matched with our calculation (the string "
+        "the cloud signed is left out: it can carry credentials); nothing was sent"
+    )
+    plain = assume_role_failure(PROD, 403, b'{"Code": "NoPermission", "Message": "You are not authorized."}', None)
+    assert plain.message == f"raybot may not assume {PROD.name}: You are not authorized.; nothing was sent"
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.emr import signing
 from bot.emr.credentials import CREDENTIALS_ERROR, CredentialsProvider
-from bot.emr.errors import EmrError, is_retryable
+from bot.emr.errors import EmrError, cloud_message, is_retryable
 from bot.emr.models import (
     ActionResponse,
     ListRayClusterResponse,
@@ -106,7 +106,7 @@ def error_from_response(action: str, status: int, headers: Mapping[str, str], bo
         return EmrError(
             action=action,
             code=code,
-            message=str(message) if message is not None else f"HTTP {status} without a message",
+            message=cloud_message(str(message)) if message is not None else f"HTTP {status} without a message",
             request_id=_first(parsed, "RequestId", "requestId") or header_rid,
             status=status,
             retryable=is_retryable(status, code),

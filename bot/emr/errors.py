@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 THROTTLING_CODES = frozenset({"Throttling", "Throttling.User", "Throttling.Api", "Throttling.Concurrent"})
+
+_STRING_TO_SIGN = re.compile(r"[\s:,.;]*\b(?:server\s+)?string\s*to\s*sign\b.*", re.IGNORECASE | re.DOTALL)
+
+
+def cloud_message(text: str) -> str:
+    """A cloud error's Message as raybot may show and log it: a signature mismatch's "server string to sign is: …"
+    is cut off, because that string quotes the signed headers, a security token among them (URL-encoded, so the
+    log redaction of held secrets would not recognise it)."""
+    cut = _STRING_TO_SIGN.sub("", text)
+    return cut if cut == text else f"{cut} (the string the cloud signed is left out: it can carry credentials)"
 
 
 class EmrError(Exception):

@@ -47,7 +47,7 @@ import httpx
 
 from bot.emr import signing
 from bot.emr.credentials import CredentialsProvider
-from bot.emr.errors import EmrError, is_retryable
+from bot.emr.errors import EmrError, cloud_message, is_retryable
 from bot.logs import hold_secret, release_secret
 
 STS_VERSION = "2015-04-01"
@@ -140,7 +140,7 @@ def assume_role_failure(role: RamRole, status: int | None, body: bytes, header_r
         parsed = None
     if isinstance(parsed, dict) and parsed.get("Code"):
         code = str(parsed["Code"])
-        detail = str(parsed.get("Message") or "no message")
+        detail = cloud_message(str(parsed.get("Message") or "no message"))
         request_id = parsed.get("RequestId") or header_rid
     else:
         code = "InvalidResponse"
