@@ -264,6 +264,33 @@ async def test_credentials_are_kept_until_near_expiry_then_renewed_once_under_50
     await roles.aclose()
 
 
+async def test_one_assume_role_per_role_is_in_flight_when_50_people_ask_at_once(sts, clock) -> None:
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+
+    class CountingStsClient(StsClient):
+        async def assume_role(self, base, role, session_name):  # the real call, counted while it is in flight
+            in_flight[role.name] = in_flight.get(role.name, 0) + 1
+            most[role.name] = max(most.get(role.name, 0), in_flight[role.name])
+            try:
+                return await super().assume_role(base, role, session_name)
+            finally:
+                in_flight[role.name] -= 1
+
+    roles = RoleCredentials(
+        StaticCredentials(BASE_ID, BASE_SECRET), CountingStsClient(endpoint=sts.url, clock=clock), clock=clock
+    )
+    people = [f"U0P{i:03d}" for i in range(50)]
+    credentials = await asyncio.gather(
+        *(roles.credential(Acting(PROD, user)) for user in people),
+        *(roles.credential(Acting(STAGING, user)) for user in people[:5]),
+    )
+    assert most == {"raybot-prod": 1, "raybot-staging": 1}  # one at a time per role, however many people ask
+    assert len({c.access_key_id for c in credentials}) == 55  # and everyone got their own session
+    assert {i.session_name for i in sts.issued if i.role_arn == PROD.arn} == {f"raybot-{u}" for u in people}
+    await roles.aclose()
+
+
 async def test_each_role_and_each_user_gets_its_own_session(sts, clock) -> None:
     roles = roles_for(sts, clock)
     prod_a, prod_b, staging_a = await asyncio.gather(

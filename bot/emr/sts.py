@@ -267,7 +267,10 @@ class _Key:
 class RoleCredentials:
     """Credentials per role (and session name), assumed on first use and kept until shortly before expiry.
 
-    One AssumeRole per key is in flight at a time, however many commands ask. A credential within
+    One AssumeRole per role is in flight at a time, however many commands ask: the same person's commands share
+    it, and other people's sessions of that role (each has its own session name, so ActionTrail names who in
+    Slack made a call) are assumed one after another, which keeps a burst of first commands within what STS
+    lets one caller do. A credential within
     REFRESH_BEFORE_SECONDS of expiry is still handed out while one background AssumeRole renews it;
     within WAIT_BEFORE_SECONDS callers wait for that renewal. At most `max_sessions` keys are kept (least
     recently used evicted). `observe(role, code)` is told each AssumeRole's outcome ("OK" or STS's Code).
@@ -293,6 +296,7 @@ class RoleCredentials:
         # Out of the cache (renewed or evicted) but not yet expired: a command may still sign with one.
         self._retired: list[Assumed] = []
         self._inflight: dict[_Key, asyncio.Task[Assumed]] = {}
+        self._one_per_role: dict[str, asyncio.Lock] = {}  # by role ARN: the roles of the config, a bounded set
         self._checks: dict[RamRole, tuple[float, EmrError | None]] = {}
         self._checking: dict[RamRole, asyncio.Task[None]] = {}
 
@@ -334,6 +338,10 @@ class RoleCredentials:
             task.exception()
 
     async def _assume(self, key: _Key, role: RamRole) -> Assumed:
+        async with self._one_per_role.setdefault(role.arn, asyncio.Lock()):
+            return await self._assume_now(key, role)
+
+    async def _assume_now(self, key: _Key, role: RamRole) -> Assumed:
         base = await self._base.get_credential()
         try:
             assumed = await self._sts.assume_role(base, role, key.session_name)
