@@ -341,8 +341,8 @@ class Config(_Strict):
         """The cluster called `alias`, its region resolved with the default region."""
         entry = self.clusters.get(alias)
         if entry is None:
-            known = ", ".join(self.clusters) or "none"
-            raise UnknownClusterError(f"there is no cluster called {alias!r} in raybot's config (known: {known})")
+            known = f"known: {', '.join(self.clusters)}" if self.clusters else "it names none"
+            raise UnknownClusterError(f"there is no cluster called {alias!r} in raybot's config ({known})")
         region = entry.region or self.region
         assert region is not None  # checked when the config was validated
         return ClusterTarget(alias=alias, workspace=entry.workspace, cluster_id=entry.cluster, region=region)
@@ -529,20 +529,33 @@ def _cost_rules(config: Config) -> list[tuple[Loc, str]]:
 
 
 def _pricing_warnings(config: Config) -> list[tuple[Loc, str]]:
-    """Money thresholds that cannot be judged for some cluster: no price there, so raybot falls back to caution
-    (a change that raises the cluster's CU needs approval, or is denied by a cost limit)."""
+    """A regional CU price no cluster pays (a typo in a region is otherwise silent: its clusters fall back to
+    `default`), and money thresholds that cannot be judged for some cluster: no price there, so raybot falls back
+    to caution (a change that raises the cluster's CU needs approval, or is denied by a cost limit)."""
+    out: list[tuple[Loc, str]] = []
+    if config.pricing is not None:
+        regions = sorted({config.cluster(alias).region for alias in config.clusters})
+        out += [
+            (
+                ("pricing", "cu_hour", region),
+                f"no cluster is in region {region}, so this price applies to none (the clusters' regions: "
+                f"{', '.join(regions)})",
+            )
+            for region in config.pricing.cu_hour
+            if region != "default" and region not in regions
+        ]
     rules = _cost_rules(config)
     if not rules:
-        return []
+        return out
     unpriced = [a for a in config.clusters if (p := config.price(a)) is None or p.cu_hour is None]
     if not unpriced:
-        return []
+        return out
     what = (
         "there is no `pricing:` section"
         if config.pricing is None
         else f"no CU price applies to {', '.join(unpriced)} (add its region or `default` under pricing.cu_hour)"
     )
-    return [
+    return out + [
         (
             loc,
             f"{what}: raybot cannot price changes there, so every change raising their CU is held to this rule "

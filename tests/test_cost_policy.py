@@ -93,6 +93,17 @@ def test_without_pricing_check_config_says_cu_only():
     assert any("there is no `pricing:` section" in w for w in config.warnings)
 
 
+def test_a_regional_price_no_cluster_pays_is_warned_with_its_line():
+    config = parse_config(CONFIG.replace("cn-hangzhou: 0.35", "cn-hangzou: 0.35"), source="raybot.yaml")
+    warning = next(w for w in config.warnings if "cn-hangzou" in w)
+    assert warning == (
+        "raybot.yaml:4:13: pricing.cu_hour.cn-hangzou: no cluster is in region cn-hangzou, "
+        "so this price applies to none "
+        "(the clusters' regions: cn-beijing, cn-hangzhou)"
+    )
+    assert config.price("prod").source == "default"  # what the typo did: prod pays the default price
+
+
 @pytest.mark.parametrize(
     ("pricing", "message"),
     [
