@@ -468,7 +468,8 @@ def _config_warnings(config: Config) -> list[tuple[Loc, str]]:
 
 
 def _approval_warnings(config: Config) -> list[tuple[Loc, str]]:
-    """Bindings whose changes need approval in a channel where no binding lets anyone approve them.
+    """Bindings whose changes need approval in a channel where nobody else could approve them: no binding lets
+    anyone approve, or the only one who may is the one person who may ask (nobody approves their own change).
 
     Such a request could only expire: nobody could ever press Approve.
     """
@@ -478,21 +479,37 @@ def _approval_warnings(config: Config) -> list[tuple[Loc, str]]:
             role = config.roles.get(binding.role)
             if role is None or (binding.approval or role.approval) is None:
                 continue
-            covered = [alias for alias in config.clusters if binding.covers(alias)]
-            orphans = [
-                alias
-                for alias in covered
-                if not any(
-                    other.covers(alias) and other.role in config.roles and config.roles[other.role].allows("approve")
+            # One named person and no group: whoever else approves must be someone else.
+            asker = binding.users[0] if len(binding.users) == 1 and not binding.usergroups else None
+            orphans, own = [], []
+            for alias in (a for a in config.clusters if binding.covers(a)):
+                approving = [
+                    other
                     for other in bindings
-                )
-            ]
+                    if other.covers(alias) and other.role in config.roles and config.roles[other.role].allows("approve")
+                ]
+                if not approving:
+                    orphans.append(alias)
+                elif asker is not None and all(
+                    other.restricted and not other.usergroups and set(other.users) <= {asker} for other in approving
+                ):
+                    own.append(alias)
+            loc = ("channels", channel, index, "role")
             if orphans:
                 out.append(
                     (
-                        ("channels", channel, index, "role"),
+                        loc,
                         f"changes by role {binding.role!r} need approval, but no binding in {channel} grants "
                         f"'approve' on {', '.join(orphans)}: nobody could ever approve them",
+                    )
+                )
+            if own:
+                out.append(
+                    (
+                        loc,
+                        f"changes by role {binding.role!r} need approval, but on {', '.join(own)} only {asker}, who "
+                        "asks for them, may approve in this channel, and nobody approves their own change: "
+                        "bind 'approve' for a second person",
                     )
                 )
     return out

@@ -433,7 +433,9 @@ def replica_cap(
             caps.append(ReplicaCap(role.limits.max_replica, f"at most {role.limits.max_replica} replicas per group"))
         if role.limits.max_step is not None and now is not None:
             step, most = role.limits.max_step, now + role.limits.max_step
-            caps.append(ReplicaCap(most, f"changing a group by at most {step} replicas at once (from {now}: {most})"))
+            caps.append(
+                ReplicaCap(most, f"changing a group by at most {step} replicas at once ({now} now, so at most {most})")
+            )
         if not caps:
             return None  # a role with no cap for this group: the most permissive wins
         cap = min(caps, key=lambda c: c.most)

@@ -1,4 +1,4 @@
-"""Environment → Settings: the runtime contract of DESIGN.md, read in one place."""
+"""Environment → Settings: the runtime contract (the variables the README lists), read in one place."""
 
 from __future__ import annotations
 

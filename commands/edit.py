@@ -116,7 +116,7 @@ async def fill_from_read(
     except EmrError as error:
         view = modals.error_view(alias, error.code, error.message, error.request_id)
     except Exception as error:  # noqa: BLE001 - every failure ends in the modal, never in a spinner
-        view = modals.result_view(alias, describe_error(error)[0], failed=True)
+        view = modals.result_view(alias, describe_error(error)[0])
     else:
         view = await build(subject, cluster)
     await services.slack.views_update(view_id=view_id, view=view)
@@ -267,11 +267,12 @@ async def apply(services: Services, view_id: str, draft: modals.Draft, user_id: 
             return
         except Exception as error:  # noqa: BLE001 - shown in the modal, where the person is looking
             await services.slack.views_update(
-                view_id=view_id, view=modals.result_view(draft.alias, describe_error(error)[0], failed=True)
+                view_id=view_id, view=modals.result_view(draft.alias, describe_error(error)[0])
             )
             return
         texts = {
-            "done": "Applied. The clusterId, requestId and the change are posted in the channel.",
+            "done": "The cloud accepted the change and is applying it; the channel follows it until it settles "
+            "(clusterId, requestId and the change).",
             "failed": "The cloud API refused the change; its Code, Message and RequestId are posted in the channel.",
             "unknown": "raybot does not know whether the change took effect; see the channel.",
             "awaiting_approval": "This change needs a second person's approval: the request is posted in the channel.",
@@ -281,7 +282,7 @@ async def apply(services: Services, view_id: str, draft: modals.Draft, user_id: 
         }
         await services.slack.views_update(
             view_id=view_id,
-            view=modals.result_view(draft.alias, texts[outcome], failed=outcome in ("failed", "unknown", "cancelled")),
+            view=modals.result_view(draft.alias, texts[outcome], outcome=outcome),
         )
         await services.store.delete_draft(draft.key)
 
@@ -342,7 +343,13 @@ def register(app: AsyncApp, services: Services) -> None:
         except Exception as error:  # noqa: BLE001
             await ack(**_failed(error))
             return
-        await ack(**_update(modals.result_view(draft.alias, "Applying… the result is also posted in the channel.")))
+        await ack(
+            **_update(
+                modals.result_view(
+                    draft.alias, "Applying… the result is also posted in the channel.", outcome="working"
+                )
+            )
+        )
         await apply(services, view_id, draft, user_id)
 
     @app.view_submission(modals.CALLBACK_STALE)
@@ -414,7 +421,7 @@ def register(app: AsyncApp, services: Services) -> None:
 
 def _failed(error: BaseException) -> dict[str, Any]:
     """The acknowledgement of a submission that failed: the modal turns into what went wrong."""
-    return _update(modals.result_view("raybot", describe_error(error)[0], failed=True))
+    return _update(modals.result_view("raybot", describe_error(error)[0]))
 
 
 async def _update_quietly(services: Services, view_id: str | None, view: dict[str, Any]) -> None:
@@ -434,6 +441,6 @@ async def _show_failure(services: Services, view: Any, error: BaseException) -> 
         log.warning("could not show a failure (%s): the action carries no view to show it in", type(error).__name__)
         return
     try:
-        await services.slack.views_update(view_id=view_id, view=modals.result_view("raybot", text, failed=True))
+        await services.slack.views_update(view_id=view_id, view=modals.result_view("raybot", text))
     except SlackApiError as failure:
         log.error("could not show a failure in a modal: %s", failure.response.get("error"))

@@ -45,7 +45,8 @@ ALERT_KEPT_MAX = 8000
 STALE_MESSAGE = "this quick resize is closed: it was applied already, or open too long; use the shortcut again"
 
 OUTCOME_TEXTS = {
-    "done": "Resized. The clusterId, requestId and the change are posted in the alert's thread.",
+    "done": "The cloud accepted the resize and is applying it; the alert's thread follows it until the workers are up "
+    "(clusterId, requestId and the change).",
     "failed": "The cloud API refused the change; its Code, Message and RequestId are posted in the alert's thread.",
     "unknown": "raybot does not know yet whether the change took effect; the alert's thread will say.",
     "awaiting_approval": "This change needs a second person's approval: the request is posted in the alert's thread.",
@@ -244,12 +245,11 @@ async def apply(
             )
         except Exception as error:  # noqa: BLE001 - shown in the modal, where the person is looking
             await services.slack.views_update(
-                view_id=view_id, view=modals.result_view(draft.alias, describe_error(error)[0], failed=True)
+                view_id=view_id, view=modals.result_view(draft.alias, describe_error(error)[0])
             )
             return
-        failed = outcome in ("failed", "unknown", "cancelled")
         await services.slack.views_update(
-            view_id=view_id, view=modals.result_view(draft.alias, OUTCOME_TEXTS[outcome], failed=failed)
+            view_id=view_id, view=modals.result_view(draft.alias, OUTCOME_TEXTS[outcome], outcome=outcome)
         )
         await services.store.delete_draft(draft.key)
 
@@ -266,7 +266,7 @@ def _update(view: dict[str, Any]) -> dict[str, Any]:
 
 def _failed(error: BaseException) -> dict[str, Any]:
     """The acknowledgement of a submission that failed: the modal turns into what went wrong."""
-    return _update(modals.result_view("raybot", describe_error(error)[0], failed=True))
+    return _update(modals.result_view("raybot", describe_error(error)[0]))
 
 
 async def _show_failure(services: Services, view: Any, error: BaseException) -> None:
@@ -280,7 +280,7 @@ async def _show_failure(services: Services, view: Any, error: BaseException) -> 
         await services.slack.views_update(
             view_id=view_id,
             hash=payloads.optional_text(view, "hash"),
-            view=modals.result_view("raybot", describe_error(error)[0], failed=True),
+            view=modals.result_view("raybot", describe_error(error)[0]),
         )
     except SlackApiError as failure:
         level = logging.INFO if failure.response.get("error") == "hash_conflict" else logging.ERROR
@@ -382,7 +382,11 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(**_errors(errors))
             return
         await ack(
-            **_update(modals.result_view(draft.alias, "Resizing… the outcome is also posted in the alert's thread."))
+            **_update(
+                modals.result_view(
+                    draft.alias, "Resizing… the outcome is also posted in the alert's thread.", outcome="working"
+                )
+            )
         )
         await apply(services, view_id, draft, user_id, judged.group, judged.replicas)
 

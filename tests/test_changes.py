@@ -422,10 +422,10 @@ def test_advice_never_asks_for_more_than_the_role_allows():
     assert str(error.within_cap(lambda group: ReplicaCap(3, "at most 3 replicas per group"))).endswith(
         "ask for at most 3 replicas"
     )
-    stepped = ReplicaCap(10, "changing a group by at most 8 replicas at once (from 2: 10)")
+    stepped = ReplicaCap(10, "changing a group by at most 8 replicas at once (2 now, so at most 10)")
     assert str(error.within_cap(lambda group: stepped)) == (
         "cannot make this change: WorkerGroup1 cannot go to 50: your role allows changing a group by at most "
-        "8 replicas at once (from 2: 10); ask for at most 4 replicas, or for at most 10 with max=10 as well"
+        "8 replicas at once (2 now, so at most 10); ask for at most 4 replicas, or for at most 10 with max=10 as well"
     )
 
 

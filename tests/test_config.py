@@ -270,6 +270,23 @@ def test_approval_that_nobody_could_give_is_a_warning() -> None:
     assert Config.model_validate(data).warnings == []
 
 
+def test_approval_only_the_asker_could_give_is_a_warning() -> None:
+    data = {
+        "clusters": {"prod": {"workspace": "w", "cluster": "c", "region": "r"}},
+        "roles": {"oncall": {"actions": ["resize"], "approval": "always"}, "lead": {"actions": ["approve"]}},
+        "channels": {"C0X1": [{"role": "oncall", "users": ["U0SOLO"]}, {"role": "lead", "users": ["U0SOLO"]}]},
+    }
+    assert Config.model_validate(data).warnings == [
+        "channels.C0X1[0].role: changes by role 'oncall' need approval, but on prod only U0SOLO, who asks for them, "
+        "may approve in this channel, and nobody approves their own change: bind 'approve' for a second person"
+    ]
+    # A second person, or a group (whose members raybot cannot know from the config), may approve: no warning.
+    data["channels"]["C0X1"][1]["users"] = ["U0SOLO", "U0LEAD"]
+    assert Config.model_validate(data).warnings == []
+    data["channels"]["C0X1"][1] = {"role": "lead", "usergroups": ["S0LEADS"]}
+    assert Config.model_validate(data).warnings == []
+
+
 def test_direct_construction_also_checks_cross_references() -> None:
     data = {
         "clusters": {"prod": {"workspace": "w", "cluster": "c"}},

@@ -166,7 +166,8 @@ async def test_syntax_errors_are_answered_in_the_ack_and_nothing_reaches_the_clo
         (
             "resize prod WorkerGroup1=50",
             "cannot make this change: WorkerGroup1 cannot go to 50: your role allows changing a group by at most 20 "
-            "replicas at once (from 2: 22); ask for at most 4 replicas, or for at most 22 with max=22 as well",
+            "replicas at once (2 now, so at most 22); ask for at most 4 replicas, "
+            "or for at most 22 with max=22 as well",
         ),
     ],
 )

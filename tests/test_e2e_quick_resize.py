@@ -105,6 +105,10 @@ async def type_number(http, raybot, slack, view: dict, user: str, typed: str) ->
     return update.args["view"]
 
 
+def c_text(call) -> str:  # noqa: ANN001
+    return text_of(call.args)
+
+
 async def test_alert_naming_prod_and_a_group_resizes_it_in_the_alerts_thread(http, raybot, slack, emr):
     alert_ts = await shortcut_on(http, raybot, slack, "[FIRING:1] RayQueueBacklog prod: *WorkerGroup2* saturated")
     after_alert = {id(c) for c in slack.calls}
@@ -114,7 +118,9 @@ async def test_alert_naming_prod_and_a_group_resizes_it_in_the_alerts_thread(htt
     values = with_value(untouched_values(view), quick.BLOCK_REPLICAS, "5")
     answer, _ = await submit_view(http, raybot, slack, view["id"], world.ONCALL_USER, values)
     assert answer["response_action"] == "update", answer
-    await wait_new(slack, lambda c: c.method == "views.update" and "Resized" in text_of(c.args.get("view", {})))
+    await wait_new(
+        slack, lambda c: c.method == "views.update" and "accepted the resize" in text_of(c.args.get("view", {}))
+    )
     [update] = updates_of(emr)
     groups = {g["groupName"]: g for g in update.json["workerSpec"]}
     assert groups["WorkerGroup2"]["replica"] == 5 and groups["WorkerGroup1"]["replica"] == 2
@@ -124,6 +130,9 @@ async def test_alert_naming_prod_and_a_group_resizes_it_in_the_alerts_thread(htt
     assert update.request_id in text_of(done.args)
     posts = [c for c in slack.calls if id(c) not in after_alert and c.method == "chat.postMessage"]
     assert posts and all(c.args.get("thread_ts") == alert_ts for c in posts)  # the root status message too
+    # The alert is not raybot's: the change's status line is broadcast to the channel too, kept current there.
+    [status] = [c for c in posts if c.args.get("reply_broadcast")]
+    assert "*prod*" in c_text(status) and "WorkerGroup2: 1 → 5 replicas" in c_text(status)
 
 
 async def test_a_late_keystroke_never_overwrites_the_outcome(http, raybot, slack, emr):
@@ -132,7 +141,9 @@ async def test_a_late_keystroke_never_overwrites_the_outcome(http, raybot, slack
     values = with_value(untouched_values(typed_in), quick.BLOCK_REPLICAS, "3")
     answer, _ = await submit_view(http, raybot, slack, typed_in["id"], world.ONCALL_USER, values)
     assert answer["response_action"] == "update"
-    await wait_new(slack, lambda c: c.method == "views.update" and "Resized" in text_of(c.args.get("view", {})))
+    await wait_new(
+        slack, lambda c: c.method == "views.update" and "accepted the resize" in text_of(c.args.get("view", {}))
+    )
     # A keystroke Slack sent before the Submit, arriving after it: its view (and hash) is the quick resize's.
     action = {"type": "number_input", "action_id": quick.ACTION_REPLICAS, "block_id": quick.BLOCK_REPLICAS}
     late = slack.block_actions_payload(action | {"value": "4"}, user_id=world.ONCALL_USER, view_id=typed_in["id"])
@@ -140,7 +151,7 @@ async def test_a_late_keystroke_never_overwrites_the_outcome(http, raybot, slack
     await post_interaction(http, raybot, late)
     refused = await wait_new(slack, lambda c: c.method == "views.update" and not c.ok)
     assert refused.error == "hash_conflict"
-    assert "Resized" in text_of(slack.views[typed_in["id"]])
+    assert "accepted the resize" in text_of(slack.views[typed_in["id"]])
     assert len(updates_of(emr)) == 1
 
 

@@ -412,7 +412,7 @@ BLOCKS_HELPERS = {
 VIEW_CASES: dict[str, Cases] = {
     "loading_view": lambda s: [call(s.text)],
     "error_view": lambda s: [call(s.text, s.text, s.text, s.text), call(s.text, s.text, s.text, None)],
-    "result_view": lambda s: [call(s.text, s.text), call(s.text, s.text, failed=True)],
+    "result_view": lambda s: [call(s.text, s.text, outcome=o) for o in modals.RESULT_TITLES],
     "picker_view": lambda s: [
         *(call([s.text, *(f"{s.text}-{i}" for i in range(count))], "k-picker") for count in (2, 150)),
         call(["prod", s.text], "k-picker", selected=s.text, not_yours=[s.text, f"{s.text}-2"]),

@@ -223,8 +223,25 @@ def test_loading_error_and_result_views_have_no_submit() -> None:
     text = "\n".join(mrkdwn_texts(error))
     assert "`Forbidden.RAM`" in text and "`6C5E-REQ`" in text and "&lt;!channel&gt;" in text
     assert "RequestId" not in "\n".join(mrkdwn_texts(modals.error_view("prod", "X", "m", None)))
-    failed = modals.result_view("prod", "UpdateRayCluster failed", failed=True)
+    failed = modals.result_view("prod", "UpdateRayCluster failed", outcome="failed")
     assert failed["title"]["text"] == "Failed" and "submit" not in failed
+
+
+def test_the_result_says_where_the_change_is_with_the_status_cards_marks() -> None:
+    from bot.flow import Outcome
+
+    def shown(outcome: str) -> tuple[str, str]:
+        view = modals.result_view("prod", "text", outcome=outcome)
+        return mrkdwn_texts(view)[0].split(" ", 1)[0], view["title"]["text"]
+
+    # Every outcome of a change has its words; accepted is not done (only a settled change is ✅, on the card).
+    assert set(Outcome.__args__) | {"working", "error"} == set(modals.RESULT_TITLES)
+    assert shown("working") == ("⏳", "Applying")
+    assert shown("done") == ("📨", "Accepted, applying")
+    assert shown("awaiting_approval") == ("🕒", "Awaiting approval")
+    assert shown("unknown") == ("❔", "Being checked")
+    assert shown("failed") == ("❌", "Failed")
+    assert all(shown(o)[0] != "✅" for o in modals.RESULT_TITLES)
 
 
 # --- prefilled with the current values --------------------------------------------------------------------------------

@@ -683,7 +683,7 @@ def test_replica_cap_is_the_most_permissive_applicable_limit(config: Config) -> 
     small, large = cluster(group(replica=2)), cluster(group(replica=30, max_replica=60))
     cap = replica_cap(config, MEMBER, "resize", "prod", small, "WorkerGroup1")
     assert cap is not None and cap.most == 22
-    assert cap.why == "changing a group by at most 20 replicas at once (from 2: 22)"
+    assert cap.why == "changing a group by at most 20 replicas at once (2 now, so at most 22)"
     cap = replica_cap(config, MEMBER, "resize", "prod", large, "WorkerGroup1")
     assert cap is not None and (cap.most, cap.why) == (40, "at most 40 replicas per group")
     new_group = replica_cap(config, MEMBER, "resize", "prod", small, "NewGroup")
@@ -707,7 +707,7 @@ def test_the_advice_in_a_refusal_is_a_change_the_role_then_allows(config: Config
     message = str(caught.value.within_cap(lambda g: replica_cap(config, MEMBER, "resize", "prod", before, g)))
     assert message == (
         "cannot make this change: WorkerGroup1 cannot go to 50: your role allows changing a group by at most "
-        "20 replicas at once (from 2: 22); ask for at most 4 replicas, or for at most 22 with max=22 as well"
+        "20 replicas at once (2 now, so at most 22); ask for at most 4 replicas, or for at most 22 with max=22 as well"
     )
     advised = plan(read, [SetReplicas(group="WorkerGroup1", replica=22, max_replica=22)]).body
     assert advised is not None

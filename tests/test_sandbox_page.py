@@ -197,7 +197,7 @@ def test_edit_the_50_group_cluster_in_modals(sandbox, page, fresh, tmp_path):
     page.screenshot(path=str(tmp_path / "edit-confirm.png"))
     modal.locator(".bk-modal-submit").click()  # Apply → "update", then views.update with the outcome
 
-    expect(modal).to_contain_text("Applied")
+    expect(modal).to_contain_text("accepted the change")
     [update] = cloud_calls(sandbox, fresh, "UpdateRayCluster", FLEET)
     groups = update.json["workerSpec"]
     assert len(groups) == 50
@@ -403,7 +403,7 @@ def test_an_alert_is_resized_in_the_quick_resize_with_a_live_preview(sandbox, pa
     expect(effect).to_contain_text("1 → 5 replicas")
     expect(modal.locator(".bk-modal-submit")).to_have_text("Resize")
     modal.locator(".bk-modal-submit").click()
-    expect(modal).to_contain_text("Resized")
+    expect(modal).to_contain_text("accepted the resize")
     [update] = cloud_calls(sandbox, fresh, "UpdateRayCluster", PROD)
     groups = {g["groupName"]: g["replica"] for g in update.json["workerSpec"]}
     assert groups == {"WorkerGroup1": 2, "WorkerGroup2": 5}

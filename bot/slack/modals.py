@@ -61,7 +61,7 @@ from bot.emr.models import (
     spec_problems,
 )
 from bot.slack import limits
-from bot.slack.blocks import cost_line, diff_sections, worker_table
+from bot.slack.blocks import ACCEPTED_MARK, CARD_MARKS, cost_line, diff_sections, worker_table
 from bot.slack.mrkdwn import ELLIPSIS, escape, one_line, truncate
 from bot.slack.mrkdwn import code as inline_code
 from bot.slack.words import path_in_words
@@ -560,17 +560,34 @@ def error_view(alias: str, code: str, message: str, request_id: str | None) -> d
     return _modal(
         CALLBACK_ERROR,
         _edit_title(alias),
-        [_section(text), _context("Nothing was changed. Try again later, or show this to whoever runs raybot.")],
+        [_section(text), _context("Try again later, or show this to whoever runs raybot.")],
         close="Close",
     )
 
 
-def result_view(alias: str, text: str, *, failed: bool = False) -> dict[str, Any]:
-    """A final view ("Done"/"Failed") with `text`, escaped (it is shown as written, never as markup)."""
-    mark = "❌" if failed else "✅"
+# What the editor's or the quick resize's last view says, by where the change is (bot.flow.Outcome, "working" while
+# it runs, "error" for a refusal or failure before anything was sent): the marks of the status card, so the modal
+# never says ✅ done for what the channel shows as ⏳ applying, nor ❌ for an outcome still being checked.
+RESULT_TITLES: dict[str, tuple[str, str]] = {
+    "working": ("⏳", "Applying"),
+    "done": (ACCEPTED_MARK, "Accepted, applying"),
+    "awaiting_approval": (CARD_MARKS["awaiting_approval"], "Awaiting approval"),
+    "unknown": (CARD_MARKS["unknown"], "Being checked"),
+    "failed": (CARD_MARKS["failed"], "Failed"),
+    "cancelled": (CARD_MARKS["cancelled"], "Not sent"),
+    "unchanged": ("➖", "Nothing to change"),
+    "duplicate": ("➖", "Already sent"),
+    "error": ("❌", "Not done"),
+}
+
+
+def result_view(alias: str, text: str, *, outcome: str = "error") -> dict[str, Any]:
+    """The last view of a change asked in a modal: `text` (escaped: shown as written, never as markup) under the
+    mark and title of its `outcome` (RESULT_TITLES)."""
+    mark, title = RESULT_TITLES[outcome]
     view = _modal(
         CALLBACK_RESULT,
-        "Failed" if failed else "Done",
+        title,
         [_section(f"{mark} *{_line(alias, NAME_SHOWN_MAX)}*\n{_esc(text, 2500)}")],
         close="Close",
     )
