@@ -347,6 +347,10 @@ class Config(_Strict):
         assert region is not None  # checked when the config was validated
         return ClusterTarget(alias=alias, workspace=entry.workspace, cluster_id=entry.cluster, region=region)
 
+    def alias_of(self, cluster_id: str) -> str | None:
+        """The alias the config gives the cluster `cluster_id` (the first, if several name it), None if none does."""
+        return next((alias for alias, entry in self.clusters.items() if entry.cluster == cluster_id), None)
+
     @property
     def currency(self) -> str | None:
         """The currency of every price and money limit in the config (pricing.currency), None without pricing."""

@@ -63,6 +63,7 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
             error.message,
             error.request_id,
             cluster_id=error.cluster_id,
+            alias=error.alias,
             attempts=error.attempts,
             may_have_changed=error.maybe_applied and not error.action.startswith(("Get", "List")),
         )
@@ -155,6 +156,8 @@ async def serve(
                 services.metrics.slack_error(_method(error), error.response.get("error"))
             outcome = outcome_of(error)
             _count(services, command, outcome)
+            if isinstance(error, EmrError) and error.alias is None and error.cluster_id:
+                error.alias = services.config.alias_of(error.cluster_id)
             await report(replies, error)
             return outcome
     _count(services, command, "ok")

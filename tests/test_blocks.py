@@ -476,6 +476,8 @@ def test_cloud_error_names_the_cluster_and_attempts_and_says_whether_anything_ch
     assert "RequestId" not in text
     text = rendered(blocks.cloud_error("StopRayCluster", "Timeout", "no answer", "R-1", may_have_changed=True))
     assert "may have been applied" in text and "*RequestId* `R-1`" in text
+    named = rendered(blocks.cloud_error("GetRayCluster", "Timeout", "no answer", None, cluster_id="rc-1", alias="prod"))
+    assert "`GetRayCluster` for *prod* (clusterId `rc-1`) failed. Nothing was changed." in named
 
 
 def test_change_failed_with_hostile_fields_fits():

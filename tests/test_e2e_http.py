@@ -207,7 +207,8 @@ async def test_cloud_error_on_read_is_shown_with_code_and_request_id(http, raybo
     [get] = [c for c in new_emr_calls(emr, "GetRayCluster") if "ray-doesnotexist0000" in c.path]
     assert get.code in reply["text"]
     assert get.request_id in reply["text"]
-    assert "for cluster `ray-doesnotexist0000` failed" in reply["text"] and "Nothing was changed." in reply["text"]
+    assert "for *ghost* (clusterId `ray-doesnotexist0000`) failed" in reply["text"]
+    assert "Nothing was changed." in reply["text"]
 
 
 async def test_acknowledges_at_once_while_the_cloud_hangs(http, raybot, slack, emr):

@@ -39,6 +39,7 @@ class EmrError(Exception):
         sent: bool = True,
         cluster_id: str | None = None,
         attempts: int = 1,
+        alias: str | None = None,
     ) -> None:
         self.action = action
         self.code = code
@@ -53,6 +54,9 @@ class EmrError(Exception):
         # included: the message a person reads says both.
         self.cluster_id = cluster_id
         self.attempts = attempts
+        # The config's name of that cluster, for people ("prod"): the client knows only ids, so whoever reports
+        # the error and knows the config fills it in (bot.dispatch).
+        self.alias = alias
         super().__init__(str(self))
 
     @property

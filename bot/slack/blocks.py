@@ -838,13 +838,20 @@ def cloud_error(
     request_id: str | None,
     *,
     cluster_id: str | None = None,
+    alias: str | None = None,
     attempts: int = 1,
     may_have_changed: bool = False,
 ) -> SlackMessage:
-    """A failed cloud call outside a change thread (a read, or the read before a change): which cluster, which
-    call and how often it was tried, whether anything changed, then Code, Message and RequestId when there is one.
+    """A failed cloud call outside a change thread (a read, or the read before a change): which cluster (its alias
+    and clusterId), which call and how often it was tried, whether anything changed, then Code, Message and
+    RequestId when there is one.
     """
-    cluster = f" for cluster {inline_code(cluster_id, 64)}" if cluster_id else ""
+    if alias and cluster_id:
+        cluster = f" for *{_line(alias, NAME_MAX)}* (clusterId {inline_code(cluster_id, 64)})"
+    elif cluster_id:
+        cluster = f" for cluster {inline_code(cluster_id, 64)}"
+    else:
+        cluster = ""
     outcome = (
         "It may have been applied: check with `/ray show` before trying again."
         if may_have_changed
