@@ -299,6 +299,13 @@ async def look(services: Services, record: ChangeRecord) -> None:
         if await store.move(record.id, "settled", from_="applied", next_at=None) is not None:
             await show_card(services, record.id)
         return
+    if record.undone_by_change is not None:
+        # Undone (or reverted) before it settled: what it wanted is wanted no more, and the undo is followed on its
+        # own. Ended here without a word in the thread: an autoscaling group inside the old bounds would otherwise
+        # read as "settled" at a count nobody wants now. The card says undone.
+        if await store.move(record.id, "not_settled", from_="applied", next_at=None) is not None:
+            await show_card(services, record.id)
+        return
     wanted = Wanted.model_validate(record.wanted)
     target = await acting_target_of(services, record)
     try:

@@ -10,14 +10,16 @@ import time
 import pytest
 
 from bot.sandbox.emr_server import EmrEmulator
-from bot.slack.blocks import STOP_ACTION
+from bot.slack.blocks import STOP_ACTION, UNDO_ACTION
 from tests import e2e_world as world
 from tests.e2e import (
     FakeClock,
+    SchedulerPasses,
     button_payload,
     ephemeral_reply,
     inprocess_raybot,
     mark,
+    message_with,
     new_emr_calls,
     post_interaction,
     raybot_env,
@@ -133,6 +135,36 @@ async def test_a_change_to_an_autoscaling_cluster_settles_where_its_autoscaler_k
             "WorkerGroup1: 1 of 3 workers up (autoscaling: min 1, max 4)" in text
         )  # one worker, not 3, and why that is settled
     assert [g["replica"] for g in emr.cluster(world.WORKSPACE, world.PROD)["workerSpec"]][0] == 3
+
+
+async def test_a_change_undone_before_it_settled_never_says_settled(http, env, slack, emr, clock, monkeypatch):
+    # prod autoscales within 1–4: once undone, the first change's 4 would look "settled" at any count up to 4.
+    passes = SchedulerPasses.install(monkeypatch)
+    before = len(slack.calls)
+    async with inprocess_raybot(env, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        applying = await wait_new(slack, lambda c: c.method == "chat.update" and "applying: " in c.args.get("text", ""))
+        root_ts = applying.args["ts"]
+        holder = message_with(slack, world.PLATFORM_CHANNEL, UNDO_ACTION)
+        await post_interaction(
+            http, raybot, button_payload(slack, holder, world.PLATFORM_CHANNEL, UNDO_ACTION, user=world.ADMIN)
+        )
+        await wait_new(
+            slack, lambda c: c.method == "chat.update" and c.args.get("ts") == root_ts and "↩️" in c.args["text"]
+        )
+        await look_again(raybot, clock, SETTLE * 2)
+        await wait_new(
+            slack,
+            lambda c: (
+                c.method == "chat.postMessage" and "settled" in c.args.get("text", "") and "2 of 2" in text_of(c.args)
+            ),
+        )
+        await passes.wake_and_wait(raybot)  # every look that was due has been taken
+    settled = [
+        c for c in slack.calls[before:] if c.method == "chat.postMessage" and "settled" in c.args.get("text", "")
+    ]
+    assert len(settled) == 1, [c.args["text"] for c in settled]  # the undo's; the undone change says nothing more
+    assert root_updates(slack, root_ts)[-1].args["text"].startswith("↩️")
 
 
 async def test_following_survives_a_restart(http, env, slack, emr, clock):

@@ -940,12 +940,13 @@ def _group_count_sections(progress: Progress, *, incomplete_only: bool) -> list[
 
 
 def follow_done(alias: str, cluster_id: str, progress: Progress) -> SlackMessage:
-    """The one thread answer when the change settled: the state and the final worker counts per group."""
-    text = (
-        f"✅ *{_line(alias, NAME_MAX)}* settled · clusterId {inline_code(cluster_id, 64)} · "
-        f"{_line(progress.summary(), PROGRESS_MAX)}"
-    )
-    return SlackMessage(_fallback(text), [_section(text), *_group_count_sections(progress, incomplete_only=False)])
+    """The one thread answer when the change settled: the state, then the final worker counts, one line a group
+    (the notification's text has them in one line instead)."""
+    head = f"✅ *{_line(alias, NAME_MAX)}* settled · clusterId {inline_code(cluster_id, 64)} · "
+    text = head + _line(progress.summary(), PROGRESS_MAX)
+    groups = _group_count_sections(progress, incomplete_only=False)
+    shown = head + _line(progress.state or "unknown", 40) if groups else text
+    return SlackMessage(_fallback(text), [_section(shown), *groups])
 
 
 def follow_failed(alias: str, message: str | None, request_id: str | None) -> SlackMessage:
