@@ -82,6 +82,9 @@ class ChangeRequest:
     precheck: Callable[[], Awaitable[None]] | None = None
     # Checked on the cluster as read, before planning (e.g. a modal's draft gone stale); raises to refuse.
     check_read: Callable[[RayCluster], None] | None = None
+    # Told to the person when `dedup_key` was claimed already and the duplicate is theirs (a button clicked again),
+    # not a redelivery whose first delivery was answered: said, never silence.
+    duplicate_note: str | None = None
 
 
 # What became of a request: applied, failed, unknown (being checked), waiting for approval, nothing to do,
@@ -226,6 +229,8 @@ async def run_change(ctx: CommandContext, request: ChangeRequest) -> Outcome:
     services.require(subject, request.action, request.alias)
     if request.dedup_key is not None and not await services.store.claim(request.dedup_key):
         log.info("duplicate delivery ignored", extra={"key": request.dedup_key, "cluster": request.alias})
+        if request.duplicate_note is not None:
+            await ctx.replies.ephemeral(*blocks.refused(request.duplicate_note))
         return "duplicate"
     recorded = False
     try:

@@ -23,6 +23,7 @@ from bot.services import Services
 from bot.slack import blocks, payloads
 from bot.slack.blocks import STOP_ACTION
 from bot.slack.conversation import Invocation, Replies, invocation_or_none
+from bot.slack.mrkdwn import escape
 
 Verb = Literal["start", "stop"]
 # A stop confirmation older than this is refused: its exactly-once key lives 10 minutes, and a click
@@ -30,11 +31,20 @@ Verb = Literal["start", "stop"]
 CONFIRMATION_SECONDS = 300.0
 
 
-async def run_lifecycle(ctx: CommandContext, alias: str, verb: Verb, dedup_key: str | None) -> None:
+async def run_lifecycle(
+    ctx: CommandContext, alias: str, verb: Verb, dedup_key: str | None, duplicate_note: str | None = None
+) -> None:
     """Start or stop `alias` as a change: locked, checked, maybe approved, recorded, sent, followed."""
     await run_change(
         ctx,
-        ChangeRequest(alias=alias, action=verb, summary=verb, replay=lifecycle_replay(verb), dedup_key=dedup_key),
+        ChangeRequest(
+            alias=alias,
+            action=verb,
+            summary=verb,
+            replay=lifecycle_replay(verb),
+            dedup_key=dedup_key,
+            duplicate_note=duplicate_note,
+        ),
     )
 
 
@@ -62,7 +72,11 @@ async def confirm_stop(ctx: CommandContext, alias: str, asked_at: object, key: s
         raise ActionRefused(
             f"this confirmation is more than {CONFIRMATION_SECONDS / 60:.0f} minutes old: run `/ray stop` again"
         )
-    await run_lifecycle(ctx, alias, "stop", key)
+    used = (
+        f"this confirmation was used already: the stop of {escape(alias)} is in its thread; "
+        "run `/ray stop` again to ask anew"
+    )
+    await run_lifecycle(ctx, alias, "stop", key, duplicate_note=used)
 
 
 def register(app: AsyncApp, services: Services) -> None:

@@ -204,6 +204,9 @@ async def test_stop_asks_first_then_stops_and_follows(http, env, slack, emr, clo
         accepted = await wait_new(
             slack, lambda c: c.method == "chat.postMessage" and "stop accepted" in c.args.get("text", "")
         )
+        # … and the second click is answered, not met with silence.
+        used = await wait_new(slack, lambda c: "confirmation was used already" in c.args.get("text", ""))
+        assert used.method in ("response_url", "chat.postEphemeral") and "train-gpu" in used.args["text"]
         [stop] = new_emr_calls(emr, "StopRayCluster")
         assert stop.request_id in accepted.args["text"]
         await look_again(raybot, clock, SETTLE)
