@@ -597,7 +597,11 @@ async def became_unknown(
     log.warning("change outcome unknown", extra={"change_id": record.id, "cluster": record.alias, "code": reason})
     if thread is not None:
         await tell(
-            thread, replies, blocks.outcome_checking(record.alias, record.id, change_record_in_words(record), reason)
+            thread,
+            replies,
+            blocks.outcome_checking(
+                record.alias, record.id, change_record_in_words(record), reason, error.request_id if error else None
+            ),
         )
     unknown = await recorded(
         record,

@@ -284,7 +284,11 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
         log.info("change did not take effect", extra={"change_id": record.id, "cluster": record.alias})
         if thread is not None:
             await tell(
-                thread, None, blocks.outcome_known(record.alias, record.id, change_record_in_words(record), False)
+                thread,
+                None,
+                blocks.outcome_known(
+                    record.alias, record.id, change_record_in_words(record), False, request_id=record.request_id
+                ),
             )
         await show_card(services, record.id)
     else:

@@ -506,3 +506,12 @@ def test_whoami_names_each_cluster_once_in_words():
         role="oncall", clusters=("prod*",), aliases=("prod",), actions=("resize",), limits="no limits", why="x"
     )
     assert "• *oncall* on prod: resize" in rendered(blocks.whoami("U0ABC123", "C0ABC123", [named]))
+
+
+def test_a_change_in_doubt_and_its_verdict_carry_the_request_id_of_the_answer_when_one_came():
+    checking = rendered(blocks.outcome_checking("prod", 7, "WorkerGroup1: 2 → 3 replicas", "ServiceUnavailable", "R-7"))
+    assert "(ServiceUnavailable · RequestId `R-7`)" in checking
+    assert "RequestId" not in rendered(blocks.outcome_checking("prod", 7, "x", "Timeout"))
+    missed = rendered(blocks.outcome_known("prod", 7, "x", False, request_id="R-7"))
+    assert "the cluster does not hold it (the call: RequestId `R-7`)" in missed
+    assert "RequestId" not in rendered(blocks.outcome_known("prod", 7, "x", False))

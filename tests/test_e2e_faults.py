@@ -225,5 +225,8 @@ async def test_a_503_after_the_update_was_applied_took_effect(http, raybot, slac
     assert not any("❌" in t for t in thread_texts(slack, root)), thread_texts(slack, root)
     assert told_checking_before(slack, root, answer), thread_texts(slack, root)
     assert prod_replicas(emr) == [3, 1] and applied_updates(emr)
+    # The 503's RequestId is told with the doubt it raised: the evidence to ask the cloud's support about.
+    [checking] = [t for t in thread_texts(slack, root) if t.startswith("❔")]
+    assert new_emr_calls(emr, UPDATE)[0].request_id in checking, checking
     final = await final_root(slack, root)
     assert "⏳" not in final and "✅" in final

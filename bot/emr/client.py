@@ -508,7 +508,8 @@ class EmrClient:
             error = EmrError(
                 action=action,
                 code="Timeout",
-                message=f"no answer within the {self._deadline:g} s deadline ({attempt} attempt(s))",
+                message=f"no answer within the {self._deadline:g} s deadline "
+                f"({attempt} attempt{'' if attempt == 1 else 's'})",
                 retryable=True,
             )
         except EmrError as exc:

@@ -1026,11 +1026,15 @@ def lifecycle_accepted(alias: str, verb: str, cluster_id: str, request_id: str |
     return SlackMessage(_fallback(text), [_section(text)])
 
 
-def outcome_checking(alias: str, change_id: int, summary: str, reason: str) -> SlackMessage:
-    """Told in a change's thread when its cloud call may or may not have been applied."""
+def outcome_checking(
+    alias: str, change_id: int, summary: str, reason: str, request_id: str | None = None
+) -> SlackMessage:
+    """Told in a change's thread when its cloud call may or may not have been applied: why (`reason`, the cloud's
+    Code or what raybot saw) and the RequestId of the answer when one came."""
     text = (
         f"❔ raybot does not know yet whether change #{change_id} to *{_line(alias, NAME_MAX)}* "
-        f"({_line(summary, 300)}) took effect ({_esc(reason, 300)}). It is reading the cluster and will say here."
+        f"({_line(summary, 300)}) took effect ({_esc(reason, 300)}{_request_id(request_id)}). "
+        "It is reading the cluster and will say here."
     )
     return SlackMessage(_fallback(text), [_section(text)])
 
@@ -1043,13 +1047,15 @@ def outcome_known(
     *,
     undo: bool = True,
     cost: str | None = None,
+    request_id: str | None = None,
 ) -> SlackMessage:
     """The truth about a change whose outcome was unknown: the cluster holds it (Undo offered, and what it costs:
-    `cost`, bot.cost.change_text) or not."""
+    `cost`, bot.cost.change_text) or not (with the RequestId of the call's answer, when one came)."""
     if not applied:
+        rid = f" (the call: RequestId {inline_code(request_id, 64)})" if request_id else ""
         text = (
             f"❌ Change #{change_id} to *{_line(alias, NAME_MAX)}* ({_line(summary, 300)}) did not take effect: "
-            "the cluster does not hold it. Nothing changed; ask again if it is still needed."
+            f"the cluster does not hold it{rid}. Nothing changed; ask again if it is still needed."
         )
         return SlackMessage(_fallback(text), [_section(text)])
     text = (
