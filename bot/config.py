@@ -56,6 +56,8 @@ KNOWN_ACTIONS: tuple[str, ...] = (
     "stop",
 )
 ALL_ACTIONS = "*"
+# The actions that change a cluster: the ones a role's limits and approval rule bound.
+CHANGE_ACTIONS = frozenset({"resize", "autoscale", "edit", "undo", "start", "stop"})
 
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")

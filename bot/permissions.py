@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from bot.config import ALL_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
+from bot.config import ALL_ACTIONS, CHANGE_ACTIONS, KNOWN_ACTIONS, ApprovalRule, Binding, Config, Limits, Role
 from bot.cost import ChangeCost, Rate, change_cost, money_text, number_text, rate_text
 from bot.emr.changes import ReplicaCap
 from bot.emr.models import ClusterFields, WorkerGroup
@@ -147,6 +147,10 @@ def approval_text(rule: ApprovalRule | None, currency: str | None = None) -> str
 
 
 def _limits_and_approval(role: Role, binding: Binding, currency: str | None = None) -> str:
+    """The limits and approval rule of a binding, as a short phrase; "" for a role that changes nothing (limits
+    bound changes only: "no limits" would read as leave to do anything)."""
+    if not any(role.allows(action) for action in CHANGE_ACTIONS):
+        return ""
     approval = approval_text(binding.approval or role.approval, currency)
     return limits_text(role.limits, currency) + (f"; {approval}" if approval else "")
 
@@ -709,7 +713,7 @@ def render_permission_table(config: Config) -> str:
     """The permission table as aligned plain text, one line per binding, for `raybot check-config`."""
     header = ("CHANNEL", "ROLE", "CLUSTERS", "ACTIONS", "LIMITS", "WHO")
     rows = [
-        (r.channel, r.role, ", ".join(r.clusters), _actions_text(r.actions), r.limits, r.who)
+        (r.channel, r.role, ", ".join(r.clusters), _actions_text(r.actions), r.limits or "-", r.who)
         for r in permission_table(config)
     ]
     if not rows:

@@ -899,9 +899,9 @@ def whoami(subject_user: str, channel_id: str, grants: Sequence[Any]) -> SlackMe
             clusters = f"every cluster ({', '.join(grant.aliases)})"
         else:
             clusters = ", ".join(grant.aliases)
+        limits_shown = f"; {_line(grant.limits, 300)}" if grant.limits else ""
         entries.append(
-            f"• *{_line(grant.role, NAME_MAX)}* on {_line(clusters, 600)}: {_line(actions, 300)}; "
-            f"{_line(grant.limits, 300)}\n"
+            f"• *{_line(grant.role, NAME_MAX)}* on {_line(clusters, 600)}: {_line(actions, 300)}{limits_shown}\n"
             f"   _why_: {truncate(grant.why, 500)}"
         )
     blocks = [_section(head)]
