@@ -98,6 +98,15 @@ class History:
 
 
 @dataclass(frozen=True)
+class Undo:
+    """Undo a change made in this channel: `change_id`, or the cluster's latest one that can be undone (None)."""
+
+    cluster: str
+    change_id: int | None = None
+    action: ClassVar[str | None] = "undo"
+
+
+@dataclass(frozen=True)
 class Autoscale:
     cluster: str
     enabled: bool
@@ -105,7 +114,7 @@ class Autoscale:
     action: ClassVar[str | None] = "autoscale"
 
 
-Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale | History | Edit | Start | Stop
+Command = Help | WhoAmI | ListClusters | Show | Resize | Autoscale | History | Edit | Start | Stop | Undo
 
 HISTORY_MAX = 50
 DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -244,6 +253,15 @@ def _parse_history(args: Sequence[str]) -> History:
     return History(cluster, limit)
 
 
+def _parse_undo(args: Sequence[str]) -> Undo:
+    cluster = _cluster(args, "undo")
+    rest = args[1:]
+    if not rest:
+        return Undo(cluster)
+    _no_more(rest[1:])
+    return Undo(cluster, _number(rest[0].removeprefix("#"), rest[0]))
+
+
 def _resize_pairs(tokens: Sequence[str]) -> tuple[SetReplicas, ...]:
     """`<group>=<n> [<group>=<n> ...]`."""
     changes: dict[str, SetReplicas] = {}
@@ -370,6 +388,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             (("stop <cluster>", "stop a running cluster (asks for confirmation)"),),
             _one_cluster("stop", Stop),
             ("stop prod",),
+        ),
+        Subcommand(
+            "undo",
+            (("undo <cluster> [#<n>]", "undo your channel's latest change to it (or change #n), as Undo does"),),
+            _parse_undo,
+            ("undo prod", "undo prod #12"),
         ),
         Subcommand(
             "history",

@@ -1,4 +1,5 @@
-"""The Undo button on a change's thread answer (action `undo`): put the changed fields back.
+"""Undo (action `undo`): the Undo button on a change's thread answer, and `/ray undo <cluster> [#<n>]` for the
+channel's latest change to the cluster that can be undone (or change #n): put the changed fields back.
 
 By read-modify-write, and only if those fields still hold what the change set
 (bot.emr.changes.revert_plan); otherwise the conflict is explained and nothing is sent.
@@ -14,11 +15,13 @@ from bot.change_state import HOLDS_CLUSTER, TOOK_EFFECT
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
 from bot.flow import ChangeRequest, run_change
+from bot.grammar import Undo
 from bot.replay import undo_replay
 from bot.services import Services
 from bot.slack import blocks, payloads
 from bot.slack.blocks import UNDO_ACTION
 from bot.slack.conversation import Invocation, invocation_or_none
+from bot.store import ChangeRecord
 
 
 async def undo(ctx: CommandContext, change_id: int) -> None:
@@ -53,7 +56,50 @@ async def undo(ctx: CommandContext, change_id: int) -> None:
     )
 
 
+async def undo_command(command: Undo, ctx: CommandContext) -> None:
+    """`/ray undo prod [#n]`: change #n, or the newest change to prod made in this channel that took effect and
+    is not undone yet. Undos and automatic reverts are not counted, so asking again goes one change further back
+    (and undoing an undo takes its number: `/ray undo prod #n`)."""
+    services = ctx.services
+    services.require(ctx.subject, "undo", command.cluster)
+    if command.change_id is not None:
+        record = await services.store.get_change(command.change_id)
+        if record is not None and record.alias != command.cluster:
+            raise ActionRefused(blocks.other_cluster_reason(command.change_id, record.alias, command.cluster))
+        await undo(ctx, command.change_id)
+        return
+    latest = next(
+        (
+            r
+            for r in await services.store.history(command.cluster, UNDO_LOOKBACK)
+            if r.channel_id == ctx.invocation.channel_id and _undoable(r)
+        ),
+        None,
+    )
+    if latest is None:
+        raise ActionRefused(blocks.nothing_to_undo_reason(command.cluster))
+    await undo(ctx, latest.id)
+
+
+# How far back `/ray undo <cluster>` looks for a change to undo: the changes `/ray history` can show.
+UNDO_LOOKBACK = 50
+
+
+def _undoable(record: ChangeRecord) -> bool:
+    """A change a person asked for that took effect, is not undone, and has what an undo needs (the spec before
+    and the body sent)."""
+    return (
+        record.action not in ("undo", "revert")
+        and record.outcome == "done"
+        and record.undone_by_change is None
+        and record.spec_before is not None
+        and record.body is not None
+    )
+
+
 def register(app: AsyncApp, services: Services) -> None:
+    services.commands.register(Undo, undo_command)
+
     @app.action(UNDO_ACTION)
     async def on_undo(ack, body):  # noqa: ANN001 - Bolt injects by name
         await ack()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 
 import pytest
 
@@ -160,6 +161,29 @@ async def test_undo_puts_the_changed_fields_back(http, raybot, slack, emr):
     first, undo = updates_of(emr)
     assert undo.json["workerSpec"][0]["replica"] == 2
     assert undo.json["workerSpec"][1] == first.json["workerSpec"][1]
+
+
+async def test_ray_undo_undoes_the_channels_latest_change_and_refuses_what_it_cannot(http, raybot, slack, emr):
+    await send(http, raybot, slack, "resize prod WorkerGroup1=3")
+    await wait_new(slack, lambda c: c.method == "chat.postMessage" and UNDO_ACTION in text_of(c.args))
+    [first] = updates_of(emr)
+    await send(http, raybot, slack, "undo prod")
+    done = await wait_new(
+        slack, lambda c: c.method == "chat.update" and "undo of #" in c.args.get("text", "") and "✅" in c.args["text"]
+    )
+    _, undo = updates_of(emr)
+    assert undo.json["workerSpec"][0]["replica"] == 2 and first.json["workerSpec"][0]["replica"] == 3
+    # A change number of another cluster is refused with the command that would undo it; nothing is sent.
+    change_id = int(re.search(r"undo of #(\d+)", done.args["text"]).group(1))
+    _, url = await send(http, raybot, slack, f"undo fleet #{change_id}")
+    reply = await ephemeral_reply(slack, url)
+    assert f"change #{change_id} was a change to *prod*, not *fleet*" in reply["text"]
+    # A cluster with no change of this channel to undo says so, and where to look.
+    _, url = await send(http, raybot, slack, "undo staging", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+    reply = await ephemeral_reply(slack, url)
+    assert "no change to *staging* made in this channel can be undone now" in reply["text"]
+    assert "/ray history staging" in reply["text"]
+    assert len(updates_of(emr)) == 2
 
 
 async def test_undo_after_a_conflicting_change_explains_and_changes_nothing(http, raybot, slack, emr):

@@ -193,7 +193,7 @@ def test_unknown_subcommand_without_a_close_match_lists_them_all():
     exc = error("frobnicate")
     assert (
         exc.message == "unknown command 'frobnicate'; commands: "
-        "help, whoami, list, show, resize, autoscale, edit, start, stop, history"
+        "help, whoami, list, show, resize, autoscale, edit, start, stop, undo, history"
     )
 
 
@@ -254,6 +254,17 @@ def test_temporary_resize_duration(text, seconds):
 )
 def test_temporary_resize_errors(text, fragment):
     assert fragment in error(text).message
+
+
+def test_undo():
+    from bot.grammar import Undo
+
+    assert parse("undo prod") == Undo("prod")
+    assert parse("undo prod #12") == Undo("prod", 12) == parse("undo prod 12")
+    assert "needs a cluster" in error("undo").message
+    assert error("undo prod #0").message == "'0' in '#0' must be at least 1"
+    assert error("undo prod last").message == "'last' is not a positive whole number"
+    assert error("undo prod 1 2").message == "unexpected '2'"
 
 
 def test_history():

@@ -396,6 +396,8 @@ MESSAGE_CASES: dict[str, Cases] = {
 REASON_CASES: dict[str, Cases] = {
     "already_undone_reason": lambda s: [call(7, 9, TRUSTED_USER)],
     "alias_moved_reason": lambda s: [call(s.text, 7)],
+    "nothing_to_undo_reason": lambda s: [call(s.text)],
+    "other_cluster_reason": lambda s: [call(7, s.text, f"{s.text}-other")],
     "wrong_state_reason": lambda s: [call(s.text, s.text, "Running", "stop"), call(s.text, None, "Stopped", "start")],
 }
 """Builders of a refusal's reason (mrkdwn for ActionRefused); rendered here through `refused`."""

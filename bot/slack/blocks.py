@@ -677,6 +677,23 @@ def refused(reason: str) -> SlackMessage:
 # Refusal reasons: mrkdwn for `ActionRefused(reason)`, which reaches Slack through `refused`.
 
 
+def nothing_to_undo_reason(alias: str) -> str:
+    """`/ray undo <cluster>` found no change of this channel to undo."""
+    name = _line(alias, NAME_MAX)
+    return (
+        f"no change to *{name}* made in this channel can be undone now (none took effect, or each is undone "
+        f"already): {inline_code(grammar.PREFIX + ' history ' + alias, 100)} lists them"
+    )
+
+
+def other_cluster_reason(change_id: int, alias: str, asked: str) -> str:
+    """`/ray undo <cluster> #n` where change #n was made to another cluster."""
+    return (
+        f"change #{change_id} was a change to *{_line(alias, NAME_MAX)}*, not *{_line(asked, NAME_MAX)}*: "
+        f"{inline_code(f'{grammar.PREFIX} undo {alias} #{change_id}', 100)} undoes it"
+    )
+
+
 def already_undone_reason(change_id: int, undone_by: int, user_id: str) -> str:
     """Undo clicked on a change another change already undid (or is undoing)."""
     return f"change #{change_id} is already undone (change #{undone_by} by {user(user_id)})"
