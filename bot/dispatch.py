@@ -19,7 +19,7 @@ from slack_sdk.errors import SlackApiError
 from bot.emr.changes import ChangeError
 from bot.emr.errors import EmrError
 from bot.errors import ActionRefused, ClusterBusy, Denied, MalformedPayload, OutcomeNotRecorded, UnknownCluster
-from bot.grammar import UsageError
+from bot.grammar import PREFIX, UsageError
 from bot.permissions import Subject
 from bot.services import Services
 from bot.slack import blocks, mrkdwn
@@ -47,9 +47,9 @@ def describe_error(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(error, UsageError):
         return blocks.usage_error(error.message, error.usage)
     if isinstance(error, UnknownCluster):
-        return blocks.usage_error(str(error), "/ray list shows the clusters of this channel")
+        return blocks.usage_error(str(error), f"{PREFIX} list")
     if isinstance(error, ChangeError):
-        return blocks.usage_error(str(error), "/ray show <cluster> shows its groups and bounds")
+        return blocks.usage_error(str(error), f"{PREFIX} show <cluster>")
     if isinstance(error, Denied):
         return blocks.denied(error.reason)
     if isinstance(error, ClusterBusy):

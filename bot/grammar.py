@@ -412,14 +412,6 @@ def _usage(sub: Subcommand) -> str:
 USAGE: dict[str, str] = {name: _usage(sub) for name, sub in SUBCOMMANDS.items()}
 
 
-def help_text(topic: str | None = None) -> str:
-    """Every usage line with its description, aligned; only `topic`'s lines when given."""
-    subs = [SUBCOMMANDS[topic]] if topic else list(SUBCOMMANDS.values())
-    lines = [(f"{PREFIX} {syntax}", text) for sub in subs for syntax, text in sub.lines]
-    width = max(len(syntax) for syntax, _ in lines) + 3
-    return "\n".join(f"{syntax:<{width}}{text}".rstrip() for syntax, text in lines)
-
-
 # --- entry point ----------------------------------------------------------------------------------------------------
 
 _ENTITIES = {"&lt;": "<", "&gt;": ">", "&amp;": "&"}
@@ -457,7 +449,7 @@ def parse(text: str) -> Command:
     name = tokens[0].lower()
     sub = SUBCOMMANDS.get(name)
     if sub is None:
-        raise UsageError(_unknown_message(tokens[0]), help_text())
+        raise UsageError(_unknown_message(tokens[0]), "\n".join(_usage(s) for s in SUBCOMMANDS.values()))
     try:
         return sub.parse(tokens[1:])
     except UsageError as exc:

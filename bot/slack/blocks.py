@@ -172,13 +172,11 @@ def cost_line(cost: str) -> dict[str, Any]:
 
 
 def usage_error(message: str, usage: str) -> SlackMessage:
-    """A command that did not parse (ephemeral): what is wrong, and the usage line(s)."""
+    """A command that did not parse (ephemeral): what is wrong, and the usage line(s), one inline-code line each
+    (they wrap in a narrow channel column, where a preformatted block would be cut mid-column)."""
     text = f":warning: {_esc(message, 1000)}"
-    usage_lines = [_pre_line(line) for line in usage.splitlines() if line.strip()]
-    blocks = [_section(text)]
-    if usage_lines:
-        sections, _ = _pre_sections(usage_lines, max_sections=3)
-        blocks += sections
+    usage_lines = [f"• {inline_code(line, 300)}" for line in usage.splitlines() if line.strip()]
+    blocks = [_section(text), *_entry_sections(usage_lines)[:3]]
     blocks.append(_context(f"{inline_code(grammar.PREFIX + ' help')} lists every command."))
     return SlackMessage(_fallback(text), blocks)
 
