@@ -99,12 +99,13 @@ class Progress(_Frozen):
     message: str | None = None  # the API's message when the cluster ended in Error
 
     def summary(self) -> str:
-        """One short line: "Running · WorkerGroup1: 2 of 3 workers up · still updating" (plain text, not escaped).
+        """One short line: "cluster Running, still updating · WorkerGroup1: 2 of 3 workers up" (plain text, not
+        escaped): the cluster's state first, said to be the cluster's, then the groups.
 
         With more than SUMMARY_GROUPS_MAX groups only the incomplete ones are named (at most
         SUMMARY_GROUPS_MAX, then "and N more"), so 50 groups still make one line.
         """
-        parts = [self.state or "unknown"]
+        parts = [f"cluster {self.state or 'in an unknown state'}" + (", still updating" if self.modified else "")]
         if len(self.groups) <= SUMMARY_GROUPS_MAX:
             parts += [g.brief() for g in self.groups]
         else:
@@ -117,8 +118,6 @@ class Progress(_Frozen):
                 parts.append(f"all {complete} groups complete")
             else:
                 parts.append(f"{complete} of {len(self.groups)} groups complete")
-        if self.modified:
-            parts.append("still updating")
         return " · ".join(parts)
 
 

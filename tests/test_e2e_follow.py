@@ -74,7 +74,10 @@ async def test_a_change_is_followed_until_the_new_spec_runs(http, env, slack, em
     async with inprocess_raybot(env, clock) as raybot:
         await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
         applying = await wait_new(
-            slack, lambda c: c.method == "chat.update" and "applying: Running" in c.args.get("text", "")
+            slack,
+            lambda c: (
+                c.method == "chat.update" and "applying: cluster Running, still updating" in c.args.get("text", "")
+            ),
         )
         root_ts = applying.args["ts"]
         assert "WorkerGroup1: 2 of 4 workers up" in applying.args["text"]

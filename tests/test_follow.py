@@ -111,7 +111,9 @@ def test_updating_with_some_workers_up_is_applying() -> None:
     p = progress(cluster, TWO)
     assert (p.phase, p.state, p.modified, p.message) == ("applying", "Updating", True, None)
     assert counts(p) == {"WorkerGroup1": (2, 3), "WorkerGroup2": (1, 1)}
-    assert p.summary() == "Updating · WorkerGroup1: 2 of 3 workers up · WorkerGroup2: 1 of 1 worker up · still updating"
+    assert p.summary() == (
+        "cluster Updating, still updating · WorkerGroup1: 2 of 3 workers up · WorkerGroup2: 1 of 1 worker up"
+    )
 
 
 def test_done_needs_the_state_all_counts_and_modified_cleared() -> None:
@@ -119,7 +121,7 @@ def test_done_needs_the_state_all_counts_and_modified_cleared() -> None:
     done = progress(read("Running", False, settled), TWO)
     assert (
         done.phase == "done"
-        and done.summary() == "Running · WorkerGroup1: 3 of 3 workers up · WorkerGroup2: 1 of 1 worker up"
+        and done.summary() == "cluster Running · WorkerGroup1: 3 of 3 workers up · WorkerGroup2: 1 of 1 worker up"
     )
     # The API still says modified: not done, even with every worker up.
     assert progress(read("Running", True, settled), TWO).phase == "applying"
@@ -149,7 +151,7 @@ def test_error_is_failed_with_the_apis_message() -> None:
     cluster = read("Error", True, [head(), worker("WorkerGroup1", 0)], message="quota exceeded: <@U1>")
     p = progress(cluster, TWO)
     assert (p.phase, p.message, p.modified) == ("failed", "quota exceeded: <@U1>", True)
-    assert p.summary().startswith("Error · WorkerGroup1: 1 of 3 workers up")
+    assert p.summary().startswith("cluster Error, still updating · WorkerGroup1: 1 of 3 workers up")
     assert progress(read("error", False, []), TWO).phase == "failed"
     # The message of a cluster that is not in Error is not an error message.
     assert progress(read("Running", True, [], message="starting workers"), TWO).message is None
@@ -160,10 +162,10 @@ def test_a_stop_is_done_when_stopped() -> None:
     stopping = progress(read("Stopping", False, [head(), worker("WorkerGroup1", 0)]), stop)
     assert stopping.phase == "applying"
     assert counts(stopping) == {"WorkerGroup1": (1, 0)}  # workers still up, none wanted
-    assert stopping.summary() == "Stopping · WorkerGroup1: 1 worker still up"
+    assert stopping.summary() == "cluster Stopping · WorkerGroup1: 1 worker still up"
     assert progress(read("Running", False, [head()]), stop).phase == "applying"
     done = progress(read("Stopped", False, []), stop)
-    assert done.phase == "done" and done.groups == [] and done.summary() == "Stopped"
+    assert done.phase == "done" and done.groups == [] and done.summary() == "cluster Stopped"
     # Stopped is Stopped, whatever `modified` or a stale instance list says.
     assert progress(read("STOPPED", True, [worker("WorkerGroup1", 0)]), stop).phase == "done"
     assert progress(read("Error", False, [], message="stuck"), stop).phase == "failed"
@@ -201,7 +203,7 @@ def test_workers_that_cannot_be_told_apart_are_counted_against_the_total() -> No
     anonymous.append({"instanceId": "node-9", "type": "Worker", "phase": "Pending"})
     p = progress(read(instances=[head(), *anonymous]), TWO)
     assert p.groups == [GroupProgress(name=ALL_WORKERS, up=3, wanted=4)] and p.phase == "applying"
-    assert p.summary() == "Running · all groups: 3 of 4 workers up"
+    assert p.summary() == "cluster Running · all groups: 3 of 4 workers up"
     # One unattributable worker among named ones is enough: per-group counts would be wrong.
     mixed = [worker("WorkerGroup1", i) for i in range(3)] + [
         {"instanceId": "odd", "type": "Worker", "phase": "Running"}
@@ -222,8 +224,8 @@ def test_without_listed_instances_the_state_decides_and_counts_are_unknown() -> 
     p = progress(read("Running", False, instances=None), TWO)
     assert p.phase == "done" and counts(p) == {"WorkerGroup1": (None, 3), "WorkerGroup2": (None, 1)}
     assert (
-        p.summary()
-        == "Running · WorkerGroup1: 3 workers wanted, none listed yet · WorkerGroup2: 1 worker wanted, none listed yet"
+        p.summary() == "cluster Running · WorkerGroup1: 3 workers wanted, none listed yet · "
+        "WorkerGroup2: 1 worker wanted, none listed yet"
     )
     assert progress(read("Running", True, instances=None), TWO).phase == "applying"
     # An empty list is a real answer: no worker is up.
@@ -240,17 +242,19 @@ def test_summary_of_fifty_groups_stays_one_short_line() -> None:
     assert "\n" not in line and len(line) < 600
     assert line.count(" of 2 workers up") == SUMMARY_GROUPS_MAX  # only incomplete groups are named, at most 8
     assert "group-40-" in line and "group-39-" not in line
-    assert "and 2 more ·" in line and "40 of 50 groups complete" in line and line.endswith("still updating")
+    assert "and 2 more ·" in line and "40 of 50 groups complete" in line
+    assert line.startswith("cluster Running, still updating · ")
 
     settled = progress(read("Running", False, [worker(n, j) for n in names for j in range(2)]), wanted)
     assert settled.phase == "done"
-    assert settled.summary() == "Running · all 50 groups complete"
+    assert settled.summary() == "cluster Running · all 50 groups complete"
 
 
 def test_a_summary_with_few_groups_names_them_all() -> None:
     wanted = Wanted(state="Running", groups={f"g{i}": 1 for i in range(SUMMARY_GROUPS_MAX)})
     p = progress(read(instances=[worker(f"g{i}", 0) for i in range(SUMMARY_GROUPS_MAX)]), wanted)
-    assert p.summary() == "Running · " + " · ".join(f"g{i}: 1 of 1 worker up" for i in range(SUMMARY_GROUPS_MAX))
+    groups = " · ".join(f"g{i}: 1 of 1 worker up" for i in range(SUMMARY_GROUPS_MAX))
+    assert p.summary() == "cluster Running · " + groups
 
 
 # --- when to look again -----------------------------------------------------------------------------
@@ -320,7 +324,9 @@ def test_follow_done_shows_final_counts() -> None:
     message = blocks.follow_done("prod", "rc-1", settled)
     assert_fits(message)
     text = rendered(message)
-    assert message.text.startswith("✅ *prod* settled · clusterId `rc-1` · Running · WorkerGroup1: 3 of 3 workers up")
+    assert message.text.startswith(
+        "✅ *prod* settled · clusterId `rc-1` · cluster Running · WorkerGroup1: 3 of 3 workers up"
+    )
     assert "• *WorkerGroup1*: 3 of 3 workers up" in text and "• *WorkerGroup2*: 1 of 1 worker up" in text
 
 
@@ -361,7 +367,7 @@ def test_follow_timeout_says_how_long_and_where_the_cluster_is() -> None:
     text = rendered(message)
     assert message.text.startswith("⌛ *prod* still not settled after 15 min")
     assert (
-        "Now: Running · WorkerGroup1: 2 of 3 workers up · WorkerGroup2: 1 of 1 worker up · still updating"
+        "Now: cluster Running, still updating · WorkerGroup1: 2 of 3 workers up · WorkerGroup2: 1 of 1 worker up"
         in message.text
     )
     assert (
@@ -425,7 +431,7 @@ def test_an_update_in_the_emulator_goes_from_applying_to_done() -> None:
     clock.now += 30
     done = look()
     assert done.phase == "done" and counts(done) == {first: (6, 6), second: (1, 1)}
-    assert done.summary() == f"Running · {first}: 6 of 6 workers up · {second}: 1 of 1 worker up"
+    assert done.summary() == f"cluster Running · {first}: 6 of 6 workers up · {second}: 1 of 1 worker up"
 
 
 def test_the_name_pattern_alone_follows_the_emulators_instances() -> None:
@@ -527,7 +533,7 @@ def test_an_autoscaled_count_says_its_range_in_the_summary_and_the_answer() -> N
     done = progress(read("Running", False, instances), wanted)
     assert done.phase == "done"
     assert done.summary() == (
-        "Running · WorkerGroup1: 2 of 3 workers up (autoscaling: min 1, max 4) · WorkerGroup2: 1 of 1 worker up"
+        "cluster Running · WorkerGroup1: 2 of 3 workers up (autoscaling: min 1, max 4) · WorkerGroup2: 1 of 1 worker up"
         " · inverted: 2 of 2 workers up"
     )
     text = rendered(blocks.follow_done("prod", CID, done))
