@@ -91,7 +91,11 @@ async def test_allowed_resize_answers_in_a_thread(http, raybot, slack, emr):
 
 async def test_a_user_named_in_the_binding_may_resize(http, raybot, slack, emr):
     await send(http, raybot, slack, "autoscale prod on idle=600", user=world.LEAD)
-    await wait_new(slack, lambda c: c.method == "chat.update" and "✅" in c.args.get("text", ""))
+    # This change's own root (a root of an earlier test's change may turn ✅ meanwhile, as its follow ends).
+    await wait_new(
+        slack,
+        lambda c: c.method == "chat.update" and "✅" in c.args.get("text", "") and "idle timeout" in c.args["text"],
+    )
     [update] = updates_of(emr)
     assert update.json["headSpec"]["enableAutoScaling"] is True
     assert update.json["headSpec"]["idleTimeoutSeconds"] == 600
