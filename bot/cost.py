@@ -415,9 +415,14 @@ def total_text(r: Rate, seconds: int) -> str:
 
 
 def range_text(floor: Rate, ceiling: Rate) -> str:
-    """`autoscaling 12 … 60 CU/h (≈ ¥4.20 … ¥21.00/h)`."""
-    low = number_text(floor.cu) if floor.cu is not None and not floor.gpus else _units_text(floor, signed=False, per="")
-    text = f"autoscaling {low} … {_units_text(ceiling, signed=False)}"
+    """`autoscaling 12 … 60 CU/h (≈ ¥4.20 … ¥21.00/h)`; GPU nodes as their own ranges, per spec:
+    `autoscaling 12 … 48 CU/h, GPU A10:1 1 … 4 nodes (≈ ¥61.70 … ¥154.80/h)`."""
+    low = number_text(floor.cu) if floor.cu is not None else "?"
+    high = number_text(ceiling.cu) if ceiling.cu is not None else "?"
+    pieces = [f"{low} … {high} CU/h"]
+    for spec in dict.fromkeys([*floor.gpus, *ceiling.gpus]):
+        pieces.append(f"GPU {spec} {floor.gpus.get(spec, 0)} … {ceiling.gpus.get(spec, 0)} nodes")
+    text = "autoscaling " + ", ".join(pieces)
     if floor.money is not None and ceiling.money is not None and floor.currency is not None:
         low, high = money_text(floor.money, floor.currency), money_text(ceiling.money, floor.currency)
         text += f" (≈ {low} … {high}/h)"

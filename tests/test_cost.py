@@ -231,3 +231,15 @@ def test_the_added_cost_gauges_add_up_per_cluster():
     # the unpriced change adds CU and no money: never a made-up amount
     assert metrics.value("raybot_added_cost_per_hour", {"cluster": "prod"}) == pytest.approx(11.2 - 5.6)
     assert metrics.value("raybot_added_cu_per_hour", {"cluster": "staging"}) is None
+
+
+def test_an_autoscaling_range_with_gpus_reads_as_ranges_per_spec():
+    from bot.cost import Rate, range_text
+
+    floor = Rate(cu=Decimal(12), gpus={"A10:1": 1, "A10:4": 1}, money=Decimal("61.70"), currency="CNY")
+    ceiling = Rate(cu=Decimal(48), gpus={"A10:1": 4, "A10:4": 2}, money=Decimal("154.80"), currency="CNY")
+    assert range_text(floor, ceiling) == (
+        "autoscaling 12 … 48 CU/h, GPU A10:1 1 … 4 nodes, GPU A10:4 1 … 2 nodes (≈ ¥61.70 … ¥154.80/h)"
+    )
+    unpriced = Rate(cu=None, gpus={"A10:1": 2})
+    assert range_text(Rate(cu=Decimal(4)), unpriced) == "autoscaling 4 … ? CU/h, GPU A10:1 0 … 2 nodes"
