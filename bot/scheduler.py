@@ -27,7 +27,7 @@ import random
 from slack_sdk.errors import SlackApiError
 
 from bot.approvals import expire
-from bot.change_state import backoff
+from bot.change_state import TOOK_EFFECT, backoff
 from bot.emr.changes import RevertConflict, holds_change, revert_plan
 from bot.emr.errors import EmrError
 from bot.emr.models import RayCluster
@@ -295,6 +295,24 @@ async def check_unknown(services: Services, record: ChangeRecord) -> None:
         await store.touch(record.id, state="unknown", next_at=min(decide_at, now + CHECK_INTERVAL_SECONDS))
 
 
+# How many of a cluster's latest changes are looked through for one that supersedes a change being followed.
+SUPERSEDED_LOOKBACK = 20
+
+
+async def superseded_by(services: Services, record: ChangeRecord, wanted: Wanted) -> ChangeRecord | None:
+    """A later change to the same cluster that took effect and asks something else of what `record` waits for:
+    the same worker groups, or the cluster's state (a stop, a start). None when there is none."""
+    for later in await services.store.history(record.alias, SUPERSEDED_LOOKBACK):
+        if later.id <= record.id or later.cluster_id != record.cluster_id or later.state not in TOOK_EFFECT:
+            continue
+        if later.wanted is None:
+            continue
+        theirs = Wanted.model_validate(later.wanted)
+        if theirs.state != wanted.state or set(theirs.groups) & set(wanted.groups):
+            return later
+    return None
+
+
 async def look(services: Services, record: ChangeRecord) -> None:
     """One look at an applied change: update its status message, or answer its thread once when it settles."""
     store = services.store
@@ -311,6 +329,16 @@ async def look(services: Services, record: ChangeRecord) -> None:
             await show_card(services, record.id)
         return
     wanted = Wanted.model_validate(record.wanted)
+    later = await superseded_by(services, record, wanted)
+    if later is not None:
+        # A later change to the same groups took effect: this one's counts are wanted no more, and waiting for them
+        # would show ⏳ until the follow times out. That change is followed on its own.
+        superseded = f"superseded by change #{later.id} before it settled"
+        if await store.move(record.id, "not_settled", from_="applied", next_at=None, error_message=superseded):
+            if thread is not None:
+                await tell(thread, None, blocks.change_superseded(record.alias, record.id, later.id, later.user_id))
+            await show_card(services, record.id)
+        return
     target = await acting_target_of(services, record)
     try:
         cluster = await services.emr.get_cluster(

@@ -80,6 +80,10 @@ HEAD = "<@U0ONCALL1> · *prod* · WorkerGroup1: 2 → 3 replicas"
             f"❔ {HEAD} · accepted, not settled in time: Running · WorkerGroup1 2/3; "
             "`/ray show prod` has the state now",
         ),
+        (
+            {"state": "not_settled", "error_message": "superseded by change #9 before it settled"},
+            f"❔ {HEAD} · accepted, then superseded by change #9 before it settled; `/ray show prod` has the state now",
+        ),
         ({"state": "broken", "error_message": None}, f"❌ {HEAD} · failed: the cluster ended in `Error`"),
         (
             {"state": "failed", "error_code": "Throttling.User", "error_message": "Request was denied."},

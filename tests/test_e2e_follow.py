@@ -170,6 +170,38 @@ async def test_a_change_undone_before_it_settled_never_says_settled(http, env, s
     assert root_updates(slack, root_ts)[-1].args["text"].startswith("↩️")
 
 
+async def test_a_change_superseded_before_it_settled_says_so_and_stops_waiting(
+    http, env, slack, emr, clock, monkeypatch
+):
+    passes = SchedulerPasses.install(monkeypatch)
+    before = len(slack.calls)
+    async with inprocess_raybot(env, clock) as raybot:
+        await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        first = await wait_new(
+            slack, lambda c: c.method == "chat.update" and "2 → 4 replicas · accepted" in c.args["text"]
+        )
+        await send(http, raybot, slack, "resize prod WorkerGroup1=3", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)
+        await wait_new(slack, lambda c: c.method == "chat.update" and "4 → 3 replicas · accepted" in c.args["text"])
+        await look_again(raybot, clock, SETTLE * 2)
+        told = await wait_new(
+            slack, lambda c: c.method == "chat.postMessage" and "superseded" in c.args.get("text", "")
+        )
+        assert told.args["thread_ts"] == first.args["ts"]
+        await wait_new(
+            slack,
+            lambda c: (
+                c.method == "chat.postMessage" and "settled" in c.args.get("text", "") and "3 of 3" in text_of(c.args)
+            ),
+        )
+        await passes.wake_and_wait(raybot)
+    final = root_updates(slack, first.args["ts"])[-1].args["text"]
+    assert "⏳" not in final and "accepted, then superseded by change #" in final, final
+    settled = [
+        c for c in slack.calls[before:] if c.method == "chat.postMessage" and c.args.get("text", "").startswith("✅")
+    ]
+    assert len(settled) == 1, [c.args["text"] for c in settled]  # the later change's; the first never says settled
+
+
 async def test_following_survives_a_restart(http, env, slack, emr, clock):
     async with inprocess_raybot(env, clock) as raybot:
         await send(http, raybot, slack, "resize prod WorkerGroup1=4", user=world.ADMIN, channel=world.PLATFORM_CHANNEL)

@@ -373,6 +373,7 @@ MESSAGE_CASES: dict[str, Cases] = {
         call(s.text, 7, s.text, False),
     ],
     "change_cancelled": lambda s: [call(s.text, 7, s.text)],
+    "change_superseded": lambda s: [call(s.text, 7, 9, TRUSTED_USER)],
     "change_cancelled_unposted": lambda s: [call(TRUSTED_USER, s.text, 7, s.text)],
     "change_failed": lambda s: [call(s.text, s.text, s.text, s.text), call(s.text, s.text, s.text, None)],
     "cloud_error": lambda s: [call(s.text, s.text, s.text, s.text)],

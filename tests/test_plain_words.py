@@ -123,6 +123,7 @@ HISTORY = [
     record(4, "stop", "settled", [], request_id=None),
     record(3, "resize", "rejected", HOSTILE),
     record(2, "resize", "settled", FIFTY[:2], duration_seconds=7200, revert_state="running", request_id="R-2"),
+    record(1, "resize", "not_settled", EVERY_KIND[10:11], error_message="superseded by change #2 before it settled"),
 ]
 
 # Representative calls for the builders whose words depend on a change; the others reuse the hostile render test's
@@ -284,6 +285,7 @@ def test_history_reads_one_line_per_change_with_what_is_pending():
     assert "stop the cluster · ✅ done" in lines[5]
     assert "edit: edit" not in text and "requestId none" not in text
     assert "for 2 h" in lines[7] and "⏲️ reverting now" in lines[7]
+    assert "❔ accepted, then superseded by change #2 before it settled" in lines[8]
 
 
 # --- the quick resize and the refusals, as people meet them ----------------------------------------------------------

@@ -472,6 +472,8 @@ def _card_state(record: ChangeRecord, approvers: str | None = None) -> str:
     if state == "not_settled":
         # raybot stopped following it: where it ends is for a person to look at, not a failure.
         look = inline_code(f"{grammar.PREFIX} show {record.alias}", NAME_MAX + 20)
+        if record.error_message:  # it stopped for a reason other than time: a later change superseded it
+            return f"accepted, then {reason}; {look} has the state now"
         return f"accepted, not settled in time{progress}; {look} has the state now"
     if state == "broken":
         return f"failed: the cluster ended in {inline_code('Error')}" + (f" ({reason})" if reason else "")
@@ -761,6 +763,8 @@ def _history_entry(record: Any, cost: str | None = None) -> str:
     undone = _card_undone(record)
     if undone:
         outcome = f"{UNDONE_MARK} {undone}"
+    elif record.state == "not_settled" and record.error_message:
+        outcome = f"{CARD_MARKS['not_settled']} accepted, then {_line(record.error_message, 200)}"
     else:
         outcome = f"{CARD_MARKS.get(record.state, '•')} {HISTORY_WORDS.get(record.state) or _line(record.state, 30)}"
     parts = [
@@ -1081,6 +1085,15 @@ def outcome_known(
     if undo:
         body.append(_actions(_button("Undo", UNDO_ACTION, str(change_id))))
     return SlackMessage(_fallback(text), body)
+
+
+def change_superseded(alias: str, change_id: int, later_id: int, later_user: str) -> SlackMessage:
+    """Told in a change's thread when a later change to the same groups took effect before this one settled."""
+    text = (
+        f"⏭️ Change #{change_id} to *{_line(alias, NAME_MAX)}* is superseded by change #{later_id} "
+        f"({user(later_user)}), which took effect before it settled: raybot follows that one instead."
+    )
+    return SlackMessage(_fallback(text), [_section(text)])
 
 
 def change_cancelled(alias: str, change_id: int, reason: str) -> SlackMessage:
