@@ -192,6 +192,12 @@ class ChangeRecord(_Frozen):
         """done | failed | unknown | pending | not approved: the coarse outcome."""
         return outcome_of_state(self.state)
 
+    @property
+    def superseded(self) -> bool:
+        """Took effect, then a later change to the same groups took effect before it settled (bot.scheduler): its
+        follow ended there, with the reason in `error_message` (a follow that ran out of time leaves none)."""
+        return self.state == "not_settled" and bool(self.error_message)
+
 
 class Due(NamedTuple):
     """A change leased to this run by `claim_due`, and which of its steps are due: the change's own, its revert's."""

@@ -82,7 +82,7 @@ HEAD = "<@U0ONCALL1> · *prod* · WorkerGroup1: 2 → 3 replicas"
         ),
         (
             {"state": "not_settled", "error_message": "superseded by change #9 before it settled"},
-            f"❔ {HEAD} · accepted, then superseded by change #9 before it settled; `/ray show prod` has the state now",
+            f"⏭️ {HEAD} · accepted, then superseded by change #9 before it settled; `/ray show prod` has the state now",
         ),
         ({"state": "broken", "error_message": None}, f"❌ {HEAD} · failed: the cluster ended in `Error`"),
         (

@@ -195,7 +195,7 @@ async def test_a_change_superseded_before_it_settled_says_so_and_stops_waiting(
         )
         await passes.wake_and_wait(raybot)
     final = root_updates(slack, first.args["ts"])[-1].args["text"]
-    assert "⏳" not in final and "accepted, then superseded by change #" in final, final
+    assert final.startswith("⏭️") and "accepted, then superseded by change #" in final, final
     settled = [
         c for c in slack.calls[before:] if c.method == "chat.postMessage" and c.args.get("text", "").startswith("✅")
     ]

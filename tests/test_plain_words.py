@@ -285,7 +285,7 @@ def test_history_reads_one_line_per_change_with_what_is_pending():
     assert "stop the cluster · ✅ done" in lines[5]
     assert "edit: edit" not in text and "requestId none" not in text
     assert "for 2 h" in lines[7] and "⏲️ reverting now" in lines[7]
-    assert "❔ accepted, then superseded by change #2 before it settled" in lines[8]
+    assert "⏭️ accepted, then superseded by change #2 before it settled" in lines[8]
 
 
 # --- the quick resize and the refusals, as people meet them ----------------------------------------------------------

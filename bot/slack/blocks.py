@@ -440,6 +440,8 @@ CARD_MARKS: dict[str, str] = {
     "void": "🚫",
 }
 UNDONE_MARK = "↩️"
+# A change a later change to the same groups overtook before it settled: known, not being checked (❔).
+SUPERSEDED_MARK = "⏭️"
 # A thread answer when the cloud accepted a change: not ✅ — only a settled change is done (CARD_MARKS).
 ACCEPTED_MARK = "📨"
 
@@ -472,7 +474,7 @@ def _card_state(record: ChangeRecord, approvers: str | None = None) -> str:
     if state == "not_settled":
         # raybot stopped following it: where it ends is for a person to look at, not a failure.
         look = inline_code(f"{grammar.PREFIX} show {record.alias}", NAME_MAX + 20)
-        if record.error_message:  # it stopped for a reason other than time: a later change superseded it
+        if record.superseded:
             return f"accepted, then {reason}; {look} has the state now"
         return f"accepted, not settled in time{progress}; {look} has the state now"
     if state == "broken":
@@ -542,7 +544,7 @@ def change_card(record: ChangeRecord, cost: str | None = None, approvers: str | 
     `approvers` (bot.permissions.approvers_here) who may approve it while it awaits approval.
     """
     undone = _card_undone(record)
-    mark = UNDONE_MARK if undone else CARD_MARKS.get(record.state, "•")
+    mark = UNDONE_MARK if undone else SUPERSEDED_MARK if record.superseded else CARD_MARKS.get(record.state, "•")
     parts = [f"{mark} {user(record.user_id)}", f"*{_line(record.alias, NAME_MAX)}*", _card_what(record)]
     parts.append(undone or _card_state(record, approvers))
     if record.decided_by is not None and record.state not in ("awaiting_approval", "rejected", "expired"):
@@ -763,8 +765,8 @@ def _history_entry(record: Any, cost: str | None = None) -> str:
     undone = _card_undone(record)
     if undone:
         outcome = f"{UNDONE_MARK} {undone}"
-    elif record.state == "not_settled" and record.error_message:
-        outcome = f"{CARD_MARKS['not_settled']} accepted, then {_line(record.error_message, 200)}"
+    elif record.superseded:
+        outcome = f"{SUPERSEDED_MARK} accepted, then {_line(record.error_message, 200)}"
     else:
         outcome = f"{CARD_MARKS.get(record.state, '•')} {HISTORY_WORDS.get(record.state) or _line(record.state, 30)}"
     parts = [
@@ -1090,7 +1092,7 @@ def outcome_known(
 def change_superseded(alias: str, change_id: int, later_id: int, later_user: str) -> SlackMessage:
     """Told in a change's thread when a later change to the same groups took effect before this one settled."""
     text = (
-        f"⏭️ Change #{change_id} to *{_line(alias, NAME_MAX)}* is superseded by change #{later_id} "
+        f"{SUPERSEDED_MARK} Change #{change_id} to *{_line(alias, NAME_MAX)}* is superseded by change #{later_id} "
         f"({user(later_user)}), which took effect before it settled: raybot follows that one instead."
     )
     return SlackMessage(_fallback(text), [_section(text)])
