@@ -51,7 +51,7 @@ from bot.follow import Progress, Wanted, next_step, progress
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.words import change_record_in_words
-from bot.store import STALE_SENDING_SECONDS, ChangeRecord, NewChange, StoreError
+from bot.store import STALE_SENDING_SECONDS, ChangeRecord, NewChange, StoreError, superseded_reason
 
 log = logging.getLogger("raybot.scheduler")
 
@@ -333,7 +333,7 @@ async def look(services: Services, record: ChangeRecord) -> None:
     if later is not None:
         # A later change to the same groups took effect: this one's counts are wanted no more, and waiting for them
         # would show ⏳ until the follow times out. That change is followed on its own.
-        superseded = f"superseded by change #{later.id} before it settled"
+        superseded = superseded_reason(later.id)
         if await store.move(record.id, "not_settled", from_="applied", next_at=None, error_message=superseded):
             if thread is not None:
                 await tell(thread, None, blocks.change_superseded(record.alias, record.id, later.id, later.user_id))

@@ -195,8 +195,17 @@ class ChangeRecord(_Frozen):
     @property
     def superseded(self) -> bool:
         """Took effect, then a later change to the same groups took effect before it settled (bot.scheduler): its
-        follow ended there, with the reason in `error_message` (a follow that ran out of time leaves none)."""
-        return self.state == "not_settled" and bool(self.error_message)
+        follow ended there, saying so in `error_message` (superseded_reason). Only that says so: a change whose
+        outcome was once in doubt keeps that doubt's message after it took effect, and may still run out of time."""
+        return self.state == "not_settled" and (self.error_message or "").startswith(_SUPERSEDED_BY)
+
+
+_SUPERSEDED_BY = "superseded by change #"
+
+
+def superseded_reason(later_id: int) -> str:
+    """The `error_message` of a change superseded by change `later_id` before it settled (ChangeRecord.superseded)."""
+    return f"{_SUPERSEDED_BY}{later_id} before it settled"
 
 
 class Due(NamedTuple):

@@ -81,6 +81,12 @@ HEAD = "<@U0ONCALL1> · *prod* · WorkerGroup1: 2 → 3 replicas"
             "`/ray show prod` has the state now",
         ),
         (
+            # A change once in doubt keeps that doubt's message after it took effect: running out of time is still
+            # only that, not a supersession.
+            {"state": "not_settled", "error_message": "ServiceUnavailable", "last_summary": "Running"},
+            f"❔ {HEAD} · accepted, not settled in time: Running; `/ray show prod` has the state now",
+        ),
+        (
             {"state": "not_settled", "error_message": "superseded by change #9 before it settled"},
             f"⏭️ {HEAD} · accepted, then superseded by change #9 before it settled; `/ray show prod` has the state now",
         ),
