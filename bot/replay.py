@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from bot.emr.changes import Change, ChangeError, Plan, plan, revert_plan
 from bot.emr.models import RayCluster
-from bot.store import Store
+from bot.store import ChangeRecord, Store
 
 _CHANGES = TypeAdapter(list[Change])
 
@@ -27,6 +27,11 @@ def undo_replay(change_id: int) -> dict[str, Any]:
     return {"kind": "undo", "change_id": change_id}
 
 
+def can_undo(record: ChangeRecord) -> bool:
+    """Whether an undo of `record` can be planned: it took effect, and its spec before and body sent are kept."""
+    return record.outcome == "done" and record.spec_before is not None and record.body is not None
+
+
 async def planner(store: Store, replay: dict[str, Any]) -> Callable[[RayCluster], Plan]:
     """The function that plans `replay` against a cluster as read."""
     if replay.get("kind") == "changes":
@@ -34,7 +39,7 @@ async def planner(store: Store, replay: dict[str, Any]) -> Callable[[RayCluster]
         return lambda cluster: plan(cluster, changes)
     if replay.get("kind") == "undo":
         record = await store.get_change(int(replay["change_id"]))
-        if record is None or record.outcome != "done" or record.spec_before is None or record.body is None:
+        if record is None or not can_undo(record):
             raise ChangeError(f"change #{replay['change_id']} was not applied, so there is nothing to undo")
         before, applied = record.spec_before, record.body
         return lambda cluster: revert_plan(cluster, before, applied, change_id=record.id)

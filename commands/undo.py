@@ -15,8 +15,8 @@ from bot.change_state import HOLDS_CLUSTER, TOOK_EFFECT
 from bot.dispatch import CommandContext, serve
 from bot.errors import ActionRefused
 from bot.flow import ChangeRequest, run_change
-from bot.grammar import Undo
-from bot.replay import undo_replay
+from bot.grammar import HISTORY_MAX, Undo
+from bot.replay import can_undo, undo_replay
 from bot.services import Services
 from bot.slack import blocks, payloads
 from bot.slack.blocks import UNDO_ACTION
@@ -71,7 +71,8 @@ async def undo_command(command: Undo, ctx: CommandContext) -> None:
     latest = next(
         (
             r
-            for r in await services.store.history(command.cluster, UNDO_LOOKBACK)
+            # As far back as `/ray history` can show: a change found here is one a person can look up.
+            for r in await services.store.history(command.cluster, HISTORY_MAX)
             if r.channel_id == ctx.invocation.channel_id and _undoable(r)
         ),
         None,
@@ -81,20 +82,9 @@ async def undo_command(command: Undo, ctx: CommandContext) -> None:
     await undo(ctx, latest.id)
 
 
-# How far back `/ray undo <cluster>` looks for a change to undo: the changes `/ray history` can show.
-UNDO_LOOKBACK = 50
-
-
 def _undoable(record: ChangeRecord) -> bool:
-    """A change a person asked for that took effect, is not undone, and has what an undo needs (the spec before
-    and the body sent)."""
-    return (
-        record.action not in ("undo", "revert")
-        and record.outcome == "done"
-        and record.undone_by_change is None
-        and record.spec_before is not None
-        and record.body is not None
-    )
+    """A change a person asked for (not an undo or a revert) that is not undone yet and whose undo can be planned."""
+    return record.action not in ("undo", "revert") and record.undone_by_change is None and can_undo(record)
 
 
 def register(app: AsyncApp, services: Services) -> None:

@@ -569,7 +569,7 @@ def error_view(alias: str, code: str, message: str, request_id: str | None) -> d
 # it runs, "error" for a refusal or failure before anything was sent): the marks of the status card, so the modal
 # never says ✅ done for what the channel shows as ⏳ applying, nor ❌ for an outcome still being checked.
 RESULT_TITLES: dict[str, tuple[str, str]] = {
-    "working": ("⏳", "Applying"),
+    "working": (CARD_MARKS["applying"], "Applying"),
     "done": (ACCEPTED_MARK, "Accepted, applying"),
     "awaiting_approval": (CARD_MARKS["awaiting_approval"], "Awaiting approval"),
     "unknown": (CARD_MARKS["unknown"], "Being checked"),
@@ -577,7 +577,7 @@ RESULT_TITLES: dict[str, tuple[str, str]] = {
     "cancelled": (CARD_MARKS["cancelled"], "Not sent"),
     "unchanged": ("➖", "Nothing to change"),
     "duplicate": ("➖", "Already sent"),
-    "error": ("❌", "Not done"),
+    "error": (CARD_MARKS["failed"], "Not done"),
 }
 
 
