@@ -334,7 +334,10 @@ async def look(services: Services, record: ChangeRecord) -> None:
         # A later change to the same groups took effect: this one's counts are wanted no more, and waiting for them
         # would show ⏳ until the follow times out. That change is followed on its own.
         superseded = superseded_reason(later.id)
-        if await store.move(record.id, "not_settled", from_="applied", next_at=None, error_message=superseded):
+        if (
+            await store.move(record.id, "not_settled", from_="applied", next_at=None, error_message=superseded)
+            is not None
+        ):
             if thread is not None:
                 await tell(thread, None, blocks.change_superseded(record.alias, record.id, later.id, later.user_id))
             await show_card(services, record.id)
